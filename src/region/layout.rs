@@ -1,0 +1,349 @@
+//! Every byte offset of the session region file, in one place.
+//!
+//! `docs/design.md` ("Region file layout") is the spec; this module is its
+//! only implementation. Each offset is built from the one before it, so a
+//! field cannot silently overlap its neighbour, and compile-time asserts pin
+//! the sizes the format depends on. Nothing here touches memory: it only
+//! computes numbers, and it validates header values read from an untrusted
+//! file into a [`Geometry`] or an error string.
+
+use std::mem::size_of;
+
+/// Magic bytes at offset 0 of every region file.
+pub const MAGIC: [u8; 8] = *b"SESSRGN\0";
+/// Current on-disk format version (see the version log in docs/design.md).
+pub const FORMAT_VERSION: u32 = 1;
+/// The header occupies the first page.
+pub const HEADER_SIZE: u64 = 4096;
+/// Bytes reserved for each stripe: the mutex, then the stripe's metadata.
+pub const STRIPE_STRIDE: u64 = 256;
+/// Bytes of the pthread mutex on this platform; recorded in the header so a
+/// build with a different mutex layout refuses the file (LMDB's format word).
+pub const MUTEX_SIZE: u32 = size_of::<libc::pthread_mutex_t>() as u32;
+/// Longest context name stored in the header.
+pub const MAX_CONTEXT_NAME: usize = 64;
+
+// ---- header fields (offsets from the start of the file) ----
+pub const H_MAGIC: usize = 0;
+pub const H_FORMAT: usize = H_MAGIC + 8;
+pub const H_HEADER_SIZE: usize = H_FORMAT + size_of::<u32>();
+pub const H_MUTEX_SIZE: usize = H_HEADER_SIZE + size_of::<u32>();
+pub const H_STRIPE_STRIDE: usize = H_MUTEX_SIZE + size_of::<u32>();
+pub const H_MAX_SESSIONS: usize = H_STRIPE_STRIDE + size_of::<u32>();
+pub const H_MAX_VALUES: usize = H_MAX_SESSIONS + size_of::<u32>();
+pub const H_MAX_NAME: usize = H_MAX_VALUES + size_of::<u32>();
+pub const H_MAX_VALUE: usize = H_MAX_NAME + size_of::<u32>();
+pub const H_MAX_LOCKS: usize = H_MAX_VALUE + size_of::<u32>();
+pub const H_SLOT_SIZE: usize = H_MAX_LOCKS + size_of::<u32>();
+pub const H_NODE_ID: usize = H_SLOT_SIZE + size_of::<u32>();
+pub const H_CONTEXT_TAG: usize = H_NODE_ID + size_of::<u32>();
+pub const H_TIMEOUT: usize = H_CONTEXT_TAG + size_of::<u32>();
+pub const H_ABS_TIMEOUT: usize = H_TIMEOUT + size_of::<u64>();
+pub const H_FILE_SIZE: usize = H_ABS_TIMEOUT + size_of::<u64>();
+pub const H_CREATED_MS: usize = H_FILE_SIZE + size_of::<u64>();
+pub const H_CLEAN: usize = H_CREATED_MS + size_of::<u64>();
+pub const H_CONTEXT_LEN: usize = H_CLEAN + size_of::<u32>();
+pub const H_CONTEXT_NAME: usize = H_CONTEXT_LEN + size_of::<u32>();
+pub const H_END_OF_FIELDS: usize = H_CONTEXT_NAME + MAX_CONTEXT_NAME;
+/// Region-wide counters (atomic u64s) start on their own cache line.
+pub const H_COUNTERS: usize = 256;
+const _: () = assert!(H_END_OF_FIELDS <= H_COUNTERS);
+const _: () = assert!(H_MAGIC == 0 && H_FORMAT == 8 && H_MAX_SESSIONS == 24 && H_TIMEOUT == 56);
+const _: () = assert!(H_CLEAN == 88 && H_CONTEXT_NAME == 96);
+
+/// Region-wide counters kept in the header (index into the counter array).
+/// Hot per-operation counters live per stripe instead, so processes do not
+/// bounce one cache line.
+#[derive(Clone, Copy, Debug)]
+#[repr(usize)]
+pub enum HeaderCounter {
+    /// Creations refused because every stripe was full.
+    Refused = 0,
+    /// Lock waits that ran out of `lock_timeout`.
+    LockTimeouts = 1,
+    /// Completed reaper sweeps.
+    ReapSweeps = 2,
+    /// Duration of the last reaper sweep, microseconds.
+    LastReapMicros = 3,
+    /// Wall time at the end of the last sweep, ms since the epoch.
+    LastReapAtMs = 4,
+    /// Sessions copied in by the last migration.
+    Migrated = 5,
+    /// Sessions that did not fit the new layout at the last migration.
+    MigrationDropped = 6,
+    /// Last time (ms) a create on a full region swept expired slots.
+    LastFullSweepMs = 7,
+}
+/// Number of counter words reserved in the header.
+pub const HEADER_COUNTERS: usize = 64;
+const _: () = assert!(H_COUNTERS as u64 + 8 * HEADER_COUNTERS as u64 <= HEADER_SIZE);
+
+// ---- stripe entry (offsets from the start of the stripe's 256 bytes) ----
+pub const S_MUTEX: usize = 0;
+pub const S_FREE_HEAD: usize = 64;
+pub const S_LIVE: usize = S_FREE_HEAD + size_of::<u32>();
+/// First per-stripe counter (u64s, see [`StripeCounter`]).
+pub const S_COUNTERS: usize = S_LIVE + size_of::<u32>();
+const _: () = assert!(size_of::<libc::pthread_mutex_t>() <= S_FREE_HEAD);
+const _: () = assert!(S_COUNTERS % 8 == 0);
+
+/// Per-stripe counters. Only the lock holder writes them, except
+/// `Timeouts`, which is updated atomically by the waiter that gave up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum StripeCounter {
+    /// Lock acquisitions.
+    Acquisitions = 0,
+    /// Acquisitions that had to wait (the try-lock failed).
+    Contended = 1,
+    /// Waits that ran out of `lock_timeout`.
+    Timeouts = 2,
+    /// Owner-dead repairs of this stripe.
+    Repairs = 3,
+    /// Sessions created.
+    Created = 4,
+    /// Sessions invalidated by a client or a tool.
+    Invalidated = 5,
+    /// Sessions expired (lazily on access, or by the reaper).
+    Expired = 6,
+    /// Sessions evicted under `when_full = "evict-oldest"`.
+    Evicted = 7,
+    /// Session ids rotated.
+    Rotated = 8,
+    /// Attribute and session reads.
+    Reads = 9,
+    /// Attribute writes (each set or remove counts once).
+    Writes = 10,
+    /// Slots dropped by repair (torn writes or damaged bytes).
+    Dropped = 11,
+}
+/// Number of per-stripe counters.
+pub const STRIPE_COUNTERS: usize = 12;
+const _: () = assert!(S_COUNTERS + 8 * STRIPE_COUNTERS <= STRIPE_STRIDE as usize);
+
+// ---- slot (offsets from the start of the slot) ----
+pub const SL_SEQ: usize = 0;
+pub const SL_STATE: usize = SL_SEQ + size_of::<u64>();
+pub const SL_FLAGS: usize = SL_STATE + size_of::<u32>();
+pub const SL_TOKEN: usize = SL_FLAGS + size_of::<u32>();
+/// Random bytes of a session id stored in its slot.
+pub const TOKEN_LEN: usize = 18;
+pub const SL_NEXT_FREE: usize = SL_TOKEN + TOKEN_LEN + 2;
+pub const SL_CREATED: usize = SL_NEXT_FREE + size_of::<u32>();
+pub const SL_LAST_ACCESS: usize = SL_CREATED + size_of::<u64>();
+pub const SL_ABS_DEADLINE: usize = SL_LAST_ACCESS + size_of::<u64>();
+pub const SL_TIMEOUT: usize = SL_ABS_DEADLINE + size_of::<u64>();
+pub const SL_NVALUES: usize = SL_TIMEOUT + size_of::<u32>();
+/// Slot header size; attribute entries follow.
+pub const SL_ENTRIES: usize = 80;
+const _: () = assert!(SL_NEXT_FREE == 36 && SL_CREATED == 40 && SL_NVALUES == 68);
+const _: () = assert!(SL_NVALUES + size_of::<u32>() <= SL_ENTRIES);
+const _: () = assert!(SL_CREATED % 8 == 0 && SL_ABS_DEADLINE % 8 == 0);
+
+/// Slot state word: free.
+pub const STATE_FREE: u32 = 0;
+/// Slot state word: holds a live session.
+pub const STATE_LIVE: u32 = 1;
+/// Slot flag: the client has not come back with the id yet.
+pub const FLAG_NEW: u32 = 1;
+/// `free_head` / `next_free` value meaning "none".
+pub const NO_SLOT: u32 = u32::MAX;
+
+// ---- attribute entry (offsets from the start of the entry) ----
+pub const E_NAME_LEN: usize = 0;
+pub const E_VALUE_LEN: usize = 4;
+pub const E_NAME: usize = 8;
+
+// ---- limits on the layout parameters ----
+/// Largest `max_sessions` (ids carry the slot as u32; NO_SLOT is reserved).
+pub const LIMIT_MAX_SESSIONS: u32 = 1 << 28;
+/// Largest `max_values_per_session`.
+pub const LIMIT_MAX_VALUES: u32 = 1024;
+/// Largest `max_name_size`.
+pub const LIMIT_MAX_NAME: u32 = 1024;
+/// Largest `max_value_size` (16 MiB).
+pub const LIMIT_MAX_VALUE: u32 = 16 << 20;
+/// Largest `max_locks`.
+pub const LIMIT_MAX_LOCKS: u32 = 4096;
+/// Largest region file (1 TiB); a bigger one is almost surely a typo.
+pub const LIMIT_FILE_SIZE: u64 = 1 << 40;
+
+/// The layout parameters that fix a region file's geometry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayoutParams {
+    /// Number of slots.
+    pub max_sessions: u32,
+    /// Attribute entries per slot.
+    pub max_values: u32,
+    /// Longest attribute name in bytes.
+    pub max_name_size: u32,
+    /// Longest attribute value in bytes.
+    pub max_value_size: u32,
+    /// Number of stripes (robust mutexes).
+    pub max_locks: u32,
+}
+
+/// Offsets and sizes derived from [`LayoutParams`]; everything the region
+/// code needs to address a byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// The parameters this geometry was derived from.
+    pub params: LayoutParams,
+    /// Offset of the first stripe entry.
+    pub stripes_off: u64,
+    /// Offset of the expiry array (one u64 per slot).
+    pub expiry_off: u64,
+    /// Offset of slot 0.
+    pub slots_off: u64,
+    /// Bytes per attribute entry.
+    pub entry_size: u64,
+    /// Bytes per slot.
+    pub slot_size: u64,
+    /// Total file size.
+    pub file_size: u64,
+}
+
+const fn round_up(v: u64, to: u64) -> u64 {
+    v.div_ceil(to) * to
+}
+
+impl Geometry {
+    /// Validates the parameters and derives the geometry; the error names
+    /// the parameter, its value and the allowed range.
+    pub fn new(p: LayoutParams) -> Result<Geometry, String> {
+        check("max_sessions", p.max_sessions, 1, LIMIT_MAX_SESSIONS)?;
+        check("max_values_per_session", p.max_values, 1, LIMIT_MAX_VALUES)?;
+        check("max_name_size", p.max_name_size, 1, LIMIT_MAX_NAME)?;
+        check("max_value_size", p.max_value_size, 1, LIMIT_MAX_VALUE)?;
+        check("max_locks", p.max_locks, 1, LIMIT_MAX_LOCKS)?;
+        if p.max_locks > p.max_sessions {
+            return Err(format!(
+                "max_locks = {} is larger than max_sessions = {}; use at most one lock per session",
+                p.max_locks, p.max_sessions
+            ));
+        }
+        let entry_size = round_up(8 + p.max_name_size as u64 + p.max_value_size as u64, 8);
+        let slot_size = round_up(SL_ENTRIES as u64 + p.max_values as u64 * entry_size, 64);
+        let stripes_off = HEADER_SIZE;
+        let expiry_off = stripes_off + p.max_locks as u64 * STRIPE_STRIDE;
+        let slots_off = round_up(expiry_off + 8 * p.max_sessions as u64, 4096);
+        let file_size =
+            slots_off.checked_add(slot_size.checked_mul(p.max_sessions as u64).ok_or("overflow")?).ok_or("overflow")?;
+        if file_size > LIMIT_FILE_SIZE || slot_size > u32::MAX as u64 {
+            return Err(format!(
+                "the region would be {file_size} bytes ({} per slot), more than the {LIMIT_FILE_SIZE}-byte limit; \
+                 lower max_sessions, max_values_per_session or max_value_size",
+                slot_size
+            ));
+        }
+        Ok(Geometry { params: p, stripes_off, expiry_off, slots_off, entry_size, slot_size, file_size })
+    }
+
+    /// Offset of stripe `s`'s entry.
+    pub fn stripe_off(&self, s: u32) -> u64 {
+        debug_assert!(s < self.params.max_locks);
+        self.stripes_off + s as u64 * STRIPE_STRIDE
+    }
+
+    /// Offset of slot `i`.
+    pub fn slot_off(&self, i: u32) -> u64 {
+        debug_assert!(i < self.params.max_sessions);
+        self.slots_off + i as u64 * self.slot_size
+    }
+
+    /// Offset of entry `e` inside a slot.
+    pub fn entry_off(&self, e: u32) -> u64 {
+        debug_assert!(e < self.params.max_values);
+        SL_ENTRIES as u64 + e as u64 * self.entry_size
+    }
+
+    /// First slot of stripe `s`; stripes split the slots into contiguous,
+    /// balanced runs: stripe `s` holds `[start(s), start(s+1))`.
+    pub fn stripe_start(&self, s: u32) -> u32 {
+        ((s as u64 * self.params.max_sessions as u64) / self.params.max_locks as u64) as u32
+    }
+
+    /// The stripe that owns slot `i` (the inverse of [`Self::stripe_start`]).
+    pub fn stripe_of(&self, i: u32) -> u32 {
+        let l = self.params.max_locks as u64;
+        let s = ((i as u64 * l + l - 1) / self.params.max_sessions as u64) as u32;
+        debug_assert!(self.stripe_start(s) <= i && i < self.stripe_start(s + 1));
+        s
+    }
+}
+
+fn check(name: &str, v: u32, lo: u32, hi: u32) -> Result<(), String> {
+    if v < lo || v > hi {
+        Err(format!("{name} = {v} is out of range; it must be between {lo} and {hi}"))
+    } else {
+        Ok(())
+    }
+}
+
+/// A 16-bit tag for a context name, carried in session ids (FNV-1a folded).
+/// Config validation refuses two contexts whose tags collide.
+pub fn context_tag(name: &str) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    ((h >> 16) ^ (h & 0xffff)) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: u32, v: u32, n: u32, val: u32, l: u32) -> LayoutParams {
+        LayoutParams { max_sessions: s, max_values: v, max_name_size: n, max_value_size: val, max_locks: l }
+    }
+
+    #[test]
+    fn geometry_offsets_follow_each_other() {
+        let g = Geometry::new(p(1000, 10, 64, 4096, 16)).unwrap();
+        assert_eq!(g.stripes_off, 4096);
+        assert_eq!(g.expiry_off, 4096 + 16 * 256);
+        assert_eq!(g.slots_off % 4096, 0);
+        assert!(g.slots_off >= g.expiry_off + 8000);
+        assert_eq!(g.entry_size, 8 + 64 + 4096);
+        assert_eq!(g.slot_size % 64, 0);
+        assert!(g.slot_size >= 80 + 10 * g.entry_size);
+        assert_eq!(g.file_size, g.slots_off + 1000 * g.slot_size);
+        assert_eq!(g.slot_off(1), g.slots_off + g.slot_size);
+    }
+
+    #[test]
+    fn stripes_partition_slots_contiguously() {
+        for (s, l) in [(10u32, 4u32), (1000, 16), (7, 7), (1, 1), (100, 64), (65, 64)] {
+            let g = Geometry::new(p(s, 1, 1, 1, l)).unwrap();
+            let mut expect = 0;
+            for st in 0..l {
+                assert_eq!(g.stripe_start(st), expect.min(s));
+                let end = g.stripe_start(st + 1);
+                assert!(end > g.stripe_start(st), "stripe {st} of {s}/{l} is empty");
+                for i in g.stripe_start(st)..end {
+                    assert_eq!(g.stripe_of(i), st);
+                }
+                expect = end;
+            }
+            assert_eq!(expect, s);
+        }
+    }
+
+    #[test]
+    fn geometry_rejects_bad_params_by_name() {
+        let e = Geometry::new(p(0, 1, 1, 1, 1)).unwrap_err();
+        assert!(e.contains("max_sessions = 0"), "{e}");
+        let e = Geometry::new(p(10, 1, 1, 1, 11)).unwrap_err();
+        assert!(e.contains("max_locks = 11"), "{e}");
+        let e = Geometry::new(p(LIMIT_MAX_SESSIONS, 1024, 1024, 1 << 20, 1)).unwrap_err();
+        assert!(e.contains("limit"), "{e}");
+    }
+
+    #[test]
+    fn context_tags_differ_for_common_names() {
+        assert_ne!(context_tag("default"), context_tag("admin"));
+        assert_eq!(context_tag("default"), context_tag("default"));
+    }
+}

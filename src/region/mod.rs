@@ -1,0 +1,1169 @@
+//! The shared session region: one mmap'd file per context, fixed slots,
+//! striped robust locks, lazy expiry, crash repair.
+//!
+//! # What this module owns
+//! Every access to a region's bytes. The layout lives in [`layout`], the
+//! mutex wrapper in [`lock`], ids in [`id`], lifecycle events in
+//! [`events`], and opening, validation and migration in [`open`].
+//!
+//! # What it must never do
+//! - Hand out `&` or `&mut` into the map. Slot bytes are copied in and out
+//!   with raw pointers while the stripe lock is held. The only references
+//!   ever formed are `&AtomicU64`/`&AtomicU32` to counter, live-count and
+//!   expiry words; atomics are built for concurrent mutation, so such a
+//!   reference stays sound while other processes write the same word.
+//! - Trust the bytes. Another process, a crash or a disk can leave anything
+//!   there: a damaged slot is dropped by stripe repair and reported as an
+//!   error value, never a panic.
+//! - Hold a stripe lock across anything slow: no I/O, no allocation
+//!   proportional to anything but the copied value, no logging above debug
+//!   except for repairs.
+//!
+//! See `docs/design.md` for the byte layout, the lock protocol and the
+//! crash-repair argument.
+
+pub mod events;
+pub mod id;
+pub mod layout;
+pub mod lock;
+pub mod open;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use memmap2::MmapRaw;
+
+pub use events::{LifecycleEvent, LifecycleObserver, LogObserver};
+pub use id::SessionId;
+pub use layout::{Geometry, LayoutParams};
+
+use layout::*;
+
+/// What happens when a context is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenFull {
+    /// Refuse the new session (iPlanet's behaviour).
+    #[default]
+    Refuse,
+    /// Evict the session nearest its deadline in the fullest stripe.
+    EvictOldest,
+}
+
+/// Everything needed to open or create one context's region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionConfig {
+    /// Context name (also the directory name).
+    pub context: String,
+    /// Geometry-fixing parameters.
+    pub layout: LayoutParams,
+    /// Node id carried in every session id.
+    pub node_id: u32,
+    /// Idle timeout, seconds.
+    pub timeout_s: u32,
+    /// Absolute lifetime, seconds; 0 = off.
+    pub absolute_timeout_s: u64,
+    /// Policy at `max_sessions`.
+    pub when_full: WhenFull,
+    /// Longest wait for a stripe lock.
+    pub lock_timeout: Duration,
+}
+
+/// Errors of region operations. Each variant says what went wrong and,
+/// where a client caused it, with which value and which limit.
+#[derive(Debug, thiserror::Error)]
+pub enum RegionError {
+    /// Unknown, forged, malformed, stale or expired id: always the same.
+    #[error("session not found")]
+    NotFound,
+    /// Every slot is taken and the policy is "refuse".
+    #[error("context '{context}' is full: all {max_sessions} sessions are in use (max_sessions)")]
+    Full {
+        /// Context name.
+        context: String,
+        /// Its capacity.
+        max_sessions: u32,
+    },
+    /// The session already holds `max_values_per_session` attributes.
+    #[error("the session already holds {max} attributes (max_values_per_session = {max}); remove one first")]
+    TooManyValues {
+        /// The limit.
+        max: u32,
+    },
+    /// An attribute name is empty.
+    #[error("attribute name is empty")]
+    EmptyName,
+    /// An attribute name is longer than `max_name_size`.
+    #[error("attribute name is {len} bytes; the limit is max_name_size = {max}")]
+    NameTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// A value is larger than `max_value_size`.
+    #[error("value is {len} bytes; the limit is max_value_size = {max}")]
+    ValueTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// The stripe lock could not be taken within `lock_timeout`.
+    #[error("stripe {stripe} lock not acquired within {waited:?} (lock_timeout)")]
+    LockTimeout {
+        /// The stripe.
+        stripe: u32,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// A mutex is unusable until the region is reopened by a server.
+    #[error("stripe {stripe} lock is not recoverable; restart sessiond to re-initialise the locks")]
+    LockBroken {
+        /// The stripe.
+        stripe: u32,
+    },
+    /// Region bytes failed validation.
+    #[error("{path}: {what}")]
+    Corrupt {
+        /// The region file.
+        path: PathBuf,
+        /// What was wrong.
+        what: String,
+    },
+    /// A system call failed.
+    #[error("{call} on {path} failed: {source}")]
+    Io {
+        /// The call and its arguments.
+        call: String,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Metadata of one session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionMeta {
+    /// Its id.
+    pub id: SessionId,
+    /// Creation time, ms since the epoch.
+    pub created_ms: u64,
+    /// Last access, ms since the epoch.
+    pub last_access_ms: u64,
+    /// When it expires unless touched, ms since the epoch.
+    pub expires_ms: u64,
+    /// Idle timeout, seconds.
+    pub timeout_s: u32,
+    /// The client has not come back with the id yet.
+    pub is_new: bool,
+    /// Number of attributes.
+    pub values: u32,
+}
+
+/// A whole session, copied out of the region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// Metadata.
+    pub meta: SessionMeta,
+    /// Attributes in storage order.
+    pub attributes: Vec<(String, Vec<u8>)>,
+}
+
+/// Result of a reaper sweep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    /// Slots freed.
+    pub freed: u64,
+    /// Earliest remaining deadline (ms), if any session is live.
+    pub next_deadline_ms: Option<u64>,
+}
+
+/// One stripe's figures.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StripeStats {
+    /// Slots in the stripe.
+    pub capacity: u32,
+    /// Live slots.
+    pub live: u32,
+    /// Counters by [`StripeCounter`] order.
+    pub counters: [u64; STRIPE_COUNTERS],
+}
+
+/// A region's figures, read without locks (each number is exact, the set
+/// is not a single snapshot).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RegionStats {
+    /// Context name.
+    pub context: String,
+    /// Format version in the header.
+    pub format_version: u32,
+    /// Clean-shutdown flag.
+    pub clean: bool,
+    /// Layout parameters.
+    pub max_sessions: u32,
+    /// Attributes per session.
+    pub max_values: u32,
+    /// Longest name.
+    pub max_name_size: u32,
+    /// Longest value.
+    pub max_value_size: u32,
+    /// Stripes.
+    pub max_locks: u32,
+    /// File size in bytes.
+    pub file_size: u64,
+    /// Live sessions (sum over stripes).
+    pub live: u64,
+    /// Per-stripe figures.
+    pub stripes: Vec<StripeStats>,
+    /// Sum of the per-stripe counters.
+    pub totals: [u64; STRIPE_COUNTERS],
+    /// Creations refused when full.
+    pub refused: u64,
+    /// Lock timeouts.
+    pub lock_timeouts: u64,
+    /// Reaper sweeps.
+    pub reap_sweeps: u64,
+    /// Duration of the last sweep, µs.
+    pub last_reap_micros: u64,
+}
+
+impl RegionStats {
+    /// A stripe counter summed over stripes.
+    pub fn total(&self, c: StripeCounter) -> u64 {
+        self.totals[c as usize]
+    }
+}
+
+/// An open region. Cheap to share between threads of one process; each
+/// process maps the file itself (or inherits the mapping across fork).
+pub struct Region {
+    map: MmapRaw,
+    geo: Geometry,
+    cfg: RegionConfig,
+    tag: u16,
+    path: PathBuf,
+    observer: Arc<dyn LifecycleObserver>,
+}
+
+/// A held stripe lock; unlocks on drop.
+struct StripeGuard<'r> {
+    r: &'r Region,
+    s: u32,
+}
+
+impl Drop for StripeGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the guard exists only while this thread holds the mutex,
+        // and an owner-dead acquisition was made consistent before the guard
+        // was built.
+        unsafe { lock::unlock(self.r.mutex_ptr(self.s)) }
+    }
+}
+
+/// One attribute change in an atomic update: `None` removes the name.
+pub type Change<'a> = (&'a str, Option<&'a [u8]>);
+
+impl Region {
+    // ---------- raw access (the only place that computes pointers) ----------
+
+    fn ptr(&self, off: u64) -> *mut u8 {
+        debug_assert!(off < self.geo.file_size);
+        // SAFETY: off < file_size == map length (checked at open), so the
+        // result stays inside the mapping.
+        unsafe { self.map.as_mut_ptr().add(off as usize) }
+    }
+    fn rd32(&self, off: u64) -> u32 {
+        // SAFETY: every caller passes an offset derived from the geometry
+        // with 4 bytes of room; read_unaligned has no alignment demand.
+        unsafe { std::ptr::read_unaligned(self.ptr(off) as *const u32) }
+    }
+    fn rd64(&self, off: u64) -> u64 {
+        // SAFETY: as rd32, with 8 bytes of room.
+        unsafe { std::ptr::read_unaligned(self.ptr(off) as *const u64) }
+    }
+    fn wr32(&self, off: u64, v: u32) {
+        // SAFETY: as rd32; callers hold the stripe lock that owns the word.
+        unsafe { std::ptr::write_unaligned(self.ptr(off) as *mut u32, v) }
+    }
+    fn wr64(&self, off: u64, v: u64) {
+        // SAFETY: as rd64; callers hold the stripe lock that owns the word.
+        unsafe { std::ptr::write_unaligned(self.ptr(off) as *mut u64, v) }
+    }
+    fn copy_out(&self, off: u64, dst: &mut [u8]) {
+        debug_assert!(off + dst.len() as u64 <= self.geo.file_size);
+        // SAFETY: callers bound dst.len() by a validated length that fits
+        // the field at off; dst is a private buffer, never inside the map.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr(off), dst.as_mut_ptr(), dst.len()) }
+    }
+    fn copy_in(&self, off: u64, src: &[u8]) {
+        debug_assert!(off + src.len() as u64 <= self.geo.file_size);
+        // SAFETY: callers checked src.len() against the field's limit; src
+        // is a private buffer, never inside the map.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr(off), src.len()) }
+    }
+    fn atomic64(&self, off: u64) -> &AtomicU64 {
+        debug_assert!(off % 8 == 0);
+        // SAFETY: off is 8-aligned inside the page-aligned map; the word is
+        // only ever accessed atomically, and the reference lives no longer
+        // than &self, which keeps the mapping alive.
+        unsafe { AtomicU64::from_ptr(self.ptr(off) as *mut u64) }
+    }
+    fn atomic32(&self, off: u64) -> &AtomicU32 {
+        debug_assert!(off % 4 == 0);
+        // SAFETY: as atomic64, for a 4-aligned word.
+        unsafe { AtomicU32::from_ptr(self.ptr(off) as *mut u32) }
+    }
+    fn mutex_ptr(&self, s: u32) -> *mut libc::pthread_mutex_t {
+        self.ptr(self.geo.stripe_off(s) + S_MUTEX as u64) as *mut libc::pthread_mutex_t
+    }
+    fn expiry(&self, i: u32) -> &AtomicU64 {
+        self.atomic64(self.geo.expiry_off + 8 * i as u64)
+    }
+    fn live_word(&self, s: u32) -> &AtomicU32 {
+        self.atomic32(self.geo.stripe_off(s) + S_LIVE as u64)
+    }
+    fn stripe_counter(&self, s: u32, c: StripeCounter) -> &AtomicU64 {
+        self.atomic64(self.geo.stripe_off(s) + S_COUNTERS as u64 + 8 * c as u64)
+    }
+    fn header_counter(&self, c: HeaderCounter) -> &AtomicU64 {
+        self.atomic64(H_COUNTERS as u64 + 8 * c as u64)
+    }
+    /// Bump a stripe counter; the caller holds the stripe lock, so a plain
+    /// load and store (no locked RMW) is exact.
+    fn bump(&self, s: u32, c: StripeCounter, by: u64) {
+        let a = self.stripe_counter(s, c);
+        a.store(a.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+    }
+
+    // ---------- accessors ----------
+
+    /// The region's geometry.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geo
+    }
+    /// The configuration it was opened with.
+    pub fn config(&self) -> &RegionConfig {
+        &self.cfg
+    }
+    /// The context name.
+    pub fn context(&self) -> &str {
+        &self.cfg.context
+    }
+    /// The 16-bit context tag carried in ids.
+    pub fn tag(&self) -> u16 {
+        self.tag
+    }
+    /// The file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// Replace the lifecycle observer.
+    pub fn set_observer(&mut self, o: Arc<dyn LifecycleObserver>) {
+        self.observer = o;
+    }
+    /// Live sessions, summed over stripes without locking.
+    pub fn live(&self) -> u64 {
+        (0..self.geo.params.max_locks).map(|s| self.live_word(s).load(Ordering::Relaxed) as u64).sum()
+    }
+
+    // ---------- locking ----------
+
+    fn lock_stripe(&self, s: u32) -> Result<StripeGuard<'_>, RegionError> {
+        let m = self.mutex_ptr(s);
+        // SAFETY: m points at a mutex initialised when the region was created
+        // or opened for serving.
+        match unsafe { lock::lock(m, self.cfg.lock_timeout) } {
+            Ok(lock::Acquired::Clean { contended }) => {
+                let g = StripeGuard { r: self, s };
+                self.bump(s, StripeCounter::Acquisitions, 1);
+                if contended {
+                    self.bump(s, StripeCounter::Contended, 1);
+                }
+                Ok(g)
+            }
+            Ok(lock::Acquired::OwnerDead) => {
+                // Repair first, then mark consistent, then build the guard:
+                // unlocking without consistent would make it unrecoverable.
+                let dropped = self.repair_stripe_locked(s, None);
+                self.bump(s, StripeCounter::Repairs, 1);
+                log::warn!(
+                    "{}: stripe {s}: previous lock owner died; repaired the stripe, dropped {dropped} half-written slot(s)",
+                    self.path.display()
+                );
+                // SAFETY: we hold m in the owner-dead state and repaired it.
+                if let Err(e) = unsafe { lock::consistent(m) } {
+                    log::error!("{}: stripe {s}: {e}", self.path.display());
+                    return Err(RegionError::LockBroken { stripe: s });
+                }
+                self.bump(s, StripeCounter::Acquisitions, 1);
+                Ok(StripeGuard { r: self, s })
+            }
+            Err(lock::LockFailure::Timeout) => {
+                self.stripe_counter(s, StripeCounter::Timeouts).fetch_add(1, Ordering::Relaxed);
+                self.header_counter(HeaderCounter::LockTimeouts).fetch_add(1, Ordering::Relaxed);
+                Err(RegionError::LockTimeout { stripe: s, waited: self.cfg.lock_timeout })
+            }
+            Err(lock::LockFailure::NotRecoverable) => Err(RegionError::LockBroken { stripe: s }),
+            Err(lock::LockFailure::Os(e)) => Err(RegionError::Io {
+                call: format!("pthread_mutex_timedlock(stripe {s})"),
+                path: self.path.clone(),
+                source: e,
+            }),
+        }
+    }
+
+    /// Test-only fault hook: take a stripe's lock and keep it until the
+    /// returned guard is dropped (or the process dies or is stopped).
+    #[cfg(feature = "fault-injection")]
+    pub fn fault_hold_stripe(&self, stripe: u32) -> Result<impl Drop + '_, RegionError> {
+        self.lock_stripe(stripe)
+    }
+
+    /// Test-only fault hook: start a write to the session (odd sequence),
+    /// scribble half a value, and call `then` while still holding the lock
+    /// mid-write. Used to SIGKILL a writer at the worst moment.
+    #[cfg(feature = "fault-injection")]
+    pub fn fault_torn_write(&self, id: &SessionId, now_ms: u64, then: impl FnOnce()) -> Result<(), RegionError> {
+        let (g, off) = self.find(id, now_ms)?;
+        self.begin_write(off);
+        self.wr32(off + self.geo.entry_off(0), 0xdead);
+        then();
+        self.end_write(off);
+        drop(g);
+        Ok(())
+    }
+
+    /// The stripe of a slot.
+    pub fn stripe_of(&self, slot: u32) -> u32 {
+        self.geo.stripe_of(slot)
+    }
+
+    // ---------- slot helpers (stripe lock held) ----------
+
+    fn begin_write(&self, off: u64) {
+        let seq = self.rd64(off + SL_SEQ as u64);
+        self.wr64(off + SL_SEQ as u64, seq | 1);
+    }
+    fn end_write(&self, off: u64) {
+        let seq = self.rd64(off + SL_SEQ as u64);
+        self.wr64(off + SL_SEQ as u64, (seq | 1).wrapping_add(1));
+    }
+    fn read_token(&self, off: u64) -> [u8; TOKEN_LEN] {
+        let mut t = [0u8; TOKEN_LEN];
+        self.copy_out(off + SL_TOKEN as u64, &mut t);
+        t
+    }
+    fn deadline_of(&self, off: u64) -> u64 {
+        let idle = self.rd64(off + SL_LAST_ACCESS as u64) + 1000 * self.rd32(off + SL_TIMEOUT as u64) as u64;
+        match self.rd64(off + SL_ABS_DEADLINE as u64) {
+            0 => idle,
+            abs => idle.min(abs),
+        }
+    }
+    fn id_of(&self, slot: u32, off: u64) -> SessionId {
+        SessionId { node: self.cfg.node_id, context: self.tag, slot, token: self.read_token(off) }
+    }
+    fn meta_of(&self, slot: u32, off: u64) -> SessionMeta {
+        SessionMeta {
+            id: self.id_of(slot, off),
+            created_ms: self.rd64(off + SL_CREATED as u64),
+            last_access_ms: self.rd64(off + SL_LAST_ACCESS as u64),
+            expires_ms: self.deadline_of(off),
+            timeout_s: self.rd32(off + SL_TIMEOUT as u64),
+            is_new: self.rd32(off + SL_FLAGS as u64) & FLAG_NEW != 0,
+            values: self.rd32(off + SL_NVALUES as u64),
+        }
+    }
+
+    /// Checks that a slot's bytes are well formed; the reason on failure.
+    fn validate_slot(&self, off: u64) -> Result<(), String> {
+        let p = &self.geo.params;
+        let seq = self.rd64(off + SL_SEQ as u64);
+        if seq & 1 == 1 {
+            return Err(format!("odd sequence number {seq} (torn write)"));
+        }
+        match self.rd32(off + SL_STATE as u64) {
+            STATE_FREE => return Ok(()),
+            STATE_LIVE => {}
+            s => return Err(format!("unknown state word {s}")),
+        }
+        let n = self.rd32(off + SL_NVALUES as u64);
+        if n > p.max_values {
+            return Err(format!("{n} attributes, more than max_values_per_session = {}", p.max_values));
+        }
+        let mut name = vec![0u8; p.max_name_size as usize];
+        for e in 0..n {
+            let eo = off + self.geo.entry_off(e);
+            let nl = self.rd32(eo + E_NAME_LEN as u64);
+            let vl = self.rd32(eo + E_VALUE_LEN as u64);
+            if nl == 0 || nl > p.max_name_size {
+                return Err(format!("attribute {e}: name length {nl} outside 1..={}", p.max_name_size));
+            }
+            if vl > p.max_value_size {
+                return Err(format!("attribute {e}: value length {vl} over max_value_size = {}", p.max_value_size));
+            }
+            self.copy_out(eo + E_NAME as u64, &mut name[..nl as usize]);
+            if std::str::from_utf8(&name[..nl as usize]).is_err() {
+                return Err(format!("attribute {e}: name is not UTF-8"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Repairs stripe `s` while holding its lock: drops every torn or
+    /// damaged slot, rebuilds the free list, the live count and the expiry
+    /// words. If `retime` is given, re-applies the idle timeout and absolute
+    /// lifetime to every live slot. Returns how many slots were dropped.
+    fn repair_stripe_locked(&self, s: u32, retime: Option<(u32, u64)>) -> u64 {
+        let (start, end) = (self.geo.stripe_start(s), self.geo.stripe_start(s + 1));
+        let mut dropped = 0;
+        let mut live = 0u32;
+        let mut head = NO_SLOT;
+        for i in (start..end).rev() {
+            let off = self.geo.slot_off(i);
+            if let Err(why) = self.validate_slot(off) {
+                log::warn!("{}: slot {i} (stripe {s}) dropped by repair: {why}", self.path.display());
+                dropped += 1;
+                self.clear_slot(off);
+            }
+            if self.rd32(off + SL_STATE as u64) == STATE_LIVE {
+                if let Some((timeout, abs)) = retime {
+                    self.wr32(off + SL_TIMEOUT as u64, timeout);
+                    let abs_deadline = if abs == 0 { 0 } else { self.rd64(off + SL_CREATED as u64) + abs * 1000 };
+                    self.wr64(off + SL_ABS_DEADLINE as u64, abs_deadline);
+                }
+                live += 1;
+                self.expiry(i).store(self.deadline_of(off), Ordering::Relaxed);
+            } else {
+                self.wr32(off + SL_NEXT_FREE as u64, head);
+                head = i;
+                self.expiry(i).store(0, Ordering::Relaxed);
+            }
+        }
+        self.wr32(self.geo.stripe_off(s) + S_FREE_HEAD as u64, head);
+        self.live_word(s).store(live, Ordering::Relaxed);
+        if dropped > 0 {
+            self.bump(s, StripeCounter::Dropped, dropped);
+        }
+        dropped
+    }
+
+    fn clear_slot(&self, off: u64) {
+        let seq = self.rd64(off + SL_SEQ as u64);
+        self.wr64(off + SL_SEQ as u64, (seq | 1).wrapping_add(1));
+        self.wr32(off + SL_STATE as u64, STATE_FREE);
+        self.wr32(off + SL_FLAGS as u64, 0);
+        self.wr32(off + SL_NVALUES as u64, 0);
+    }
+
+    /// Frees a live slot and emits `ev` (stripe lock held).
+    fn free_slot(&self, s: u32, i: u32, off: u64, ev: LifecycleEvent) {
+        self.begin_write(off);
+        self.wr32(off + SL_STATE as u64, STATE_FREE);
+        self.wr32(off + SL_NVALUES as u64, 0);
+        let so = self.geo.stripe_off(s);
+        self.wr32(off + SL_NEXT_FREE as u64, self.rd32(so + S_FREE_HEAD as u64));
+        self.wr32(so + S_FREE_HEAD as u64, i);
+        self.end_write(off);
+        self.expiry(i).store(0, Ordering::Relaxed);
+        let lw = self.live_word(s);
+        lw.store(lw.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
+        self.emit(s, ev);
+    }
+
+    /// The one place lifecycle events go through: counts, then observes.
+    fn emit(&self, s: u32, ev: LifecycleEvent) {
+        let c = match ev {
+            LifecycleEvent::Created(_) => StripeCounter::Created,
+            LifecycleEvent::Rotated { .. } => StripeCounter::Rotated,
+            LifecycleEvent::Invalidated(_) => StripeCounter::Invalidated,
+            LifecycleEvent::Expired(_) => StripeCounter::Expired,
+            LifecycleEvent::Evicted(_) => StripeCounter::Evicted,
+        };
+        self.bump(s, c, 1);
+        self.observer.on_event(&self.cfg.context, &ev);
+    }
+
+    /// Locks the id's stripe and checks the id; returns the guard and the
+    /// slot offset. Expired sessions are freed here (lazy expiry).
+    fn find(&self, id: &SessionId, now_ms: u64) -> Result<(StripeGuard<'_>, u64), RegionError> {
+        if id.context != self.tag || id.slot >= self.geo.params.max_sessions {
+            return Err(RegionError::NotFound);
+        }
+        let s = self.geo.stripe_of(id.slot);
+        let g = self.lock_stripe(s)?;
+        let off = self.geo.slot_off(id.slot);
+        if self.rd32(off + SL_STATE as u64) != STATE_LIVE || !id.token_matches(&self.read_token(off)) {
+            return Err(RegionError::NotFound);
+        }
+        if self.rd64(off + SL_SEQ as u64) & 1 == 1 || self.rd32(off + SL_NVALUES as u64) > self.geo.params.max_values {
+            // Damage seen under a clean lock: repair the stripe, report absent.
+            let dropped = self.repair_stripe_locked(s, None);
+            log::warn!(
+                "{}: stripe {s}: damaged slot found on access; repaired, dropped {dropped}",
+                self.path.display()
+            );
+            return Err(RegionError::NotFound);
+        }
+        if now_ms >= self.deadline_of(off) {
+            self.free_slot(s, id.slot, off, LifecycleEvent::Expired(*id));
+            return Err(RegionError::NotFound);
+        }
+        Ok((g, off))
+    }
+
+    fn touch_locked(&self, id: &SessionId, off: u64, now_ms: u64) {
+        self.wr64(off + SL_LAST_ACCESS as u64, now_ms);
+        let f = self.rd32(off + SL_FLAGS as u64);
+        if f & FLAG_NEW != 0 {
+            self.wr32(off + SL_FLAGS as u64, f & !FLAG_NEW);
+        }
+        self.expiry(id.slot).store(self.deadline_of(off), Ordering::Relaxed);
+    }
+
+    /// Finds an attribute by name; returns (entry index, entry offset).
+    fn find_attr(&self, off: u64, name: &[u8]) -> Option<(u32, u64)> {
+        let n = self.rd32(off + SL_NVALUES as u64).min(self.geo.params.max_values);
+        let mut buf = [0u8; 64];
+        let mut big;
+        let cmp: &mut [u8] = if name.len() <= 64 {
+            &mut buf[..name.len()]
+        } else {
+            big = vec![0u8; name.len()];
+            &mut big[..]
+        };
+        for e in 0..n {
+            let eo = off + self.geo.entry_off(e);
+            if self.rd32(eo + E_NAME_LEN as u64) as usize != name.len() {
+                continue;
+            }
+            self.copy_out(eo + E_NAME as u64, cmp);
+            if cmp == name {
+                return Some((e, eo));
+            }
+        }
+        None
+    }
+
+    /// Copies an entry's value out, bounding the stored length.
+    fn read_value(&self, eo: u64, out: &mut Vec<u8>) {
+        let vl = (self.rd32(eo + E_VALUE_LEN as u64)).min(self.geo.params.max_value_size) as usize;
+        out.clear();
+        out.resize(vl, 0);
+        self.copy_out(eo + E_NAME as u64 + self.geo.params.max_name_size as u64, out);
+    }
+
+    // ---------- the public API ----------
+
+    /// Creates a session. Tries every stripe with a free slot before it
+    /// gives up; when full, either refuses or evicts (see [`WhenFull`]).
+    pub fn create(&self, now_ms: u64) -> Result<SessionMeta, RegionError> {
+        let n = self.geo.params.max_locks;
+        let mut id = SessionId::generate(self.cfg.node_id, self.tag, 0).map_err(|e| RegionError::Io {
+            call: "getrandom".into(),
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let start = u32::from_le_bytes([id.token[0], id.token[1], id.token[2], id.token[3]]) % n;
+        for pass in 0..2 {
+            for k in 0..n {
+                let s = (start + k) % n;
+                let cap = self.geo.stripe_start(s + 1) - self.geo.stripe_start(s);
+                if self.live_word(s).load(Ordering::Relaxed) >= cap {
+                    continue;
+                }
+                let g = self.lock_stripe(s)?;
+                if let Some(meta) = self.alloc_locked(&g, &mut id, now_ms) {
+                    return Ok(meta);
+                }
+            }
+            if pass == 0 && self.sweep_when_full(now_ms)? == 0 {
+                break;
+            }
+        }
+        if self.cfg.when_full == WhenFull::EvictOldest {
+            let g = self.lock_stripe(start)?;
+            let (from, to) = (self.geo.stripe_start(start), self.geo.stripe_start(start + 1));
+            let victim = (from..to)
+                .filter(|&i| self.expiry(i).load(Ordering::Relaxed) != 0)
+                .min_by_key(|&i| self.expiry(i).load(Ordering::Relaxed));
+            if let Some(v) = victim {
+                let off = self.geo.slot_off(v);
+                if self.rd32(off + SL_STATE as u64) == STATE_LIVE {
+                    let old = self.id_of(v, off);
+                    self.free_slot(start, v, off, LifecycleEvent::Evicted(old));
+                }
+            }
+            if let Some(meta) = self.alloc_locked(&g, &mut id, now_ms) {
+                return Ok(meta);
+            }
+        }
+        self.header_counter(HeaderCounter::Refused).fetch_add(1, Ordering::Relaxed);
+        Err(RegionError::Full { context: self.cfg.context.clone(), max_sessions: self.geo.params.max_sessions })
+    }
+
+    /// When no stripe has room, frees expired slots at most once a second
+    /// so a region full of dead sessions does not refuse creates until the
+    /// reaper's next run.
+    fn sweep_when_full(&self, now_ms: u64) -> Result<u64, RegionError> {
+        let last = self.header_counter(HeaderCounter::LastFullSweepMs);
+        let prev = last.load(Ordering::Relaxed);
+        if now_ms < prev + 1000 || last.compare_exchange(prev, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return Ok(0);
+        }
+        Ok(self.reap_inner(now_ms)?.freed)
+    }
+
+    fn alloc_locked(&self, g: &StripeGuard<'_>, id: &mut SessionId, now_ms: u64) -> Option<SessionMeta> {
+        let s = g.s;
+        let so = self.geo.stripe_off(s);
+        let (from, to) = (self.geo.stripe_start(s), self.geo.stripe_start(s + 1));
+        let mut head = self.rd32(so + S_FREE_HEAD as u64);
+        if head != NO_SLOT
+            && (head < from || head >= to || self.rd32(self.geo.slot_off(head) + SL_STATE as u64) != STATE_FREE)
+        {
+            let dropped = self.repair_stripe_locked(s, None);
+            log::warn!("{}: stripe {s}: free list damaged; rebuilt it, dropped {dropped} slot(s)", self.path.display());
+            head = self.rd32(so + S_FREE_HEAD as u64);
+        }
+        if head == NO_SLOT {
+            return None;
+        }
+        let off = self.geo.slot_off(head);
+        id.slot = head;
+        self.begin_write(off);
+        self.wr32(so + S_FREE_HEAD as u64, self.rd32(off + SL_NEXT_FREE as u64));
+        self.wr32(off + SL_STATE as u64, STATE_LIVE);
+        self.wr32(off + SL_FLAGS as u64, FLAG_NEW);
+        self.copy_in(off + SL_TOKEN as u64, &id.token);
+        self.wr32(off + SL_NEXT_FREE as u64, NO_SLOT);
+        self.wr64(off + SL_CREATED as u64, now_ms);
+        self.wr64(off + SL_LAST_ACCESS as u64, now_ms);
+        let abs = self.cfg.absolute_timeout_s;
+        self.wr64(off + SL_ABS_DEADLINE as u64, if abs == 0 { 0 } else { now_ms + abs * 1000 });
+        self.wr32(off + SL_TIMEOUT as u64, self.cfg.timeout_s);
+        self.wr32(off + SL_NVALUES as u64, 0);
+        self.end_write(off);
+        self.expiry(head).store(self.deadline_of(off), Ordering::Relaxed);
+        let lw = self.live_word(s);
+        lw.store(lw.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.emit(s, LifecycleEvent::Created(*id));
+        Some(self.meta_of(head, off))
+    }
+
+    /// Returns the whole session; `touch` updates its last access and clears
+    /// the "new" flag.
+    pub fn get(&self, id: &SessionId, touch: bool, now_ms: u64) -> Result<Session, RegionError> {
+        let (g, off) = self.find(id, now_ms)?;
+        if touch {
+            self.touch_locked(id, off, now_ms);
+        }
+        let n = self.rd32(off + SL_NVALUES as u64);
+        let mut attributes = Vec::with_capacity(n as usize);
+        for e in 0..n {
+            let eo = off + self.geo.entry_off(e);
+            let nl = self.rd32(eo + E_NAME_LEN as u64).min(self.geo.params.max_name_size) as usize;
+            let mut name = vec![0u8; nl];
+            self.copy_out(eo + E_NAME as u64, &mut name);
+            let mut v = Vec::new();
+            self.read_value(eo, &mut v);
+            let name = String::from_utf8(name).map_err(|_| RegionError::Corrupt {
+                path: self.path.clone(),
+                what: format!("slot {}: attribute {e} name is not UTF-8", id.slot),
+            })?;
+            attributes.push((name, v));
+        }
+        self.bump(g.s, StripeCounter::Reads, 1);
+        Ok(Session { meta: self.meta_of(id.slot, off), attributes })
+    }
+
+    /// Copies one attribute into `out`; `Ok(false)` when the session exists
+    /// but has no such attribute.
+    pub fn get_attr(
+        &self,
+        id: &SessionId,
+        name: &str,
+        touch: bool,
+        now_ms: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, RegionError> {
+        let (g, off) = self.find(id, now_ms)?;
+        if touch {
+            self.touch_locked(id, off, now_ms);
+        }
+        self.bump(g.s, StripeCounter::Reads, 1);
+        match self.find_attr(off, name.as_bytes()) {
+            Some((_, eo)) => {
+                self.read_value(eo, out);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Validates one change against the limits, before any lock is taken.
+    pub fn check_change(&self, name: &str, value: Option<&[u8]>) -> Result<(), RegionError> {
+        let p = &self.geo.params;
+        if name.is_empty() {
+            return Err(RegionError::EmptyName);
+        }
+        if name.len() > p.max_name_size as usize {
+            return Err(RegionError::NameTooLong { len: name.len(), max: p.max_name_size });
+        }
+        if let Some(v) = value
+            && v.len() > p.max_value_size as usize
+        {
+            return Err(RegionError::ValueTooLarge { len: v.len(), max: p.max_value_size });
+        }
+        Ok(())
+    }
+
+    /// Sets and removes attributes in one atomic step: either all changes
+    /// apply or none do. Later changes to the same name win. Touches the
+    /// session.
+    pub fn update(&self, id: &SessionId, changes: &[Change<'_>], now_ms: u64) -> Result<(), RegionError> {
+        for (name, value) in changes {
+            self.check_change(name, *value)?;
+        }
+        let (g, off) = self.find(id, now_ms)?;
+        // Count the attributes after the update, without changing anything.
+        let n = self.rd32(off + SL_NVALUES as u64);
+        let mut present: Vec<(&str, bool)> = Vec::with_capacity(changes.len());
+        let mut count = n as i64;
+        for (name, value) in changes {
+            let was = match present.iter().rposition(|(p, _)| p == name) {
+                Some(k) => present[k].1,
+                None => self.find_attr(off, name.as_bytes()).is_some(),
+            };
+            let will = value.is_some();
+            count += will as i64 - was as i64;
+            present.push((name, will));
+        }
+        let max = self.geo.params.max_values;
+        if count > max as i64 {
+            return Err(RegionError::TooManyValues { max });
+        }
+        self.begin_write(off);
+        for (name, value) in changes {
+            match (self.find_attr(off, name.as_bytes()), value) {
+                (Some((_, eo)), Some(v)) => self.write_value(eo, v),
+                (None, Some(v)) => {
+                    let n = self.rd32(off + SL_NVALUES as u64);
+                    let eo = off + self.geo.entry_off(n);
+                    self.wr32(eo + E_NAME_LEN as u64, name.len() as u32);
+                    self.copy_in(eo + E_NAME as u64, name.as_bytes());
+                    self.write_value(eo, v);
+                    self.wr32(off + SL_NVALUES as u64, n + 1);
+                }
+                (Some((e, eo)), None) => {
+                    let last = self.rd32(off + SL_NVALUES as u64) - 1;
+                    if e != last {
+                        self.move_entry(off + self.geo.entry_off(last), eo);
+                    }
+                    self.wr32(off + SL_NVALUES as u64, last);
+                }
+                (None, None) => {}
+            }
+        }
+        self.touch_locked(id, off, now_ms);
+        self.end_write(off);
+        self.bump(g.s, StripeCounter::Writes, changes.len() as u64);
+        Ok(())
+    }
+
+    fn write_value(&self, eo: u64, v: &[u8]) {
+        self.wr32(eo + E_VALUE_LEN as u64, v.len() as u32);
+        self.copy_in(eo + E_NAME as u64 + self.geo.params.max_name_size as u64, v);
+    }
+
+    fn move_entry(&self, from: u64, to: u64) {
+        let p = &self.geo.params;
+        let nl = self.rd32(from + E_NAME_LEN as u64).min(p.max_name_size) as usize;
+        let vl = self.rd32(from + E_VALUE_LEN as u64).min(p.max_value_size) as usize;
+        let mut tmp = vec![0u8; nl.max(vl)];
+        self.copy_out(from + E_NAME as u64, &mut tmp[..nl]);
+        self.copy_in(to + E_NAME as u64, &tmp[..nl]);
+        let vo = E_NAME as u64 + p.max_name_size as u64;
+        self.copy_out(from + vo, &mut tmp[..vl]);
+        self.copy_in(to + vo, &tmp[..vl]);
+        self.wr32(to + E_NAME_LEN as u64, nl as u32);
+        self.wr32(to + E_VALUE_LEN as u64, vl as u32);
+    }
+
+    /// Sets one attribute (a one-change [`Self::update`]).
+    pub fn set_attr(&self, id: &SessionId, name: &str, value: &[u8], now_ms: u64) -> Result<(), RegionError> {
+        self.update(id, &[(name, Some(value))], now_ms)
+    }
+
+    /// Removes one attribute; absent is fine.
+    pub fn remove_attr(&self, id: &SessionId, name: &str, now_ms: u64) -> Result<(), RegionError> {
+        self.update(id, &[(name, None)], now_ms)
+    }
+
+    /// Updates the last access; returns the new metadata.
+    pub fn touch(&self, id: &SessionId, now_ms: u64) -> Result<SessionMeta, RegionError> {
+        let (_g, off) = self.find(id, now_ms)?;
+        self.touch_locked(id, off, now_ms);
+        Ok(self.meta_of(id.slot, off))
+    }
+
+    /// Ends the session now.
+    pub fn invalidate(&self, id: &SessionId, now_ms: u64) -> Result<(), RegionError> {
+        let (g, off) = self.find(id, now_ms)?;
+        self.free_slot(g.s, id.slot, off, LifecycleEvent::Invalidated(*id));
+        Ok(())
+    }
+
+    /// Gives the session a new id and keeps its data; the old id stops
+    /// working at once.
+    pub fn rotate(&self, id: &SessionId, now_ms: u64) -> Result<SessionMeta, RegionError> {
+        let new = SessionId::generate(self.cfg.node_id, self.tag, id.slot).map_err(|e| RegionError::Io {
+            call: "getrandom".into(),
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let (g, off) = self.find(id, now_ms)?;
+        self.begin_write(off);
+        self.copy_in(off + SL_TOKEN as u64, &new.token);
+        self.end_write(off);
+        self.touch_locked(&new, off, now_ms);
+        self.emit(g.s, LifecycleEvent::Rotated { old: *id, new });
+        Ok(self.meta_of(id.slot, off))
+    }
+
+    /// Copies out the session in `slot`, if live and unexpired (for tools
+    /// and migration; no id needed, no touch).
+    pub fn snapshot_slot(&self, slot: u32, now_ms: u64) -> Result<Option<Session>, RegionError> {
+        if slot >= self.geo.params.max_sessions {
+            return Ok(None);
+        }
+        let off = self.geo.slot_off(slot);
+        let id = {
+            let _g = self.lock_stripe(self.geo.stripe_of(slot))?;
+            if self.rd32(off + SL_STATE as u64) != STATE_LIVE || self.validate_slot(off).is_err() {
+                return Ok(None);
+            }
+            self.id_of(slot, off)
+        };
+        match self.get(&id, false, now_ms) {
+            Ok(s) => Ok(Some(s)),
+            Err(RegionError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists live sessions from slot `cursor` on, at most `limit`; returns
+    /// them and the cursor of the next page.
+    pub fn list(&self, cursor: u32, limit: usize, now_ms: u64) -> Result<(Vec<SessionMeta>, Option<u32>), RegionError> {
+        let mut out = Vec::new();
+        let max = self.geo.params.max_sessions;
+        let mut i = cursor;
+        while i < max {
+            let s = self.geo.stripe_of(i);
+            let end = self.geo.stripe_start(s + 1);
+            if self.live_word(s).load(Ordering::Relaxed) == 0 {
+                i = end;
+                continue;
+            }
+            let _g = self.lock_stripe(s)?;
+            while i < end {
+                let off = self.geo.slot_off(i);
+                if self.rd32(off + SL_STATE as u64) == STATE_LIVE && self.expiry(i).load(Ordering::Relaxed) > now_ms {
+                    if out.len() == limit {
+                        return Ok((out, Some(i)));
+                    }
+                    out.push(self.meta_of(i, off));
+                }
+                i += 1;
+            }
+        }
+        Ok((out, None))
+    }
+
+    /// Frees expired slots one stripe at a time. The scan reads only the
+    /// dense expiry array; a stripe is locked only if it has a candidate.
+    pub fn reap(&self, now_ms: u64) -> Result<ReapReport, RegionError> {
+        let t = std::time::Instant::now();
+        let r = self.reap_inner(now_ms)?;
+        self.header_counter(HeaderCounter::ReapSweeps).fetch_add(1, Ordering::Relaxed);
+        self.header_counter(HeaderCounter::LastReapMicros).store(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.header_counter(HeaderCounter::LastReapAtMs).store(now_ms, Ordering::Relaxed);
+        Ok(r)
+    }
+
+    fn reap_inner(&self, now_ms: u64) -> Result<ReapReport, RegionError> {
+        let mut report = ReapReport::default();
+        let mut next = u64::MAX;
+        let base = self.ptr(self.geo.expiry_off) as *const u64;
+        for s in 0..self.geo.params.max_locks {
+            let (from, to) = (self.geo.stripe_start(s), self.geo.stripe_start(s + 1));
+            // Lock-free scan of the stripe's expiry words. Plain loads of
+            // u64 words are what AtomicU64::load(Relaxed) compiles to; we go
+            // through the atomic API to stay free of data races.
+            let mut any = false;
+            for i in from..to {
+                // SAFETY: i < max_sessions, so the word is inside the expiry
+                // array; it is 8-aligned and only accessed atomically.
+                let d = unsafe { AtomicU64::from_ptr(base.add(i as usize) as *mut u64) }.load(Ordering::Relaxed);
+                if d != 0 {
+                    if d <= now_ms {
+                        any = true;
+                    } else {
+                        next = next.min(d);
+                    }
+                }
+            }
+            if !any {
+                continue;
+            }
+            let g = self.lock_stripe(s)?;
+            for i in from..to {
+                let d = self.expiry(i).load(Ordering::Relaxed);
+                if d == 0 {
+                    continue;
+                }
+                let off = self.geo.slot_off(i);
+                if self.rd32(off + SL_STATE as u64) == STATE_LIVE && self.deadline_of(off) <= now_ms {
+                    let id = self.id_of(i, off);
+                    self.free_slot(g.s, i, off, LifecycleEvent::Expired(id));
+                    report.freed += 1;
+                } else if d > now_ms {
+                    next = next.min(d);
+                }
+            }
+        }
+        report.next_deadline_ms = (next != u64::MAX).then_some(next);
+        Ok(report)
+    }
+
+    /// Reads every counter without locks.
+    pub fn stats(&self) -> RegionStats {
+        let p = self.geo.params;
+        let mut totals = [0u64; STRIPE_COUNTERS];
+        let stripes: Vec<StripeStats> = (0..p.max_locks)
+            .map(|s| {
+                let mut counters = [0u64; STRIPE_COUNTERS];
+                for (k, c) in counters.iter_mut().enumerate() {
+                    *c = self
+                        .atomic64(self.geo.stripe_off(s) + S_COUNTERS as u64 + 8 * k as u64)
+                        .load(Ordering::Relaxed);
+                    totals[k] += *c;
+                }
+                StripeStats {
+                    capacity: self.geo.stripe_start(s + 1) - self.geo.stripe_start(s),
+                    live: self.live_word(s).load(Ordering::Relaxed),
+                    counters,
+                }
+            })
+            .collect();
+        RegionStats {
+            context: self.cfg.context.clone(),
+            format_version: self.rd32(H_FORMAT as u64),
+            clean: self.rd32(H_CLEAN as u64) == 1,
+            max_sessions: p.max_sessions,
+            max_values: p.max_values,
+            max_name_size: p.max_name_size,
+            max_value_size: p.max_value_size,
+            max_locks: p.max_locks,
+            file_size: self.geo.file_size,
+            live: stripes.iter().map(|s| s.live as u64).sum(),
+            stripes,
+            totals,
+            refused: self.header_counter(HeaderCounter::Refused).load(Ordering::Relaxed),
+            lock_timeouts: self.header_counter(HeaderCounter::LockTimeouts).load(Ordering::Relaxed),
+            reap_sweeps: self.header_counter(HeaderCounter::ReapSweeps).load(Ordering::Relaxed),
+            last_reap_micros: self.header_counter(HeaderCounter::LastReapMicros).load(Ordering::Relaxed),
+        }
+    }
+
+    /// Checks the whole region under each stripe's lock, changing nothing:
+    /// sequence numbers even, lengths within limits, free list consistent
+    /// with slot states, counts matching. Returns every problem found.
+    pub fn verify(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let p = self.geo.params;
+        for s in 0..p.max_locks {
+            let g = match self.lock_stripe(s) {
+                Ok(g) => g,
+                Err(e) => {
+                    problems.push(format!("stripe {s}: {e}"));
+                    continue;
+                }
+            };
+            let (from, to) = (self.geo.stripe_start(s), self.geo.stripe_start(s + 1));
+            let mut live = 0u32;
+            let mut free_states = 0u32;
+            for i in from..to {
+                let off = self.geo.slot_off(i);
+                let valid = self.validate_slot(off).map_err(|why| problems.push(format!("stripe {s} slot {i}: {why}")));
+                if self.rd32(off + SL_STATE as u64) == STATE_LIVE {
+                    live += 1;
+                    if valid.is_err() {
+                        continue;
+                    }
+                    let d = self.expiry(i).load(Ordering::Relaxed);
+                    if d != self.deadline_of(off) {
+                        problems.push(format!(
+                            "stripe {s} slot {i}: expiry word {d} does not match the slot's deadline {}",
+                            self.deadline_of(off)
+                        ));
+                    }
+                } else {
+                    free_states += 1;
+                }
+            }
+            let recorded = self.live_word(s).load(Ordering::Relaxed);
+            if recorded != live {
+                problems.push(format!("stripe {s}: live count {recorded} but {live} live slots"));
+            }
+            // Walk the free list, bounded by the stripe size.
+            let mut cur = self.rd32(self.geo.stripe_off(s) + S_FREE_HEAD as u64);
+            let mut walked = 0u32;
+            while cur != NO_SLOT {
+                if cur < from || cur >= to {
+                    problems.push(format!("stripe {s}: free list points outside the stripe (slot {cur})"));
+                    break;
+                }
+                if self.rd32(self.geo.slot_off(cur) + SL_STATE as u64) != STATE_FREE {
+                    problems.push(format!("stripe {s}: free list holds live slot {cur}"));
+                    break;
+                }
+                walked += 1;
+                if walked > to - from {
+                    problems.push(format!("stripe {s}: free list has a cycle"));
+                    break;
+                }
+                cur = self.rd32(self.geo.slot_off(cur) + SL_NEXT_FREE as u64);
+            }
+            if cur == NO_SLOT && walked != free_states {
+                problems.push(format!("stripe {s}: free list has {walked} slots but {free_states} are free"));
+            }
+            drop(g);
+        }
+        problems
+    }
+
+    /// Flushes the map to disk (msync).
+    pub fn flush(&self) -> Result<(), RegionError> {
+        self.map.flush().map_err(|e| RegionError::Io {
+            call: format!("msync(MS_SYNC, {})", self.geo.file_size),
+            path: self.path.clone(),
+            source: e,
+        })
+    }
+
+    /// Flushes and sets the clean-shutdown flag; the serving process calls
+    /// this once, last, on a clean exit.
+    pub fn close_clean(&self) -> Result<(), RegionError> {
+        self.flush()?;
+        self.atomic32(H_CLEAN as u64).store(1, Ordering::Release);
+        self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests;

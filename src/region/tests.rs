@@ -1,0 +1,437 @@
+//! Unit tests of the region: expiry, full policies, migration, header and
+//! Version cases, and a model-based property test against a HashMap.
+
+use super::open::read_header;
+use super::*;
+use crate::store::{self, DataDirLock};
+use proptest::prelude::*;
+use std::collections::HashMap;
+
+fn cfg(name: &str, sessions: u32, locks: u32) -> RegionConfig {
+    RegionConfig {
+        context: name.into(),
+        layout: LayoutParams {
+            max_sessions: sessions,
+            max_values: 4,
+            max_name_size: 16,
+            max_value_size: 64,
+            max_locks: locks,
+        },
+        node_id: 7,
+        timeout_s: 60,
+        absolute_timeout_s: 0,
+        when_full: WhenFull::Refuse,
+        lock_timeout: Duration::from_millis(500),
+    }
+}
+
+fn fresh(c: &RegionConfig) -> (tempfile::TempDir, Region) {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Region::create_file(&dir.path().join("r.region"), c).unwrap();
+    (dir, r)
+}
+
+const T0: u64 = 1_700_000_000_000;
+
+#[test]
+fn create_get_set_remove_roundtrip() {
+    let (_d, r) = fresh(&cfg("default", 10, 2));
+    let m = r.create(T0).unwrap();
+    assert!(m.is_new);
+    r.update(&m.id, &[("a", Some(b"1")), ("b", Some(&[0xff, 0, 1]))], T0).unwrap();
+    let mut buf = Vec::new();
+    assert!(r.get_attr(&m.id, "b", false, T0, &mut buf).unwrap());
+    assert_eq!(buf, [0xff, 0, 1]);
+    r.remove_attr(&m.id, "a", T0).unwrap();
+    assert!(!r.get_attr(&m.id, "a", false, T0, &mut buf).unwrap());
+    let s = r.get(&m.id, true, T0 + 5).unwrap();
+    assert_eq!(s.attributes, vec![("b".to_string(), vec![0xff, 0, 1])]);
+    assert!(!r.get(&m.id, false, T0 + 6).unwrap().meta.is_new, "touch clears the new flag");
+    assert!(r.verify().is_empty(), "{:?}", r.verify());
+}
+
+#[test]
+fn update_is_all_or_nothing_at_the_value_limit() {
+    let (_d, r) = fresh(&cfg("default", 10, 2));
+    let id = r.create(T0).unwrap().id;
+    r.update(&id, &[("a", Some(b"1")), ("b", Some(b"2")), ("c", Some(b"3"))], T0).unwrap();
+    let e = r.update(&id, &[("d", Some(b"4")), ("e", Some(b"5"))], T0).unwrap_err();
+    assert!(matches!(e, RegionError::TooManyValues { max: 4 }));
+    assert_eq!(r.get(&id, false, T0).unwrap().attributes.len(), 3, "nothing applied");
+    // Removing one and adding two in the same call nets to four: allowed.
+    r.update(&id, &[("a", None), ("d", Some(b"4")), ("e", Some(b"5"))], T0).unwrap();
+    assert_eq!(r.get(&id, false, T0).unwrap().attributes.len(), 4);
+    let e = r.set_attr(&id, "x", &[0u8; 65], T0).unwrap_err();
+    assert!(matches!(e, RegionError::ValueTooLarge { len: 65, max: 64 }));
+    let long = "n".repeat(17);
+    assert!(matches!(r.set_attr(&id, &long, b"v", T0), Err(RegionError::NameTooLong { len: 17, max: 16 })));
+    assert!(matches!(r.set_attr(&id, "", b"v", T0), Err(RegionError::EmptyName)));
+}
+
+#[test]
+fn idle_expiry_is_lazy_and_touch_extends_it() {
+    let (_d, r) = fresh(&cfg("default", 10, 2));
+    let id = r.create(T0).unwrap().id;
+    r.touch(&id, T0 + 50_000).unwrap();
+    assert!(r.get(&id, false, T0 + 100_000).is_ok(), "touched at +50s, timeout 60s");
+    assert!(matches!(r.get(&id, false, T0 + 110_000), Err(RegionError::NotFound)));
+    assert_eq!(r.live(), 0, "lazy expiry freed the slot");
+    assert_eq!(r.stats().total(StripeCounter::Expired), 1);
+}
+
+#[test]
+fn absolute_timeout_wins_over_touches() {
+    let mut c = cfg("default", 10, 2);
+    c.absolute_timeout_s = 100;
+    let (_d, r) = fresh(&c);
+    let id = r.create(T0).unwrap().id;
+    for t in (0..100_000).step_by(30_000) {
+        r.touch(&id, T0 + t).unwrap();
+    }
+    assert!(matches!(r.get(&id, false, T0 + 100_000), Err(RegionError::NotFound)));
+}
+
+#[test]
+fn reaper_frees_only_expired_slots() {
+    let (_d, r) = fresh(&cfg("default", 100, 8));
+    let ids: Vec<_> = (0..50).map(|_| r.create(T0).unwrap().id).collect();
+    for id in &ids[..20] {
+        r.touch(id, T0 + 30_000).unwrap();
+    }
+    let rep = r.reap(T0 + 70_000).unwrap();
+    assert_eq!(rep.freed, 30);
+    assert_eq!(rep.next_deadline_ms, Some(T0 + 90_000));
+    assert_eq!(r.live(), 20);
+    for id in &ids[..20] {
+        assert!(r.get(id, false, T0 + 70_000).is_ok());
+    }
+    assert!(r.verify().is_empty());
+    assert_eq!(r.stats().reap_sweeps, 1);
+}
+
+#[test]
+fn refuse_policy_uses_every_free_slot_then_refuses() {
+    let (_d, r) = fresh(&cfg("default", 13, 4));
+    for _ in 0..13 {
+        r.create(T0).unwrap();
+    }
+    assert!(matches!(r.create(T0), Err(RegionError::Full { max_sessions: 13, .. })));
+    assert_eq!(r.stats().refused, 1);
+}
+
+#[test]
+fn full_region_reuses_expired_slots_before_refusing() {
+    let (_d, r) = fresh(&cfg("default", 4, 2));
+    for _ in 0..4 {
+        r.create(T0).unwrap();
+    }
+    assert!(r.create(T0 + 61_000).is_ok(), "expired sessions make room");
+}
+
+#[test]
+fn evict_oldest_replaces_the_least_recently_used() {
+    let mut c = cfg("default", 4, 1);
+    c.when_full = WhenFull::EvictOldest;
+    let (_d, r) = fresh(&c);
+    let ids: Vec<_> = (0..4).map(|k| r.create(T0 + k).unwrap().id).collect();
+    r.touch(&ids[0], T0 + 10).unwrap();
+    let new = r.create(T0 + 20).unwrap();
+    assert!(r.get(&ids[1], false, T0 + 20).is_err(), "ids[1] was least recently used");
+    for id in [&ids[0], &ids[2], &ids[3], &new.id] {
+        assert!(r.get(id, false, T0 + 20).is_ok());
+    }
+    assert_eq!(r.stats().total(StripeCounter::Evicted), 1);
+}
+
+#[test]
+fn forged_stale_and_foreign_ids_are_not_found() {
+    let (_d, r) = fresh(&cfg("default", 10, 1));
+    let id = r.create(T0).unwrap().id;
+    let mut forged = id;
+    forged.token[0] ^= 1;
+    assert!(matches!(r.get(&forged, false, T0), Err(RegionError::NotFound)));
+    let mut other_ctx = id;
+    other_ctx.context ^= 1;
+    assert!(matches!(r.get(&other_ctx, false, T0), Err(RegionError::NotFound)));
+    let mut out_of_range = id;
+    out_of_range.slot = 10;
+    assert!(matches!(r.get(&out_of_range, false, T0), Err(RegionError::NotFound)));
+    r.invalidate(&id, T0).unwrap();
+    let reused = r.create(T0).unwrap();
+    assert_eq!(reused.id.slot, id.slot, "slot reused (LIFO free list)");
+    assert!(matches!(r.get(&id, false, T0), Err(RegionError::NotFound)), "stale id");
+}
+
+#[test]
+fn rotate_keeps_data_and_kills_old_id() {
+    let (_d, r) = fresh(&cfg("default", 10, 2));
+    let id = r.create(T0).unwrap().id;
+    r.set_attr(&id, "k", b"v", T0).unwrap();
+    let new = r.rotate(&id, T0).unwrap().id;
+    assert_ne!(new, id);
+    assert!(matches!(r.get(&id, false, T0), Err(RegionError::NotFound)));
+    assert_eq!(r.get(&new, false, T0).unwrap().attributes[0].1, b"v");
+}
+
+#[test]
+fn torn_slot_is_dropped_by_repair_and_others_survive() {
+    let (_d, r) = fresh(&cfg("default", 8, 1));
+    let a = r.create(T0).unwrap().id;
+    let b = r.create(T0).unwrap().id;
+    r.set_attr(&a, "x", b"keep", T0).unwrap();
+    // Simulate a torn write: odd sequence number.
+    let off = r.geo.slot_off(b.slot);
+    r.wr64(off + SL_SEQ as u64, 3);
+    assert_eq!(r.verify().len(), 1);
+    assert!(matches!(r.get(&b, false, T0), Err(RegionError::NotFound)));
+    assert!(r.verify().is_empty(), "{:?}", r.verify());
+    assert_eq!(r.get(&a, false, T0).unwrap().attributes[0].1, b"keep");
+    assert_eq!(r.live(), 1);
+}
+
+#[test]
+fn damaged_lengths_never_panic() {
+    let (_d, r) = fresh(&cfg("default", 8, 1));
+    let a = r.create(T0).unwrap().id;
+    r.set_attr(&a, "x", b"v", T0).unwrap();
+    let off = r.geo.slot_off(a.slot);
+    r.wr32(off + r.geo.entry_off(0) + E_VALUE_LEN as u64, u32::MAX);
+    assert!(!r.verify().is_empty());
+    // Access must not panic or read out of bounds; the value is clamped or dropped.
+    let _ = r.get(&a, false, T0);
+    r.wr32(off + SL_NVALUES as u64, 9999);
+    assert!(matches!(r.get(&a, false, T0), Err(RegionError::NotFound)));
+    assert!(r.verify().is_empty());
+}
+
+fn lock_dir() -> (tempfile::TempDir, DataDirLock) {
+    let d = tempfile::tempdir().unwrap();
+    let l = DataDirLock::acquire(d.path()).unwrap();
+    (d, l)
+}
+
+#[test]
+fn reopen_keeps_sessions_and_repairs() {
+    let (_d, l) = lock_dir();
+    let c = cfg("default", 10, 2);
+    let (r, rep) = store::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+    assert!(rep.created);
+    let id = r.create(T0).unwrap().id;
+    r.set_attr(&id, "k", b"v", T0).unwrap();
+    r.close_clean().unwrap();
+    drop(r);
+    let (r, rep) = store::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+    assert!(!rep.created && rep.was_clean && rep.rebuilt.is_none());
+    assert_eq!(r.get(&id, false, T0).unwrap().attributes[0].1, b"v");
+}
+
+#[test]
+fn missing_version_file_clears_every_region() {
+    let (d, l) = lock_dir();
+    let c = cfg("default", 10, 2);
+    let (r, _) = store::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+    let id = r.create(T0).unwrap().id;
+    drop(r);
+    std::fs::remove_file(d.path().join("Version")).unwrap();
+    let (r, rep) = store::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+    assert!(rep.created);
+    assert!(r.get(&id, false, T0).is_err());
+    assert_eq!(std::fs::read_to_string(d.path().join("Version")).unwrap().trim(), "1");
+}
+
+#[test]
+fn foreign_version_file_clears_every_region() {
+    let (d, l) = lock_dir();
+    let c = cfg("default", 10, 2);
+    let (r, _) = store::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+    r.create(T0).unwrap();
+    drop(r);
+    std::fs::write(d.path().join("Version"), "99\n").unwrap();
+    let (r, rep) = store::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+    assert!(rep.created);
+    assert_eq!(r.live(), 0);
+}
+
+#[test]
+fn bad_headers_are_set_aside_and_rebuilt() {
+    type Damage = fn(&std::path::Path);
+    let cases: [(&str, Damage); 5] = [
+        ("bad magic", |p| write_at(p, 0, b"XXXXXXXX")),
+        ("format version", |p| write_at(p, H_FORMAT as u64, &9u32.to_le_bytes())),
+        ("impossible layout", |p| write_at(p, H_MAX_LOCKS as u64, &0u32.to_le_bytes())),
+        ("truncated", |p| {
+            let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+            f.set_len(5000).unwrap();
+        }),
+        ("describes", |p| {
+            let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+            let n = f.metadata().unwrap().len();
+            f.set_len(n + 4096).unwrap();
+        }),
+    ];
+    for (what, damage) in cases {
+        let (_d, l) = lock_dir();
+        let c = cfg("default", 10, 2);
+        let (r, _) = store::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+        r.create(T0).unwrap();
+        let path = r.path().to_path_buf();
+        drop(r);
+        damage(&path);
+        let err = read_header(&path).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{what}: {err}");
+        let (r, rep) = store::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+        assert!(rep.rebuilt.is_some(), "{what}");
+        assert!(path.with_extension("region.corrupt").exists(), "{what}: damaged file kept for forensics");
+        assert_eq!(r.live(), 0);
+        assert!(r.verify().is_empty());
+    }
+}
+
+fn write_at(p: &std::path::Path, off: u64, b: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new().write(true).open(p).unwrap().write_all_at(b, off).unwrap();
+}
+
+#[test]
+fn changed_layout_migrates_what_fits_and_counts_the_rest() {
+    let (_d, l) = lock_dir();
+    let c = cfg("default", 20, 4);
+    // Migration runs at the real clock, so the sessions must be live now.
+    let t0 = crate::clock::now_ms();
+    let (r, _) = store::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+    let small = r.create(t0).unwrap().id;
+    r.set_attr(&small, "k", b"short", t0).unwrap();
+    let big = r.create(t0).unwrap().id;
+    r.set_attr(&big, "k", &[7u8; 60], t0).unwrap();
+    drop(r);
+    // Shrink max_value_size below `big`'s value and change the lock count.
+    let mut c2 = c.clone();
+    c2.layout.max_value_size = 32;
+    c2.layout.max_locks = 3;
+    let (r, rep) = store::open_regions(&l, std::slice::from_ref(&c2)).unwrap().remove(0);
+    assert_eq!(rep.migrated, Some((1, 1)));
+    assert_eq!(r.geometry().params.max_value_size, 32);
+    assert_eq!(r.get(&small, false, t0).unwrap().attributes[0].1, b"short", "same id still works");
+    assert!(r.get(&big, false, t0).is_err());
+    assert!(r.verify().is_empty(), "{:?}", r.verify());
+    assert_eq!(r.live(), 1);
+    // The new region still allocates fine (free lists were rebuilt).
+    for _ in 0..19 {
+        r.create(t0).unwrap();
+    }
+    assert!(r.create(t0).is_err());
+}
+
+#[test]
+fn files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_d, r) = fresh(&cfg("default", 4, 1));
+    let mode = std::fs::metadata(r.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn second_lock_holder_is_refused_with_pid() {
+    let (d, _l) = lock_dir();
+    let e = DataDirLock::acquire(d.path()).unwrap_err().to_string();
+    assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create,
+    Set(usize, u8, Vec<u8>),
+    Remove(usize, u8),
+    Invalidate(usize),
+    Rotate(usize),
+    Advance(u64),
+    Reap,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => Just(Op::Create),
+        5 => (any::<usize>(), 0u8..6, proptest::collection::vec(any::<u8>(), 0..70)).prop_map(|(i, n, v)| Op::Set(i, n, v)),
+        2 => (any::<usize>(), 0u8..6).prop_map(|(i, n)| Op::Remove(i, n)),
+        1 => any::<usize>().prop_map(Op::Invalidate),
+        1 => any::<usize>().prop_map(Op::Rotate),
+        1 => (0u64..40_000).prop_map(Op::Advance),
+        1 => Just(Op::Reap),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn region_matches_a_hashmap_model(ops in proptest::collection::vec(op(), 1..120)) {
+        let (_d, r) = fresh(&cfg("default", 6, 3));
+        // model: id -> (last access, attributes)
+        let mut model: HashMap<SessionId, (u64, HashMap<String, Vec<u8>>)> = HashMap::new();
+        let mut known: Vec<SessionId> = Vec::new();
+        let mut now = T0;
+        for op in ops {
+            model.retain(|_, (t, _)| now < *t + 60_000);
+            match op {
+                Op::Create => match r.create(now) {
+                    Ok(m) => { model.insert(m.id, (now, HashMap::new())); known.push(m.id); }
+                    Err(RegionError::Full { .. }) => prop_assert_eq!(model.len(), 6),
+                    Err(e) => prop_assert!(false, "{e}"),
+                },
+                Op::Set(i, n, v) if !known.is_empty() => {
+                    let id = known[i % known.len()];
+                    let name = format!("n{n}");
+                    let res = r.set_attr(&id, &name, &v, now);
+                    match model.get_mut(&id) {
+                        // Limits are checked before the lookup.
+                        _ if v.len() > 64 => prop_assert!(matches!(res, Err(RegionError::ValueTooLarge { .. })), "expected ValueTooLarge"),
+                        None => prop_assert!(matches!(res, Err(RegionError::NotFound)), "expected NotFound"),
+                        Some((t, attrs)) => {
+                            if !attrs.contains_key(&name) && attrs.len() == 4 {
+                                prop_assert!(matches!(res, Err(RegionError::TooManyValues { .. })), "expected TooManyValues");
+                            } else {
+                                prop_assert!(res.is_ok());
+                                attrs.insert(name, v);
+                                *t = now;
+                            }
+                        }
+                    }
+                }
+                Op::Remove(i, n) if !known.is_empty() => {
+                    let id = known[i % known.len()];
+                    let res = r.remove_attr(&id, &format!("n{n}"), now);
+                    match model.get_mut(&id) {
+                        None => prop_assert!(res.is_err()),
+                        Some((t, attrs)) => { prop_assert!(res.is_ok()); attrs.remove(&format!("n{n}")); *t = now; }
+                    }
+                }
+                Op::Invalidate(i) if !known.is_empty() => {
+                    let id = known[i % known.len()];
+                    prop_assert_eq!(r.invalidate(&id, now).is_ok(), model.remove(&id).is_some());
+                }
+                Op::Rotate(i) if !known.is_empty() => {
+                    let id = known[i % known.len()];
+                    match (r.rotate(&id, now), model.remove(&id)) {
+                        (Ok(m), Some((_, attrs))) => { model.insert(m.id, (now, attrs)); known.push(m.id); }
+                        (Err(RegionError::NotFound), None) => {}
+                        (a, b) => prop_assert!(false, "rotate {:?} vs model {:?}", a.map(|m| m.id), b.is_some()),
+                    }
+                }
+                Op::Advance(ms) => now += ms,
+                Op::Reap => { r.reap(now).unwrap(); }
+                _ => {}
+            }
+            prop_assert!(r.verify().is_empty(), "{:?}", r.verify());
+        }
+        model.retain(|_, (t, _)| now < *t + 60_000);
+        for id in &known {
+            match model.get(id) {
+                Some((_, attrs)) => {
+                    let s = r.get(id, false, now).unwrap();
+                    let got: HashMap<String, Vec<u8>> = s.attributes.into_iter().collect();
+                    prop_assert_eq!(&got, attrs);
+                }
+                None => prop_assert!(r.get(id, false, now).is_err()),
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The data directory: its exclusive lock, the `Version` file and the set
+//! of context regions.
+//!
+//! Owns the rules around region files, not their bytes: one serving process
+//! per data directory (an `flock` on `sessiond.lock` that names the holder's
+//! pid), and iPlanet's cache-clearing gesture: a missing or foreign
+//! `Version` file deletes every region file before the regions are opened.
+//! It never reads or writes inside a region; that is `region`'s job.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::region::layout::FORMAT_VERSION;
+use crate::region::open::OpenReport;
+use crate::region::{Region, RegionConfig, RegionError};
+
+/// Name of the lock file inside the data directory.
+pub const LOCK_FILE: &str = "sessiond.lock";
+/// Name of the version file inside the data directory.
+pub const VERSION_FILE: &str = "Version";
+
+/// Errors of data-directory handling.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the data directory.
+    #[error("data_dir {path} is in use by another sessiond (pid {pid}); stop it or choose another data_dir")]
+    InUse {
+        /// The data directory.
+        path: PathBuf,
+        /// The holder's pid as written in the lock file ("unknown" if unreadable).
+        pid: String,
+    },
+    /// A system call failed.
+    #[error("{call} on {path} failed: {source}")]
+    Io {
+        /// The call.
+        call: String,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A region could not be opened.
+    #[error(transparent)]
+    Region(#[from] RegionError),
+}
+
+fn io(call: &str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let (call, path) = (call.to_string(), path.to_path_buf());
+    move |source| StoreError::Io { call, path, source }
+}
+
+/// Proof that this process holds the data directory exclusively. Regions
+/// are opened for serving only with one of these. Dropping it (or the
+/// death of every process sharing its descriptor) releases the lock.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _lock: Flock<File>,
+    dir: PathBuf,
+}
+
+impl DataDirLock {
+    /// Creates `dir` (mode 0700) if needed and takes its exclusive lock
+    /// without waiting; refuses with the holder's pid if it is taken.
+    pub fn acquire(dir: &Path) -> Result<DataDirLock, StoreError> {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io("mkdir -p", dir))?;
+        let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io("open(O_CREAT, 0600)", &path))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                lock.set_len(0).map_err(io("ftruncate", &path))?;
+                lock.rewind().map_err(io("lseek", &path))?;
+                writeln!(lock, "{}", std::process::id()).map_err(io("write(pid)", &path))?;
+                Ok(DataDirLock { _lock: lock, dir: dir.to_path_buf() })
+            }
+            Err((mut file, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = if pid.trim().is_empty() { "unknown".to_string() } else { pid.trim().to_string() };
+                Err(StoreError::InUse { path: dir.to_path_buf(), pid })
+            }
+            Err((_, errno)) => {
+                Err(StoreError::Io { call: "flock(LOCK_EX|LOCK_NB)".into(), path, source: std::io::Error::from(errno) })
+            }
+        }
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Reads the pid recorded in a data directory's lock file, if any.
+pub fn recorded_pid(dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(dir.join(LOCK_FILE)).ok()?.trim().parse().ok()
+}
+
+/// Why the caches must be cleared, if they must.
+pub fn version_problem(dir: &Path) -> Option<String> {
+    let path = dir.join(VERSION_FILE);
+    match std::fs::read_to_string(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!("{} is missing", path.display())),
+        Err(e) => Some(format!("{} is unreadable ({e})", path.display())),
+        Ok(s) if s.trim() == FORMAT_VERSION.to_string() => None,
+        Ok(s) => Some(format!(
+            "{} holds format {:?}, this build writes {FORMAT_VERSION}",
+            path.display(),
+            s.trim().chars().take(32).collect::<String>()
+        )),
+    }
+}
+
+/// Every region file under `dir/contexts/*/`.
+pub fn region_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir.join("contexts")) {
+        for e in rd.flatten() {
+            let p = e.path().join("sessions.region");
+            if p.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Opens (creating, rebuilding or migrating as needed) one region per
+/// context. If `Version` is missing or foreign, every region file is
+/// deleted first and `Version` is rewritten afterwards.
+pub fn open_regions(lock: &DataDirLock, cfgs: &[RegionConfig]) -> Result<Vec<(Region, OpenReport)>, StoreError> {
+    let dir = lock.dir();
+    if let Some(why) = version_problem(dir) {
+        let files = region_files(dir);
+        log::warn!("{why}: clearing the session caches ({} region file(s) deleted)", files.len());
+        for f in files {
+            std::fs::remove_file(&f).map_err(io("unlink", &f))?;
+        }
+    }
+    let mut out = Vec::with_capacity(cfgs.len());
+    for cfg in cfgs {
+        let path = Region::path_for(dir, &cfg.context);
+        let parent = path.parent().unwrap_or(dir);
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(io("mkdir -p", parent))?;
+        out.push(Region::open_serving(&path, cfg, lock)?);
+    }
+    let vpath = dir.join(VERSION_FILE);
+    let tmp = dir.join("Version.tmp");
+    std::fs::write(&tmp, format!("{FORMAT_VERSION}\n")).map_err(io("write", &tmp))?;
+    std::fs::rename(&tmp, &vpath).map_err(io("rename(to Version)", &tmp))?;
+    Ok(out)
+}
