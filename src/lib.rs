@@ -6,6 +6,15 @@
 //! | [`region`] | the mmap'd session file of one context: layout, robust stripe locks, ids, expiry, repair, migration |
 //! | [`store`] | the data directory: exclusive lock, `Version` file, opening every context's region |
 //! | [`clock`] | wall-clock milliseconds |
+//! | [`config`] | TOML file, command-line overrides, iPlanet aliases, validation |
+//! | [`contexts`] | the open contexts and their regions, by name and by id tag |
+//! | [`master`] | the master process: fork, supervise, reload, stop |
+//! | [`worker`] | a worker process: tokio current-thread runtime + hyper |
+//! | [`reaper`] | the reaper process: periodic expiry sweeps |
+//! | [`http`] | the HTTP API: routing, handlers, errors, id lookup |
+//! | [`metrics`] | server-wide shared counters and Prometheus rendering |
+//! | [`logging`] | journald-friendly log lines |
+//! | [`sys`] | fork, prctl, process titles, sockets, privilege drop, counter files |
 //!
 //! The crate is Linux-only: robust process-shared mutexes, `prctl` and the
 //! region's little-endian layout are part of its contract.
@@ -18,5 +27,14 @@ compile_error!(
 );
 
 pub mod clock;
+pub mod config;
+pub mod contexts;
+pub mod http;
+pub mod logging;
+pub mod master;
+pub mod metrics;
+pub mod reaper;
 pub mod region;
 pub mod store;
+pub mod sys;
+pub mod worker;

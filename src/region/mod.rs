@@ -30,7 +30,7 @@ pub mod open;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence};
 use std::time::Duration;
 
 use memmap2::MmapRaw;
@@ -48,7 +48,8 @@ pub enum WhenFull {
     /// Refuse the new session (iPlanet's behaviour).
     #[default]
     Refuse,
-    /// Evict the session nearest its deadline in the fullest stripe.
+    /// Evict the session nearest its deadline in the stripe the create
+    /// started from (every stripe is full at that point).
     EvictOldest,
 }
 
@@ -444,13 +445,21 @@ impl Region {
 
     // ---------- slot helpers (stripe lock held) ----------
 
+    /// Marks a slot as being written (odd sequence). The compiler fence
+    /// keeps the data stores after this one, so a process killed mid-write
+    /// always leaves an odd number behind (x86-64 and AArch64 stores from one
+    /// thread reach memory that survives the process in program order once
+    /// the compiler keeps it).
     fn begin_write(&self, off: u64) {
-        let seq = self.rd64(off + SL_SEQ as u64);
-        self.wr64(off + SL_SEQ as u64, seq | 1);
+        let seq = self.atomic64(off + SL_SEQ as u64);
+        seq.store(seq.load(Ordering::Relaxed) | 1, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
     }
+    /// Marks the write done (even sequence), after every data store.
     fn end_write(&self, off: u64) {
-        let seq = self.rd64(off + SL_SEQ as u64);
-        self.wr64(off + SL_SEQ as u64, (seq | 1).wrapping_add(1));
+        compiler_fence(Ordering::SeqCst);
+        let seq = self.atomic64(off + SL_SEQ as u64);
+        seq.store((seq.load(Ordering::Relaxed) | 1).wrapping_add(1), Ordering::Release);
     }
     fn read_token(&self, off: u64) -> [u8; TOKEN_LEN] {
         let mut t = [0u8; TOKEN_LEN];
@@ -482,7 +491,7 @@ impl Region {
     /// Checks that a slot's bytes are well formed; the reason on failure.
     fn validate_slot(&self, off: u64) -> Result<(), String> {
         let p = &self.geo.params;
-        let seq = self.rd64(off + SL_SEQ as u64);
+        let seq = self.atomic64(off + SL_SEQ as u64).load(Ordering::Relaxed);
         if seq & 1 == 1 {
             return Err(format!("odd sequence number {seq} (torn write)"));
         }
@@ -533,7 +542,11 @@ impl Region {
             if self.rd32(off + SL_STATE as u64) == STATE_LIVE {
                 if let Some((timeout, abs)) = retime {
                     self.wr32(off + SL_TIMEOUT as u64, timeout);
-                    let abs_deadline = if abs == 0 { 0 } else { self.rd64(off + SL_CREATED as u64) + abs * 1000 };
+                    let abs_deadline = if abs == 0 {
+                        0
+                    } else {
+                        self.rd64(off + SL_CREATED as u64).saturating_add(abs.saturating_mul(1000))
+                    };
                     self.wr64(off + SL_ABS_DEADLINE as u64, abs_deadline);
                 }
                 live += 1;
@@ -552,12 +565,15 @@ impl Region {
         dropped
     }
 
+    /// Turns a damaged slot into a free one; the sequence becomes even
+    /// only after the state says free, so a repairer killed here leaves a
+    /// slot the next repair drops again.
     fn clear_slot(&self, off: u64) {
-        let seq = self.rd64(off + SL_SEQ as u64);
-        self.wr64(off + SL_SEQ as u64, (seq | 1).wrapping_add(1));
+        self.begin_write(off);
         self.wr32(off + SL_STATE as u64, STATE_FREE);
         self.wr32(off + SL_FLAGS as u64, 0);
         self.wr32(off + SL_NVALUES as u64, 0);
+        self.end_write(off);
     }
 
     /// Frees a live slot and emits `ev` (stripe lock held).
@@ -600,7 +616,9 @@ impl Region {
         if self.rd32(off + SL_STATE as u64) != STATE_LIVE || !id.token_matches(&self.read_token(off)) {
             return Err(RegionError::NotFound);
         }
-        if self.rd64(off + SL_SEQ as u64) & 1 == 1 || self.rd32(off + SL_NVALUES as u64) > self.geo.params.max_values {
+        if self.atomic64(off + SL_SEQ as u64).load(Ordering::Relaxed) & 1 == 1
+            || self.rd32(off + SL_NVALUES as u64) > self.geo.params.max_values
+        {
             // Damage seen under a clean lock: repair the stripe, report absent.
             let dropped = self.repair_stripe_locked(s, None);
             log::warn!(
@@ -663,12 +681,19 @@ impl Region {
     /// gives up; when full, either refuses or evicts (see [`WhenFull`]).
     pub fn create(&self, now_ms: u64) -> Result<SessionMeta, RegionError> {
         let n = self.geo.params.max_locks;
-        let mut id = SessionId::generate(self.cfg.node_id, self.tag, 0).map_err(|e| RegionError::Io {
+        // One getrandom call: 18 bytes of token, 4 more (never shown in the
+        // id) to pick the first stripe to try.
+        let mut rnd = [0u8; TOKEN_LEN + 4];
+        getrandom::getrandom(&mut rnd).map_err(|e| RegionError::Io {
             call: "getrandom".into(),
             path: self.path.clone(),
-            source: e,
+            source: std::io::Error::other(e.to_string()),
         })?;
-        let start = u32::from_le_bytes([id.token[0], id.token[1], id.token[2], id.token[3]]) % n;
+        let mut token = [0u8; TOKEN_LEN];
+        token.copy_from_slice(&rnd[..TOKEN_LEN]);
+        let mut id = SessionId { node: self.cfg.node_id, context: self.tag, slot: 0, token };
+        let start = u32::from_le_bytes([rnd[18], rnd[19], rnd[20], rnd[21]]) % n;
+        let mut timed_out = None;
         for pass in 0..2 {
             for k in 0..n {
                 let s = (start + k) % n;
@@ -676,7 +701,15 @@ impl Region {
                 if self.live_word(s).load(Ordering::Relaxed) >= cap {
                     continue;
                 }
-                let g = self.lock_stripe(s)?;
+                // A stuck stripe must not fail the create: try the next one.
+                let g = match self.lock_stripe(s) {
+                    Ok(g) => g,
+                    Err(e @ RegionError::LockTimeout { .. }) => {
+                        timed_out = Some(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if let Some(meta) = self.alloc_locked(&g, &mut id, now_ms) {
                     return Ok(meta);
                 }
@@ -684,6 +717,9 @@ impl Region {
             if pass == 0 && self.sweep_when_full(now_ms)? == 0 {
                 break;
             }
+        }
+        if let Some(e) = timed_out {
+            return Err(e);
         }
         if self.cfg.when_full == WhenFull::EvictOldest {
             let g = self.lock_stripe(start)?;
@@ -744,7 +780,10 @@ impl Region {
         self.wr64(off + SL_CREATED as u64, now_ms);
         self.wr64(off + SL_LAST_ACCESS as u64, now_ms);
         let abs = self.cfg.absolute_timeout_s;
-        self.wr64(off + SL_ABS_DEADLINE as u64, if abs == 0 { 0 } else { now_ms + abs * 1000 });
+        self.wr64(
+            off + SL_ABS_DEADLINE as u64,
+            if abs == 0 { 0 } else { now_ms.saturating_add(abs.saturating_mul(1000)) },
+        );
         self.wr32(off + SL_TIMEOUT as u64, self.cfg.timeout_s);
         self.wr32(off + SL_NVALUES as u64, 0);
         self.end_write(off);
@@ -759,9 +798,6 @@ impl Region {
     /// the "new" flag.
     pub fn get(&self, id: &SessionId, touch: bool, now_ms: u64) -> Result<Session, RegionError> {
         let (g, off) = self.find(id, now_ms)?;
-        if touch {
-            self.touch_locked(id, off, now_ms);
-        }
         let n = self.rd32(off + SL_NVALUES as u64);
         let mut attributes = Vec::with_capacity(n as usize);
         for e in 0..n {
@@ -771,11 +807,20 @@ impl Region {
             self.copy_out(eo + E_NAME as u64, &mut name);
             let mut v = Vec::new();
             self.read_value(eo, &mut v);
-            let name = String::from_utf8(name).map_err(|_| RegionError::Corrupt {
-                path: self.path.clone(),
-                what: format!("slot {}: attribute {e} name is not UTF-8", id.slot),
-            })?;
+            let Ok(name) = String::from_utf8(name) else {
+                let dropped = self.repair_stripe_locked(g.s, None);
+                log::warn!(
+                    "{}: slot {}: attribute name is not UTF-8; repaired stripe {}, dropped {dropped}",
+                    self.path.display(),
+                    id.slot,
+                    g.s
+                );
+                return Err(RegionError::NotFound);
+            };
             attributes.push((name, v));
+        }
+        if touch {
+            self.touch_locked(id, off, now_ms);
         }
         self.bump(g.s, StripeCounter::Reads, 1);
         Ok(Session { meta: self.meta_of(id.slot, off), attributes })
@@ -848,25 +893,41 @@ impl Region {
             return Err(RegionError::TooManyValues { max });
         }
         self.begin_write(off);
-        for (name, value) in changes {
-            match (self.find_attr(off, name.as_bytes()), value) {
-                (Some((_, eo)), Some(v)) => self.write_value(eo, v),
-                (None, Some(v)) => {
+        // The final value of each name is its last change. Removals go
+        // first so that the count never passes max_values in between.
+        let last_change = |k: usize| !changes[k + 1..].iter().any(|(n, _)| n == &changes[k].0);
+        for (k, (name, value)) in changes.iter().enumerate() {
+            if value.is_none()
+                && last_change(k)
+                && let Some((e, eo)) = self.find_attr(off, name.as_bytes())
+            {
+                let last = self.rd32(off + SL_NVALUES as u64) - 1;
+                if e != last {
+                    self.move_entry(off + self.geo.entry_off(last), eo);
+                }
+                self.wr32(off + SL_NVALUES as u64, last);
+            }
+        }
+        for (k, (name, value)) in changes.iter().enumerate() {
+            let Some(v) = value else { continue };
+            if !last_change(k) {
+                continue;
+            }
+            match self.find_attr(off, name.as_bytes()) {
+                Some((_, eo)) => self.write_value(eo, v),
+                None => {
                     let n = self.rd32(off + SL_NVALUES as u64);
+                    if n >= max {
+                        // Unreachable after the count above; never write past the slot.
+                        debug_assert!(false, "attribute count check failed");
+                        break;
+                    }
                     let eo = off + self.geo.entry_off(n);
                     self.wr32(eo + E_NAME_LEN as u64, name.len() as u32);
                     self.copy_in(eo + E_NAME as u64, name.as_bytes());
                     self.write_value(eo, v);
                     self.wr32(off + SL_NVALUES as u64, n + 1);
                 }
-                (Some((e, eo)), None) => {
-                    let last = self.rd32(off + SL_NVALUES as u64) - 1;
-                    if e != last {
-                        self.move_entry(off + self.geo.entry_off(last), eo);
-                    }
-                    self.wr32(off + SL_NVALUES as u64, last);
-                }
-                (None, None) => {}
             }
         }
         self.touch_locked(id, off, now_ms);
@@ -1063,7 +1124,7 @@ impl Region {
         RegionStats {
             context: self.cfg.context.clone(),
             format_version: self.rd32(H_FORMAT as u64),
-            clean: self.rd32(H_CLEAN as u64) == 1,
+            clean: self.atomic32(H_CLEAN as u64).load(Ordering::Acquire) == 1,
             max_sessions: p.max_sessions,
             max_values: p.max_values,
             max_name_size: p.max_name_size,

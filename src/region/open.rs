@@ -154,7 +154,19 @@ impl Region {
     /// SIGBUS a process later. Written to a temporary name, then renamed.
     pub fn create_file(path: &Path, cfg: &RegionConfig) -> Result<Region, RegionError> {
         let geo = Geometry::new(cfg.layout).map_err(|e| corrupt(path, e))?;
-        let tmp = path.with_extension("region.tmp");
+        if cfg.node_id > super::id::MAX_NODE_ID || cfg.context.len() > MAX_CONTEXT_NAME || cfg.context.is_empty() {
+            return Err(corrupt(
+                path,
+                format!(
+                    "refusing to create: node_id {} must be at most {} and the context name 1 to {MAX_CONTEXT_NAME} bytes",
+                    cfg.node_id,
+                    super::id::MAX_NODE_ID
+                ),
+            ));
+        }
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
         let _ = std::fs::remove_file(&tmp);
         let file = OpenOptions::new()
             .read(true)

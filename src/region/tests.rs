@@ -58,6 +58,19 @@ fn update_is_all_or_nothing_at_the_value_limit() {
     let e = r.update(&id, &[("d", Some(b"4")), ("e", Some(b"5"))], T0).unwrap_err();
     assert!(matches!(e, RegionError::TooManyValues { max: 4 }));
     assert_eq!(r.get(&id, false, T0).unwrap().attributes.len(), 3, "nothing applied");
+    // Add-before-remove at the limit must not write past the slot.
+    r.update(&id, &[("d", Some(b"4"))], T0).unwrap();
+    r.update(&id, &[("z", Some(b"9")), ("d", None)], T0).unwrap();
+    let names: Vec<String> = r.get(&id, false, T0).unwrap().attributes.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names.len(), 4);
+    assert!(names.contains(&"z".to_string()) && !names.contains(&"d".to_string()));
+    assert!(r.verify().is_empty());
+    // Later changes to one name win.
+    r.update(&id, &[("z", None), ("z", Some(b"again"))], T0).unwrap();
+    let mut buf = Vec::new();
+    assert!(r.get_attr(&id, "z", false, T0, &mut buf).unwrap());
+    assert_eq!(buf, b"again");
+    r.update(&id, &[("z", None)], T0).unwrap();
     // Removing one and adding two in the same call nets to four: allowed.
     r.update(&id, &[("a", None), ("d", Some(b"4")), ("e", Some(b"5"))], T0).unwrap();
     assert_eq!(r.get(&id, false, T0).unwrap().attributes.len(), 4);

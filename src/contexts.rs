@@ -1,0 +1,96 @@
+//! The set of open contexts: each context's settings and its region.
+//!
+//! Owns name and id-tag lookup so HTTP handlers and tools find a context
+//! without knowing where regions live. Opening goes through
+//! [`crate::store`]; this module only logs what opening found and did.
+
+use crate::config::{Config, ContextConfig};
+use crate::region::Region;
+use crate::store::{self, DataDirLock, StoreError};
+
+/// One context: its settings and its region.
+pub struct Context {
+    /// Effective settings.
+    pub cfg: ContextConfig,
+    /// The shared region.
+    pub region: Region,
+}
+
+/// Every configured context; the first is `default`.
+pub struct Contexts {
+    list: Vec<Context>,
+}
+
+impl Contexts {
+    /// Opens every context's region under the data-dir lock and logs the
+    /// outcome of each open (created, rebuilt, migrated, repaired).
+    pub fn open(lock: &DataDirLock, config: &Config) -> Result<Contexts, StoreError> {
+        let cfgs: Vec<_> = config.contexts.iter().map(|c| c.region_config(config.node_id)).collect();
+        let opened = store::open_regions(lock, &cfgs)?;
+        let mut list = Vec::with_capacity(opened.len());
+        for ((region, report), cfg) in opened.into_iter().zip(&config.contexts) {
+            let g = region.geometry();
+            log::info!(
+                "context {}: {} ({} bytes, {} slots of {} bytes, {} locks, {} live){}{}{}",
+                cfg.name,
+                region.path().display(),
+                g.file_size,
+                g.params.max_sessions,
+                g.slot_size,
+                g.params.max_locks,
+                region.live(),
+                if report.created { ", created" } else { "" },
+                if report.repaired > 0 {
+                    format!(", repair dropped {} slot(s)", report.repaired)
+                } else {
+                    String::new()
+                },
+                if !report.created && !report.was_clean {
+                    ", previous shutdown was not clean; locks re-initialised"
+                } else {
+                    ""
+                },
+            );
+            if let Some(why) = &report.rebuilt {
+                log::warn!("context {}: region rebuilt: {why}", cfg.name);
+            }
+            if let Some((moved, dropped)) = report.migrated {
+                log::warn!(
+                    "context {}: migrated {moved} session(s) to the new layout; {dropped} did not fit",
+                    cfg.name
+                );
+            }
+            list.push(Context { cfg: cfg.clone(), region });
+        }
+        Ok(Contexts { list })
+    }
+
+    /// The default context.
+    pub fn default_context(&self) -> &Context {
+        &self.list[0]
+    }
+
+    /// A context by name.
+    pub fn by_name(&self, name: &str) -> Option<&Context> {
+        self.list.iter().find(|c| c.cfg.name == name)
+    }
+
+    /// The context whose id tag is `tag`.
+    pub fn by_tag(&self, tag: u16) -> Option<&Context> {
+        self.list.iter().find(|c| c.region.tag() == tag)
+    }
+
+    /// Every context.
+    pub fn iter(&self) -> impl Iterator<Item = &Context> {
+        self.list.iter()
+    }
+
+    /// Flushes every region and sets its clean flag (master, at exit).
+    pub fn close_clean(&self) {
+        for c in &self.list {
+            if let Err(e) = c.region.close_clean() {
+                log::error!("context {}: {e}", c.cfg.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The HTTP session API: routing, request limits and metrics recording.
+//!
+//! # Layout
+//! | file | concern |
+//! | --- | --- |
+//! | `mod.rs` | [`AppState`], the router, body limits, per-request metrics |
+//! | [`sessions`] | `/v1/sessions…` (by id) and `/v1/session…` (current session) |
+//! | [`admin`] | `/v1/contexts`, `/healthz`, `/metrics` |
+//! | [`lookup`] | finding ids in path parameters, headers and cookies |
+//! | [`error`] | JSON errors and the region-error → status mapping |
+//!
+//! It talks to sessions only through the region's safe API and never
+//! reaches into region bytes. One request's failure is that request's
+//! answer; nothing here can take the worker down.
+
+pub mod admin;
+pub mod error;
+pub mod lookup;
+pub mod sessions;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::config::Config;
+use crate::contexts::Contexts;
+use crate::metrics::{Route, ServerStats};
+pub use error::ApiError;
+
+/// What a worker's request handlers share.
+pub struct AppState {
+    /// Open contexts (regions inherited from the master).
+    pub contexts: Arc<Contexts>,
+    /// Effective configuration.
+    pub config: Arc<Config>,
+    /// Shared server counters.
+    pub stats: Arc<ServerStats>,
+    /// This worker's number (its metrics block).
+    pub worker: usize,
+}
+
+/// A response with a fully buffered body.
+pub type Resp = Response<Full<Bytes>>;
+
+/// Handles one request and records it in the shared metrics.
+pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, std::convert::Infallible> {
+    let start = Instant::now();
+    let (route, result) = dispatch(&state, req).await;
+    let resp = result.unwrap_or_else(ApiError::into_response);
+    state.stats.record(state.worker, route, resp.status().as_u16(), start.elapsed());
+    Ok(resp)
+}
+
+fn method_not_allowed(allow: &'static str) -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("this path allows {allow}"))
+        .with_header("allow", allow.to_string())
+}
+
+async fn dispatch(st: &AppState, req: Request<Incoming>) -> (Route, Result<Resp, ApiError>) {
+    let path = req.uri().path().to_string();
+    let Some(sp) = lookup::split_path(&path) else {
+        return (
+            Route::Other,
+            Err(ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "path has too many segments")),
+        );
+    };
+    let m = req.method().clone();
+    use sessions as s;
+    match (sp.segments.as_slice(), &m) {
+        (["healthz"], &Method::GET) => (Route::Health, admin::healthz()),
+        (["metrics"], &Method::GET) => (Route::Metrics, admin::metrics(st)),
+        (["v1", "contexts"], &Method::GET) => (Route::Contexts, admin::contexts(st)),
+        (["healthz"] | ["metrics"] | ["v1", "contexts"], _) => (Route::Other, Err(method_not_allowed("GET"))),
+
+        (["v1", "sessions"], &Method::POST) => (Route::Create, s::create(st, &req)),
+        (["v1", "sessions"], &Method::GET) => (Route::List, s::list(st, &req)),
+        (["v1", "sessions"], _) => (Route::Other, Err(method_not_allowed("GET, POST"))),
+        (["v1", "sessions", id], _) => {
+            let t = s::Target::by_id(st, id);
+            match m {
+                Method::GET => (Route::Get, s::get(st, &req, t)),
+                Method::PATCH => (Route::Patch, async { s::patch(st, t?, req).await }.await),
+                Method::DELETE => (Route::Delete, s::delete(t)),
+                _ => (Route::Other, Err(method_not_allowed("GET, PATCH, DELETE"))),
+            }
+        }
+        (["v1", "sessions", id, "rotate"], &Method::POST) => (Route::Rotate, s::rotate(s::Target::by_id(st, id))),
+        (["v1", "sessions", id, "attributes", name], _) => {
+            let t = s::Target::by_id(st, id);
+            attr_route(st, req, t, name).await
+        }
+
+        (["v1", "session"], _) => {
+            let t = s::Target::current(st, &req, &sp.params);
+            match m {
+                Method::POST => (Route::Current, s::get_or_create(t)),
+                Method::GET => (Route::Get, s::get(st, &req, t)),
+                Method::PATCH => (Route::Patch, async { s::patch(st, t?, req).await }.await),
+                Method::DELETE => (Route::Delete, s::delete(t)),
+                _ => (Route::Other, Err(method_not_allowed("GET, POST, PATCH, DELETE"))),
+            }
+        }
+        (["v1", "session", "rotate"], &Method::POST) => {
+            (Route::Rotate, s::rotate(s::Target::current(st, &req, &sp.params)))
+        }
+        (["v1", "session", "attributes", name], _) => {
+            let t = s::Target::current(st, &req, &sp.params);
+            attr_route(st, req, t, name).await
+        }
+        (["v1", "sessions", _, "rotate"] | ["v1", "session", "rotate"], _) => {
+            (Route::Other, Err(method_not_allowed("POST")))
+        }
+        _ => {
+            (Route::Other, Err(ApiError::new(StatusCode::NOT_FOUND, "route_not_found", format!("no route for {path}"))))
+        }
+    }
+}
+
+async fn attr_route(
+    st: &AppState,
+    req: Request<Incoming>,
+    t: Result<sessions::Target<'_>, ApiError>,
+    raw_name: &str,
+) -> (Route, Result<Resp, ApiError>) {
+    let name = lookup::decode_name(raw_name).map_err(|why| ApiError::bad_request("invalid_name", why));
+    match *req.method() {
+        Method::GET => (Route::AttrGet, sessions::attr_get(st, &req, t, name)),
+        Method::PUT => (Route::AttrPut, async { sessions::attr_put(st, t?, name?, req).await }.await),
+        Method::DELETE => (Route::AttrDelete, sessions::attr_delete(t, name)),
+        _ => (Route::Other, Err(method_not_allowed("GET, PUT, DELETE"))),
+    }
+}
+
+/// Reads a request body of at most `limit` bytes within `timeout`.
+/// A declared or actual size over the limit is 413; a body that does not
+/// arrive in time is 408.
+pub async fn read_body(req: Request<Incoming>, limit: usize, timeout: Duration, what: &str) -> Result<Bytes, ApiError> {
+    if let Some(len) =
+        req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large(len, limit, what));
+    }
+    let body = Limited::new(req.into_body(), limit);
+    match tokio::time::timeout(timeout, body.collect()).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("request body not received within {timeout:?} (request_timeout)"),
+        )),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(too_large(limit as u64 + 1, limit, what))
+        }
+        Ok(Err(e)) => Err(ApiError::bad_request("bad_body", format!("could not read the request body: {e}"))),
+    }
+}
+
+fn too_large(len: u64, limit: usize, what: &str) -> ApiError {
+    let shown = if len > limit as u64 + 1 { format!("{len} bytes") } else { "more bytes".to_string() };
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        if what == "value" { "value_too_large" } else { "body_too_large" },
+        format!("{what} is {shown}; the limit is {limit} bytes"),
+    )
+}

@@ -1,0 +1,368 @@
+//! Session endpoints: `/v1/sessions…` addressed by id, and `/v1/session…`
+//! addressed by the request's cookie, URL path parameter or header.
+//!
+//! Both forms resolve to a [`Target`] (a context and candidate ids) and
+//! then share the same handlers. Values are binary-safe: a value that is
+//! valid UTF-8 appears in JSON as a string; any other value appears as
+//! `{"base64": "<standard base64>"}`, and PATCH accepts both forms.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue, SET_COOKIE};
+use hyper::{Request, Response, StatusCode};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::{Map, Value};
+
+use super::{ApiError, AppState, Resp, lookup, read_body};
+use crate::clock::now_ms;
+use crate::config::SameSite;
+use crate::contexts::Context;
+use crate::region::{RegionError, SessionId, SessionMeta};
+
+/// Largest page of `GET /v1/sessions`.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// The session(s) a request addresses.
+pub struct Target<'a> {
+    /// The context.
+    pub ctx: &'a Context,
+    /// Candidate ids, best first (may be empty for the current session).
+    pub ids: Vec<SessionId>,
+}
+
+fn query(req: &Request<Incoming>, key: &str) -> Option<String> {
+    let q = req.uri().query()?;
+    form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+}
+
+fn context<'a>(st: &'a AppState, req: &Request<Incoming>) -> Result<&'a Context, ApiError> {
+    match query(req, "context") {
+        None => Ok(st.contexts.default_context()),
+        Some(name) => st.contexts.by_name(&name).ok_or_else(|| {
+            let shown: String = name.chars().take(64).collect();
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_context",
+                format!("no context named {shown:?}; see GET /v1/contexts"),
+            )
+        }),
+    }
+}
+
+impl<'a> Target<'a> {
+    /// `/v1/sessions/{id}`: the id names its context.
+    pub fn by_id(st: &'a AppState, raw: &str) -> Result<Target<'a>, ApiError> {
+        let id = SessionId::parse(raw.as_bytes()).ok_or_else(ApiError::session_not_found)?;
+        let ctx = st.contexts.by_tag(id.context).ok_or_else(ApiError::session_not_found)?;
+        Ok(Target { ctx, ids: vec![id] })
+    }
+
+    /// `/v1/session`: the context from `?context=`, ids from the request.
+    pub fn current(st: &'a AppState, req: &Request<Incoming>, params: &[(&str, &str)]) -> Result<Target<'a>, ApiError> {
+        let ctx = context(st, req)?;
+        let ids = lookup::candidates(params, req.headers(), &ctx.cfg.url_param, &ctx.cfg.cookie_name)
+            .into_iter()
+            .filter(|id| id.context == ctx.region.tag())
+            .collect();
+        Ok(Target { ctx, ids })
+    }
+
+    /// Runs `f` on each candidate until one is found.
+    fn with<T>(&self, mut f: impl FnMut(&SessionId) -> Result<T, RegionError>) -> Result<(SessionId, T), ApiError> {
+        for id in &self.ids {
+            match f(id) {
+                Err(RegionError::NotFound) => continue,
+                r => return r.map(|v| (*id, v)).map_err(ApiError::from),
+            }
+        }
+        Err(ApiError::session_not_found())
+    }
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn value_json(v: &[u8]) -> Value {
+    match std::str::from_utf8(v) {
+        Ok(s) => Value::String(s.to_string()),
+        Err(_) => serde_json::json!({ "base64": STANDARD.encode(v) }),
+    }
+}
+
+fn meta_json(ctx: &Context, m: &SessionMeta) -> Map<String, Value> {
+    let mut o = Map::new();
+    o.insert("id".into(), m.id.to_string().into());
+    o.insert("context".into(), ctx.cfg.name.clone().into());
+    o.insert("created_at".into(), rfc3339(m.created_ms).into());
+    o.insert("last_accessed_at".into(), rfc3339(m.last_access_ms).into());
+    o.insert("expires_at".into(), rfc3339(m.expires_ms).into());
+    o.insert("timeout".into(), m.timeout_s.into());
+    o.insert("new".into(), m.is_new.into());
+    o
+}
+
+fn json(status: StatusCode, v: Value) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn empty(status: StatusCode) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+fn session_response(ctx: &Context, status: StatusCode, m: &SessionMeta, attrs: &[(String, Vec<u8>)]) -> Resp {
+    let mut o = meta_json(ctx, m);
+    let a: Map<String, Value> = attrs.iter().map(|(k, v)| (k.clone(), value_json(v))).collect();
+    o.insert("attributes".into(), Value::Object(a));
+    json(status, Value::Object(o))
+}
+
+/// The `Set-Cookie` value for `id` in `ctx` (`remove` expires it).
+pub fn set_cookie(ctx: &Context, id: Option<&SessionId>) -> String {
+    let c = &ctx.cfg;
+    let value = id.map(|i| i.to_string()).unwrap_or_default();
+    let mut b = cookie::Cookie::build((c.cookie_name.clone(), value))
+        .path(c.cookie_path.clone())
+        .http_only(true)
+        .secure(c.cookie_secure)
+        .same_site(match c.cookie_same_site {
+            SameSite::Strict => cookie::SameSite::Strict,
+            SameSite::Lax => cookie::SameSite::Lax,
+            SameSite::None => cookie::SameSite::None,
+        });
+    if id.is_none() {
+        b = b.max_age(cookie::time::Duration::ZERO);
+    }
+    b.build().to_string()
+}
+
+fn with_cookie(mut r: Resp, ctx: &Context, id: Option<&SessionId>) -> Resp {
+    if let Ok(v) = HeaderValue::from_str(&set_cookie(ctx, id)) {
+        r.headers_mut().append(SET_COOKIE, v);
+    }
+    r
+}
+
+fn touch_param(req: &Request<Incoming>) -> bool {
+    query(req, "touch").is_none_or(|v| v != "false" && v != "0")
+}
+
+/// `POST /v1/sessions`.
+pub fn create(st: &AppState, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let ctx = context(st, req)?;
+    let m = ctx.region.create(now_ms())?;
+    Ok(with_cookie(session_response(ctx, StatusCode::CREATED, &m, &[]), ctx, Some(&m.id)))
+}
+
+/// `POST /v1/session`: the current valid session (200) or a new one (201).
+pub fn get_or_create(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
+    let t = t?;
+    let now = now_ms();
+    match t.with(|id| t.ctx.region.get(id, true, now)) {
+        Ok((_, s)) => Ok(session_response(t.ctx, StatusCode::OK, &s.meta, &s.attributes)),
+        Err(e) if e.status == StatusCode::NOT_FOUND => {
+            let m = t.ctx.region.create(now)?;
+            Ok(with_cookie(session_response(t.ctx, StatusCode::CREATED, &m, &[]), t.ctx, Some(&m.id)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `GET /v1/sessions/{id}` and `GET /v1/session`.
+pub fn get(_st: &AppState, req: &Request<Incoming>, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
+    let t = t?;
+    let (now, touch) = (now_ms(), touch_param(req));
+    let (_, s) = t.with(|id| t.ctx.region.get(id, touch, now))?;
+    Ok(session_response(t.ctx, StatusCode::OK, &s.meta, &s.attributes))
+}
+
+/// `DELETE` of a session.
+pub fn delete(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
+    let t = t?;
+    let now = now_ms();
+    t.with(|id| t.ctx.region.invalidate(id, now))?;
+    Ok(with_cookie(empty(StatusCode::NO_CONTENT), t.ctx, None))
+}
+
+/// `POST …/rotate`.
+pub fn rotate(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
+    let t = t?;
+    let now = now_ms();
+    let (_, m) = t.with(|id| t.ctx.region.rotate(id, now))?;
+    let mut o = meta_json(t.ctx, &m);
+    o.insert("values".into(), m.values.into());
+    Ok(with_cookie(json(StatusCode::OK, Value::Object(o)), t.ctx, Some(&m.id)))
+}
+
+/// Largest PATCH body for a context: every attribute at full size, with
+/// JSON escaping (up to 6 bytes per value byte) and names.
+pub fn patch_limit(ctx: &Context) -> usize {
+    let c = &ctx.cfg;
+    let per = 6 * c.max_name_size as usize + 6 * c.max_value_size as usize + 64;
+    (c.max_values_per_session as usize * 2 * per + 1024).min(64 << 20)
+}
+
+/// A PATCH body's attribute changes, in order, duplicates rejected.
+struct Changes(Vec<(String, Option<Vec<u8>>)>);
+
+impl<'de> serde::Deserialize<'de> for Changes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Changes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of attribute name to string, {\"base64\": ...} or null")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Changes, A::Error> {
+                use serde::de::Error;
+                let mut out: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+                while let Some((k, v)) = m.next_entry::<String, Value>()? {
+                    if out.iter().any(|(n, _)| *n == k) {
+                        return Err(A::Error::custom(format!("attribute {k:?} appears twice")));
+                    }
+                    if out.len() >= 4096 {
+                        return Err(A::Error::custom("more than 4096 attribute changes"));
+                    }
+                    let val = match v {
+                        Value::Null => None,
+                        Value::String(s) => Some(s.into_bytes()),
+                        Value::Object(o) if o.len() == 1 && o.get("base64").is_some_and(Value::is_string) => {
+                            let b64 = o["base64"].as_str().unwrap_or_default();
+                            Some(
+                                STANDARD
+                                    .decode(b64)
+                                    .map_err(|e| A::Error::custom(format!("attribute {k:?}: bad base64: {e}")))?,
+                            )
+                        }
+                        _ => {
+                            return Err(A::Error::custom(format!(
+                                "attribute {k:?}: expected a string, {{\"base64\": \"...\"}} or null"
+                            )));
+                        }
+                    };
+                    out.push((k, val));
+                }
+                Ok(Changes(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    attributes: Changes,
+}
+
+/// `PATCH`: set and remove several attributes atomically.
+pub async fn patch(st: &AppState, t: Target<'_>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let timeout = Duration::from_secs_f64(st.config.request_timeout);
+    let body = read_body(req, patch_limit(t.ctx), timeout, "PATCH body").await?;
+    let parsed: PatchBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("bad_json", format!("invalid PATCH body: {e}")))?;
+    let changes: Vec<(&str, Option<&[u8]>)> =
+        parsed.attributes.0.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+    for (name, _) in &changes {
+        if name.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "invalid_name",
+                format!("attribute name {name:?} contains a control character"),
+            ));
+        }
+    }
+    let now = now_ms();
+    t.with(|id| t.ctx.region.update(id, &changes, now))?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// `GET …/attributes/{name}`: the raw value.
+pub fn attr_get(
+    _st: &AppState,
+    req: &Request<Incoming>,
+    t: Result<Target<'_>, ApiError>,
+    name: Result<String, ApiError>,
+) -> Result<Resp, ApiError> {
+    let (t, name) = (t?, name?);
+    let (now, touch) = (now_ms(), touch_param(req));
+    let mut buf = Vec::new();
+    let (_, found) = t.with(|id| t.ctx.region.get_attr(id, &name, touch, now, &mut buf))?;
+    if !found {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "attribute_not_found",
+            "the session has no attribute with that name",
+        ));
+    }
+    let mut r = Response::new(Full::new(Bytes::from(buf)));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    Ok(r)
+}
+
+/// `PUT …/attributes/{name}`: the raw body becomes the value.
+pub async fn attr_put(st: &AppState, t: Target<'_>, name: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    t.ctx.region.check_change(&name, None)?;
+    let timeout = Duration::from_secs_f64(st.config.request_timeout);
+    let body = read_body(req, t.ctx.cfg.max_value_size as usize, timeout, "value").await?;
+    let now = now_ms();
+    t.with(|id| t.ctx.region.set_attr(id, &name, &body, now))?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// `DELETE …/attributes/{name}`: 204 also when absent.
+pub fn attr_delete(t: Result<Target<'_>, ApiError>, name: Result<String, ApiError>) -> Result<Resp, ApiError> {
+    let (t, name) = (t?, name?);
+    t.ctx.region.check_change(&name, None)?;
+    let now = now_ms();
+    t.with(|id| t.ctx.region.remove_attr(id, &name, now))?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// `GET /v1/sessions?context=&limit=&cursor=`: ids and metadata, no values.
+pub fn list(st: &AppState, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let ctx = context(st, req)?;
+    let limit = match query(req, "limit") {
+        None => 100,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIST_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "bad_limit",
+                    format!(
+                        "limit {:?} must be a number from 1 to {MAX_LIST_LIMIT}",
+                        v.chars().take(32).collect::<String>()
+                    ),
+                ));
+            }
+        },
+    };
+    let cursor = match query(req, "cursor") {
+        None => 0,
+        Some(v) => v.parse::<u32>().map_err(|_| {
+            ApiError::bad_request("bad_cursor", "cursor must be the next_cursor value of a previous page")
+        })?,
+    };
+    let (metas, next) = ctx.region.list(cursor, limit, now_ms())?;
+    let items: Vec<Value> = metas
+        .iter()
+        .map(|m| {
+            let mut o = meta_json(ctx, m);
+            o.insert("values".into(), m.values.into());
+            Value::Object(o)
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({"context": ctx.cfg.name, "sessions": items, "next_cursor": next.map(|c| c.to_string())}),
+    ))
+}

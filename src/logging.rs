@@ -1,0 +1,80 @@
+//! Log output: one line per event on stderr, in a form journald handles.
+//!
+//! Under journald (`JOURNAL_STREAM` set) each line starts with the syslog
+//! priority `<N>` so journald files it at the right level and adds its own
+//! timestamp and pid; elsewhere lines carry a UTC timestamp, the level and
+//! the process role. The level comes from `RUST_LOG` when set, otherwise
+//! from the `log_level` config key. Never log a full session id: use
+//! `SessionId::log_hash`.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Which process is logging.
+#[derive(Clone, Copy, Debug)]
+pub enum Role {
+    /// The master.
+    Master,
+    /// The reaper.
+    Reaper,
+    /// Worker N.
+    Worker(u32),
+    /// A command-line tool.
+    Tool,
+}
+
+static ROLE: AtomicU32 = AtomicU32::new(0);
+
+/// Sets this process's role (after fork).
+pub fn set_role(r: Role) {
+    ROLE.store(
+        match r {
+            Role::Master => 0,
+            Role::Reaper => 1,
+            Role::Tool => 2,
+            Role::Worker(n) => 3 + n,
+        },
+        Ordering::Relaxed,
+    );
+}
+
+fn role_name() -> String {
+    match ROLE.load(Ordering::Relaxed) {
+        0 => "master".into(),
+        1 => "reaper".into(),
+        2 => "tool".into(),
+        n => format!("worker {}", n - 3),
+    }
+}
+
+/// Installs the logger; `level` is used when `RUST_LOG` is unset.
+pub fn init(level: &str) {
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let mut b = env_logger::Builder::new();
+    b.parse_filters(level);
+    if let Ok(s) = std::env::var("RUST_LOG") {
+        b.parse_filters(&s);
+    }
+    b.format(move |f, rec| {
+        let prio = match rec.level() {
+            log::Level::Error => 3,
+            log::Level::Warn => 4,
+            log::Level::Info => 6,
+            log::Level::Debug | log::Level::Trace => 7,
+        };
+        if journald {
+            writeln!(f, "<{prio}>{}: {}", role_name(), rec.args())
+        } else {
+            writeln!(
+                f,
+                "{} {:5} sessiond[{}] {}: {}",
+                humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+                rec.level(),
+                std::process::id(),
+                role_name(),
+                rec.args()
+            )
+        }
+    });
+    let _ = b.try_init();
+}

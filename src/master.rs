@@ -1,0 +1,433 @@
+//! The master process: prepares the data directory and regions, binds the
+//! socket, forks `max_procs` workers and one reaper, and supervises them.
+//!
+//! It is a plain loop over flags set by signal handlers (nginx's
+//! `ngx_master_process_cycle`): SIGTERM/SIGINT stop, SIGHUP reloads, and a
+//! `waitpid(WNOHANG)` pass every tick restarts dead children with a
+//! back-off. It must never start tokio or any thread: it forks, and a forked
+//! child of a threaded parent may inherit held locks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use sd_notify::NotifyState;
+
+use crate::config::{Config, Listen, Overrides};
+use crate::contexts::Contexts;
+use crate::metrics::{MasterCounter, ServerStats};
+use crate::store::{self, DataDirLock};
+use crate::sys::{self, Bound, Forked};
+use crate::{reaper, worker};
+
+/// Name of the pid file.
+pub const PID_FILE: &str = "sessiond.pid";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Worker(usize),
+    Reaper,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kind::Worker(n) => write!(f, "worker {n}"),
+            Kind::Reaper => f.write_str("reaper"),
+        }
+    }
+}
+
+/// One entry of the process table.
+struct Slot {
+    /// What runs in it.
+    kind: Kind,
+    /// Current pid, if running.
+    pid: Option<Pid>,
+    /// When the current process started.
+    started: Instant,
+    /// Consecutive short-lived exits (drives the back-off).
+    failures: u32,
+    /// When to start it again, if it is down.
+    respawn_at: Option<Instant>,
+    /// A fatal exit: do not restart.
+    fatal: bool,
+}
+
+/// The master's state.
+struct Master {
+    overrides: Overrides,
+    cfg: Arc<Config>,
+    lock: DataDirLock,
+    contexts: Arc<Contexts>,
+    stats: Arc<ServerStats>,
+    listener: Option<Bound>,
+    slots: Vec<Slot>,
+    /// Old processes draining after a reload: pid and the time to SIGKILL.
+    retiring: Vec<(Pid, Instant)>,
+    pid: Pid,
+    pid_file: PathBuf,
+}
+
+/// Runs the master until it is told to stop; returns the exit code.
+pub fn run(overrides: Overrides, cfg: Config) -> i32 {
+    crate::logging::set_role(crate::logging::Role::Master);
+    match start(overrides, cfg) {
+        Ok(mut m) => m.main_loop(),
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
+}
+
+fn start(overrides: Overrides, cfg: Config) -> Result<Master, String> {
+    let lock = DataDirLock::acquire(&cfg.data_dir).map_err(|e| e.to_string())?;
+    let contexts = Contexts::open(&lock, &cfg).map_err(|e| format!("cannot open the session regions: {e}"))?;
+    let stats = ServerStats::create(&cfg.data_dir, (cfg.max_procs as usize * 2).max(2)).map_err(|e| e.to_string())?;
+    stats.set_master(MasterCounter::StartTime, crate::clock::now_ms() / 1000);
+    let listener = match sys::socket_from_systemd().map_err(|e| e.to_string())? {
+        Some(l) => {
+            log::info!("using the listening socket passed by systemd (LISTEN_FDS)");
+            Some(l)
+        }
+        None if worker::binds_own_socket(&cfg) => {
+            // Check the address now so a typo fails at start, then let each
+            // worker bind its own SO_REUSEPORT socket.
+            drop(sys::bind(&cfg.listen, true).map_err(|e| e.to_string())?);
+            None
+        }
+        None => Some(sys::bind(&cfg.listen, false).map_err(|e| e.to_string())?),
+    };
+    let run_dir = std::env::var_os("RUNTIME_DIRECTORY")
+        .map(|s| PathBuf::from(s.to_string_lossy().split(':').next().unwrap_or("").to_string()))
+        .unwrap_or_else(|| cfg.data_dir.clone());
+    let pid_file = run_dir.join(PID_FILE);
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .map_err(|e| format!("write({}) failed: {e}", pid_file.display()))?;
+    if let Some(user) = &cfg.user {
+        if sys::is_root() {
+            sys::chown_tree(&cfg.data_dir, user).map_err(|e| e.to_string())?;
+            sys::drop_privileges(user).map_err(|e| e.to_string())?;
+            log::info!("switched to user {user}");
+        } else {
+            log::warn!("user = {user:?} is set but sessiond did not start as root; staying as the current user");
+        }
+    }
+    let n = cfg.max_procs as usize;
+    let mut slots: Vec<Slot> = (0..n).map(|i| Slot::new(Kind::Worker(i))).collect();
+    slots.push(Slot::new(Kind::Reaper));
+    log::info!(
+        "sessiond {} listening on {} with {n} worker(s) and a reaper; data_dir {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.listen,
+        cfg.data_dir.display()
+    );
+    Ok(Master {
+        overrides,
+        cfg: Arc::new(cfg),
+        lock,
+        contexts: Arc::new(contexts),
+        stats: Arc::new(stats),
+        listener,
+        slots,
+        retiring: Vec::new(),
+        pid: nix::unistd::getpid(),
+        pid_file,
+    })
+}
+
+impl Slot {
+    fn new(kind: Kind) -> Slot {
+        Slot { kind, pid: None, started: Instant::now(), failures: 0, respawn_at: Some(Instant::now()), fatal: false }
+    }
+}
+
+fn notify(states: &[NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(false, states)
+    {
+        log::warn!("sd_notify failed: {e}");
+    }
+}
+
+impl Master {
+    fn main_loop(&mut self) -> i32 {
+        let term = Arc::new(AtomicBool::new(false));
+        let hup = Arc::new(AtomicBool::new(false));
+        for (sig, flag) in [
+            (signal_hook::consts::SIGTERM, &term),
+            (signal_hook::consts::SIGINT, &term),
+            (signal_hook::consts::SIGQUIT, &term),
+            (signal_hook::consts::SIGHUP, &hup),
+        ] {
+            if let Err(e) = signal_hook::flag::register(sig, flag.clone()) {
+                log::error!("cannot install the handler for signal {sig}: {e}");
+                return 1;
+            }
+        }
+        sys::set_title("sessiond: master", "sessiond-master");
+        self.spawn_due();
+        notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            self.reap_children();
+            if term.load(Ordering::Relaxed) {
+                return self.shutdown();
+            }
+            if hup.swap(false, Ordering::Relaxed) {
+                self.reload();
+            }
+            self.spawn_due();
+            self.kill_overdue_retirees();
+            if !self.slots.is_empty()
+                && self.slots.iter().filter(|s| matches!(s.kind, Kind::Worker(_))).all(|s| s.fatal)
+            {
+                log::error!("every worker failed fatally; stopping");
+                self.shutdown();
+                return 1;
+            }
+        }
+    }
+
+    fn spawn_due(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            let s = &self.slots[i];
+            if s.pid.is_some() || s.fatal || s.respawn_at.is_none_or(|t| t > now) {
+                continue;
+            }
+            let kind = s.kind;
+            match self.fork_child(kind) {
+                Ok(pid) => {
+                    let s = &mut self.slots[i];
+                    s.pid = Some(pid);
+                    s.started = Instant::now();
+                    s.respawn_at = None;
+                    log::debug!("started {kind} (pid {pid})");
+                }
+                Err(e) => {
+                    log::error!("cannot start {kind}: {e}; retrying in 1s");
+                    self.slots[i].respawn_at = Some(now + Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    fn fork_child(&self, kind: Kind) -> Result<Pid, sys::SysError> {
+        let listener = match (&self.listener, kind) {
+            (Some(Bound::Tcp(l)), Kind::Worker(_)) => Some(Bound::Tcp(
+                l.try_clone().map_err(|e| sys::SysError { call: "dup(listening socket)".into(), source: e })?,
+            )),
+            (Some(Bound::Unix(l)), Kind::Worker(_)) => Some(Bound::Unix(
+                l.try_clone().map_err(|e| sys::SysError { call: "dup(listening socket)".into(), source: e })?,
+            )),
+            _ => None,
+        };
+        match sys::fork()? {
+            Forked::Parent(pid) => Ok(pid),
+            Forked::Child => {
+                if let Err(e) = sys::die_with_parent(self.pid) {
+                    log::error!("{e}");
+                    std::process::exit(1);
+                }
+                let code = match kind {
+                    Kind::Worker(n) => {
+                        worker::run(n, listener, self.contexts.clone(), self.cfg.clone(), self.stats.clone())
+                    }
+                    Kind::Reaper => reaper::run(self.contexts.clone()),
+                };
+                std::process::exit(code);
+            }
+        }
+    }
+
+    fn reap_children(&mut self) {
+        loop {
+            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(s) => s,
+            };
+            let (pid, how, code) = match status {
+                WaitStatus::Exited(pid, code) => (pid, format!("exited with status {code}"), Some(code)),
+                WaitStatus::Signaled(pid, sig, core) => {
+                    (pid, format!("was killed by signal {sig}{}", if core { " (core dumped)" } else { "" }), None)
+                }
+                _ => continue,
+            };
+            if let Some(k) = self.retiring.iter().position(|(p, _)| *p == pid) {
+                self.retiring.remove(k);
+                log::debug!("retired process {pid} {how}");
+                continue;
+            }
+            let Some(slot) = self.slots.iter_mut().find(|s| s.pid == Some(pid)) else { continue };
+            slot.pid = None;
+            let lived = slot.started.elapsed();
+            if code == Some(worker::EXIT_FATAL) {
+                slot.fatal = true;
+                log::error!("{} (pid {pid}) {how}: a fatal error; not restarting it", slot.kind);
+                continue;
+            }
+            slot.failures = if lived < Duration::from_secs(2) { slot.failures + 1 } else { 0 };
+            let delay = if slot.failures == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(100u64 << slot.failures.min(7)).min(Duration::from_secs(10))
+            };
+            slot.respawn_at = Some(Instant::now() + delay);
+            log::warn!(
+                "{} (pid {pid}) {how} after {:.1}s; restarting it{}",
+                slot.kind,
+                lived.as_secs_f64(),
+                if delay.is_zero() {
+                    String::new()
+                } else {
+                    format!(" in {delay:?} (crashed {} time(s) in a row)", slot.failures)
+                }
+            );
+            self.stats.add_master(
+                if slot.kind == Kind::Reaper { MasterCounter::ReaperRestarts } else { MasterCounter::WorkerRestarts },
+                1,
+            );
+        }
+    }
+
+    /// Sends SIGTERM to every current child and moves it to the retiring list.
+    fn retire_all(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.shutdown_timeout) + Duration::from_secs(2);
+        for s in self.slots.drain(..) {
+            if let Some(pid) = s.pid {
+                let _ = kill(pid, Signal::SIGTERM);
+                self.retiring.push((pid, deadline));
+            }
+        }
+    }
+
+    fn kill_overdue_retirees(&mut self) {
+        let now = Instant::now();
+        for (pid, deadline) in &self.retiring {
+            if *deadline <= now {
+                log::warn!("process {pid} did not finish draining in time; sending SIGKILL");
+                let _ = kill(*pid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    fn wait_retirees(&mut self) {
+        while !self.retiring.is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+            self.reap_children();
+            self.kill_overdue_retirees();
+            // A retiree already reaped by someone else would never be removed.
+            self.retiring.retain(|(pid, _)| kill(*pid, None).is_ok());
+        }
+    }
+
+    fn new_slots(&mut self) {
+        self.slots = (0..self.cfg.max_procs as usize).map(|i| Slot::new(Kind::Worker(i))).collect();
+        self.slots.push(Slot::new(Kind::Reaper));
+    }
+
+    fn reload(&mut self) {
+        notify(&[NotifyState::Reloading, NotifyState::Status("reloading")]);
+        log::info!("SIGHUP: reloading the configuration");
+        let mut new = match Config::load(&self.overrides) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload refused, the running configuration stays: {e}");
+                self.stats.add_master(MasterCounter::ReloadFailures, 1);
+                notify(&[NotifyState::Ready, NotifyState::Status("serving (last reload refused)")]);
+                return;
+            }
+        };
+        for (key, changed) in [
+            ("listen", new.listen != self.cfg.listen),
+            ("reuse_port", new.reuse_port != self.cfg.reuse_port),
+            ("data_dir", new.data_dir != self.cfg.data_dir),
+            ("user", new.user != self.cfg.user),
+        ] {
+            if changed {
+                log::warn!("reload: `{key}` changed; it takes effect only at the next restart");
+            }
+        }
+        new.listen = self.cfg.listen.clone();
+        new.reuse_port = self.cfg.reuse_port;
+        new.data_dir = self.cfg.data_dir.clone();
+        new.user = self.cfg.user.clone();
+        let regions_of = |c: &Config| c.contexts.iter().map(|k| k.region_config(c.node_id)).collect::<Vec<_>>();
+        let version_gone = store::version_problem(&self.cfg.data_dir);
+        let regions_change = version_gone.is_some() || regions_of(&new) != regions_of(&self.cfg);
+        let new = Arc::new(new);
+        if regions_change {
+            // Regions are reopened (rebuilt or migrated): stop every process
+            // that maps them first. New connections wait in the backlog.
+            log::info!(
+                "reload: {}; draining the workers before reopening the regions",
+                version_gone.unwrap_or_else(|| "session limits changed".into())
+            );
+            self.retire_all();
+            self.wait_retirees();
+            let old = self.cfg.clone();
+            match Contexts::open(&self.lock, &new) {
+                Ok(c) => {
+                    self.contexts = Arc::new(c);
+                    self.cfg = new;
+                }
+                Err(e) => {
+                    log::error!(
+                        "reload: cannot open the regions with the new limits ({e}); reopening with the old ones"
+                    );
+                    match Contexts::open(&self.lock, &old) {
+                        Ok(c) => self.contexts = Arc::new(c),
+                        Err(e) => {
+                            log::error!("cannot reopen the regions: {e}; stopping");
+                            std::process::exit(1);
+                        }
+                    }
+                }
+            }
+            self.new_slots();
+        } else {
+            // Start the new generation first, then let the old one drain.
+            let old_slots = std::mem::take(&mut self.slots);
+            self.cfg = new;
+            self.new_slots();
+            self.spawn_due();
+            self.slots.extend(old_slots.into_iter().map(|mut s| {
+                s.fatal = true; // marker: retire below
+                s
+            }));
+            let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.shutdown_timeout) + Duration::from_secs(2);
+            let (old, keep): (Vec<Slot>, Vec<Slot>) = self.slots.drain(..).partition(|s| s.fatal);
+            self.slots = keep;
+            for s in old {
+                if let Some(pid) = s.pid {
+                    let _ = kill(pid, Signal::SIGTERM);
+                    self.retiring.push((pid, deadline));
+                }
+            }
+        }
+        self.spawn_due();
+        self.stats.add_master(MasterCounter::Reloads, 1);
+        log::info!("reload done: {} worker(s)", self.cfg.max_procs);
+        notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
+    }
+
+    fn shutdown(&mut self) -> i32 {
+        notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+        log::info!("stopping: draining requests in flight (at most {}s)", self.cfg.shutdown_timeout);
+        self.retire_all();
+        self.wait_retirees();
+        self.contexts.close_clean();
+        let _ = std::fs::remove_file(&self.pid_file);
+        if let (Some(Bound::Unix(_)), Listen::Unix(p)) = (&self.listener, &self.cfg.listen) {
+            let _ = std::fs::remove_file(p);
+        }
+        log::info!("stopped cleanly");
+        0
+    }
+}

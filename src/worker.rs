@@ -1,0 +1,183 @@
+//! A worker process: one tokio current-thread runtime serving HTTP/1.1
+//! with hyper on the inherited (or its own SO_REUSEPORT) listening socket.
+//!
+//! Built only after `fork()`. Region calls run inline on the runtime's one
+//! thread: they take well under a microsecond and never block longer than
+//! `lock_timeout`. On SIGTERM/SIGINT the worker stops accepting, lets
+//! requests in flight finish for at most `shutdown_timeout`, and exits 0.
+//! It must never touch the data-dir lock or set a region's clean flag:
+//! those belong to the master.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::config::{Config, Listen};
+use crate::contexts::Contexts;
+use crate::http::{AppState, handle};
+use crate::metrics::{ServerStats, WorkerCounter};
+use crate::sys::{self, Bound};
+
+/// Exit code a child uses when restarting it cannot help (bad socket).
+pub const EXIT_FATAL: i32 = 2;
+
+/// Runs worker `n` until told to stop; returns the process exit code.
+pub fn run(
+    n: usize,
+    listener: Option<Bound>,
+    contexts: Arc<Contexts>,
+    config: Arc<Config>,
+    stats: Arc<ServerStats>,
+) -> i32 {
+    crate::logging::set_role(crate::logging::Role::Worker(n as u32));
+    sys::set_title(&format!("sessiond: worker {n}"), &format!("sessiond-w{n}"));
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGQUIT] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            log::error!("worker {n}: cannot install the handler for signal {sig}: {e}");
+            return EXIT_FATAL;
+        }
+    }
+    let listener = match listener {
+        Some(l) => l,
+        None => match sys::bind(&config.listen, true) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("worker {n}: {e}");
+                return EXIT_FATAL;
+            }
+        },
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("worker {n}: cannot build the tokio runtime: {e}");
+            return 1;
+        }
+    };
+    let state = Arc::new(AppState { contexts, config: config.clone(), stats, worker: n });
+    rt.block_on(serve(n, listener, state, stop))
+}
+
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+async fn serve(n: usize, bound: Bound, state: Arc<AppState>, stop: Arc<AtomicBool>) -> i32 {
+    let listener = match bound {
+        Bound::Tcp(l) => l.set_nonblocking(true).and_then(|_| tokio::net::TcpListener::from_std(l)).map(Listener::Tcp),
+        Bound::Unix(l) => {
+            l.set_nonblocking(true).and_then(|_| tokio::net::UnixListener::from_std(l)).map(Listener::Unix)
+        }
+    };
+    let listener = match listener {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("worker {n}: cannot register the listening socket with the runtime: {e}");
+            return EXIT_FATAL;
+        }
+    };
+    let cfg = state.config.clone();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs_f64(cfg.header_timeout))
+        .max_buf_size(cfg.max_header_size as usize)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    log::debug!("worker {n}: serving on {}", cfg.listen);
+    loop {
+        let accepted = tokio::select! {
+            r = accept(&listener) => r,
+            _ = tick.tick() => {
+                if stop.load(Ordering::Relaxed) { break; }
+                continue;
+            }
+        };
+        let io = match accepted {
+            Ok(io) => io,
+            Err(e) => {
+                log::warn!("worker {n}: accept() failed: {e}");
+                // EMFILE and friends: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if active.load(Ordering::Relaxed) >= cfg.max_connections as usize {
+            state.stats.add_worker(n, WorkerCounter::ConnectionsRefused, 1);
+            drop(io);
+            continue;
+        }
+        state.stats.add_worker(n, WorkerCounter::ConnectionsAccepted, 1);
+        active.fetch_add(1, Ordering::Relaxed);
+        let st = state.clone();
+        let done = active.clone();
+        match io {
+            Conn::Tcp(s) => spawn_conn(&builder, &graceful, s, st, done),
+            Conn::Unix(s) => spawn_conn(&builder, &graceful, s, st, done),
+        }
+    }
+    drop(listener);
+    let open = active.load(Ordering::Relaxed);
+    log::info!("stopping; draining {open} open connection(s)");
+    let limit = Duration::from_secs_f64(cfg.shutdown_timeout);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(limit) => {
+            log::warn!(
+                "{} connection(s) still open after shutdown_timeout = {limit:?}; closing them",
+                active.load(Ordering::Relaxed)
+            );
+        }
+    }
+    0
+}
+
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(l: &Listener) -> std::io::Result<Conn> {
+    match l {
+        Listener::Tcp(l) => {
+            let (s, _) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            Ok(Conn::Tcp(s))
+        }
+        Listener::Unix(l) => Ok(Conn::Unix(l.accept().await?.0)),
+    }
+}
+
+fn spawn_conn<I>(
+    builder: &http1::Builder,
+    graceful: &GracefulShutdown,
+    io: I,
+    st: Arc<AppState>,
+    active: Arc<AtomicUsize>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = builder.serve_connection(TokioIo::new(io), service_fn(move |req| handle(st.clone(), req)));
+    let fut = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = fut.await {
+            log::debug!("connection ended with an error: {e}");
+        }
+        active.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// Whether `listen` needs a socket bound per worker.
+pub fn binds_own_socket(cfg: &Config) -> bool {
+    cfg.reuse_port && matches!(cfg.listen, Listen::Tcp(_))
+}
