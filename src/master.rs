@@ -124,7 +124,7 @@ fn start(overrides: Overrides, cfg: Config) -> Result<Master, String> {
     log::info!(
         "sessiond {} listening on {} with {n} worker(s) and a reaper; data_dir {}",
         env!("CARGO_PKG_VERSION"),
-        cfg.listen,
+        listener.as_ref().map(Bound::describe).unwrap_or_else(|| format!("{} (SO_REUSEPORT per worker)", cfg.listen)),
         cfg.data_dir.display()
     );
     Ok(Master {

@@ -130,6 +130,21 @@ pub enum Bound {
     Unix(UnixListener),
 }
 
+impl Bound {
+    /// The bound address as `host:port` or `unix:/path` (tests read the
+    /// real port from the startup log line when `listen` used port 0).
+    pub fn describe(&self) -> String {
+        match self {
+            Bound::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into()),
+            Bound::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
+                .unwrap_or_else(|| "unix:?".into()),
+        }
+    }
+}
+
 /// Binds `listen` (SO_REUSEADDR; SO_REUSEPORT when asked), with a deep
 /// backlog so connections queue while workers are replaced.
 pub fn bind(listen: &Listen, reuse_port: bool) -> Result<Bound, SysError> {
