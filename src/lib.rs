@@ -7,6 +7,7 @@
 //! | [`store`] | the data directory: exclusive lock, `Version` file, opening every context's region |
 //! | [`clock`] | wall-clock milliseconds |
 //! | [`config`] | TOML file, command-line overrides, iPlanet aliases, validation |
+//! | [`ctl`] | `sessionctl` commands: stats, list, show, expire, clear, verify |
 //! | [`contexts`] | the open contexts and their regions, by name and by id tag |
 //! | [`master`] | the master process: fork, supervise, reload, stop |
 //! | [`worker`] | a worker process: tokio current-thread runtime + hyper |
@@ -29,6 +30,7 @@ compile_error!(
 pub mod clock;
 pub mod config;
 pub mod contexts;
+pub mod ctl;
 pub mod http;
 pub mod logging;
 pub mod master;

@@ -142,6 +142,8 @@ pub fn region_files(dir: &Path) -> Vec<PathBuf> {
 /// deleted first and `Version` is rewritten afterwards.
 pub fn open_regions(lock: &DataDirLock, cfgs: &[RegionConfig]) -> Result<Vec<(Region, OpenReport)>, StoreError> {
     let dir = lock.dir();
+    // Wait (bounded) for tools that have a region attached to finish.
+    let _init = InitLock::acquire(dir, true, std::time::Duration::from_secs(10))?;
     if let Some(why) = version_problem(dir) {
         let files = region_files(dir);
         log::warn!("{why}: clearing the session caches ({} region file(s) deleted)", files.len());
@@ -161,4 +163,61 @@ pub fn open_regions(lock: &DataDirLock, cfgs: &[RegionConfig]) -> Result<Vec<(Re
     std::fs::write(&tmp, format!("{FORMAT_VERSION}\n")).map_err(io("write", &tmp))?;
     std::fs::rename(&tmp, &vpath).map_err(io("rename(to Version)", &tmp))?;
     Ok(out)
+}
+
+/// Name of the file that orders lock re-initialisation against tools.
+pub const INIT_LOCK_FILE: &str = "init.lock";
+
+/// Held while a server (re)initialises region locks, or while a tool has a
+/// region attached. The server holds it exclusively only while it opens
+/// regions; tools hold it shared, so a server never zeroes a mutex that a
+/// tool holds or waits on (the LMDB rule: re-initialise under an exclusive
+/// lock).
+#[derive(Debug)]
+pub struct InitLock {
+    _lock: Flock<File>,
+}
+
+impl InitLock {
+    /// Takes the init lock, exclusive or shared, waiting at most `timeout`.
+    pub fn acquire(dir: &Path, exclusive: bool, timeout: std::time::Duration) -> Result<InitLock, StoreError> {
+        let path = dir.join(INIT_LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io("open(O_CREAT, 0600)", &path))?;
+        let arg = if exclusive { FlockArg::LockExclusiveNonblock } else { FlockArg::LockSharedNonblock };
+        let start = std::time::Instant::now();
+        loop {
+            match Flock::lock(file, arg) {
+                Ok(l) => return Ok(InitLock { _lock: l }),
+                Err((f, e)) if e == nix::errno::Errno::EWOULDBLOCK && start.elapsed() < timeout => {
+                    file = f;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err((_, e)) => {
+                    return Err(StoreError::Io {
+                        call: format!("flock({}, {})", if exclusive { "LOCK_EX" } else { "LOCK_SH" }, timeout.as_secs_f64()),
+                        path,
+                        source: std::io::Error::from(e),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The pid of the sessiond holding `dir`, if one is running (the data-dir
+/// lock is held). Does not create or change anything.
+pub fn running_pid(dir: &Path) -> Option<i32> {
+    let file = File::open(dir.join(LOCK_FILE)).ok()?;
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_) => None,
+        Err((_, e)) if e == nix::errno::Errno::EWOULDBLOCK => Some(recorded_pid(dir).unwrap_or(0)),
+        Err(_) => None,
+    }
 }
