@@ -187,7 +187,11 @@ pub fn stats(a: &Attached, out: Out) -> Result<String, CtlError> {
         let _ = writeln!(
             o,
             "  locks: acquisitions {}  contended {}  timeouts {}  owner-dead repairs {}  slots dropped {}",
-            c["lock_acquisitions"], c["lock_contended"], c["lock_timeouts"], c["owner_dead_repairs"], c["slots_dropped"]
+            c["lock_acquisitions"],
+            c["lock_contended"],
+            c["lock_timeouts"],
+            c["owner_dead_repairs"],
+            c["slots_dropped"]
         );
         let _ = writeln!(o, "  reaper: {} sweeps, last took {} us", c["reaper_sweeps"], c["last_reap_micros"]);
         let _ = writeln!(o, "  stripe  live/capacity  acquisitions  contended  timeouts  repairs");
@@ -313,7 +317,10 @@ pub fn clear(dir: &Path) -> Result<String, CtlError> {
         Some(pid) if pid > 0 => {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
                 .map_err(|e| io_fail(format!("kill({pid}, SIGHUP) failed: {e}")))?;
-            Ok(format!("deleted {}; sent SIGHUP to sessiond (pid {pid}), which is rebuilding the caches now\n", v.display()))
+            Ok(format!(
+                "deleted {}; sent SIGHUP to sessiond (pid {pid}), which is rebuilding the caches now\n",
+                v.display()
+            ))
         }
         _ => Ok(format!("deleted {}; sessiond is not running, so the next start rebuilds the caches\n", v.display())),
     }

@@ -201,7 +201,11 @@ impl InitLock {
                 }
                 Err((_, e)) => {
                     return Err(StoreError::Io {
-                        call: format!("flock({}, {})", if exclusive { "LOCK_EX" } else { "LOCK_SH" }, timeout.as_secs_f64()),
+                        call: format!(
+                            "flock({}, {})",
+                            if exclusive { "LOCK_EX" } else { "LOCK_SH" },
+                            timeout.as_secs_f64()
+                        ),
                         path,
                         source: std::io::Error::from(e),
                     });

@@ -73,6 +73,10 @@ pub enum HeaderCounter {
     MigrationDropped = 6,
     /// Last time (ms) a create on a full region swept expired slots.
     LastFullSweepMs = 7,
+    /// Last time (ms) a "full" refusal was logged (rate limit, all processes).
+    LastFullLogMs = 8,
+    /// Refusals not logged since the last logged one.
+    FullLogSuppressed = 9,
 }
 /// Number of counter words reserved in the header.
 pub const HEADER_COUNTERS: usize = 64;

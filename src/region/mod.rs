@@ -739,7 +739,26 @@ impl Region {
             }
         }
         self.header_counter(HeaderCounter::Refused).fetch_add(1, Ordering::Relaxed);
+        self.log_full_refusal(now_ms);
         Err(RegionError::Full { context: self.cfg.context.clone(), max_sessions: self.geo.params.max_sessions })
+    }
+
+    /// Logs a "full" refusal at most once a second per region across every
+    /// process, with the number of refusals not logged since the last line.
+    fn log_full_refusal(&self, now_ms: u64) {
+        let last = self.header_counter(HeaderCounter::LastFullLogMs);
+        let prev = last.load(Ordering::Relaxed);
+        let suppressed = self.header_counter(HeaderCounter::FullLogSuppressed);
+        if now_ms >= prev + 1000 && last.compare_exchange(prev, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            let n = suppressed.swap(0, Ordering::Relaxed);
+            log::warn!(
+                "context {}: full, refused a new session (max_sessions = {}); {n} more refusal(s) not logged since the last line",
+                self.cfg.context,
+                self.geo.params.max_sessions
+            );
+        } else {
+            suppressed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// When no stripe has room, frees expired slots at most once a second
