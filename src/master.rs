@@ -272,7 +272,11 @@ impl Master {
                 log::error!("{} (pid {pid}) {how}: a fatal error; not restarting it", slot.kind);
                 continue;
             }
-            slot.failures = if lived < Duration::from_secs(2) { slot.failures + 1 } else { 0 };
+            // Back off only when the child failed on its own soon after it
+            // started (a crash loop). A SIGKILL from outside (an operator, the
+            // OOM killer) is not a loop of ours: restart at once, as nginx does.
+            let killed_from_outside = matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _));
+            slot.failures = if lived < Duration::from_secs(2) && !killed_from_outside { slot.failures + 1 } else { 0 };
             let delay = if slot.failures == 0 {
                 Duration::ZERO
             } else {

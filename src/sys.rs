@@ -251,6 +251,17 @@ impl CounterFile {
             .map_err(err(format!("open({}, O_CREAT|O_TRUNC, 0600)", path.display())))?;
         let len = (words * 8) as u64;
         f.set_len(len).map_err(err(format!("ftruncate({}, {len})", path.display())))?;
+        // Reserve the blocks now: a sparse page that cannot be allocated on
+        // a full disk would SIGBUS the first process that writes to it.
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain syscall on a descriptor we own.
+        let r = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len as libc::off_t) };
+        if r != 0 {
+            return Err(SysError {
+                call: format!("fallocate({}, {len} bytes)", path.display()),
+                source: io::Error::from_raw_os_error(r),
+            });
+        }
         Self::map(&f, path)
     }
 
