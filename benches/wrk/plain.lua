@@ -1,0 +1,3 @@
+-- GET / (nginx return 200).
+dofile(os.getenv("WRK_DIR") .. "/common.lua")
+done = result
