@@ -83,8 +83,11 @@ pub fn candidates(params: &[(&str, &str)], headers: &HeaderMap, url_param: &str,
         push(v.as_bytes());
     }
     for v in headers.get_all(hyper::header::COOKIE) {
-        let Ok(s) = v.to_str() else { continue };
-        for c in cookie::Cookie::split_parse(s).flatten() {
+        // Other cookies on the site may carry UTF-8 or Latin-1 bytes, which
+        // `to_str` rejects for the whole header; decode lossily so they
+        // cannot hide ours (ids are ASCII, so ours is never altered).
+        let s = String::from_utf8_lossy(v.as_bytes());
+        for c in cookie::Cookie::split_parse(s.as_ref()).flatten() {
             if c.name() == cookie_name {
                 push(c.value().as_bytes());
             }
@@ -129,6 +132,16 @@ mod tests {
         assert_eq!(got, vec![a, b, c]);
         h.insert("cookie", "SID=garbage".parse().unwrap());
         assert_eq!(candidates(&[], &h, "sid", "SID"), vec![b]);
+    }
+
+    #[test]
+    fn non_ascii_bytes_in_other_cookies_do_not_hide_the_id() {
+        let a = SessionId::generate(0, 1, 1).unwrap();
+        let mut h = HeaderMap::new();
+        let mut raw = b"pref=caf\xe9; \xff=\x80; ".to_vec();
+        raw.extend_from_slice(format!("SID={a}").as_bytes());
+        h.insert("cookie", hyper::header::HeaderValue::from_bytes(&raw).unwrap());
+        assert_eq!(candidates(&[], &h, "sid", "SID"), vec![a]);
     }
 
     proptest! {

@@ -273,6 +273,18 @@ pub async fn patch(st: &AppState, t: Target<'_>, req: Request<Incoming>) -> Resu
         .map_err(|e| ApiError::bad_request("bad_json", format!("invalid PATCH body: {e}")))?;
     let changes: Vec<(&str, Option<&[u8]>)> =
         parsed.attributes.0.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+    // Bounds the work done under the stripe lock: a legitimate PATCH removes
+    // at most every attribute and sets at most as many new ones.
+    let most = 2 * t.ctx.cfg.max_values_per_session as usize;
+    if changes.len() > most {
+        return Err(ApiError::bad_request(
+            "too_many_changes",
+            format!(
+                "the PATCH names {} attributes; at most {most} (twice max_values_per_session) are allowed in one call",
+                changes.len()
+            ),
+        ));
+    }
     for (name, _) in &changes {
         if name.chars().any(char::is_control) {
             return Err(ApiError::bad_request(
