@@ -159,12 +159,18 @@ struct FileConfig {
 }
 
 /// Where to listen.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Listen {
     /// A TCP address.
     Tcp(SocketAddr),
     /// A Unix socket path.
     Unix(PathBuf),
+}
+
+impl Serialize for Listen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 impl std::fmt::Display for Listen {
@@ -378,12 +384,9 @@ impl Config {
         })?;
         for (k, v) in &o.pairs {
             let key = k.replace('-', "_");
-            let key = if key == "MaxProcs" { "max_procs".to_string() } else { key };
             let (table_name, leaf) = match key.split_once('.') {
                 Some((t, l)) => (Some(t.to_string()), l.to_string()),
-                None if SESSION_KEYS.contains(&key.as_str()) || SESSION_KEYS.contains(&k.as_str()) => {
-                    (Some("sessions".to_string()), k.clone())
-                }
+                None if SESSION_KEYS.contains(&key.as_str()) => (Some("sessions".to_string()), key),
                 None => (None, key),
             };
             let target = match table_name {
@@ -394,8 +397,10 @@ impl Config {
                 None => &mut table,
             };
             // A command-line key replaces the file's spelling or alias of it.
-            if let Some(alias) = alias_of(&leaf) {
-                target.remove(alias);
+            if let Some(group) = ALIASES.iter().find(|g| g.contains(&leaf.as_str())) {
+                for a in *group {
+                    target.remove(*a);
+                }
             }
             target.insert(leaf, to_toml_value(v));
         }
@@ -425,8 +430,15 @@ impl Config {
         let mut names = std::collections::HashMap::new();
         let mut contexts = Vec::new();
         let mut entries = f.contexts.clone();
-        if !entries.iter().any(|c| c.name.as_deref() == Some("default")) {
-            entries.insert(0, SessionsTable { name: Some("default".into()), ..Default::default() });
+        // `default` is always present and always first: it serves requests
+        // without `?context=`.
+        match entries.iter().position(|c| c.name.as_deref() == Some("default")) {
+            Some(0) => {}
+            Some(i) => {
+                let d = entries.remove(i);
+                entries.insert(0, d);
+            }
+            None => entries.insert(0, SessionsTable { name: Some("default".into()), ..Default::default() }),
         }
         for (i, c) in entries.iter().enumerate() {
             let name = c.name.clone().ok_or_else(|| {
@@ -471,26 +483,19 @@ impl Config {
     }
 }
 
-fn alias_of(key: &str) -> Option<&'static str> {
-    Some(match key {
-        "max_sessions" => "maxSessions",
-        "maxSessions" => "max_sessions",
-        "max_values_per_session" => "maxValuesPerSession",
-        "maxValuesPerSession" => "max_values_per_session",
-        "max_value_size" => "maxValueSize",
-        "maxValueSize" => "max_value_size",
-        "max_name_size" => "maxNameSize",
-        "maxNameSize" => "max_name_size",
-        "timeout" => "timeOut",
-        "timeOut" => "timeout",
-        "reap_interval" => "reapInterval",
-        "reapInterval" => "reap_interval",
-        "max_locks" => "maxLocks",
-        "maxLocks" => "max_locks",
-        "max_procs" => "MaxProcs",
-        _ => return None,
-    })
-}
+/// Every spelling of a key (ours first, then iPlanet's and camelCase).
+const ALIASES: &[&[&str]] = &[
+    &["max_sessions", "maxSessions"],
+    &["max_values_per_session", "maxValuesPerSession"],
+    &["max_name_size", "maxNameSize"],
+    &["max_value_size", "maxValueSize"],
+    &["timeout", "timeOut"],
+    &["absolute_timeout", "absoluteTimeout"],
+    &["reap_interval", "reapInterval"],
+    &["max_locks", "maxLocks"],
+    &["lock_timeout", "lockTimeout"],
+    &["max_procs", "MaxProcs", "maxProcs"],
+];
 
 fn read(p: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(p).map_err(|e| ConfigError::Read { path: p.to_path_buf(), source: e })
@@ -654,6 +659,24 @@ mod tests {
         assert!(e.contains("cookie_secure"), "{e}");
         let e = load("[sessions]\nmax_sessions = \"many\"\n", &[]).unwrap_err().to_string();
         assert!(e.contains("max_sessions"), "{e}");
+    }
+
+    #[test]
+    fn dashed_keys_aliases_and_default_order_are_handled() {
+        let c = load("lockTimeout = 2\n", &[]).unwrap_err().to_string();
+        assert!(c.contains("lockTimeout"), "top-level lockTimeout is unknown: {c}");
+        let c = load("[sessions]\nlockTimeout = 2\nmaxProcs = 1\n", &[]);
+        assert!(c.is_err(), "maxProcs is not a sessions key");
+        let c = load(
+            "maxProcs = 3\n[sessions]\nlockTimeout = 2\n",
+            &[("max-procs", "4"), ("lock-timeout", "3"), ("max-sessions", "70")],
+        )
+        .unwrap();
+        assert_eq!((c.max_procs, c.default_context().lock_timeout, c.default_context().max_sessions), (4, 3.0, 70));
+        let c = load("[[contexts]]\nname = \"admin\"\n[[contexts]]\nname = \"default\"\ntimeout = 5\n", &[]).unwrap();
+        assert_eq!((c.contexts[0].name.as_str(), c.contexts[0].timeout), ("default", 5));
+        let printed = c.to_toml();
+        assert!(printed.contains("listen = \"127.0.0.1:8080\""), "{printed}");
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! without knowing where regions live. Opening goes through
 //! [`crate::store`]; this module only logs what opening found and did.
 
+use std::sync::Arc;
+
 use crate::config::{Config, ContextConfig};
 use crate::region::Region;
 use crate::store::{self, DataDirLock, StoreError};
@@ -12,8 +14,9 @@ use crate::store::{self, DataDirLock, StoreError};
 pub struct Context {
     /// Effective settings.
     pub cfg: ContextConfig,
-    /// The shared region.
-    pub region: Region,
+    /// The shared region (shared with the next generation of settings on a
+    /// reload that keeps the regions).
+    pub region: Arc<Region>,
 }
 
 /// Every configured context; the first is `default`.
@@ -60,9 +63,18 @@ impl Contexts {
                     cfg.name
                 );
             }
-            list.push(Context { cfg: cfg.clone(), region });
+            list.push(Context { cfg: cfg.clone(), region: Arc::new(region) });
         }
         Ok(Contexts { list })
+    }
+
+    /// The same regions with new per-context settings (cookies, reaper
+    /// period, URL parameter). Only valid when every context's region
+    /// configuration is unchanged, which the caller checks.
+    pub fn with_configs(&self, cfgs: &[ContextConfig]) -> Contexts {
+        let list =
+            self.list.iter().zip(cfgs).map(|(c, cfg)| Context { cfg: cfg.clone(), region: c.region.clone() }).collect();
+        Contexts { list }
     }
 
     /// The default context.

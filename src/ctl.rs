@@ -55,7 +55,7 @@ pub struct Out {
 pub struct Attached {
     dir: PathBuf,
     regions: Vec<Region>,
-    _init: InitLock,
+    _init: Option<InitLock>,
 }
 
 /// How long a tool waits for a stripe lock.
@@ -67,7 +67,7 @@ impl Attached {
         if !dir.is_dir() {
             return Err(io_fail(format!("data_dir {} does not exist; pass --data-dir or --config", dir.display())));
         }
-        let init = InitLock::acquire(dir, false, Duration::from_secs(10)).map_err(|e| io_fail(e.to_string()))?;
+        let init = InitLock::try_acquire(dir, false, Duration::from_secs(10)).map_err(|e| io_fail(e.to_string()))?;
         let mut regions = Vec::new();
         for f in store::region_files(dir) {
             regions.push(Region::attach(&f, TOOL_LOCK_TIMEOUT).map_err(|e| io_fail(e.to_string()))?);
@@ -322,7 +322,14 @@ pub fn clear(dir: &Path) -> Result<String, CtlError> {
                 v.display()
             ))
         }
-        _ => Ok(format!("deleted {}; sessiond is not running, so the next start rebuilds the caches\n", v.display())),
+        Some(_) => Ok(format!(
+            "deleted {}; a sessiond holds this data_dir but its pid is unreadable: send its master SIGHUP \
+             (systemctl reload sessiond) to rebuild now\n",
+            v.display()
+        )),
+        None => {
+            Ok(format!("deleted {}; sessiond is not running, so the next start rebuilds the caches\n", v.display()))
+        }
     }
 }
 
@@ -334,7 +341,7 @@ pub fn verify(dir: &Path, out: Out) -> Result<(String, bool), CtlError> {
     }
     let files = store::region_files(dir);
     let mut checked = 0;
-    let _init = InitLock::acquire(dir, false, Duration::from_secs(10)).map_err(|e| io_fail(e.to_string()))?;
+    let _init = InitLock::try_acquire(dir, false, Duration::from_secs(10)).map_err(|e| io_fail(e.to_string()))?;
     for f in &files {
         if let Err(e) = read_header(f) {
             problems.push(e.to_string());

@@ -78,3 +78,34 @@ pub fn init(level: &str) {
     });
     let _ = b.try_init();
 }
+
+/// At most one log line per period from one process; counts the rest.
+pub struct RateLimit {
+    last_ms: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+    period_ms: u64,
+}
+
+impl RateLimit {
+    /// A limiter allowing one line per `period_ms`.
+    pub const fn new(period_ms: u64) -> RateLimit {
+        RateLimit {
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+            period_ms,
+        }
+    }
+
+    /// `Some(lines suppressed since the last one)` when a line may be logged now.
+    pub fn allow(&self, now_ms: u64) -> Option<u64> {
+        let prev = self.last_ms.load(Ordering::Relaxed);
+        if now_ms >= prev + self.period_ms
+            && self.last_ms.compare_exchange(prev, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}

@@ -353,6 +353,7 @@ impl Master {
             ("reuse_port", new.reuse_port != self.cfg.reuse_port),
             ("data_dir", new.data_dir != self.cfg.data_dir),
             ("user", new.user != self.cfg.user),
+            ("log_level", new.log_level != self.cfg.log_level),
         ] {
             if changed {
                 log::warn!("reload: `{key}` changed; it takes effect only at the next restart");
@@ -362,6 +363,7 @@ impl Master {
         new.reuse_port = self.cfg.reuse_port;
         new.data_dir = self.cfg.data_dir.clone();
         new.user = self.cfg.user.clone();
+        new.log_level = self.cfg.log_level.clone();
         let regions_of = |c: &Config| c.contexts.iter().map(|k| k.region_config(c.node_id)).collect::<Vec<_>>();
         let version_gone = store::version_problem(&self.cfg.data_dir);
         let regions_change = version_gone.is_some() || regions_of(&new) != regions_of(&self.cfg);
@@ -375,6 +377,9 @@ impl Master {
             );
             self.retire_all();
             self.wait_retirees();
+            // Nobody maps the regions now: flush them and mark them clean, so
+            // the reopen does not report an unclean shutdown.
+            self.contexts.close_clean();
             let old = self.cfg.clone();
             match Contexts::open(&self.lock, &new) {
                 Ok(c) => {
@@ -398,6 +403,8 @@ impl Master {
         } else {
             // Start the new generation first, then let the old one drain.
             let old_slots = std::mem::take(&mut self.slots);
+            // Same regions, possibly new cookie, URL-parameter or reaper settings.
+            self.contexts = Arc::new(self.contexts.with_configs(&new.contexts));
             self.cfg = new;
             self.new_slots();
             self.spawn_due();

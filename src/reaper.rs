@@ -35,6 +35,12 @@ pub fn run(contexts: Arc<Contexts>) -> i32 {
             }
             let t = Instant::now();
             match c.region.reap(now_ms()) {
+                Ok(r) if r.skipped_stripes > 0 => log::warn!(
+                    "reaper: context {}: freed {} session(s) but skipped {} stripe(s) whose lock timed out",
+                    c.cfg.name,
+                    r.freed,
+                    r.skipped_stripes
+                ),
                 Ok(r) if r.freed > 0 => log::info!(
                     "reaper: context {}: freed {} expired session(s) in {:?}; {} live",
                     c.cfg.name,

@@ -180,21 +180,38 @@ pub struct InitLock {
 
 impl InitLock {
     /// Takes the init lock, exclusive or shared, waiting at most `timeout`.
+    /// Only the server (exclusive) creates the file; a tool (shared) opens
+    /// it read-only and gets `None` if no server ever created it, so a tool
+    /// run as root cannot leave a root-owned lock file behind.
     pub fn acquire(dir: &Path, exclusive: bool, timeout: std::time::Duration) -> Result<InitLock, StoreError> {
+        Self::try_acquire(dir, exclusive, timeout)?.ok_or_else(|| StoreError::Io {
+            call: "open(O_RDONLY)".into(),
+            path: dir.join(INIT_LOCK_FILE),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })
+    }
+
+    /// As [`Self::acquire`], but `Ok(None)` when a tool finds no lock file.
+    pub fn try_acquire(
+        dir: &Path,
+        exclusive: bool,
+        timeout: std::time::Duration,
+    ) -> Result<Option<InitLock>, StoreError> {
         let path = dir.join(INIT_LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io("open(O_CREAT, 0600)", &path))?;
+        let opened = if exclusive {
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path)
+        } else {
+            match File::open(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                r => r,
+            }
+        };
+        let mut file = opened.map_err(io(if exclusive { "open(O_CREAT, 0600)" } else { "open(O_RDONLY)" }, &path))?;
         let arg = if exclusive { FlockArg::LockExclusiveNonblock } else { FlockArg::LockSharedNonblock };
         let start = std::time::Instant::now();
         loop {
             match Flock::lock(file, arg) {
-                Ok(l) => return Ok(InitLock { _lock: l }),
+                Ok(l) => return Ok(Some(InitLock { _lock: l })),
                 Err((f, e)) if e == nix::errno::Errno::EWOULDBLOCK && start.elapsed() < timeout => {
                     file = f;
                     std::thread::sleep(std::time::Duration::from_millis(10));

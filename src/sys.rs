@@ -100,7 +100,7 @@ extern "C" fn capture_argv(argc: c_int, argv: *const *const c_char, _envp: *cons
 static CAPTURE_ARGV: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = capture_argv;
 
 /// Sets the process title shown by `ps` (e.g. `sessiond: worker 1`) and
-/// the kernel's 15-byte `comm` name (e.g. `sessiond-wrk1`).
+/// the kernel's 15-byte `comm` name (e.g. `sessiond-w1`).
 pub fn set_title(title: &str, comm: &str) {
     let start = ARGV_START.load(Ordering::Relaxed);
     let len = ARGV_LEN.load(Ordering::Relaxed);

@@ -60,6 +60,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     sessiond::logging::set_role(sessiond::logging::Role::Tool);
+    sessiond::logging::init("warn");
     let dir = match &cli.data_dir {
         Some(d) => d.clone(),
         None => match Config::load(&Overrides { config: cli.config.clone(), pairs: vec![] }) {

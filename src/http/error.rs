@@ -71,7 +71,12 @@ impl From<RegionError> for ApiError {
             }
             RegionError::ValueTooLarge { .. } => ApiError::new(S::PAYLOAD_TOO_LARGE, "value_too_large", e.to_string()),
             RegionError::LockTimeout { .. } => {
-                log::warn!("{e}");
+                static LIMIT: crate::logging::RateLimit = crate::logging::RateLimit::new(1000);
+                if let Some(n) = LIMIT.allow(crate::clock::now_ms()) {
+                    log::warn!(
+                        "{e}; answering 503 ({n} more lock timeout(s) in this process not logged since the last line)"
+                    );
+                }
                 ApiError::new(S::SERVICE_UNAVAILABLE, "lock_timeout", e.to_string())
                     .with_header("retry-after", "1".into())
             }

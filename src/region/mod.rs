@@ -181,6 +181,8 @@ pub struct ReapReport {
     pub freed: u64,
     /// Earliest remaining deadline (ms), if any session is live.
     pub next_deadline_ms: Option<u64>,
+    /// Stripes skipped because their lock was not acquired in time.
+    pub skipped_stripes: u32,
 }
 
 /// One stripe's figures.
@@ -1100,7 +1102,16 @@ impl Region {
             if !any {
                 continue;
             }
-            let g = self.lock_stripe(s)?;
+            // A stuck stripe must not stop the sweep of the others.
+            let g = match self.lock_stripe(s) {
+                Ok(g) => g,
+                Err(e @ RegionError::LockTimeout { .. }) => {
+                    log::warn!("{}: reap skipped stripe {s}: {e}", self.path.display());
+                    report.skipped_stripes += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             for i in from..to {
                 let d = self.expiry(i).load(Ordering::Relaxed);
                 if d == 0 {

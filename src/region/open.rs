@@ -282,7 +282,7 @@ impl Region {
         let mut new = new;
         new.path = path.to_path_buf();
         new.set_migration_counters(moved, dropped);
-        log::warn!(
+        log::info!(
             "{}: layout changed from {:?} to {:?}: migrated {moved} session(s), {dropped} did not fit the new limits and were dropped",
             path.display(),
             info.geometry.params,
@@ -374,7 +374,10 @@ impl Region {
         self.wr64(off + SL_CREATED as u64, sess.meta.created_ms);
         self.wr64(off + SL_LAST_ACCESS as u64, sess.meta.last_access_ms);
         let abs = self.cfg.absolute_timeout_s;
-        self.wr64(off + SL_ABS_DEADLINE as u64, if abs == 0 { 0 } else { sess.meta.created_ms + abs * 1000 });
+        self.wr64(
+            off + SL_ABS_DEADLINE as u64,
+            if abs == 0 { 0 } else { sess.meta.created_ms.saturating_add(abs.saturating_mul(1000)) },
+        );
         self.wr32(off + SL_TIMEOUT as u64, self.cfg.timeout_s);
         for (e, (name, value)) in sess.attributes.iter().enumerate() {
             let eo = off + self.geo.entry_off(e as u32);
