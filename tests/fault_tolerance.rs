@@ -429,7 +429,9 @@ fn full_disk_fails_startup_clearly_and_never_sigbuses_later() {
     });
     let code = s.wait_exit(Duration::from_secs(20));
     assert_eq!(code, Some(1), "{}", s.log());
-    assert!(s.log().contains("fallocate") && s.log().contains("No space left"), "{}", s.log());
+    // The log reader thread may still be draining the pipe: wait for the line.
+    let line = s.wait_log("No space left", Duration::from_secs(5));
+    assert!(line.contains("fallocate") && line.contains("sessions.region"), "{line}");
     // 2. A region that fits; then fill the disk; writes keep working (no SIGBUS).
     let s = Server::start_with(Opts { data_dir: Some(&dir), args: &["--max-sessions", "100"], ..Default::default() });
     let filler = mnt.join("filler");

@@ -13,6 +13,6 @@ fn starts_serves_and_stops_cleanly() {
     assert_eq!(s.children("sessiond: worker").len(), 2);
     assert_eq!(s.children("sessiond: reaper").len(), 1);
     assert_eq!(s.stop(), Some(0));
-    assert!(s.log().contains("stopped cleanly"), "{}", s.log());
+    s.wait_log("stopped cleanly", std::time::Duration::from_secs(5));
     assert!(!s.data_dir.join("sessiond.pid").exists(), "pid file removed on clean exit");
 }
