@@ -34,7 +34,8 @@ impl Contexts {
         for ((region, report), cfg) in opened.into_iter().zip(&config.contexts) {
             let g = region.geometry();
             log::info!(
-                "context {}: {} ({} bytes, {} slots of {} bytes, {} locks, {} live){}{}{}",
+                "context {}: {} ({} bytes, {} slots of {} bytes, {} locks, {} live; max_values_per_session {}, \
+                 max_name_size {}, max_value_size {}, timeout {}s, absolute_timeout {}s, reap_interval {}s, when_full {:?}){}{}{}",
                 cfg.name,
                 region.path().display(),
                 g.file_size,
@@ -42,6 +43,13 @@ impl Contexts {
                 g.slot_size,
                 g.params.max_locks,
                 region.live(),
+                cfg.max_values_per_session,
+                cfg.max_name_size,
+                cfg.max_value_size,
+                cfg.timeout,
+                cfg.absolute_timeout,
+                cfg.reap_interval,
+                cfg.when_full,
                 if report.created { ", created" } else { "" },
                 if report.repaired > 0 {
                     format!(", repair dropped {} slot(s)", report.repaired)
