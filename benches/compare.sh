@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # sessiond against nginx (`return 200`) and Redis, in one run on one machine.
 #
-#   bash benches/compare.sh            # full run (about 4 minutes), writes docs/benchmarks.md section + plots
-#   DURATION=5 bash benches/compare.sh # shorter runs
+#   bash benches/compare.sh                     # full run (about 6 minutes): docs/benchmarks.md section + plots
+#   DURATION=5 ROUNDS=1 bash benches/compare.sh # a shorter run
 #
 # Installs nginx, redis-server, wrk and gnuplot from Debian if missing, builds
 # sessiond in release mode, starts all three servers on loopback, measures
@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-64}
 SESSIONS=${SESSIONS:-10000}
 DOC=${DOC:-docs/benchmarks.md}   # where the results section goes
@@ -84,19 +85,7 @@ run_wrk() { # $1 = script, $2 = url, [$3 = duration]
   echo "$rps $p50 $p99 $err $non2xx"
 }
 
-echo "== sessiond (max_procs=$CPUS, max_locks=16) ==" >&2
-start_sessiond "$CPUS" 16
-read -r R_RPS R_P50 R_P99 R_ERR R_NON <<<"$(run_wrk read.lua "http://127.0.0.1:$SD_PORT")"
-read -r W_RPS W_P50 W_P99 W_ERR W_NON <<<"$(run_wrk write.lua "http://127.0.0.1:$SD_PORT")"
-read -r C_RPS C_P50 C_P99 C_ERR C_NON <<<"$(run_wrk create.lua "http://127.0.0.1:$SD_PORT")"
-RSS_LINES=""
-for p in $(pgrep -P "$SD_PID" -f 'sessiond: worker' || true); do
-  rss=$(awk '/^Rss:/{r=$2} /^Private_Clean:/{pc=$2} /^Private_Dirty:/{pd=$2} END{printf "%d %d", r, pc+pd}' "/proc/$p/smaps_rollup")
-  RSS_LINES+="$p $rss"$'\n'
-done
-stop_sessiond
-
-echo "== nginx return 200 ($CPUS workers) ==" >&2
+echo "== nginx return 200 ($CPUS workers) and sessiond (max_procs=$CPUS, max_locks=16), $ROUNDS interleaved rounds ==" >&2
 mkdir -p "$WORK/ng"
 cat > "$WORK/ng/nginx.conf" <<EOF
 worker_processes $CPUS;
@@ -114,7 +103,35 @@ http {
 EOF
 "$NGINX" -c "$WORK/ng/nginx.conf" -p "$WORK/ng" &
 NG_PID=$!; PIDS+=("$NG_PID"); wait_port $NG_PORT
-read -r N_RPS N_P50 N_P99 N_ERR N_NON <<<"$(run_wrk plain.lua "http://127.0.0.1:$NG_PORT/")"
+start_sessiond "$CPUS" 16
+# Both servers stay up; each round measures every workload once, so slow
+# phases of this shared VM hit all of them alike. The table shows medians.
+: > "$WORK/rounds.txt"
+for round in $(seq 1 "$ROUNDS"); do
+  for w in "nginx plain.lua http://127.0.0.1:$NG_PORT/" \
+           "floor plain.lua http://127.0.0.1:$SD_PORT/healthz" \
+           "read read.lua http://127.0.0.1:$SD_PORT" \
+           "write write.lua http://127.0.0.1:$SD_PORT" \
+           "create create.lua http://127.0.0.1:$SD_PORT"; do
+    set -- $w
+    echo "$1 $(run_wrk "$2" "$3")" >> "$WORK/rounds.txt"
+  done
+done
+median() { # $1 = workload, $2 = column (2 rps, 3 p50, 4 p99)
+  awk -v w="$1" -v c="$2" '$1==w {print $c}' "$WORK/rounds.txt" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+errors() { awk -v w="$1" '$1==w {s+=$5} END {print s+0}' "$WORK/rounds.txt"; }
+N_RPS=$(median nginx 2) N_P50=$(median nginx 3) N_P99=$(median nginx 4) N_ERR=$(errors nginx)
+F_RPS=$(median floor 2) F_P50=$(median floor 3) F_P99=$(median floor 4) F_ERR=$(errors floor)
+R_RPS=$(median read 2) R_P50=$(median read 3) R_P99=$(median read 4) R_ERR=$(errors read)
+W_RPS=$(median write 2) W_P50=$(median write 3) W_P99=$(median write 4) W_ERR=$(errors write)
+C_RPS=$(median create 2) C_P50=$(median create 3) C_P99=$(median create 4) C_ERR=$(errors create)
+RSS_LINES=""
+for p in $(pgrep -P "$SD_PID" -f 'sessiond: worker' || true); do
+  rss=$(awk '/^Rss:/{r=$2} /^Private_Clean:/{pc=$2} /^Private_Dirty:/{pd=$2} END{printf "%d %d", r, pc+pd}' "/proc/$p/smaps_rollup")
+  RSS_LINES+="$p $rss"$'\n'
+done
+stop_sessiond
 kill "$NG_PID"; wait "$NG_PID" 2>/dev/null || true
 
 echo "== redis-server (persistence off) ==" >&2
@@ -180,7 +197,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.2f", a/b; else prin
 ms() { awk -v u="$1" 'BEGIN{ printf "%.2f", u/1000 }'; }
 {
   echo "<!-- compare:begin -->"
-  echo "### Run of $(date -u +%Y-%m-%d) (\`bash benches/compare.sh\`, DURATION=${DURATION}s, $CONNS connections)"
+  echo "### Run of $(date -u +%Y-%m-%d) (\`bash benches/compare.sh\`, DURATION=${DURATION}s, ROUNDS=$ROUNDS, $CONNS connections)"
   echo
   echo "Machine: $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), $(free -g | awk '/^Mem:/{print $2}') GiB RAM, kernel $(uname -r)."
   echo "sessiond: release build, max_procs=$CPUS, max_locks=16, $SESSIONS sessions each holding one 256-byte value. wrk runs on the same $CPUS cores as the servers."
@@ -190,9 +207,16 @@ ms() { awk -v u="$1" 'BEGIN{ printf "%.2f", u/1000 }'; }
   echo "| sessiond read (GET attribute by cookie) | $R_RPS | $(ms "$R_P50") | $(ms "$R_P99") | $R_ERR | $(ratio "$R_RPS" "$N_RPS") | $(ratio "$R_RPS" "$RG_RPS") (GET) |"
   echo "| sessiond write (PUT 256 B by cookie) | $W_RPS | $(ms "$W_P50") | $(ms "$W_P99") | $W_ERR | $(ratio "$W_RPS" "$N_RPS") | $(ratio "$W_RPS" "$RS_RPS") (SET) |"
   echo "| sessiond create (POST, evict-oldest context) | $C_RPS | $(ms "$C_P50") | $(ms "$C_P99") | $C_ERR | $(ratio "$C_RPS" "$N_RPS") | |"
+  echo "| sessiond \`GET /healthz\` (HTTP floor: hyper, routing, metrics; no session) | $F_RPS | $(ms "$F_P50") | $(ms "$F_P99") | $F_ERR | $(ratio "$F_RPS" "$N_RPS") | |"
   echo "| nginx \`return 200 'ok'\` | $N_RPS | $(ms "$N_P50") | $(ms "$N_P99") | $N_ERR | 1.00 | |"
   echo "| redis-benchmark GET 256 B | $RG_RPS | $RG_P50 | $RG_P99 | | | 1.00 |"
   echo "| redis-benchmark SET 256 B | $RS_RPS | $RS_P50 | $RS_P99 | | | 1.00 |"
+  echo
+  echo "Each wrk figure is the median of $ROUNDS interleaved rounds of ${DURATION}s (errors: the sum). Every round (workload, req/s, p50 us, p99 us, errors, non-2xx):"
+  echo
+  echo '```'
+  cat "$WORK/rounds.txt"
+  echo '```'
   echo
   echo "Worker memory after the run (kB, from /proc/PID/smaps_rollup): pid, RSS, private (clean+dirty)."
   echo
