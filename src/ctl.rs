@@ -92,6 +92,7 @@ impl Attached {
 }
 
 fn ts(ms: u64) -> String {
+    let ms = ms.min(crate::region::MAX_TIME_MS);
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 

@@ -66,6 +66,11 @@ struct Master {
     contexts: Arc<Contexts>,
     stats: Arc<ServerStats>,
     listener: Option<Bound>,
+    /// With `reuse_port`: one SO_REUSEPORT socket per worker number, bound
+    /// by the master (before any privilege drop) and kept across worker
+    /// restarts, so connections hashed to a dead worker's socket wait for
+    /// its replacement instead of being refused.
+    reuse_sockets: Vec<Bound>,
     slots: Vec<Slot>,
     /// Old processes draining after a reload: pid and the time to SIGKILL.
     retiring: Vec<(Pid, Instant)>,
@@ -95,14 +100,19 @@ fn start(overrides: Overrides, cfg: Config) -> Result<Master, String> {
             log::info!("using the listening socket passed by systemd (LISTEN_FDS)");
             Some(l)
         }
-        None if worker::binds_own_socket(&cfg) => {
-            // Check the address now so a typo fails at start, then let each
-            // worker bind its own SO_REUSEPORT socket.
-            drop(sys::bind(&cfg.listen, true).map_err(|e| e.to_string())?);
-            None
-        }
+        None if worker::binds_own_socket(&cfg) => None,
         None => Some(sys::bind(&cfg.listen, false).map_err(|e| e.to_string())?),
     };
+    let mut reuse_sockets: Vec<Bound> = Vec::new();
+    if listener.is_none() {
+        let first = sys::bind(&cfg.listen, true).map_err(|e| e.to_string())?;
+        // With port 0, every further socket must join the first one's port.
+        let actual = reuse_addr(&first, &cfg.listen);
+        reuse_sockets.push(first);
+        for _ in 1..cfg.max_procs {
+            reuse_sockets.push(sys::bind(&actual, true).map_err(|e| e.to_string())?);
+        }
+    }
     let run_dir = std::env::var_os("RUNTIME_DIRECTORY")
         .map(|s| PathBuf::from(s.to_string_lossy().split(':').next().unwrap_or("").to_string()))
         .unwrap_or_else(|| cfg.data_dir.clone());
@@ -124,7 +134,11 @@ fn start(overrides: Overrides, cfg: Config) -> Result<Master, String> {
     log::info!(
         "sessiond {} listening on {} with {n} worker(s) and a reaper; data_dir {}",
         env!("CARGO_PKG_VERSION"),
-        listener.as_ref().map(Bound::describe).unwrap_or_else(|| format!("{} (SO_REUSEPORT per worker)", cfg.listen)),
+        match (&listener, reuse_sockets.first()) {
+            (Some(l), _) => l.describe(),
+            (None, Some(r)) => format!("{} (SO_REUSEPORT, one socket per worker)", r.describe()),
+            (None, None) => cfg.listen.to_string(),
+        },
         cfg.data_dir.display()
     );
     Ok(Master {
@@ -134,6 +148,7 @@ fn start(overrides: Overrides, cfg: Config) -> Result<Master, String> {
         contexts: Arc::new(contexts),
         stats: Arc::new(stats),
         listener,
+        reuse_sockets,
         slots,
         retiring: Vec::new(),
         pid: nix::unistd::getpid(),
@@ -144,6 +159,15 @@ fn start(overrides: Overrides, cfg: Config) -> Result<Master, String> {
 impl Slot {
     fn new(kind: Kind) -> Slot {
         Slot { kind, pid: None, started: Instant::now(), failures: 0, respawn_at: Some(Instant::now()), fatal: false }
+    }
+}
+
+/// The address a further SO_REUSEPORT socket must bind to: the first
+/// socket's real address (so `listen` with port 0 still means one port).
+fn reuse_addr(first: &Bound, configured: &Listen) -> Listen {
+    match first {
+        Bound::Tcp(l) => l.local_addr().map(Listen::Tcp).unwrap_or_else(|_| configured.clone()),
+        Bound::Unix(_) => configured.clone(),
     }
 }
 
@@ -219,14 +243,17 @@ impl Master {
     }
 
     fn fork_child(&self, kind: Kind) -> Result<Pid, sys::SysError> {
-        let listener = match (&self.listener, kind) {
-            (Some(Bound::Tcp(l)), Kind::Worker(_)) => Some(Bound::Tcp(
-                l.try_clone().map_err(|e| sys::SysError { call: "dup(listening socket)".into(), source: e })?,
-            )),
-            (Some(Bound::Unix(l)), Kind::Worker(_)) => Some(Bound::Unix(
-                l.try_clone().map_err(|e| sys::SysError { call: "dup(listening socket)".into(), source: e })?,
-            )),
-            _ => None,
+        let shared = match kind {
+            Kind::Worker(n) => self.listener.as_ref().or_else(|| {
+                (!self.reuse_sockets.is_empty()).then(|| &self.reuse_sockets[n % self.reuse_sockets.len()])
+            }),
+            Kind::Reaper => None,
+        };
+        let dup = |e| sys::SysError { call: "dup(listening socket)".into(), source: e };
+        let listener = match shared {
+            Some(Bound::Tcp(l)) => Some(Bound::Tcp(l.try_clone().map_err(dup)?)),
+            Some(Bound::Unix(l)) => Some(Bound::Unix(l.try_clone().map_err(dup)?)),
+            None => None,
         };
         match sys::fork()? {
             Forked::Parent(pid) => Ok(pid),
@@ -332,6 +359,18 @@ impl Master {
     }
 
     fn new_slots(&mut self) {
+        if !self.reuse_sockets.is_empty() {
+            let actual = reuse_addr(&self.reuse_sockets[0], &self.cfg.listen);
+            while self.reuse_sockets.len() < self.cfg.max_procs as usize {
+                match sys::bind(&actual, true) {
+                    Ok(b) => self.reuse_sockets.push(b),
+                    Err(e) => {
+                        log::error!("{e}; extra workers share the existing SO_REUSEPORT sockets");
+                        break;
+                    }
+                }
+            }
+        }
         self.slots = (0..self.cfg.max_procs as usize).map(|i| Slot::new(Kind::Worker(i))).collect();
         self.slots.push(Slot::new(Kind::Reaper));
     }
@@ -369,6 +408,19 @@ impl Master {
         let regions_change = version_gone.is_some() || regions_of(&new) != regions_of(&self.cfg);
         let new = Arc::new(new);
         if regions_change {
+            // Take the init lock first: if a tool holds the regions, refuse
+            // the reload now rather than after draining every worker.
+            let init = match store::InitLock::acquire(&self.cfg.data_dir, true, Duration::from_secs(10)) {
+                Ok(l) => l,
+                Err(e) => {
+                    log::error!(
+                        "reload refused, the running configuration stays: {e} (is a sessionctl still running?)"
+                    );
+                    self.stats.add_master(MasterCounter::ReloadFailures, 1);
+                    notify(&[NotifyState::Ready, NotifyState::Status("serving (last reload refused)")]);
+                    return;
+                }
+            };
             // Regions are reopened (rebuilt or migrated): stop every process
             // that maps them first. New connections wait in the backlog.
             log::info!(
@@ -381,7 +433,7 @@ impl Master {
             // the reopen does not report an unclean shutdown.
             self.contexts.close_clean();
             let old = self.cfg.clone();
-            match Contexts::open(&self.lock, &new) {
+            match Contexts::open_locked(&self.lock, &init, &new) {
                 Ok(c) => {
                     self.contexts = Arc::new(c);
                     self.cfg = new;
@@ -390,7 +442,7 @@ impl Master {
                     log::error!(
                         "reload: cannot open the regions with the new limits ({e}); reopening with the old ones"
                     );
-                    match Contexts::open(&self.lock, &old) {
+                    match Contexts::open_locked(&self.lock, &init, &old) {
                         Ok(c) => self.contexts = Arc::new(c),
                         Err(e) => {
                             log::error!("cannot reopen the regions: {e}; stopping");

@@ -202,13 +202,6 @@ impl ServerStats {
         self.sum(ROUTES.len() * PER_ROUTE + c as usize)
     }
 
-    /// Requests of one route and status, summed over workers.
-    pub fn requests(&self, route: Route, status: u16) -> u64 {
-        let r = ROUTES.iter().position(|x| *x == route).unwrap_or(0);
-        let si = STATUSES.iter().position(|s| *s == status).unwrap_or(STATUSES.len());
-        self.sum(r * PER_ROUTE + si)
-    }
-
     /// Renders the Prometheus text exposition format.
     pub fn render(&self, regions: &[RegionStats], workers: u32) -> String {
         let mut o = String::with_capacity(16 * 1024);

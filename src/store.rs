@@ -112,7 +112,13 @@ pub fn version_problem(dir: &Path) -> Option<String> {
     let path = dir.join(VERSION_FILE);
     match std::fs::read_to_string(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!("{} is missing", path.display())),
-        Err(e) => Some(format!("{} is unreadable ({e})", path.display())),
+        Err(e) => {
+            // A transient or permission error is not the operator's "clear
+            // the cache" gesture: keep the sessions; rewriting Version will
+            // fail loudly if the problem persists.
+            log::warn!("{} is unreadable ({e}); not clearing the session caches", path.display());
+            None
+        }
         Ok(s) if s.trim() == FORMAT_VERSION.to_string() => None,
         Ok(s) => Some(format!(
             "{} holds format {:?}, this build writes {FORMAT_VERSION}",
@@ -141,9 +147,20 @@ pub fn region_files(dir: &Path) -> Vec<PathBuf> {
 /// context. If `Version` is missing or foreign, every region file is
 /// deleted first and `Version` is rewritten afterwards.
 pub fn open_regions(lock: &DataDirLock, cfgs: &[RegionConfig]) -> Result<Vec<(Region, OpenReport)>, StoreError> {
-    let dir = lock.dir();
     // Wait (bounded) for tools that have a region attached to finish.
-    let _init = InitLock::acquire(dir, true, std::time::Duration::from_secs(10))?;
+    let init = InitLock::acquire(lock.dir(), true, std::time::Duration::from_secs(10))?;
+    open_regions_locked(lock, &init, cfgs)
+}
+
+/// [`open_regions`] for a caller that already holds the init lock
+/// exclusively (the master takes it before it drains workers at a reload,
+/// so a busy tool makes the reload fail early instead of after the drain).
+pub fn open_regions_locked(
+    lock: &DataDirLock,
+    _init: &InitLock,
+    cfgs: &[RegionConfig],
+) -> Result<Vec<(Region, OpenReport)>, StoreError> {
+    let dir = lock.dir();
     if let Some(why) = version_problem(dir) {
         let files = region_files(dir);
         log::warn!("{why}: clearing the session caches ({} region file(s) deleted)", files.len());

@@ -86,15 +86,23 @@ extern "C" fn capture_argv(argc: c_int, argv: *const *const c_char, _envp: *cons
         if first.is_null() || last.is_null() {
             return;
         }
-        let end = last.add(CStr::from_ptr(last).to_bytes().len());
-        // Only use the area if the strings are laid out contiguously.
-        if end >= first as *const c_char {
-            ARGV_START.store(first as *mut c_char, Ordering::Relaxed);
-            ARGV_LEN.store(end.offset_from(first) as usize, Ordering::Relaxed);
+        // Use the area only if every string follows the previous one's NUL
+        // (the kernel lays argv out that way; check rather than assume).
+        for i in 0..argc as usize - 1 {
+            let (a, b) = (*argv.add(i), *argv.add(i + 1));
+            if a.is_null() || b.is_null() || a.add(CStr::from_ptr(a).to_bytes().len() + 1) != b {
+                return;
+            }
         }
+        let end = last.add(CStr::from_ptr(last).to_bytes().len());
+        ARGV_START.store(first as *mut c_char, Ordering::Relaxed);
+        ARGV_LEN.store(end.offset_from(first) as usize, Ordering::Relaxed);
     }
 }
 
+// SAFETY: `.init_array` entries are called once by glibc's startup code with
+// (argc, argv, envp) before main, exactly as std's own argv capture is; the
+// function only reads argv and stores two atomics.
 #[used]
 #[unsafe(link_section = ".init_array")]
 static CAPTURE_ARGV: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = capture_argv;
@@ -209,17 +217,25 @@ pub fn chown_tree(dir: &Path, user: &str) -> Result<(), SysError> {
         .ok()
         .flatten()
         .ok_or_else(|| SysError { call: format!("getpwnam({user})"), source: io::Error::other("no such user") })?;
-    fn walk(p: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> Result<(), SysError> {
-        nix::unistd::chown(p, Some(uid), Some(gid))
-            .map_err(|e| SysError { call: format!("chown({}, {uid})", p.display()), source: e.into() })?;
-        if p.is_dir() {
+    // Never follow a symlink: data_dir belongs to the unprivileged user
+    // after the first start, and a link planted there must not make root
+    // chown (or recurse into) anything outside it.
+    fn walk(p: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid, depth: u32) -> Result<(), SysError> {
+        let meta = std::fs::symlink_metadata(p).map_err(err(format!("lstat({})", p.display())))?;
+        if meta.file_type().is_symlink() {
+            log::warn!("{} is a symlink; not changing its owner", p.display());
+            return Ok(());
+        }
+        nix::unistd::fchownat(None, p, Some(uid), Some(gid), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| SysError { call: format!("lchown({}, {uid})", p.display()), source: e.into() })?;
+        if meta.is_dir() && depth < 4 {
             for e in std::fs::read_dir(p).map_err(err(format!("opendir({})", p.display())))?.flatten() {
-                walk(&e.path(), uid, gid)?;
+                walk(&e.path(), uid, gid, depth + 1)?;
             }
         }
         Ok(())
     }
-    walk(dir, u.uid, u.gid)
+    walk(dir, u.uid, u.gid, 0)
 }
 
 /// Whether we run as root.

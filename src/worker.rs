@@ -44,15 +44,9 @@ pub fn run(
             return EXIT_FATAL;
         }
     }
-    let listener = match listener {
-        Some(l) => l,
-        None => match sys::bind(&config.listen, true) {
-            Ok(l) => l,
-            Err(e) => {
-                log::error!("worker {n}: {e}");
-                return EXIT_FATAL;
-            }
-        },
+    let Some(listener) = listener else {
+        log::error!("worker {n}: no listening socket was passed from the master");
+        return EXIT_FATAL;
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -40,7 +40,7 @@ fn reuse_port_gives_each_worker_its_own_socket() {
         wait_ready: false,
         ..Default::default()
     });
-    s.wait_log("SO_REUSEPORT per worker", Duration::from_secs(20));
+    s.wait_log("SO_REUSEPORT, one socket per worker", Duration::from_secs(20));
     s.addr = listen.clone();
     s.wait_healthy(Duration::from_secs(20));
     let ids: Vec<String> = (0..20).map(|_| create(&s)).collect();
@@ -122,7 +122,15 @@ fn root_drops_privileges_to_user_after_binding() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let data = tmp.path().join("data");
+    // A symlink planted in data_dir must not make root chown its target.
+    let outside = tmp.path().join("outside");
+    std::fs::write(&outside, "root's").unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    std::os::unix::fs::symlink(&outside, data.join("planted")).unwrap();
     let mut s = Server::start_with(Opts { args: &["--user", "nobody"], data_dir: Some(&data), ..Default::default() });
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&outside).unwrap().uid(), 0, "symlink target left alone");
+    assert_eq!(std::fs::metadata(data.join("Version")).unwrap().uid(), 65534, "data_dir files handed to the user");
     let id = create(&s);
     assert_eq!(request("PUT", &s.url(&format!("/v1/sessions/{id}/attributes/a")), &[], Some(b"v")).status, 204);
     let uid_of = |pid: i32| {

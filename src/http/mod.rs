@@ -65,7 +65,11 @@ async fn dispatch(st: &AppState, req: Request<Incoming>) -> (Route, Result<Resp,
     let Some(sp) = lookup::split_path(&path) else {
         return (
             Route::Other,
-            Err(ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "path has too many segments")),
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "route_not_found",
+                format!("path has more than {} segments", lookup::MAX_SEGMENTS),
+            )),
         );
     };
     let m = req.method().clone();
@@ -161,10 +165,11 @@ pub async fn read_body(req: Request<Incoming>, limit: usize, timeout: Duration, 
 }
 
 fn too_large(len: u64, limit: usize, what: &str) -> ApiError {
-    let shown = if len > limit as u64 + 1 { format!("{len} bytes") } else { "more bytes".to_string() };
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        if what == "value" { "value_too_large" } else { "body_too_large" },
-        format!("{what} is {shown}; the limit is {limit} bytes"),
-    )
+    let shown = if len > limit as u64 + 1 { format!("is {len} bytes") } else { "is longer".to_string() };
+    let (code, key) = if what == "value" {
+        ("value_too_large", "max_value_size")
+    } else {
+        ("body_too_large", "a bound derived from max_values_per_session, max_name_size and max_value_size")
+    };
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, format!("{what} {shown}; the limit is {limit} bytes ({key})"))
 }

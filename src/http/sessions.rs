@@ -85,6 +85,9 @@ impl<'a> Target<'a> {
 }
 
 fn rfc3339(ms: u64) -> String {
+    // Clamped: humantime cannot format years past 9999 (the region treats
+    // such slots as damage; this keeps formatting total anyway).
+    let ms = ms.min(crate::region::MAX_TIME_MS);
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
@@ -226,8 +229,9 @@ impl<'de> serde::Deserialize<'de> for Changes {
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Changes, A::Error> {
                 use serde::de::Error;
                 let mut out: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+                let mut seen = std::collections::HashSet::new();
                 while let Some((k, v)) = m.next_entry::<String, Value>()? {
-                    if out.iter().any(|(n, _)| *n == k) {
+                    if !seen.insert(k.clone()) {
                         return Err(A::Error::custom(format!("attribute {k:?} appears twice")));
                     }
                     if out.len() >= 4096 {
@@ -306,6 +310,7 @@ pub fn attr_get(
     name: Result<String, ApiError>,
 ) -> Result<Resp, ApiError> {
     let (t, name) = (t?, name?);
+    t.ctx.region.check_change(&name, None)?;
     let (now, touch) = (now_ms(), touch_param(req));
     let mut buf = Vec::new();
     let (_, found) = t.with(|id| t.ctx.region.get_attr(id, &name, touch, now, &mut buf))?;

@@ -252,10 +252,12 @@ pub struct Region {
     observer: Arc<dyn LifecycleObserver>,
 }
 
-/// A held stripe lock; unlocks on drop.
+/// A held stripe lock; unlocks on drop. Not `Send`: a robust mutex must be
+/// unlocked by the thread that locked it.
 struct StripeGuard<'r> {
     r: &'r Region,
     s: u32,
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl Drop for StripeGuard<'_> {
@@ -266,6 +268,10 @@ impl Drop for StripeGuard<'_> {
         unsafe { lock::unlock(self.r.mutex_ptr(self.s)) }
     }
 }
+
+/// Largest timestamp a slot may hold (9999-12-31T23:59:59.999Z in ms);
+/// anything later is damage.
+pub const MAX_TIME_MS: u64 = 253_402_300_799_999;
 
 /// One attribute change in an atomic update: `None` removes the name.
 pub type Change<'a> = (&'a str, Option<&'a [u8]>);
@@ -381,7 +387,7 @@ impl Region {
         // or opened for serving.
         match unsafe { lock::lock(m, self.cfg.lock_timeout) } {
             Ok(lock::Acquired::Clean { contended }) => {
-                let g = StripeGuard { r: self, s };
+                let g = StripeGuard { r: self, s, _not_send: std::marker::PhantomData };
                 self.bump(s, StripeCounter::Acquisitions, 1);
                 if contended {
                     self.bump(s, StripeCounter::Contended, 1);
@@ -399,11 +405,20 @@ impl Region {
                 );
                 // SAFETY: we hold m in the owner-dead state and repaired it.
                 if let Err(e) = unsafe { lock::consistent(m) } {
-                    log::error!("{}: stripe {s}: {e}", self.path.display());
+                    log::error!(
+                        "{}: stripe {s}: {e}; the lock is unusable until sessiond restarts",
+                        self.path.display()
+                    );
+                    // Unlocking without consistent makes the mutex
+                    // ENOTRECOVERABLE, so every process gets LockBroken at
+                    // once instead of waiting out lock_timeout on a lock
+                    // this thread would otherwise keep forever.
+                    // SAFETY: this thread holds m.
+                    unsafe { lock::unlock(m) };
                     return Err(RegionError::LockBroken { stripe: s });
                 }
                 self.bump(s, StripeCounter::Acquisitions, 1);
-                Ok(StripeGuard { r: self, s })
+                Ok(StripeGuard { r: self, s, _not_send: std::marker::PhantomData })
             }
             Err(lock::LockFailure::Timeout) => {
                 self.stripe_counter(s, StripeCounter::Timeouts).fetch_add(1, Ordering::Relaxed);
@@ -469,7 +484,8 @@ impl Region {
         t
     }
     fn deadline_of(&self, off: u64) -> u64 {
-        let idle = self.rd64(off + SL_LAST_ACCESS as u64) + 1000 * self.rd32(off + SL_TIMEOUT as u64) as u64;
+        let idle =
+            self.rd64(off + SL_LAST_ACCESS as u64).saturating_add(1000 * self.rd32(off + SL_TIMEOUT as u64) as u64);
         match self.rd64(off + SL_ABS_DEADLINE as u64) {
             0 => idle,
             abs => idle.min(abs),
@@ -505,6 +521,14 @@ impl Region {
         let n = self.rd32(off + SL_NVALUES as u64);
         if n > p.max_values {
             return Err(format!("{n} attributes, more than max_values_per_session = {}", p.max_values));
+        }
+        for (field, at) in
+            [("created", SL_CREATED), ("last access", SL_LAST_ACCESS), ("absolute deadline", SL_ABS_DEADLINE)]
+        {
+            let t = self.rd64(off + at as u64);
+            if t > MAX_TIME_MS {
+                return Err(format!("{field} time {t} ms is past the year 9999"));
+            }
         }
         let mut name = vec![0u8; p.max_name_size as usize];
         for e in 0..n {
@@ -647,6 +671,11 @@ impl Region {
 
     /// Finds an attribute by name; returns (entry index, entry offset).
     fn find_attr(&self, off: u64, name: &[u8]) -> Option<(u32, u64)> {
+        // A name no entry can hold is absent; this also keeps every copy
+        // below inside the entry's name field.
+        if name.is_empty() || name.len() > self.geo.params.max_name_size as usize {
+            return None;
+        }
         let n = self.rd32(off + SL_NVALUES as u64).min(self.geo.params.max_values);
         let mut buf = [0u8; 64];
         let mut big;
@@ -725,6 +754,10 @@ impl Region {
         }
         if self.cfg.when_full == WhenFull::EvictOldest {
             let g = self.lock_stripe(start)?;
+            // A slot may have been freed since the scan: never evict then.
+            if let Some(meta) = self.alloc_locked(&g, &mut id, now_ms) {
+                return Ok(meta);
+            }
             let (from, to) = (self.geo.stripe_start(start), self.geo.stripe_start(start + 1));
             let victim = (from..to)
                 .filter(|&i| self.expiry(i).load(Ordering::Relaxed) != 0)
@@ -733,7 +766,12 @@ impl Region {
                 let off = self.geo.slot_off(v);
                 if self.rd32(off + SL_STATE as u64) == STATE_LIVE {
                     let old = self.id_of(v, off);
-                    self.free_slot(start, v, off, LifecycleEvent::Evicted(old));
+                    let ev = if self.deadline_of(off) <= now_ms {
+                        LifecycleEvent::Expired(old)
+                    } else {
+                        LifecycleEvent::Evicted(old)
+                    };
+                    self.free_slot(start, v, off, ev);
                 }
             }
             if let Some(meta) = self.alloc_locked(&g, &mut id, now_ms) {
@@ -751,7 +789,9 @@ impl Region {
         let last = self.header_counter(HeaderCounter::LastFullLogMs);
         let prev = last.load(Ordering::Relaxed);
         let suppressed = self.header_counter(HeaderCounter::FullLogSuppressed);
-        if now_ms >= prev + 1000 && last.compare_exchange(prev, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        if now_ms >= prev.saturating_add(1000)
+            && last.compare_exchange(prev, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
             let n = suppressed.swap(0, Ordering::Relaxed);
             log::warn!(
                 "context {}: full, refused a new session (max_sessions = {}); {n} more refusal(s) not logged since the last line",
@@ -769,7 +809,9 @@ impl Region {
     fn sweep_when_full(&self, now_ms: u64) -> Result<u64, RegionError> {
         let last = self.header_counter(HeaderCounter::LastFullSweepMs);
         let prev = last.load(Ordering::Relaxed);
-        if now_ms < prev + 1000 || last.compare_exchange(prev, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+        if now_ms < prev.saturating_add(1000)
+            || last.compare_exchange(prev, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
             return Ok(0);
         }
         Ok(self.reap_inner(now_ms)?.freed)
@@ -785,6 +827,13 @@ impl Region {
         {
             let dropped = self.repair_stripe_locked(s, None);
             log::warn!("{}: stripe {s}: free list damaged; rebuilt it, dropped {dropped} slot(s)", self.path.display());
+            head = self.rd32(so + S_FREE_HEAD as u64);
+        }
+        if head == NO_SLOT && self.live_word(s).load(Ordering::Relaxed) < to - from {
+            // Free slots that fell off the list (a repairer died mid-way):
+            // rebuild the list from the state words.
+            let dropped = self.repair_stripe_locked(s, None);
+            log::warn!("{}: stripe {s}: free list lost slots; rebuilt it, dropped {dropped}", self.path.display());
             head = self.rd32(so + S_FREE_HEAD as u64);
         }
         if head == NO_SLOT {
@@ -1054,7 +1103,7 @@ impl Region {
             let _g = self.lock_stripe(s)?;
             while i < end {
                 let off = self.geo.slot_off(i);
-                if self.rd32(off + SL_STATE as u64) == STATE_LIVE && self.expiry(i).load(Ordering::Relaxed) > now_ms {
+                if self.expiry(i).load(Ordering::Relaxed) > now_ms && self.rd32(off + SL_STATE as u64) == STATE_LIVE {
                     if out.len() == limit {
                         return Ok((out, Some(i)));
                     }
@@ -1118,12 +1167,19 @@ impl Region {
                     continue;
                 }
                 let off = self.geo.slot_off(i);
-                if self.rd32(off + SL_STATE as u64) == STATE_LIVE && self.deadline_of(off) <= now_ms {
+                if self.rd32(off + SL_STATE as u64) != STATE_LIVE {
+                    // A stale word on a free slot: clear it so this stripe is
+                    // not locked again on every sweep.
+                    self.expiry(i).store(0, Ordering::Relaxed);
+                } else if self.deadline_of(off) <= now_ms {
                     let id = self.id_of(i, off);
                     self.free_slot(g.s, i, off, LifecycleEvent::Expired(id));
                     report.freed += 1;
-                } else if d > now_ms {
-                    next = next.min(d);
+                } else {
+                    // Keep the word equal to the slot's deadline.
+                    let dl = self.deadline_of(off);
+                    self.expiry(i).store(dl, Ordering::Relaxed);
+                    next = next.min(dl);
                 }
             }
         }
@@ -1142,7 +1198,7 @@ impl Region {
                     *c = self
                         .atomic64(self.geo.stripe_off(s) + S_COUNTERS as u64 + 8 * k as u64)
                         .load(Ordering::Relaxed);
-                    totals[k] += *c;
+                    totals[k] = totals[k].wrapping_add(*c);
                 }
                 StripeStats {
                     capacity: self.geo.stripe_start(s + 1) - self.geo.stripe_start(s),
@@ -1205,6 +1261,10 @@ impl Region {
                     }
                 } else {
                     free_states += 1;
+                    let d = self.expiry(i).load(Ordering::Relaxed);
+                    if d != 0 {
+                        problems.push(format!("stripe {s} slot {i}: free slot has expiry word {d}, expected 0"));
+                    }
                 }
             }
             let recorded = self.live_word(s).load(Ordering::Relaxed);

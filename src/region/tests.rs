@@ -217,6 +217,49 @@ fn damaged_lengths_never_panic() {
     assert!(r.verify().is_empty());
 }
 
+#[test]
+fn over_long_names_are_absent_and_damaged_times_are_reported_not_panicked_on() {
+    let (_d, r) = fresh(&cfg("default", 8, 1));
+    let a = r.create(T0).unwrap().id;
+    r.set_attr(&a, "x", b"v", T0).unwrap();
+    let mut buf = Vec::new();
+    let long = "x".repeat(5000);
+    assert!(!r.get_attr(&a, &long, false, T0, &mut buf).unwrap(), "a name no entry can hold is absent");
+    assert!(!r.get_attr(&a, "", false, T0, &mut buf).unwrap());
+    let off = r.geo.slot_off(a.slot);
+    r.wr64(off + SL_CREATED as u64, u64::MAX);
+    let problems = r.verify();
+    assert!(problems.iter().any(|p| p.contains("year 9999")), "{problems:?}");
+    let _ = r.get(&a, false, T0);
+    let _ = r.list(0, 10, T0);
+}
+
+#[test]
+fn reap_clears_stale_expiry_words_on_free_slots() {
+    let (_d, r) = fresh(&cfg("default", 8, 1));
+    let a = r.create(T0).unwrap().id;
+    r.invalidate(&a, T0).unwrap();
+    r.expiry(a.slot).store(T0 - 1, Ordering::Relaxed);
+    assert!(r.verify().iter().any(|p| p.contains("free slot has expiry word")));
+    assert_eq!(r.reap(T0).unwrap().freed, 0);
+    assert!(r.verify().is_empty(), "{:?}", r.verify());
+}
+
+#[test]
+fn evict_oldest_never_evicts_while_a_slot_is_free() {
+    let mut c = cfg("default", 4, 1);
+    c.when_full = WhenFull::EvictOldest;
+    let (_d, r) = fresh(&c);
+    let ids: Vec<_> = (0..3).map(|k| r.create(T0 + k).unwrap().id).collect();
+    // Make the lock-free hint claim the stripe is full while one slot is free.
+    r.live_word(0).store(4, Ordering::Relaxed);
+    r.create(T0 + 10).unwrap();
+    for id in &ids {
+        assert!(r.get(id, false, T0 + 10).is_ok(), "no live session was evicted");
+    }
+    assert_eq!(r.stats().total(StripeCounter::Evicted), 0);
+}
+
 fn lock_dir() -> (tempfile::TempDir, DataDirLock) {
     let d = tempfile::tempdir().unwrap();
     let l = DataDirLock::acquire(d.path()).unwrap();
