@@ -130,7 +130,10 @@ async fn attr_route(
     t: Result<sessions::Target<'_>, ApiError>,
     raw_name: &str,
 ) -> (Route, Result<Resp, ApiError>) {
-    let name = lookup::decode_name(raw_name).map_err(|why| ApiError::bad_request("invalid_name", why));
+    let name = lookup::decode_name(raw_name).map_err(|why| {
+        let shown: String = raw_name.chars().take(64).collect();
+        ApiError::bad_request("invalid_name", format!("{why}: {shown:?} (percent-encoded as sent)"))
+    });
     match *req.method() {
         Method::GET => (Route::AttrGet, sessions::attr_get(st, &req, t, name)),
         Method::PUT => (Route::AttrPut, async { sessions::attr_put(st, t?, name?, req).await }.await),

@@ -366,7 +366,11 @@ pub fn list(st: &AppState, req: &Request<Incoming>) -> Result<Resp, ApiError> {
     let cursor = match query(req, "cursor") {
         None => 0,
         Some(v) => v.parse::<u32>().map_err(|_| {
-            ApiError::bad_request("bad_cursor", "cursor must be the next_cursor value of a previous page")
+            let shown: String = v.chars().take(32).collect();
+            ApiError::bad_request(
+                "bad_cursor",
+                format!("cursor {shown:?} is not the next_cursor value of a previous page"),
+            )
         })?,
     };
     let (metas, next) = ctx.region.list(cursor, limit, now_ms())?;
