@@ -151,6 +151,7 @@ struct FileConfig {
     max_connections: Option<u32>,
     header_timeout: Option<Seconds>,
     request_timeout: Option<Seconds>,
+    send_timeout: Option<Seconds>,
     max_header_size: Option<u32>,
     #[serde(default)]
     sessions: SessionsTable,
@@ -276,6 +277,8 @@ pub struct Config {
     pub header_timeout: f64,
     /// Time allowed for a whole request body, seconds.
     pub request_timeout: f64,
+    /// Longest stall while sending a response (a client that stops reading), seconds.
+    pub send_timeout: f64,
     /// Largest request head, bytes.
     pub max_header_size: u32,
     /// Contexts; the first is the default one.
@@ -466,6 +469,7 @@ impl Config {
             max_connections: range("max_connections", f.max_connections.unwrap_or(4096), 1, 1_000_000)?,
             header_timeout: secs("header_timeout", f.header_timeout, 10.0, 0.1, 3600.0)?,
             request_timeout: secs("request_timeout", f.request_timeout, 30.0, 0.1, 3600.0)?,
+            send_timeout: secs("send_timeout", f.send_timeout, 30.0, 0.1, 3600.0)?,
             max_header_size: range("max_header_size", f.max_header_size.unwrap_or(16 * 1024), 8192, 1 << 20)?,
             contexts,
             source: None,

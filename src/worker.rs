@@ -161,7 +161,13 @@ fn spawn_conn<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = builder.serve_connection(TokioIo::new(io), service_fn(move |req| handle(st.clone(), req)));
+    // A client that stops reading its response must not hold the
+    // connection forever: writes that stall past send_timeout fail. The
+    // timer is armed only while a write is pending, so the hot path pays
+    // nothing.
+    let mut io = tokio_io_timeout::TimeoutStream::new(io);
+    io.set_write_timeout(Some(Duration::from_secs_f64(st.config.send_timeout)));
+    let conn = builder.serve_connection(TokioIo::new(Box::pin(io)), service_fn(move |req| handle(st.clone(), req)));
     let fut = graceful.watch(conn);
     tokio::spawn(async move {
         if let Err(e) = fut.await {

@@ -481,3 +481,39 @@ fn ten_thousand_idle_connections_do_not_lock_out_a_new_client() {
     assert!(answered < Duration::from_secs(5), "{answered:?}");
     drop(idle);
 }
+
+#[test]
+fn client_that_stops_reading_is_cut_after_send_timeout() {
+    use std::io::{Read, Write};
+    let s = Server::start(&[
+        "--max-sessions",
+        "2",
+        "--max-locks",
+        "1",
+        "--max-values-per-session",
+        "1",
+        "--max-value-size",
+        "16777216",
+        "--set",
+        "send_timeout=1",
+    ]);
+    let id = create(&s);
+    let big = vec![b'z'; 16 << 20];
+    assert_eq!(request("PUT", &s.url(&format!("/v1/sessions/{id}/attributes/big")), &[], Some(&big)).status, 204);
+    let mut c = TcpStream::connect(&s.addr).unwrap();
+    c.write_all(format!("GET /v1/sessions/{id}/attributes/big HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+    // Do not read: the server's writes stall once the socket buffers fill.
+    std::thread::sleep(Duration::from_secs(3));
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    println!("FIGURES slow reader: bytes_received_before_cut={got} of {}", big.len());
+    assert!(got < big.len(), "the stalled response was cut, not delivered in full ({got} bytes)");
+    assert_eq!(get(&s.url("/healthz")).status, 200, "the worker keeps serving");
+}
