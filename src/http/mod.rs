@@ -61,8 +61,11 @@ fn method_not_allowed(allow: &'static str) -> ApiError {
 }
 
 async fn dispatch(st: &AppState, req: Request<Incoming>) -> (Route, Result<Resp, ApiError>) {
-    let path = req.uri().path().to_string();
-    let Some(sp) = lookup::split_path(&path) else {
+    // A refcounted clone (no copy): the path outlives `req`, which PUT and
+    // PATCH hand over to body reading.
+    let uri = req.uri().clone();
+    let path = uri.path();
+    let Some(sp) = lookup::split_path(path) else {
         return (
             Route::Other,
             Err(ApiError::new(
@@ -74,7 +77,7 @@ async fn dispatch(st: &AppState, req: Request<Incoming>) -> (Route, Result<Resp,
     };
     let m = req.method().clone();
     use sessions as s;
-    match (sp.segments.as_slice(), &m) {
+    match (sp.segments(), &m) {
         (["healthz"], &Method::GET) => (Route::Health, admin::healthz()),
         (["metrics"], &Method::GET) => (Route::Metrics, admin::metrics(st)),
         (["v1", "contexts"], &Method::GET) => (Route::Contexts, admin::contexts(st)),
@@ -99,7 +102,7 @@ async fn dispatch(st: &AppState, req: Request<Incoming>) -> (Route, Result<Resp,
         }
 
         (["v1", "session"], _) => {
-            let t = s::Target::current(st, &req, &sp.params);
+            let t = s::Target::current(st, &req, sp.params());
             match m {
                 Method::POST => (Route::Current, s::get_or_create(t)),
                 Method::GET => (Route::Get, s::get(st, &req, t)),
@@ -109,10 +112,10 @@ async fn dispatch(st: &AppState, req: Request<Incoming>) -> (Route, Result<Resp,
             }
         }
         (["v1", "session", "rotate"], &Method::POST) => {
-            (Route::Rotate, s::rotate(s::Target::current(st, &req, &sp.params)))
+            (Route::Rotate, s::rotate(s::Target::current(st, &req, sp.params())))
         }
         (["v1", "session", "attributes", name], _) => {
-            let t = s::Target::current(st, &req, &sp.params);
+            let t = s::Target::current(st, &req, sp.params());
             attr_route(st, req, t, name).await
         }
         (["v1", "sessions", _, "rotate"] | ["v1", "session", "rotate"], _) => {

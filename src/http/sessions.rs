@@ -6,6 +6,7 @@
 //! valid UTF-8 appears in JSON as a string; any other value appears as
 //! `{"base64": "<standard base64>"}`, and PATCH accepts both forms.
 
+use std::borrow::Cow;
 use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine;
@@ -307,7 +308,7 @@ pub fn attr_get(
     _st: &AppState,
     req: &Request<Incoming>,
     t: Result<Target<'_>, ApiError>,
-    name: Result<String, ApiError>,
+    name: Result<Cow<'_, str>, ApiError>,
 ) -> Result<Resp, ApiError> {
     let (t, name) = (t?, name?);
     t.ctx.region.check_change(&name, None)?;
@@ -327,7 +328,12 @@ pub fn attr_get(
 }
 
 /// `PUT …/attributes/{name}`: the raw body becomes the value.
-pub async fn attr_put(st: &AppState, t: Target<'_>, name: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn attr_put(
+    st: &AppState,
+    t: Target<'_>,
+    name: Cow<'_, str>,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
     t.ctx.region.check_change(&name, None)?;
     let timeout = Duration::from_secs_f64(st.config.request_timeout);
     let body = read_body(req, t.ctx.cfg.max_value_size as usize, timeout, "value").await?;
@@ -337,7 +343,7 @@ pub async fn attr_put(st: &AppState, t: Target<'_>, name: String, req: Request<I
 }
 
 /// `DELETE …/attributes/{name}`: 204 also when absent.
-pub fn attr_delete(t: Result<Target<'_>, ApiError>, name: Result<String, ApiError>) -> Result<Resp, ApiError> {
+pub fn attr_delete(t: Result<Target<'_>, ApiError>, name: Result<Cow<'_, str>, ApiError>) -> Result<Resp, ApiError> {
     let (t, name) = (t?, name?);
     t.ctx.region.check_change(&name, None)?;
     let now = now_ms();
