@@ -3,7 +3,9 @@
 //!
 //! Tools attach to regions without the data-dir lock and never re-initialise
 //! mutexes; they hold the shared init lock ([`crate::store::InitLock`]) while
-//! attached so a starting server waits for them. `verify` changes nothing.
+//! attached so a starting server waits for them. `verify` changes no session
+//! data; like every locker it counts its lock acquisitions and repairs a
+//! stripe whose previous lock owner died.
 //!
 //! Exit codes (stable, documented in docs/operations.md):
 //! 0 success; 1 `verify` found problems, or `show`/`expire` found no such

@@ -360,6 +360,9 @@ impl Master {
 
     fn new_slots(&mut self) {
         if !self.reuse_sockets.is_empty() {
+            // Fewer workers: close the extra sockets, or the kernel would keep
+            // hashing connections to sockets nobody accepts from.
+            self.reuse_sockets.truncate((self.cfg.max_procs as usize).max(1));
             let actual = reuse_addr(&self.reuse_sockets[0], &self.cfg.listen);
             while self.reuse_sockets.len() < self.cfg.max_procs as usize {
                 match sys::bind(&actual, true) {

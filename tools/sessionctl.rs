@@ -53,7 +53,7 @@ enum Cmd {
     },
     /// Delete the Version file; a running sessiond rebuilds its caches now (SIGHUP).
     Clear,
-    /// Check every header, stripe and slot; exit 1 if anything is wrong. Read-only.
+    /// Check every header, stripe and slot; exit 1 if anything is wrong. Changes no session data.
     Verify,
 }
 
