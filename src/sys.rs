@@ -238,6 +238,15 @@ pub fn chown_tree(dir: &Path, user: &str) -> Result<(), SysError> {
     walk(dir, u.uid, u.gid, 0)
 }
 
+/// Reserves `len` bytes of disk for `file` (`posix_fallocate`), so later
+/// writes through a shared mapping cannot hit a full disk (SIGBUS).
+pub fn fallocate(file: &std::fs::File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on a descriptor the caller owns.
+    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    if r == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(r)) }
+}
+
 /// Whether we run as root.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -269,15 +278,7 @@ impl CounterFile {
         f.set_len(len).map_err(err(format!("ftruncate({}, {len})", path.display())))?;
         // Reserve the blocks now: a sparse page that cannot be allocated on
         // a full disk would SIGBUS the first process that writes to it.
-        use std::os::fd::AsRawFd;
-        // SAFETY: plain syscall on a descriptor we own.
-        let r = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len as libc::off_t) };
-        if r != 0 {
-            return Err(SysError {
-                call: format!("fallocate({}, {len} bytes)", path.display()),
-                source: io::Error::from_raw_os_error(r),
-            });
-        }
+        fallocate(&f, len).map_err(err(format!("fallocate({}, {len} bytes)", path.display())))?;
         Self::map(&f, path)
     }
 

@@ -233,11 +233,18 @@ impl Geometry {
         let slots_off = round_up(expiry_off + 8 * p.max_sessions as u64, 4096);
         let file_size =
             slots_off.checked_add(slot_size.checked_mul(p.max_sessions as u64).ok_or("overflow")?).ok_or("overflow")?;
-        if file_size > LIMIT_FILE_SIZE || slot_size > u32::MAX as u64 {
+        if slot_size > u32::MAX as u64 {
             return Err(format!(
-                "the region would be {file_size} bytes ({} per slot), more than the {LIMIT_FILE_SIZE}-byte limit; \
-                 lower max_sessions, max_values_per_session or max_value_size",
-                slot_size
+                "one slot would be {slot_size} bytes (max_values_per_session = {} x max_value_size = {}), \
+                 more than the 4 GiB slot limit; lower max_values_per_session or max_value_size",
+                p.max_values, p.max_value_size
+            ));
+        }
+        if file_size > LIMIT_FILE_SIZE {
+            return Err(format!(
+                "the region would be {file_size} bytes ({slot_size} per slot x max_sessions = {}), more than the \
+                 {LIMIT_FILE_SIZE}-byte limit; lower max_sessions, max_values_per_session or max_value_size",
+                p.max_sessions
             ));
         }
         Ok(Geometry { params: p, stripes_off, expiry_off, slots_off, entry_size, slot_size, file_size })

@@ -530,7 +530,9 @@ impl Region {
                 return Err(format!("{field} time {t} ms is past the year 9999"));
             }
         }
-        let mut name = vec![0u8; p.max_name_size as usize];
+        // A stack buffer: repair validates every slot under the lock, and
+        // LIMIT_MAX_NAME bounds max_name_size.
+        let mut name = [0u8; LIMIT_MAX_NAME as usize];
         for e in 0..n {
             let eo = off + self.geo.entry_off(e);
             let nl = self.rd32(eo + E_NAME_LEN as u64);

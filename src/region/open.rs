@@ -175,7 +175,7 @@ impl Region {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| io_err("open(O_CREAT|O_EXCL, 0600)", &tmp, e))?;
-        let r = fallocate(&file, geo.file_size);
+        let r = crate::sys::fallocate(&file, geo.file_size);
         if let Err(e) = r {
             let _ = std::fs::remove_file(&tmp);
             return Err(io_err(format!("fallocate(0, {} bytes)", geo.file_size), &tmp, e));
@@ -390,11 +390,4 @@ impl Region {
         drop(g);
         Ok(())
     }
-}
-
-fn fallocate(file: &File, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: plain syscall on a file descriptor we own.
-    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
-    if r == 0 { Ok(()) } else { Err(std::io::Error::from_raw_os_error(r)) }
 }
