@@ -121,15 +121,64 @@ fn cookie_values<'h>(header: &'h [u8], name: &'h [u8]) -> impl Iterator<Item = &
     })
 }
 
+/// Up to [`MAX_CANDIDATES`] distinct ids, best first, held inline (no
+/// allocation on the request path).
+#[derive(Clone, Copy, Debug)]
+pub struct Ids {
+    buf: [SessionId; MAX_CANDIDATES],
+    n: usize,
+}
+
+impl Ids {
+    /// No ids.
+    pub fn new() -> Ids {
+        let none = SessionId { node: 0, context: 0, slot: 0, token: [0; crate::region::layout::TOKEN_LEN] };
+        Ids { buf: [none; MAX_CANDIDATES], n: 0 }
+    }
+    /// One id.
+    pub fn one(id: SessionId) -> Ids {
+        let mut ids = Ids::new();
+        ids.push(id);
+        ids
+    }
+    /// Adds `id` unless it is already there or the list is full.
+    pub fn push(&mut self, id: SessionId) {
+        if self.n < MAX_CANDIDATES && !self.as_slice().contains(&id) {
+            self.buf[self.n] = id;
+            self.n += 1;
+        }
+    }
+    /// Keeps the ids for which `f` holds.
+    pub fn retain(&mut self, f: impl Fn(&SessionId) -> bool) {
+        let mut kept = Ids::new();
+        for id in self.as_slice() {
+            if f(id) {
+                kept.push(*id);
+            }
+        }
+        *self = kept;
+    }
+    /// The ids.
+    pub fn as_slice(&self) -> &[SessionId] {
+        &self.buf[..self.n]
+    }
+}
+
+impl Default for Ids {
+    fn default() -> Ids {
+        Ids::new()
+    }
+}
+
+/// The `X-Session-Id` header name, built once.
+static X_SESSION_ID: hyper::header::HeaderName = hyper::header::HeaderName::from_static("x-session-id");
+
 /// Candidate ids in priority order: URL path parameter, `X-Session-Id`
 /// header, then every cookie named `cookie_name`.
-pub fn candidates(params: &[(&str, &str)], headers: &HeaderMap, url_param: &str, cookie_name: &str) -> Vec<SessionId> {
-    let mut out = Vec::new();
+pub fn candidates(params: &[(&str, &str)], headers: &HeaderMap, url_param: &str, cookie_name: &str) -> Ids {
+    let mut out = Ids::new();
     let mut push = |raw: &[u8]| {
-        if out.len() < MAX_CANDIDATES
-            && let Some(id) = SessionId::parse(raw)
-            && !out.contains(&id)
-        {
+        if let Some(id) = SessionId::parse(raw) {
             out.push(id);
         }
     };
@@ -138,7 +187,7 @@ pub fn candidates(params: &[(&str, &str)], headers: &HeaderMap, url_param: &str,
             push(v.as_bytes());
         }
     }
-    for v in headers.get_all("x-session-id") {
+    for v in headers.get_all(&X_SESSION_ID) {
         push(v.as_bytes());
     }
     for v in headers.get_all(hyper::header::COOKIE) {
@@ -194,9 +243,9 @@ mod tests {
         h.insert("x-session-id", b.to_string().parse().unwrap());
         let a_str = a.to_string();
         let got = candidates(&[("sid", a_str.as_str()), ("zz", "nope")], &h, "sid", "SID");
-        assert_eq!(got, vec![a, b, c]);
+        assert_eq!(got.as_slice(), [a, b, c]);
         h.insert("cookie", "SID=garbage".parse().unwrap());
-        assert_eq!(candidates(&[], &h, "sid", "SID"), vec![b]);
+        assert_eq!(candidates(&[], &h, "sid", "SID").as_slice(), [b]);
     }
 
     #[test]
@@ -206,7 +255,7 @@ mod tests {
         let mut raw = b"pref=caf\xe9; \xff=\x80; ".to_vec();
         raw.extend_from_slice(format!("SID={a}").as_bytes());
         h.insert("cookie", hyper::header::HeaderValue::from_bytes(&raw).unwrap());
-        assert_eq!(candidates(&[], &h, "sid", "SID"), vec![a]);
+        assert_eq!(candidates(&[], &h, "sid", "SID").as_slice(), [a]);
     }
 
     proptest! {
@@ -218,7 +267,7 @@ mod tests {
                 if let Ok(v) = hyper::header::HeaderValue::from_bytes(&cookie) {
                     h.insert("cookie", v);
                 }
-                for id in candidates(p.params(), &h, "sessionid", "SESSIONID") {
+                for &id in candidates(p.params(), &h, "sessionid", "SESSIONID").as_slice() {
                     // Only canonical ids are ever accepted.
                     prop_assert_eq!(SessionId::parse(id.to_string().as_bytes()), Some(id));
                 }

@@ -33,7 +33,7 @@ pub struct Target<'a> {
     /// The context.
     pub ctx: &'a Context,
     /// Candidate ids, best first (may be empty for the current session).
-    pub ids: Vec<SessionId>,
+    pub ids: lookup::Ids,
 }
 
 fn query(req: &Request<Incoming>, key: &str) -> Option<String> {
@@ -60,22 +60,21 @@ impl<'a> Target<'a> {
     pub fn by_id(st: &'a AppState, raw: &str) -> Result<Target<'a>, ApiError> {
         let id = SessionId::parse(raw.as_bytes()).ok_or_else(ApiError::session_not_found)?;
         let ctx = st.contexts.by_tag(id.context).ok_or_else(ApiError::session_not_found)?;
-        Ok(Target { ctx, ids: vec![id] })
+        Ok(Target { ctx, ids: lookup::Ids::one(id) })
     }
 
     /// `/v1/session`: the context from `?context=`, ids from the request.
     pub fn current(st: &'a AppState, req: &Request<Incoming>, params: &[(&str, &str)]) -> Result<Target<'a>, ApiError> {
         let ctx = context(st, req)?;
-        let ids = lookup::candidates(params, req.headers(), &ctx.cfg.url_param, &ctx.cfg.cookie_name)
-            .into_iter()
-            .filter(|id| id.context == ctx.region.tag())
-            .collect();
+        let mut ids = lookup::candidates(params, req.headers(), &ctx.cfg.url_param, &ctx.cfg.cookie_name);
+        let tag = ctx.region.tag();
+        ids.retain(|id| id.context == tag);
         Ok(Target { ctx, ids })
     }
 
     /// Runs `f` on each candidate until one is found.
     fn with<T>(&self, mut f: impl FnMut(&SessionId) -> Result<T, RegionError>) -> Result<(SessionId, T), ApiError> {
-        for id in &self.ids {
+        for id in self.ids.as_slice() {
             match f(id) {
                 Err(RegionError::NotFound) => continue,
                 r => return r.map(|v| (*id, v)).map_err(ApiError::from),
