@@ -452,6 +452,16 @@ fn full_disk_fails_startup_clearly_and_never_sigbuses_later() {
 
 #[test]
 fn ten_thousand_idle_connections_do_not_lock_out_a_new_client() {
+    // 10,000 client sockets need a descriptor limit above the common 1024:
+    // raise the soft limit to the hard one (the server inherits it).
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    assert!(lim.rlim_max >= 12_000, "RLIMIT_NOFILE hard limit {} is too low for this test", lim.rlim_max);
     let s = Server::start(&["--set", "max_connections=2000", "--set", "header_timeout=1"]);
     let addr = s.addr.clone();
     let mut idle = Vec::new();
