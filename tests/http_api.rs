@@ -385,6 +385,10 @@ fn new_flag_stays_true_until_the_client_comes_back() {
     assert_eq!(j["new"], true);
     assert_eq!(peek(&s, id)["new"], true);
     assert_eq!(peek(&s, id)["new"], true, "peeking twice still leaves it new");
+    // The application writes the new session before answering the client.
+    let put = request("PUT", &s.url(&format!("/v1/sessions/{id}/attributes/user")), &[], Some(b"alice"));
+    assert_eq!(put.status, 204);
+    assert_eq!(peek(&s, id)["new"], true, "an application write is not the client coming back");
     // The client comes back with its cookie: from now on the session is not new.
     let cookie = format!("SESSIONID={id}");
     let r = request("POST", &s.url("/v1/session"), &[("Cookie", &cookie)], None);

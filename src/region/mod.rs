@@ -662,12 +662,20 @@ impl Region {
         Ok((g, off))
     }
 
+    /// A read access: the client is back, so the session is no longer new.
     fn touch_locked(&self, id: &SessionId, off: u64, now_ms: u64) {
-        self.wr64(off + SL_LAST_ACCESS as u64, now_ms);
         let f = self.rd32(off + SL_FLAGS as u64);
         if f & FLAG_NEW != 0 {
             self.wr32(off + SL_FLAGS as u64, f & !FLAG_NEW);
         }
+        self.refresh_locked(id, off, now_ms);
+    }
+
+    /// A write access: refreshes the last access and the deadline but
+    /// leaves the "new" flag, since an application typically writes a
+    /// session right after creating it, before the client has come back.
+    fn refresh_locked(&self, id: &SessionId, off: u64, now_ms: u64) {
+        self.wr64(off + SL_LAST_ACCESS as u64, now_ms);
         self.expiry(id.slot).store(self.deadline_of(off), Ordering::Relaxed);
     }
 
@@ -1002,7 +1010,7 @@ impl Region {
                 }
             }
         }
-        self.touch_locked(id, off, now_ms);
+        self.refresh_locked(id, off, now_ms);
         self.end_write(off);
         self.bump(g.s, StripeCounter::Writes, changes.len() as u64);
         Ok(())
@@ -1063,7 +1071,7 @@ impl Region {
         self.begin_write(off);
         self.copy_in(off + SL_TOKEN as u64, &new.token);
         self.end_write(off);
-        self.touch_locked(&new, off, now_ms);
+        self.refresh_locked(&new, off, now_ms);
         self.emit(g.s, LifecycleEvent::Rotated { old: *id, new });
         Ok(self.meta_of(id.slot, off))
     }

@@ -47,6 +47,11 @@ fn create_get_set_remove_roundtrip() {
     let s = r.get(&m.id, true, T0 + 5).unwrap();
     assert_eq!(s.attributes, vec![("b".to_string(), vec![0xff, 0, 1])]);
     assert!(!r.get(&m.id, false, T0 + 6).unwrap().meta.is_new, "touch clears the new flag");
+    let w = r.create(T0).unwrap().id;
+    r.set_attr(&w, "k", b"v", T0 + 1).unwrap();
+    let after_write = r.get(&w, false, T0 + 2).unwrap().meta;
+    assert!(after_write.is_new, "a write alone does not mean the client came back");
+    assert_eq!(after_write.last_access_ms, T0 + 1, "but it refreshes the last access");
     assert!(r.verify().is_empty(), "{:?}", r.verify());
 }
 
