@@ -8,7 +8,7 @@
 //! `SessionId::log_hash`.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Which process is logging.
 #[derive(Clone, Copy, Debug)]
@@ -79,33 +79,37 @@ pub fn init(level: &str) {
     let _ = b.try_init();
 }
 
+/// The rate-limit step over two counter words, which may live in process
+/// memory ([`RateLimit`]) or in a shared region (one line per period across
+/// all processes): `Some(lines suppressed since the last one)` when a line
+/// may be logged now.
+pub fn allow_line(last_ms: &AtomicU64, suppressed: &AtomicU64, now_ms: u64, period_ms: u64) -> Option<u64> {
+    let prev = last_ms.load(Ordering::Relaxed);
+    if now_ms >= prev.saturating_add(period_ms)
+        && last_ms.compare_exchange(prev, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        Some(suppressed.swap(0, Ordering::Relaxed))
+    } else {
+        suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
 /// At most one log line per period from one process; counts the rest.
 pub struct RateLimit {
-    last_ms: std::sync::atomic::AtomicU64,
-    suppressed: std::sync::atomic::AtomicU64,
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
     period_ms: u64,
 }
 
 impl RateLimit {
     /// A limiter allowing one line per `period_ms`.
     pub const fn new(period_ms: u64) -> RateLimit {
-        RateLimit {
-            last_ms: std::sync::atomic::AtomicU64::new(0),
-            suppressed: std::sync::atomic::AtomicU64::new(0),
-            period_ms,
-        }
+        RateLimit { last_ms: AtomicU64::new(0), suppressed: AtomicU64::new(0), period_ms }
     }
 
     /// `Some(lines suppressed since the last one)` when a line may be logged now.
     pub fn allow(&self, now_ms: u64) -> Option<u64> {
-        let prev = self.last_ms.load(Ordering::Relaxed);
-        if now_ms >= prev + self.period_ms
-            && self.last_ms.compare_exchange(prev, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-        {
-            Some(self.suppressed.swap(0, Ordering::Relaxed))
-        } else {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            None
-        }
+        allow_line(&self.last_ms, &self.suppressed, now_ms, self.period_ms)
     }
 }

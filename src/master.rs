@@ -129,8 +129,7 @@ fn start(overrides: Overrides, cfg: Config) -> Result<Master, String> {
         }
     }
     let n = cfg.max_procs as usize;
-    let mut slots: Vec<Slot> = (0..n).map(|i| Slot::new(Kind::Worker(i))).collect();
-    slots.push(Slot::new(Kind::Reaper));
+    let slots = process_table(cfg.max_procs);
     log::info!(
         "sessiond {} listening on {} with {n} worker(s) and a reaper; data_dir {}",
         env!("CARGO_PKG_VERSION"),
@@ -154,6 +153,13 @@ fn start(overrides: Overrides, cfg: Config) -> Result<Master, String> {
         pid: nix::unistd::getpid(),
         pid_file,
     })
+}
+
+/// A fresh process table: `max_procs` workers and the reaper, all due now.
+fn process_table(max_procs: u32) -> Vec<Slot> {
+    let mut slots: Vec<Slot> = (0..max_procs as usize).map(|i| Slot::new(Kind::Worker(i))).collect();
+    slots.push(Slot::new(Kind::Reaper));
+    slots
 }
 
 impl Slot {
@@ -329,12 +335,17 @@ impl Master {
 
     /// Sends SIGTERM to every current child and moves it to the retiring list.
     fn retire_all(&mut self) {
+        let slots = std::mem::take(&mut self.slots);
+        self.retire(slots);
+    }
+
+    /// Sends SIGTERM to the processes of `slots` and lets them drain,
+    /// bounded by `shutdown_timeout` (then SIGKILL).
+    fn retire(&mut self, slots: Vec<Slot>) {
         let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.shutdown_timeout) + Duration::from_secs(2);
-        for s in self.slots.drain(..) {
-            if let Some(pid) = s.pid {
-                let _ = kill(pid, Signal::SIGTERM);
-                self.retiring.push((pid, deadline));
-            }
+        for pid in slots.into_iter().filter_map(|s| s.pid) {
+            let _ = kill(pid, Signal::SIGTERM);
+            self.retiring.push((pid, deadline));
         }
     }
 
@@ -374,8 +385,7 @@ impl Master {
                 }
             }
         }
-        self.slots = (0..self.cfg.max_procs as usize).map(|i| Slot::new(Kind::Worker(i))).collect();
-        self.slots.push(Slot::new(Kind::Reaper));
+        self.slots = process_table(self.cfg.max_procs);
     }
 
     fn reload(&mut self) {
@@ -463,19 +473,7 @@ impl Master {
             self.cfg = new;
             self.new_slots();
             self.spawn_due();
-            self.slots.extend(old_slots.into_iter().map(|mut s| {
-                s.fatal = true; // marker: retire below
-                s
-            }));
-            let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.shutdown_timeout) + Duration::from_secs(2);
-            let (old, keep): (Vec<Slot>, Vec<Slot>) = self.slots.drain(..).partition(|s| s.fatal);
-            self.slots = keep;
-            for s in old {
-                if let Some(pid) = s.pid {
-                    let _ = kill(pid, Signal::SIGTERM);
-                    self.retiring.push((pid, deadline));
-                }
-            }
+            self.retire(old_slots);
         }
         self.spawn_due();
         self.stats.add_master(MasterCounter::Reloads, 1);

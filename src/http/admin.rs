@@ -2,18 +2,12 @@
 //!
 //! They read only counters and configuration; none takes a stripe lock.
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::{Response, StatusCode};
+use hyper::StatusCode;
 
 use super::{ApiError, AppState, Resp};
 
 fn body(status: StatusCode, content_type: &'static str, b: String) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(b)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
+    super::respond(status, Some(content_type), b)
 }
 
 /// `GET /healthz`: 200 while this worker serves.

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::HeaderValue;
 use hyper::{Response, StatusCode};
 
 use crate::region::RegionError;
@@ -46,9 +46,7 @@ impl ApiError {
     /// The JSON response.
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let body = serde_json::json!({"error": self.code, "message": self.message}).to_string();
-        let mut r = Response::new(Full::new(Bytes::from(body)));
-        *r.status_mut() = self.status;
-        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut r = super::respond(self.status, Some("application/json"), body);
         if let Some((name, value)) = self.header
             && let Ok(v) = HeaderValue::from_str(&value)
         {

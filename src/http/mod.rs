@@ -46,6 +46,17 @@ pub struct AppState {
 /// A response with a fully buffered body.
 pub type Resp = Response<Full<Bytes>>;
 
+/// Builds a response: status, optional `Content-Type`, body. The one place
+/// responses are assembled.
+pub fn respond(status: StatusCode, content_type: Option<&'static str>, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Some(ct) = content_type {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(ct));
+    }
+    r
+}
+
 /// Handles one request and records it in the shared metrics.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, std::convert::Infallible> {
     let start = Instant::now();

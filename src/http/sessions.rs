@@ -12,14 +12,13 @@ use std::time::{Duration, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue, SET_COOKIE};
-use hyper::{Request, Response, StatusCode};
+use hyper::header::{HeaderValue, SET_COOKIE};
+use hyper::{Request, StatusCode};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::{ApiError, AppState, Resp, lookup, read_body};
+use super::{ApiError, AppState, Resp, lookup, read_body, respond};
 use crate::clock::now_ms;
 use crate::config::SameSite;
 use crate::contexts::Context;
@@ -111,16 +110,11 @@ fn meta_json(ctx: &Context, m: &SessionMeta) -> Map<String, Value> {
 }
 
 fn json(status: StatusCode, v: Value) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
+    respond(status, Some("application/json"), v.to_string())
 }
 
 fn empty(status: StatusCode) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = status;
-    r
+    respond(status, None, Bytes::new())
 }
 
 fn session_response(ctx: &Context, status: StatusCode, m: &SessionMeta, attrs: &[(String, Vec<u8>)]) -> Resp {
@@ -315,15 +309,14 @@ pub fn attr_get(
     let mut buf = Vec::new();
     let (_, found) = t.with(|id| t.ctx.region.get_attr(id, &name, touch, now, &mut buf))?;
     if !found {
+        let shown: String = name.chars().take(64).collect();
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "attribute_not_found",
-            "the session has no attribute with that name",
+            format!("the session has no attribute named {shown:?}"),
         ));
     }
-    let mut r = Response::new(Full::new(Bytes::from(buf)));
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    Ok(r)
+    Ok(respond(StatusCode::OK, Some("application/octet-stream"), buf))
 }
 
 /// `PUT …/attributes/{name}`: the raw body becomes the value.

@@ -797,19 +797,13 @@ impl Region {
     /// process, with the number of refusals not logged since the last line.
     fn log_full_refusal(&self, now_ms: u64) {
         let last = self.header_counter(HeaderCounter::LastFullLogMs);
-        let prev = last.load(Ordering::Relaxed);
         let suppressed = self.header_counter(HeaderCounter::FullLogSuppressed);
-        if now_ms >= prev.saturating_add(1000)
-            && last.compare_exchange(prev, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-        {
-            let n = suppressed.swap(0, Ordering::Relaxed);
+        if let Some(n) = crate::logging::allow_line(last, suppressed, now_ms, 1000) {
             log::warn!(
                 "context {}: full, refused a new session (max_sessions = {}); {n} more refusal(s) not logged since the last line",
                 self.cfg.context,
                 self.geo.params.max_sessions
             );
-        } else {
-            suppressed.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -878,7 +872,27 @@ impl Region {
     /// the "new" flag.
     pub fn get(&self, id: &SessionId, touch: bool, now_ms: u64) -> Result<Session, RegionError> {
         let (g, off) = self.find(id, now_ms)?;
-        let n = self.rd32(off + SL_NVALUES as u64);
+        let Some(attributes) = self.read_attributes(off) else {
+            let dropped = self.repair_stripe_locked(g.s, None);
+            log::warn!(
+                "{}: slot {}: attribute name is not UTF-8; repaired stripe {}, dropped {dropped}",
+                self.path.display(),
+                id.slot,
+                g.s
+            );
+            return Err(RegionError::NotFound);
+        };
+        if touch {
+            self.touch_locked(id, off, now_ms);
+        }
+        self.bump(g.s, StripeCounter::Reads, 1);
+        Ok(Session { meta: self.meta_of(id.slot, off), attributes })
+    }
+
+    /// Copies every attribute of the slot at `off` out (stripe lock held;
+    /// `nvalues` already checked). `None` if a name is not UTF-8.
+    fn read_attributes(&self, off: u64) -> Option<Vec<(String, Vec<u8>)>> {
+        let n = self.rd32(off + SL_NVALUES as u64).min(self.geo.params.max_values);
         let mut attributes = Vec::with_capacity(n as usize);
         for e in 0..n {
             let eo = off + self.geo.entry_off(e);
@@ -887,23 +901,9 @@ impl Region {
             self.copy_out(eo + E_NAME as u64, &mut name);
             let mut v = Vec::new();
             self.read_value(eo, &mut v);
-            let Ok(name) = String::from_utf8(name) else {
-                let dropped = self.repair_stripe_locked(g.s, None);
-                log::warn!(
-                    "{}: slot {}: attribute name is not UTF-8; repaired stripe {}, dropped {dropped}",
-                    self.path.display(),
-                    id.slot,
-                    g.s
-                );
-                return Err(RegionError::NotFound);
-            };
-            attributes.push((name, v));
+            attributes.push((String::from_utf8(name).ok()?, v));
         }
-        if touch {
-            self.touch_locked(id, off, now_ms);
-        }
-        self.bump(g.s, StripeCounter::Reads, 1);
-        Ok(Session { meta: self.meta_of(id.slot, off), attributes })
+        Some(attributes)
     }
 
     /// Copies one attribute into `out`; `Ok(false)` when the session exists
@@ -1083,18 +1083,15 @@ impl Region {
             return Ok(None);
         }
         let off = self.geo.slot_off(slot);
-        let id = {
-            let _g = self.lock_stripe(self.geo.stripe_of(slot))?;
-            if self.rd32(off + SL_STATE as u64) != STATE_LIVE || self.validate_slot(off).is_err() {
-                return Ok(None);
-            }
-            self.id_of(slot, off)
-        };
-        match self.get(&id, false, now_ms) {
-            Ok(s) => Ok(Some(s)),
-            Err(RegionError::NotFound) => Ok(None),
-            Err(e) => Err(e),
+        let _g = self.lock_stripe(self.geo.stripe_of(slot))?;
+        if self.rd32(off + SL_STATE as u64) != STATE_LIVE
+            || self.validate_slot(off).is_err()
+            || self.deadline_of(off) <= now_ms
+        {
+            return Ok(None);
         }
+        // validate_slot checked every name, so this is always Some.
+        Ok(self.read_attributes(off).map(|attributes| Session { meta: self.meta_of(slot, off), attributes }))
     }
 
     /// Lists live sessions from slot `cursor` on, at most `limit`; returns
