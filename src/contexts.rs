@@ -2,13 +2,13 @@
 //!
 //! Owns name and id-tag lookup so HTTP handlers and tools find a context
 //! without knowing where regions live. Opening goes through
-//! [`crate::store`]; this module only logs what opening found and did.
+//! [`crate::datadir`]; this module only logs what opening found and did.
 
 use std::sync::Arc;
 
 use crate::config::{Config, ContextConfig};
+use crate::datadir::{self, DataDirError, DataDirLock, InitLock};
 use crate::region::Region;
-use crate::store::{self, DataDirLock, InitLock, StoreError};
 
 /// One context: its settings and its region.
 pub struct Context {
@@ -27,15 +27,15 @@ pub struct Contexts {
 impl Contexts {
     /// Opens every context's region under the data-dir lock and logs the
     /// outcome of each open (created, rebuilt, migrated, repaired).
-    pub fn open(lock: &DataDirLock, config: &Config) -> Result<Contexts, StoreError> {
+    pub fn open(lock: &DataDirLock, config: &Config) -> Result<Contexts, DataDirError> {
         let init = InitLock::acquire(lock.dir(), true, std::time::Duration::from_secs(10))?;
         Self::open_locked(lock, &init, config)
     }
 
     /// [`Self::open`] with the init lock already held.
-    pub fn open_locked(lock: &DataDirLock, init: &InitLock, config: &Config) -> Result<Contexts, StoreError> {
+    pub fn open_locked(lock: &DataDirLock, init: &InitLock, config: &Config) -> Result<Contexts, DataDirError> {
         let cfgs: Vec<_> = config.contexts.iter().map(|c| c.region_config(config.node_id)).collect();
-        let opened = store::open_regions_locked(lock, init, &cfgs)?;
+        let opened = datadir::open_regions_locked(lock, init, &cfgs)?;
         let mut list = Vec::with_capacity(opened.len());
         for ((region, report), cfg) in opened.into_iter().zip(&config.contexts) {
             let g = region.geometry();

@@ -2,7 +2,7 @@
 //! directory's regions directly, whether or not a server runs.
 //!
 //! Tools attach to regions without the data-dir lock and never re-initialise
-//! mutexes; they hold the shared init lock ([`crate::store::InitLock`]) while
+//! mutexes; they hold the shared init lock ([`crate::datadir::InitLock`]) while
 //! attached so a starting server waits for them. `verify` changes no session
 //! data; like every locker it counts its lock acquisitions and repairs a
 //! stripe whose previous lock owner died.
@@ -18,10 +18,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::clock::now_ms;
+use crate::datadir::{self, InitLock};
 use crate::metrics::{MasterCounter, ServerStats};
 use crate::region::layout::StripeCounter;
 use crate::region::{Region, RegionError, SessionId, SessionMeta};
-use crate::store::{self, InitLock};
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -70,7 +70,7 @@ impl Attached {
         }
         let init = InitLock::try_acquire(dir, false, Duration::from_secs(10)).map_err(|e| io_fail(e.to_string()))?;
         let mut regions = Vec::new();
-        for f in store::region_files(dir) {
+        for f in datadir::region_files(dir) {
             regions.push(Region::attach(&f, TOOL_LOCK_TIMEOUT).map_err(|e| io_fail(e.to_string()))?);
         }
         Ok(Attached { dir: dir.to_path_buf(), regions, _init: init })
@@ -107,7 +107,7 @@ fn region_err(e: RegionError) -> CtlError {
 /// `sessionctl stats`.
 pub fn stats(a: &Attached, out: Out) -> Result<String, CtlError> {
     let server = ServerStats::open(&a.dir).ok();
-    let running = store::running_pid(&a.dir);
+    let running = datadir::running_pid(&a.dir);
     let mut ctxs = Vec::new();
     for r in &a.regions {
         let s = r.stats();
@@ -143,7 +143,7 @@ pub fn stats(a: &Attached, out: Out) -> Result<String, CtlError> {
     let doc = json!({
         "data_dir": a.dir.display().to_string(),
         "running_pid": running,
-        "version_file": store::version_problem(&a.dir).map_or("ok".to_string(), |p| p),
+        "version_file": datadir::version_problem(&a.dir).map_or("ok".to_string(), |p| p),
         "worker_restarts": server.as_ref().map(|s| s.master(MasterCounter::WorkerRestarts)),
         "reaper_restarts": server.as_ref().map(|s| s.master(MasterCounter::ReaperRestarts)),
         "contexts": ctxs,
@@ -309,13 +309,13 @@ pub fn expire(a: &Attached, id: &str) -> Result<String, CtlError> {
 
 /// `sessionctl clear`: deletes Version and asks a running master to rebuild.
 pub fn clear(dir: &Path) -> Result<String, CtlError> {
-    let v = dir.join(store::VERSION_FILE);
+    let v = dir.join(datadir::VERSION_FILE);
     match std::fs::remove_file(&v) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_fail(format!("unlink({}) failed: {e}", v.display()))),
     }
-    match store::running_pid(dir) {
+    match datadir::running_pid(dir) {
         Some(pid) if pid > 0 => {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
                 .map_err(|e| io_fail(format!("kill({pid}, SIGHUP) failed: {e}")))?;
@@ -338,10 +338,10 @@ pub fn clear(dir: &Path) -> Result<String, CtlError> {
 /// `sessionctl verify`: every problem found, or a clean report.
 pub fn verify(dir: &Path, out: Out) -> Result<(String, bool), CtlError> {
     let mut problems: Vec<String> = Vec::new();
-    if let Some(p) = store::version_problem(dir) {
+    if let Some(p) = datadir::version_problem(dir) {
         problems.push(p);
     }
-    let files = store::region_files(dir);
+    let files = datadir::region_files(dir);
     let mut checked = 0;
     let _init = InitLock::try_acquire(dir, false, Duration::from_secs(10)).map_err(|e| io_fail(e.to_string()))?;
     for f in &files {

@@ -4,7 +4,9 @@
 //! | module | concept |
 //! | --- | --- |
 //! | [`region`] | the mmap'd session file of one context: layout, robust stripe locks, ids, expiry, repair, migration |
-//! | [`store`] | the data directory: exclusive lock, `Version` file, opening every context's region |
+//! | [`dirlock`] | the data directory's locks: one server per directory, and the init lock that keeps tools out while locks are re-initialised (leaf) |
+//! | [`datadir`] | the data directory: `Version` file, opening every context's region |
+//! | [`syscalls`] | plain system calls with no policy (leaf) |
 //! | [`clock`] | wall-clock milliseconds |
 //! | [`config`] | TOML file, command-line overrides, iPlanet aliases, validation |
 //! | [`ctl`] | `sessionctl` commands: stats, list, show, expire, clear, verify |
@@ -31,12 +33,14 @@ pub mod clock;
 pub mod config;
 pub mod contexts;
 pub mod ctl;
+pub mod datadir;
+pub mod dirlock;
 pub mod http;
 pub mod logging;
 pub mod master;
 pub mod metrics;
 pub mod reaper;
 pub mod region;
-pub mod store;
 pub mod sys;
+pub mod syscalls;
 pub mod worker;

@@ -19,8 +19,8 @@ use sd_notify::NotifyState;
 
 use crate::config::{Config, Listen, Overrides};
 use crate::contexts::Contexts;
+use crate::datadir::{self, DataDirLock};
 use crate::metrics::{MasterCounter, ServerStats};
-use crate::store::{self, DataDirLock};
 use crate::sys::{self, Bound, Forked};
 use crate::{reaper, worker};
 
@@ -417,13 +417,13 @@ impl Master {
         new.user = self.cfg.user.clone();
         new.log_level = self.cfg.log_level.clone();
         let regions_of = |c: &Config| c.contexts.iter().map(|k| k.region_config(c.node_id)).collect::<Vec<_>>();
-        let version_gone = store::version_problem(&self.cfg.data_dir);
+        let version_gone = datadir::version_problem(&self.cfg.data_dir);
         let regions_change = version_gone.is_some() || regions_of(&new) != regions_of(&self.cfg);
         let new = Arc::new(new);
         if regions_change {
             // Take the init lock first: if a tool holds the regions, refuse
             // the reload now rather than after draining every worker.
-            let init = match store::InitLock::acquire(&self.cfg.data_dir, true, Duration::from_secs(10)) {
+            let init = match datadir::InitLock::acquire(&self.cfg.data_dir, true, Duration::from_secs(10)) {
                 Ok(l) => l,
                 Err(e) => {
                     log::error!(

@@ -238,19 +238,7 @@ pub fn chown_tree(dir: &Path, user: &str) -> Result<(), SysError> {
     walk(dir, u.uid, u.gid, 0)
 }
 
-/// Reserves `len` bytes of disk for `file` (`posix_fallocate`), so later
-/// writes through a shared mapping cannot hit a full disk (SIGBUS).
-pub fn fallocate(file: &std::fs::File, len: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: plain syscall on a descriptor the caller owns.
-    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
-    if r == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(r)) }
-}
-
-/// Whether we run as root.
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+pub use crate::syscalls::{fallocate, is_root};
 
 /// A file of u64 counters, mapped shared, updated atomically by every
 /// process (server-wide HTTP metrics). The file is recreated at each start.

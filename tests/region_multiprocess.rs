@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
-use sessiond::region::layout::StripeCounter;
+use sessiond::region::StripeCounter;
 use sessiond::region::{LayoutParams, Region, RegionConfig, RegionError, SessionId, WhenFull};
 
 /// A fixed "now": sessions live for an hour, so nothing expires mid-test.
@@ -473,7 +473,7 @@ fn stopped_lock_holder_times_out_other_stripes_serve() {
 #[cfg(feature = "fault-injection")]
 #[test]
 fn copy_taken_mid_write_reopens_with_fresh_locks_and_torn_slot_dropped() {
-    use sessiond::store::{self, DataDirLock};
+    use sessiond::datadir::{self, DataDirLock};
 
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
@@ -508,7 +508,7 @@ fn copy_taken_mid_write_reopens_with_fresh_locks_and_torn_slot_dropped() {
     drop(stale);
 
     let c2 = RegionConfig { lock_timeout: Duration::from_millis(200), ..c };
-    let (r2, rep) = store::open_regions(&lock, std::slice::from_ref(&c2)).unwrap().remove(0);
+    let (r2, rep) = datadir::open_regions(&lock, std::slice::from_ref(&c2)).unwrap().remove(0);
     assert!(!rep.created && rep.rebuilt.is_none() && rep.migrated.is_none() && !rep.was_clean, "{rep:?}");
     assert_eq!(rep.repaired, 1, "the torn slot was dropped at open");
     // Every stripe lock is free again: verify takes each within 200 ms.

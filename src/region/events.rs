@@ -1,57 +1,144 @@
-//! The one place every session lifecycle change passes through.
+//! Lifecycle events as the region produces them, and the buffer that
+//! carries them out from under the stripe lock.
 //!
-//! Creation, rotation, invalidation, expiry and eviction each end in
-//! `Region::emit`, which bumps the stripe's counter and hands a
-//! [`LifecycleEvent`] to the region's [`LifecycleObserver`]. The gateway
-//! phase hooks an external session manager here; the cluster phase hooks
-//! its shared store here. Observers run while the stripe lock is held, so
-//! they must be quick and must never block or call back into the region.
+//! Every change to a session produces one [`RegionEvent`] while the stripe
+//! lock is held, so the event carries the slot's change sequence number
+//! read under that lock (events of one session are totally ordered by it,
+//! across processes). The event is pushed into an [`EventBuf`], never
+//! handed to anyone under the lock: the buffer only stores into capacity
+//! reserved before the lock was taken, so the hot path neither blocks nor
+//! allocates while it holds a lock. The caller (the session layer,
+//! `crate::session`) hands the buffered events on after the operation
+//! returns, that is after the lock is released.
+//!
+//! This module must never call out of the region: it has no subscribers,
+//! no queue and no I/O.
 
 use super::id::SessionId;
 
-/// A change in a session's life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LifecycleEvent {
+/// What happened to a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
     /// A new session was created.
-    Created(SessionId),
-    /// A session got a new id; its data stayed.
-    Rotated {
-        /// The id that stopped working.
-        old: SessionId,
-        /// The id that replaced it.
-        new: SessionId,
-    },
+    Created,
+    /// The session got a new id; its data stayed (`old` holds the old id).
+    Rotated,
     /// A client or a tool invalidated the session.
-    Invalidated(SessionId),
+    Invalidated,
     /// The session passed its idle or absolute deadline.
-    Expired(SessionId),
+    Expired,
     /// The session was dropped to make room (`when_full = "evict-oldest"`).
-    Evicted(SessionId),
+    Evicted,
+    /// Attributes were set or removed (the session layer adds the names).
+    Changed,
+    /// A read access refreshed the last access time.
+    Touched,
 }
 
-/// Receives every lifecycle event of a region.
-pub trait LifecycleObserver: Send + Sync {
-    /// Called with the stripe lock held: be quick, never block.
-    fn on_event(&self, context: &str, event: &LifecycleEvent);
+impl EventKind {
+    /// The name used in logs and webhook payloads (`session.<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Rotated => "rotated",
+            EventKind::Invalidated => "invalidated",
+            EventKind::Expired => "expired",
+            EventKind::Evicted => "evicted",
+            EventKind::Changed => "changed",
+            EventKind::Touched => "touched",
+        }
+    }
+
+    /// Whether the event ends the session.
+    pub fn ends_session(self) -> bool {
+        matches!(self, EventKind::Invalidated | EventKind::Expired | EventKind::Evicted)
+    }
 }
 
-/// The default observer: debug-level log lines with hashed ids only.
-#[derive(Debug, Default)]
-pub struct LogObserver;
+/// One change, as recorded under the stripe lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// The session's id (after the change, for `Rotated`).
+    pub id: SessionId,
+    /// The id that stopped working, for `Rotated`.
+    pub old: Option<SessionId>,
+    /// The slot's change sequence after the change (format 2; 0 for
+    /// `Touched`, which does not change what a store keeps, and in
+    /// format-1 files).
+    pub seq: u64,
+    /// When it happened, ms since the epoch.
+    pub at_ms: u64,
+}
 
-impl LifecycleObserver for LogObserver {
-    fn on_event(&self, context: &str, event: &LifecycleEvent) {
-        if !log::log_enabled!(log::Level::Debug) {
-            return;
+/// Where region operations put their events.
+///
+/// A buffer is either *collecting* (it borrows a reusable vector, normally
+/// a per-thread one owned by the session layer) or *discarding* (tools and
+/// tests that have no subscriber). Region code calls [`Self::before_lock`]
+/// with the most events it may push under the next lock; under the lock it
+/// only calls [`Self::push`], which never grows the vector: an event that
+/// finds no reserved room is counted in [`Self::lost`] instead.
+pub struct EventBuf<'a> {
+    /// Collected events; `None` discards.
+    items: Option<&'a mut Vec<RegionEvent>>,
+    /// Called with the collected events when a multi-lock operation (a
+    /// sweep) needs room before its next lock; it must drain the vector.
+    flush: Option<&'a dyn Fn(&mut Vec<RegionEvent>)>,
+    /// Events that found no reserved room (a bug if ever non-zero).
+    lost: u64,
+}
+
+impl<'a> EventBuf<'a> {
+    /// A buffer that drops every event (the region's counters still count).
+    pub fn discard() -> EventBuf<'static> {
+        EventBuf { items: None, flush: None, lost: 0 }
+    }
+
+    /// A buffer collecting into `items`.
+    pub fn collect(items: &'a mut Vec<RegionEvent>) -> EventBuf<'a> {
+        EventBuf { items: Some(items), flush: None, lost: 0 }
+    }
+
+    /// A buffer collecting into `items` that hands them to `flush` between
+    /// the locks of a sweep, so a sweep of a large region needs room for
+    /// one stripe at a time.
+    pub fn collect_flushing(items: &'a mut Vec<RegionEvent>, flush: &'a dyn Fn(&mut Vec<RegionEvent>)) -> EventBuf<'a> {
+        EventBuf { items: Some(items), flush: Some(flush), lost: 0 }
+    }
+
+    /// Called with no lock held: makes room for `n` more events, first
+    /// handing collected ones to the flush hook if there is one.
+    pub(crate) fn before_lock(&mut self, n: usize) {
+        let Some(v) = self.items.as_deref_mut() else { return };
+        if let Some(f) = self.flush
+            && !v.is_empty()
+        {
+            f(v);
         }
-        match event {
-            LifecycleEvent::Created(id) => log::debug!("context={context} created {}", id.log_hash()),
-            LifecycleEvent::Rotated { old, new } => {
-                log::debug!("context={context} rotated {} -> {}", old.log_hash(), new.log_hash())
-            }
-            LifecycleEvent::Invalidated(id) => log::debug!("context={context} invalidated {}", id.log_hash()),
-            LifecycleEvent::Expired(id) => log::debug!("context={context} expired {}", id.log_hash()),
-            LifecycleEvent::Evicted(id) => log::debug!("context={context} evicted {}", id.log_hash()),
+        if v.capacity() - v.len() < n {
+            v.reserve(n);
         }
+    }
+
+    /// Called under a stripe lock: stores the event if room was reserved.
+    #[inline]
+    pub(crate) fn push(&mut self, e: RegionEvent) {
+        match self.items.as_deref_mut() {
+            Some(v) if v.len() < v.capacity() => v.push(e),
+            Some(_) => self.lost += 1,
+            None => {}
+        }
+    }
+
+    /// Whether events are being collected at all.
+    pub fn is_collecting(&self) -> bool {
+        self.items.is_some()
+    }
+
+    /// Events that found no reserved room.
+    pub fn lost(&self) -> u64 {
+        self.lost
     }
 }

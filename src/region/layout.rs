@@ -12,7 +12,9 @@ use std::mem::size_of;
 /// Magic bytes at offset 0 of every region file.
 pub const MAGIC: [u8; 8] = *b"SESSRGN\0";
 /// Current on-disk format version (see the version log in docs/design.md).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// Older formats this build migrates from when it opens them for serving.
+pub const MIGRATES_FROM: &[u32] = &[1];
 /// The header occupies the first page.
 pub const HEADER_SIZE: u64 = 4096;
 /// Bytes reserved for each stripe: the mutex, then the stripe's metadata.
@@ -23,33 +25,70 @@ pub const MUTEX_SIZE: u32 = size_of::<libc::pthread_mutex_t>() as u32;
 /// Longest context name stored in the header.
 pub const MAX_CONTEXT_NAME: usize = 64;
 
-// ---- header fields (offsets from the start of the file) ----
-pub const H_MAGIC: usize = 0;
-pub const H_FORMAT: usize = H_MAGIC + 8;
-pub const H_HEADER_SIZE: usize = H_FORMAT + size_of::<u32>();
-pub const H_MUTEX_SIZE: usize = H_HEADER_SIZE + size_of::<u32>();
-pub const H_STRIPE_STRIDE: usize = H_MUTEX_SIZE + size_of::<u32>();
-pub const H_MAX_SESSIONS: usize = H_STRIPE_STRIDE + size_of::<u32>();
-pub const H_MAX_VALUES: usize = H_MAX_SESSIONS + size_of::<u32>();
-pub const H_MAX_NAME: usize = H_MAX_VALUES + size_of::<u32>();
-pub const H_MAX_VALUE: usize = H_MAX_NAME + size_of::<u32>();
-pub const H_MAX_LOCKS: usize = H_MAX_VALUE + size_of::<u32>();
-pub const H_SLOT_SIZE: usize = H_MAX_LOCKS + size_of::<u32>();
-pub const H_NODE_ID: usize = H_SLOT_SIZE + size_of::<u32>();
-pub const H_CONTEXT_TAG: usize = H_NODE_ID + size_of::<u32>();
-pub const H_TIMEOUT: usize = H_CONTEXT_TAG + size_of::<u32>();
-pub const H_ABS_TIMEOUT: usize = H_TIMEOUT + size_of::<u64>();
-pub const H_FILE_SIZE: usize = H_ABS_TIMEOUT + size_of::<u64>();
-pub const H_CREATED_MS: usize = H_FILE_SIZE + size_of::<u64>();
-pub const H_CLEAN: usize = H_CREATED_MS + size_of::<u64>();
-pub const H_CONTEXT_LEN: usize = H_CLEAN + size_of::<u32>();
-pub const H_CONTEXT_NAME: usize = H_CONTEXT_LEN + size_of::<u32>();
-pub const H_END_OF_FIELDS: usize = H_CONTEXT_NAME + MAX_CONTEXT_NAME;
+/// The fixed fields at the start of the header page, exactly as stored
+/// (little-endian, no padding). The one codec for the header: it is read
+/// with [`bytemuck::pod_read_unaligned`] from the bytes `pread` fills and
+/// written with [`bytemuck::bytes_of`] at create. Words that change while
+/// the file is mapped (`clean`, and the timeouts and node id rewritten at
+/// open) are addressed through the `H_*` offsets below, which come from
+/// this struct.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Header {
+    /// [`MAGIC`].
+    pub magic: [u8; 8],
+    /// Format version ([`FORMAT_VERSION`] when created by this build).
+    pub format: u32,
+    /// [`HEADER_SIZE`].
+    pub header_size: u32,
+    /// [`MUTEX_SIZE`] of the build that created the file.
+    pub mutex_size: u32,
+    /// [`STRIPE_STRIDE`].
+    pub stripe_stride: u32,
+    /// N, slots.
+    pub max_sessions: u32,
+    /// V, attribute entries per slot.
+    pub max_values: u32,
+    /// Longest attribute name.
+    pub max_name_size: u32,
+    /// Longest attribute value.
+    pub max_value_size: u32,
+    /// L, stripes.
+    pub max_locks: u32,
+    /// Bytes per slot; must follow from the parameters.
+    pub slot_size: u32,
+    /// Node id of the last server that opened the file.
+    pub node_id: u32,
+    /// Context tag in the low 16 bits; the high 16 bits are zero.
+    pub context_tag: u32,
+    /// Idle timeout (s) as last configured; must fit in u32.
+    pub timeout_s: u64,
+    /// Absolute lifetime (s) as last configured; 0 = off.
+    pub absolute_timeout_s: u64,
+    /// File size; must follow from the parameters and equal the file length.
+    pub file_size: u64,
+    /// When the file was created, ms since the epoch (shown by `sessionctl stats`).
+    pub created_ms: u64,
+    /// Clean-shutdown flag (1 = `close_clean` ran last); accessed atomically in the map.
+    pub clean: u32,
+    /// Length of the context name, 1 to [`MAX_CONTEXT_NAME`].
+    pub context_len: u32,
+    /// The context name, UTF-8, zero-padded.
+    pub context_name: [u8; MAX_CONTEXT_NAME],
+}
+const _: () = assert!(size_of::<Header>() == 160);
+
+// ---- header fields (offsets from the start of the file), from the struct ----
+pub const H_NODE_ID: usize = std::mem::offset_of!(Header, node_id);
+pub const H_TIMEOUT: usize = std::mem::offset_of!(Header, timeout_s);
+pub const H_ABS_TIMEOUT: usize = std::mem::offset_of!(Header, absolute_timeout_s);
+pub const H_CLEAN: usize = std::mem::offset_of!(Header, clean);
+pub const H_CREATED_MS: usize = std::mem::offset_of!(Header, created_ms);
 /// Region-wide counters (atomic u64s) start on their own cache line.
 pub const H_COUNTERS: usize = 256;
-const _: () = assert!(H_END_OF_FIELDS <= H_COUNTERS);
-const _: () = assert!(H_MAGIC == 0 && H_FORMAT == 8 && H_MAX_SESSIONS == 24 && H_TIMEOUT == 56);
-const _: () = assert!(H_CLEAN == 88 && H_CONTEXT_NAME == 96);
+const _: () = assert!(size_of::<Header>() <= H_COUNTERS);
+const _: () = assert!(std::mem::offset_of!(Header, max_sessions) == 24 && H_TIMEOUT == 56 && H_TIMEOUT % 8 == 0);
+const _: () = assert!(H_CLEAN == 88 && H_CLEAN % 4 == 0 && std::mem::offset_of!(Header, context_name) == 96);
 
 /// Region-wide counters kept in the header (index into the counter array).
 /// Hot per-operation counters live per stripe instead, so processes do not
@@ -138,10 +177,13 @@ pub const SL_LAST_ACCESS: usize = SL_CREATED + size_of::<u64>();
 pub const SL_ABS_DEADLINE: usize = SL_LAST_ACCESS + size_of::<u64>();
 pub const SL_TIMEOUT: usize = SL_ABS_DEADLINE + size_of::<u64>();
 pub const SL_NVALUES: usize = SL_TIMEOUT + size_of::<u32>();
+/// Change sequence (format 2): bumped under the stripe lock by every change
+/// a backing store must see; never goes back, across occupants too.
+pub const SL_CHANGE: usize = SL_NVALUES + size_of::<u32>();
 /// Slot header size; attribute entries follow.
 pub const SL_ENTRIES: usize = 80;
 const _: () = assert!(SL_NEXT_FREE == 36 && SL_CREATED == 40 && SL_NVALUES == 68);
-const _: () = assert!(SL_NVALUES + size_of::<u32>() <= SL_ENTRIES);
+const _: () = assert!(SL_CHANGE == 72 && SL_CHANGE + size_of::<u64>() <= SL_ENTRIES);
 const _: () = assert!(SL_CREATED % 8 == 0 && SL_ABS_DEADLINE % 8 == 0);
 
 /// Slot state word: free.
@@ -195,8 +237,13 @@ pub struct Geometry {
     pub params: LayoutParams,
     /// Offset of the first stripe entry.
     pub stripes_off: u64,
+    /// Format version the offsets are for.
+    pub format: u32,
     /// Offset of the expiry array (one u64 per slot).
     pub expiry_off: u64,
+    /// Offset of the change-mark bitmap (one bit per slot, in u64 words);
+    /// 0 in format 1, which has none.
+    pub dirty_off: u64,
     /// Offset of slot 0.
     pub slots_off: u64,
     /// Bytes per attribute entry.
@@ -212,9 +259,21 @@ const fn round_up(v: u64, to: u64) -> u64 {
 }
 
 impl Geometry {
-    /// Validates the parameters and derives the geometry; the error names
-    /// the parameter, its value and the allowed range.
+    /// Validates the parameters and derives the geometry of a file in the
+    /// current format; the error names the parameter, its value and the
+    /// allowed range.
     pub fn new(p: LayoutParams) -> Result<Geometry, String> {
+        Self::for_format(p, FORMAT_VERSION)
+    }
+
+    /// As [`Self::new`], for format `format` (the current one or one this
+    /// build migrates from).
+    pub fn for_format(p: LayoutParams, format: u32) -> Result<Geometry, String> {
+        if format != FORMAT_VERSION && !MIGRATES_FROM.contains(&format) {
+            return Err(format!(
+                "format version {format}, this build reads {FORMAT_VERSION} and migrates {MIGRATES_FROM:?}"
+            ));
+        }
         check("max_sessions", p.max_sessions, 1, LIMIT_MAX_SESSIONS)?;
         check("max_values_per_session", p.max_values, 1, LIMIT_MAX_VALUES)?;
         check("max_name_size", p.max_name_size, 1, LIMIT_MAX_NAME)?;
@@ -230,7 +289,13 @@ impl Geometry {
         let slot_size = round_up(SL_ENTRIES as u64 + p.max_values as u64 * entry_size, 64);
         let stripes_off = HEADER_SIZE;
         let expiry_off = stripes_off + p.max_locks as u64 * STRIPE_STRIDE;
-        let slots_off = round_up(expiry_off + 8 * p.max_sessions as u64, 4096);
+        let after_expiry = expiry_off + 8 * p.max_sessions as u64;
+        let (dirty_off, after_dirty) = if format >= 2 {
+            (after_expiry, after_expiry + 8 * (p.max_sessions as u64).div_ceil(64))
+        } else {
+            (0, after_expiry)
+        };
+        let slots_off = round_up(after_dirty, 4096);
         let file_size =
             slots_off.checked_add(slot_size.checked_mul(p.max_sessions as u64).ok_or("overflow")?).ok_or("overflow")?;
         if slot_size > u32::MAX as u64 {
@@ -247,7 +312,17 @@ impl Geometry {
                 p.max_sessions
             ));
         }
-        Ok(Geometry { params: p, stripes_off, expiry_off, slots_off, entry_size, slot_size, file_size })
+        Ok(Geometry {
+            params: p,
+            format,
+            stripes_off,
+            expiry_off,
+            dirty_off,
+            slots_off,
+            entry_size,
+            slot_size,
+            file_size,
+        })
     }
 
     /// Offset of stripe `s`'s entry.

@@ -24,20 +24,23 @@
 
 pub mod events;
 pub mod id;
-pub mod layout;
-pub mod lock;
-pub mod open;
+pub(crate) mod layout;
+pub(crate) mod lock;
+pub(crate) mod open;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence};
 use std::time::Duration;
 
 use memmap2::MmapRaw;
 
-pub use events::{LifecycleEvent, LifecycleObserver, LogObserver};
+pub use events::{EventBuf, EventKind, RegionEvent};
 pub use id::SessionId;
-pub use layout::{Geometry, LayoutParams};
+pub use layout::{
+    FORMAT_VERSION, Geometry, LIMIT_MAX_LOCKS, LIMIT_MAX_NAME, LIMIT_MAX_SESSIONS, LIMIT_MAX_VALUE, LIMIT_MAX_VALUES,
+    LayoutParams, MIGRATES_FROM, StripeCounter, TOKEN_LEN,
+};
+pub use open::{OpenReport, read_header};
 
 use layout::*;
 
@@ -232,6 +235,11 @@ pub struct RegionStats {
     pub reap_sweeps: u64,
     /// Duration of the last sweep, µs.
     pub last_reap_micros: u64,
+    /// When the file was created, ms since the epoch.
+    pub created_ms: u64,
+    /// Slots whose change mark is set: changed since a backing store last
+    /// acknowledged them (always 0 in format 1, which has no marks).
+    pub changed: u64,
 }
 
 impl RegionStats {
@@ -249,7 +257,6 @@ pub struct Region {
     cfg: RegionConfig,
     tag: u16,
     path: PathBuf,
-    observer: Arc<dyn LifecycleObserver>,
 }
 
 /// A held stripe lock; unlocks on drop. Not `Send`: a robust mutex must be
@@ -275,6 +282,78 @@ pub const MAX_TIME_MS: u64 = 253_402_300_799_999;
 
 /// One attribute change in an atomic update: `None` removes the name.
 pub type Change<'a> = (&'a str, Option<&'a [u8]>);
+
+/// Why a slot is damaged (see `Region::slot_damage`, the one definition).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotDamage {
+    /// The sequence number is odd: a write never finished.
+    TornWrite {
+        /// The sequence number found.
+        seq: u64,
+    },
+    /// The state word is neither free nor live.
+    UnknownState {
+        /// The word found.
+        state: u32,
+    },
+    /// More attributes than the layout allows.
+    TooManyValues {
+        /// The count found.
+        n: u32,
+        /// `max_values_per_session`.
+        max: u32,
+    },
+    /// A timestamp past the year 9999.
+    TimeTooLate {
+        /// Which timestamp.
+        field: &'static str,
+        /// Its value, ms.
+        t: u64,
+    },
+    /// An attribute name length outside 1..=max_name_size.
+    NameLength {
+        /// The entry.
+        entry: u32,
+        /// The length found.
+        len: u32,
+        /// `max_name_size`.
+        max: u32,
+    },
+    /// An attribute value longer than max_value_size.
+    ValueLength {
+        /// The entry.
+        entry: u32,
+        /// The length found.
+        len: u32,
+        /// `max_value_size`.
+        max: u32,
+    },
+    /// An attribute name that is not UTF-8.
+    NameNotUtf8 {
+        /// The entry.
+        entry: u32,
+    },
+}
+
+impl std::fmt::Display for SlotDamage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            SlotDamage::TornWrite { seq } => write!(f, "odd sequence number {seq} (torn write)"),
+            SlotDamage::UnknownState { state } => write!(f, "unknown state word {state}"),
+            SlotDamage::TooManyValues { n, max } => {
+                write!(f, "{n} attributes, more than max_values_per_session = {max}")
+            }
+            SlotDamage::TimeTooLate { field, t } => write!(f, "{field} time {t} ms is past the year 9999"),
+            SlotDamage::NameLength { entry, len, max } => {
+                write!(f, "attribute {entry}: name length {len} outside 1..={max}")
+            }
+            SlotDamage::ValueLength { entry, len, max } => {
+                write!(f, "attribute {entry}: value length {len} over max_value_size = {max}")
+            }
+            SlotDamage::NameNotUtf8 { entry } => write!(f, "attribute {entry}: name is not UTF-8"),
+        }
+    }
+}
 
 impl Region {
     // ---------- raw access (the only place that computes pointers) ----------
@@ -370,10 +449,6 @@ impl Region {
     pub fn path(&self) -> &Path {
         &self.path
     }
-    /// Replace the lifecycle observer.
-    pub fn set_observer(&mut self, o: Arc<dyn LifecycleObserver>) {
-        self.observer = o;
-    }
     /// Live sessions, summed over stripes without locking.
     pub fn live(&self) -> u64 {
         (0..self.geo.params.max_locks).map(|s| self.live_word(s).load(Ordering::Relaxed) as u64).sum()
@@ -446,7 +521,7 @@ impl Region {
     /// mid-write. Used to SIGKILL a writer at the worst moment.
     #[cfg(feature = "fault-injection")]
     pub fn fault_torn_write(&self, id: &SessionId, now_ms: u64, then: impl FnOnce()) -> Result<(), RegionError> {
-        let (g, off) = self.find(id, now_ms)?;
+        let (g, off) = self.find(id, now_ms, &mut EventBuf::discard())?;
         self.begin_write(off);
         self.wr32(off + self.geo.entry_off(0), 0xdead);
         then();
@@ -506,49 +581,53 @@ impl Region {
         }
     }
 
-    /// Checks that a slot's bytes are well formed; the reason on failure.
-    fn validate_slot(&self, off: u64) -> Result<(), String> {
+    /// The one definition of a damaged slot, used by lookup (`find`, hence
+    /// every read and write), `snapshot_slot`, `verify` and repair: a slot
+    /// this calls damaged is never served. Stripe lock held; allocates
+    /// nothing (the reason is an enum, formatted by whoever reports it).
+    fn slot_damage(&self, off: u64) -> Option<SlotDamage> {
         let p = &self.geo.params;
         let seq = self.atomic64(off + SL_SEQ as u64).load(Ordering::Relaxed);
         if seq & 1 == 1 {
-            return Err(format!("odd sequence number {seq} (torn write)"));
+            return Some(SlotDamage::TornWrite { seq });
         }
         match self.rd32(off + SL_STATE as u64) {
-            STATE_FREE => return Ok(()),
+            STATE_FREE => return None,
             STATE_LIVE => {}
-            s => return Err(format!("unknown state word {s}")),
+            state => return Some(SlotDamage::UnknownState { state }),
         }
         let n = self.rd32(off + SL_NVALUES as u64);
         if n > p.max_values {
-            return Err(format!("{n} attributes, more than max_values_per_session = {}", p.max_values));
+            return Some(SlotDamage::TooManyValues { n, max: p.max_values });
         }
         for (field, at) in
             [("created", SL_CREATED), ("last access", SL_LAST_ACCESS), ("absolute deadline", SL_ABS_DEADLINE)]
         {
             let t = self.rd64(off + at as u64);
             if t > MAX_TIME_MS {
-                return Err(format!("{field} time {t} ms is past the year 9999"));
+                return Some(SlotDamage::TimeTooLate { field, t });
             }
         }
-        // A stack buffer: repair validates every slot under the lock, and
-        // LIMIT_MAX_NAME bounds max_name_size.
+        // A stack buffer (LIMIT_MAX_NAME bounds max_name_size); names are
+        // copied out in 64-byte pieces only as far as they go.
         let mut name = [0u8; LIMIT_MAX_NAME as usize];
         for e in 0..n {
             let eo = off + self.geo.entry_off(e);
             let nl = self.rd32(eo + E_NAME_LEN as u64);
             let vl = self.rd32(eo + E_VALUE_LEN as u64);
             if nl == 0 || nl > p.max_name_size {
-                return Err(format!("attribute {e}: name length {nl} outside 1..={}", p.max_name_size));
+                return Some(SlotDamage::NameLength { entry: e, len: nl, max: p.max_name_size });
             }
             if vl > p.max_value_size {
-                return Err(format!("attribute {e}: value length {vl} over max_value_size = {}", p.max_value_size));
+                return Some(SlotDamage::ValueLength { entry: e, len: vl, max: p.max_value_size });
             }
-            self.copy_out(eo + E_NAME as u64, &mut name[..nl as usize]);
-            if std::str::from_utf8(&name[..nl as usize]).is_err() {
-                return Err(format!("attribute {e}: name is not UTF-8"));
+            let name = &mut name[..nl as usize];
+            self.copy_out(eo + E_NAME as u64, name);
+            if std::str::from_utf8(name).is_err() {
+                return Some(SlotDamage::NameNotUtf8 { entry: e });
             }
         }
-        Ok(())
+        None
     }
 
     /// Repairs stripe `s` while holding its lock: drops every torn or
@@ -562,10 +641,10 @@ impl Region {
         let mut head = NO_SLOT;
         for i in (start..end).rev() {
             let off = self.geo.slot_off(i);
-            if let Err(why) = self.validate_slot(off) {
+            if let Some(why) = self.slot_damage(off) {
                 log::warn!("{}: slot {i} (stripe {s}) dropped by repair: {why}", self.path.display());
                 dropped += 1;
-                self.clear_slot(off);
+                self.clear_slot(i, off);
             }
             if self.rd32(off + SL_STATE as u64) == STATE_LIVE {
                 if let Some((timeout, abs)) = retime {
@@ -595,18 +674,22 @@ impl Region {
 
     /// Turns a damaged slot into a free one; the sequence becomes even
     /// only after the state says free, so a repairer killed here leaves a
-    /// slot the next repair drops again.
-    fn clear_slot(&self, off: u64) {
+    /// slot the next repair drops again. The change mark is set: a store
+    /// that held the session must learn it is gone.
+    fn clear_slot(&self, i: u32, off: u64) {
         self.begin_write(off);
+        self.mark_changed(i, off);
         self.wr32(off + SL_STATE as u64, STATE_FREE);
         self.wr32(off + SL_FLAGS as u64, 0);
         self.wr32(off + SL_NVALUES as u64, 0);
         self.end_write(off);
     }
 
-    /// Frees a live slot and emits `ev` (stripe lock held).
-    fn free_slot(&self, s: u32, i: u32, off: u64, ev: LifecycleEvent) {
+    /// Frees a live slot and records `kind` for `id` (stripe lock held).
+    #[allow(clippy::too_many_arguments)]
+    fn free_slot(&self, s: u32, i: u32, off: u64, kind: EventKind, id: SessionId, now_ms: u64, ev: &mut EventBuf<'_>) {
         self.begin_write(off);
+        let seq = self.mark_changed(i, off);
         self.wr32(off + SL_STATE as u64, STATE_FREE);
         self.wr32(off + SL_NVALUES as u64, 0);
         let so = self.geo.stripe_off(s);
@@ -616,59 +699,91 @@ impl Region {
         self.expiry(i).store(0, Ordering::Relaxed);
         let lw = self.live_word(s);
         lw.store(lw.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
-        self.emit(s, ev);
+        self.emit(s, ev, RegionEvent { kind, id, old: None, seq, at_ms: now_ms });
     }
 
-    /// The one place lifecycle events go through: counts, then observes.
-    fn emit(&self, s: u32, ev: LifecycleEvent) {
-        let c = match ev {
-            LifecycleEvent::Created(_) => StripeCounter::Created,
-            LifecycleEvent::Rotated { .. } => StripeCounter::Rotated,
-            LifecycleEvent::Invalidated(_) => StripeCounter::Invalidated,
-            LifecycleEvent::Expired(_) => StripeCounter::Expired,
-            LifecycleEvent::Evicted(_) => StripeCounter::Evicted,
+    /// Sets slot `i`'s change mark and bumps its change sequence; returns
+    /// the new sequence. Called right after `begin_write`, before any data
+    /// store, so a process killed anywhere in the write leaves the mark
+    /// set (stripe lock held). Format-1 files have no marks.
+    fn mark_changed(&self, i: u32, off: u64) -> u64 {
+        if self.geo.dirty_off == 0 {
+            return 0;
+        }
+        let c = self.atomic64(off + SL_CHANGE as u64);
+        let seq = c.load(Ordering::Relaxed).wrapping_add(1);
+        c.store(seq, Ordering::Relaxed);
+        // Words are shared by neighbouring stripes: a locked OR.
+        self.dirty_word(i).fetch_or(1u64 << (i % 64), Ordering::Release);
+        seq
+    }
+
+    fn dirty_word(&self, i: u32) -> &AtomicU64 {
+        debug_assert!(self.geo.dirty_off != 0);
+        self.atomic64(self.geo.dirty_off + 8 * (i as u64 / 64))
+    }
+
+    /// The one place lifecycle events go through: counts the lifecycle
+    /// kinds, then stores the event in reserved room (stripe lock held; no
+    /// call out, no allocation).
+    #[inline]
+    fn emit(&self, s: u32, ev: &mut EventBuf<'_>, e: RegionEvent) {
+        let c = match e.kind {
+            EventKind::Created => Some(StripeCounter::Created),
+            EventKind::Rotated => Some(StripeCounter::Rotated),
+            EventKind::Invalidated => Some(StripeCounter::Invalidated),
+            EventKind::Expired => Some(StripeCounter::Expired),
+            EventKind::Evicted => Some(StripeCounter::Evicted),
+            EventKind::Changed | EventKind::Touched => None,
         };
-        self.bump(s, c, 1);
-        self.observer.on_event(&self.cfg.context, &ev);
+        if let Some(c) = c {
+            self.bump(s, c, 1);
+        }
+        ev.push(e);
     }
 
     /// Locks the id's stripe and checks the id; returns the guard and the
     /// slot offset. Expired sessions are freed here (lazy expiry).
-    fn find(&self, id: &SessionId, now_ms: u64) -> Result<(StripeGuard<'_>, u64), RegionError> {
+    /// Events a single-session operation may record: a lazy expiry, or an
+    /// eviction plus a creation, with one to spare.
+    const OP_EVENTS: usize = 3;
+
+    fn find(&self, id: &SessionId, now_ms: u64, ev: &mut EventBuf<'_>) -> Result<(StripeGuard<'_>, u64), RegionError> {
         if id.context != self.tag || id.slot >= self.geo.params.max_sessions {
             return Err(RegionError::NotFound);
         }
+        ev.before_lock(Self::OP_EVENTS);
         let s = self.geo.stripe_of(id.slot);
         let g = self.lock_stripe(s)?;
         let off = self.geo.slot_off(id.slot);
         if self.rd32(off + SL_STATE as u64) != STATE_LIVE || !id.token_matches(&self.read_token(off)) {
             return Err(RegionError::NotFound);
         }
-        if self.atomic64(off + SL_SEQ as u64).load(Ordering::Relaxed) & 1 == 1
-            || self.rd32(off + SL_NVALUES as u64) > self.geo.params.max_values
-        {
+        if let Some(why) = self.slot_damage(off) {
             // Damage seen under a clean lock: repair the stripe, report absent.
             let dropped = self.repair_stripe_locked(s, None);
             log::warn!(
-                "{}: stripe {s}: damaged slot found on access; repaired, dropped {dropped}",
-                self.path.display()
+                "{}: stripe {s} slot {}: damaged slot found on access ({why}); repaired, dropped {dropped}",
+                self.path.display(),
+                id.slot
             );
             return Err(RegionError::NotFound);
         }
         if now_ms >= self.deadline_of(off) {
-            self.free_slot(s, id.slot, off, LifecycleEvent::Expired(*id));
+            self.free_slot(s, id.slot, off, EventKind::Expired, *id, now_ms, ev);
             return Err(RegionError::NotFound);
         }
         Ok((g, off))
     }
 
     /// A read access: the client is back, so the session is no longer new.
-    fn touch_locked(&self, id: &SessionId, off: u64, now_ms: u64) {
+    fn touch_locked(&self, s: u32, id: &SessionId, off: u64, now_ms: u64, ev: &mut EventBuf<'_>) {
         let f = self.rd32(off + SL_FLAGS as u64);
         if f & FLAG_NEW != 0 {
             self.wr32(off + SL_FLAGS as u64, f & !FLAG_NEW);
         }
         self.refresh_locked(id, off, now_ms);
+        self.emit(s, ev, RegionEvent { kind: EventKind::Touched, id: *id, old: None, seq: 0, at_ms: now_ms });
     }
 
     /// A write access: refreshes the last access and the deadline but
@@ -721,6 +836,11 @@ impl Region {
     /// Creates a session. Tries every stripe with a free slot before it
     /// gives up; when full, either refuses or evicts (see [`WhenFull`]).
     pub fn create(&self, now_ms: u64) -> Result<SessionMeta, RegionError> {
+        self.create_ev(now_ms, &mut EventBuf::discard())
+    }
+
+    /// [`Self::create`], recording its events in `ev`.
+    pub fn create_ev(&self, now_ms: u64, ev: &mut EventBuf<'_>) -> Result<SessionMeta, RegionError> {
         let n = self.geo.params.max_locks;
         // One getrandom call: 18 bytes of token, 4 more (never shown in the
         // id) to pick the first stripe to try.
@@ -743,6 +863,7 @@ impl Region {
                     continue;
                 }
                 // A stuck stripe must not fail the create: try the next one.
+                ev.before_lock(Self::OP_EVENTS);
                 let g = match self.lock_stripe(s) {
                     Ok(g) => g,
                     Err(e @ RegionError::LockTimeout { .. }) => {
@@ -751,11 +872,11 @@ impl Region {
                     }
                     Err(e) => return Err(e),
                 };
-                if let Some(meta) = self.alloc_locked(&g, &mut id, now_ms) {
+                if let Some(meta) = self.alloc_locked(&g, &mut id, now_ms, ev) {
                     return Ok(meta);
                 }
             }
-            if pass == 0 && self.sweep_when_full(now_ms)? == 0 {
+            if pass == 0 && self.sweep_when_full(now_ms, ev)? == 0 {
                 break;
             }
         }
@@ -763,9 +884,10 @@ impl Region {
             return Err(e);
         }
         if self.cfg.when_full == WhenFull::EvictOldest {
+            ev.before_lock(Self::OP_EVENTS);
             let g = self.lock_stripe(start)?;
             // A slot may have been freed since the scan: never evict then.
-            if let Some(meta) = self.alloc_locked(&g, &mut id, now_ms) {
+            if let Some(meta) = self.alloc_locked(&g, &mut id, now_ms, ev) {
                 return Ok(meta);
             }
             let (from, to) = (self.geo.stripe_start(start), self.geo.stripe_start(start + 1));
@@ -776,15 +898,11 @@ impl Region {
                 let off = self.geo.slot_off(v);
                 if self.rd32(off + SL_STATE as u64) == STATE_LIVE {
                     let old = self.id_of(v, off);
-                    let ev = if self.deadline_of(off) <= now_ms {
-                        LifecycleEvent::Expired(old)
-                    } else {
-                        LifecycleEvent::Evicted(old)
-                    };
-                    self.free_slot(start, v, off, ev);
+                    let kind = if self.deadline_of(off) <= now_ms { EventKind::Expired } else { EventKind::Evicted };
+                    self.free_slot(start, v, off, kind, old, now_ms, ev);
                 }
             }
-            if let Some(meta) = self.alloc_locked(&g, &mut id, now_ms) {
+            if let Some(meta) = self.alloc_locked(&g, &mut id, now_ms, ev) {
                 return Ok(meta);
             }
         }
@@ -810,7 +928,7 @@ impl Region {
     /// When no stripe has room, frees expired slots at most once a second
     /// so a region full of dead sessions does not refuse creates until the
     /// reaper's next run.
-    fn sweep_when_full(&self, now_ms: u64) -> Result<u64, RegionError> {
+    fn sweep_when_full(&self, now_ms: u64, ev: &mut EventBuf<'_>) -> Result<u64, RegionError> {
         let last = self.header_counter(HeaderCounter::LastFullSweepMs);
         let prev = last.load(Ordering::Relaxed);
         if now_ms < prev.saturating_add(1000)
@@ -818,10 +936,16 @@ impl Region {
         {
             return Ok(0);
         }
-        Ok(self.reap_inner(now_ms)?.freed)
+        Ok(self.reap_inner(now_ms, ev)?.freed)
     }
 
-    fn alloc_locked(&self, g: &StripeGuard<'_>, id: &mut SessionId, now_ms: u64) -> Option<SessionMeta> {
+    fn alloc_locked(
+        &self,
+        g: &StripeGuard<'_>,
+        id: &mut SessionId,
+        now_ms: u64,
+        ev: &mut EventBuf<'_>,
+    ) -> Option<SessionMeta> {
         let s = g.s;
         let so = self.geo.stripe_off(s);
         let (from, to) = (self.geo.stripe_start(s), self.geo.stripe_start(s + 1));
@@ -846,6 +970,7 @@ impl Region {
         let off = self.geo.slot_off(head);
         id.slot = head;
         self.begin_write(off);
+        let seq = self.mark_changed(head, off);
         self.wr32(so + S_FREE_HEAD as u64, self.rd32(off + SL_NEXT_FREE as u64));
         self.wr32(off + SL_STATE as u64, STATE_LIVE);
         self.wr32(off + SL_FLAGS as u64, FLAG_NEW);
@@ -864,34 +989,37 @@ impl Region {
         self.expiry(head).store(self.deadline_of(off), Ordering::Relaxed);
         let lw = self.live_word(s);
         lw.store(lw.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        self.emit(s, LifecycleEvent::Created(*id));
+        self.emit(s, ev, RegionEvent { kind: EventKind::Created, id: *id, old: None, seq, at_ms: now_ms });
         Some(self.meta_of(head, off))
     }
 
     /// Returns the whole session; `touch` updates its last access and clears
     /// the "new" flag.
     pub fn get(&self, id: &SessionId, touch: bool, now_ms: u64) -> Result<Session, RegionError> {
-        let (g, off) = self.find(id, now_ms)?;
-        let Some(attributes) = self.read_attributes(off) else {
-            let dropped = self.repair_stripe_locked(g.s, None);
-            log::warn!(
-                "{}: slot {}: attribute name is not UTF-8; repaired stripe {}, dropped {dropped}",
-                self.path.display(),
-                id.slot,
-                g.s
-            );
-            return Err(RegionError::NotFound);
-        };
+        self.get_ev(id, touch, now_ms, &mut EventBuf::discard())
+    }
+
+    /// [`Self::get`], recording its events in `ev`.
+    pub fn get_ev(
+        &self,
+        id: &SessionId,
+        touch: bool,
+        now_ms: u64,
+        ev: &mut EventBuf<'_>,
+    ) -> Result<Session, RegionError> {
+        let (g, off) = self.find(id, now_ms, ev)?;
+        let attributes = self.read_attributes(off);
         if touch {
-            self.touch_locked(id, off, now_ms);
+            self.touch_locked(g.s, id, off, now_ms, ev);
         }
         self.bump(g.s, StripeCounter::Reads, 1);
         Ok(Session { meta: self.meta_of(id.slot, off), attributes })
     }
 
-    /// Copies every attribute of the slot at `off` out (stripe lock held;
-    /// `nvalues` already checked). `None` if a name is not UTF-8.
-    fn read_attributes(&self, off: u64) -> Option<Vec<(String, Vec<u8>)>> {
+    /// Copies every attribute of the slot at `off` out (stripe lock held,
+    /// and `slot_damage` found nothing under it, so every length is within
+    /// its limit and every name is UTF-8).
+    fn read_attributes(&self, off: u64) -> Vec<(String, Vec<u8>)> {
         let n = self.rd32(off + SL_NVALUES as u64).min(self.geo.params.max_values);
         let mut attributes = Vec::with_capacity(n as usize);
         for e in 0..n {
@@ -901,9 +1029,10 @@ impl Region {
             self.copy_out(eo + E_NAME as u64, &mut name);
             let mut v = Vec::new();
             self.read_value(eo, &mut v);
-            attributes.push((String::from_utf8(name).ok()?, v));
+            let name = String::from_utf8(name).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            attributes.push((name, v));
         }
-        Some(attributes)
+        attributes
     }
 
     /// Copies one attribute into `out`; `Ok(false)` when the session exists
@@ -916,9 +1045,22 @@ impl Region {
         now_ms: u64,
         out: &mut Vec<u8>,
     ) -> Result<bool, RegionError> {
-        let (g, off) = self.find(id, now_ms)?;
+        self.get_attr_ev(id, name, touch, now_ms, out, &mut EventBuf::discard())
+    }
+
+    /// [`Self::get_attr`], recording its events in `ev`.
+    pub fn get_attr_ev(
+        &self,
+        id: &SessionId,
+        name: &str,
+        touch: bool,
+        now_ms: u64,
+        out: &mut Vec<u8>,
+        ev: &mut EventBuf<'_>,
+    ) -> Result<bool, RegionError> {
+        let (g, off) = self.find(id, now_ms, ev)?;
         if touch {
-            self.touch_locked(id, off, now_ms);
+            self.touch_locked(g.s, id, off, now_ms, ev);
         }
         self.bump(g.s, StripeCounter::Reads, 1);
         match self.find_attr(off, name.as_bytes()) {
@@ -951,10 +1093,21 @@ impl Region {
     /// apply or none do. Later changes to the same name win. Touches the
     /// session.
     pub fn update(&self, id: &SessionId, changes: &[Change<'_>], now_ms: u64) -> Result<(), RegionError> {
+        self.update_ev(id, changes, now_ms, &mut EventBuf::discard())
+    }
+
+    /// [`Self::update`], recording its events in `ev`.
+    pub fn update_ev(
+        &self,
+        id: &SessionId,
+        changes: &[Change<'_>],
+        now_ms: u64,
+        ev: &mut EventBuf<'_>,
+    ) -> Result<(), RegionError> {
         for (name, value) in changes {
             self.check_change(name, *value)?;
         }
-        let (g, off) = self.find(id, now_ms)?;
+        let (g, off) = self.find(id, now_ms, ev)?;
         // Count the attributes after the update, without changing anything.
         let n = self.rd32(off + SL_NVALUES as u64);
         let mut present: Vec<(&str, bool)> = Vec::with_capacity(changes.len());
@@ -973,6 +1126,7 @@ impl Region {
             return Err(RegionError::TooManyValues { max });
         }
         self.begin_write(off);
+        let seq = self.mark_changed(id.slot, off);
         // The final value of each name is its last change. Removals go
         // first so that the count never passes max_values in between.
         let last_change = |k: usize| !changes[k + 1..].iter().any(|(n, _)| n == &changes[k].0);
@@ -1013,6 +1167,7 @@ impl Region {
         self.refresh_locked(id, off, now_ms);
         self.end_write(off);
         self.bump(g.s, StripeCounter::Writes, changes.len() as u64);
+        self.emit(g.s, ev, RegionEvent { kind: EventKind::Changed, id: *id, old: None, seq, at_ms: now_ms });
         Ok(())
     }
 
@@ -1047,32 +1202,50 @@ impl Region {
 
     /// Updates the last access; returns the new metadata.
     pub fn touch(&self, id: &SessionId, now_ms: u64) -> Result<SessionMeta, RegionError> {
-        let (_g, off) = self.find(id, now_ms)?;
-        self.touch_locked(id, off, now_ms);
+        self.touch_ev(id, now_ms, &mut EventBuf::discard())
+    }
+
+    /// [`Self::touch`], recording its events in `ev`.
+    pub fn touch_ev(&self, id: &SessionId, now_ms: u64, ev: &mut EventBuf<'_>) -> Result<SessionMeta, RegionError> {
+        let (g, off) = self.find(id, now_ms, ev)?;
+        self.touch_locked(g.s, id, off, now_ms, ev);
         Ok(self.meta_of(id.slot, off))
     }
 
     /// Ends the session now.
     pub fn invalidate(&self, id: &SessionId, now_ms: u64) -> Result<(), RegionError> {
-        let (g, off) = self.find(id, now_ms)?;
-        self.free_slot(g.s, id.slot, off, LifecycleEvent::Invalidated(*id));
+        self.invalidate_ev(id, now_ms, &mut EventBuf::discard())
+    }
+
+    /// [`Self::invalidate`], recording its events in `ev`.
+    pub fn invalidate_ev(&self, id: &SessionId, now_ms: u64, ev: &mut EventBuf<'_>) -> Result<(), RegionError> {
+        let (g, off) = self.find(id, now_ms, ev)?;
+        let live = self.id_of(id.slot, off);
+        self.free_slot(g.s, id.slot, off, EventKind::Invalidated, live, now_ms, ev);
         Ok(())
     }
 
     /// Gives the session a new id and keeps its data; the old id stops
     /// working at once.
     pub fn rotate(&self, id: &SessionId, now_ms: u64) -> Result<SessionMeta, RegionError> {
+        self.rotate_ev(id, now_ms, &mut EventBuf::discard())
+    }
+
+    /// [`Self::rotate`], recording its events in `ev`.
+    pub fn rotate_ev(&self, id: &SessionId, now_ms: u64, ev: &mut EventBuf<'_>) -> Result<SessionMeta, RegionError> {
         let new = SessionId::generate(self.cfg.node_id, self.tag, id.slot).map_err(|e| RegionError::Io {
             call: "getrandom".into(),
             path: self.path.clone(),
             source: e,
         })?;
-        let (g, off) = self.find(id, now_ms)?;
+        let (g, off) = self.find(id, now_ms, ev)?;
+        let old = self.id_of(id.slot, off);
         self.begin_write(off);
+        let seq = self.mark_changed(id.slot, off);
         self.copy_in(off + SL_TOKEN as u64, &new.token);
         self.end_write(off);
         self.refresh_locked(&new, off, now_ms);
-        self.emit(g.s, LifecycleEvent::Rotated { old: *id, new });
+        self.emit(g.s, ev, RegionEvent { kind: EventKind::Rotated, id: new, old: Some(old), seq, at_ms: now_ms });
         Ok(self.meta_of(id.slot, off))
     }
 
@@ -1085,13 +1258,12 @@ impl Region {
         let off = self.geo.slot_off(slot);
         let _g = self.lock_stripe(self.geo.stripe_of(slot))?;
         if self.rd32(off + SL_STATE as u64) != STATE_LIVE
-            || self.validate_slot(off).is_err()
+            || self.slot_damage(off).is_some()
             || self.deadline_of(off) <= now_ms
         {
             return Ok(None);
         }
-        // validate_slot checked every name, so this is always Some.
-        Ok(self.read_attributes(off).map(|attributes| Session { meta: self.meta_of(slot, off), attributes }))
+        Ok(Some(Session { meta: self.meta_of(slot, off), attributes: self.read_attributes(off) }))
     }
 
     /// Lists live sessions from slot `cursor` on, at most `limit`; returns
@@ -1125,15 +1297,22 @@ impl Region {
     /// Frees expired slots one stripe at a time. The scan reads only the
     /// dense expiry array; a stripe is locked only if it has a candidate.
     pub fn reap(&self, now_ms: u64) -> Result<ReapReport, RegionError> {
+        self.reap_ev(now_ms, &mut EventBuf::discard())
+    }
+
+    /// [`Self::reap`], recording its events in `ev` (room for one stripe's
+    /// worth is reserved before each stripe's lock; a flushing buffer hands
+    /// them on between stripes).
+    pub fn reap_ev(&self, now_ms: u64, ev: &mut EventBuf<'_>) -> Result<ReapReport, RegionError> {
         let t = std::time::Instant::now();
-        let r = self.reap_inner(now_ms)?;
+        let r = self.reap_inner(now_ms, ev)?;
         self.header_counter(HeaderCounter::ReapSweeps).fetch_add(1, Ordering::Relaxed);
         self.header_counter(HeaderCounter::LastReapMicros).store(t.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.header_counter(HeaderCounter::LastReapAtMs).store(now_ms, Ordering::Relaxed);
         Ok(r)
     }
 
-    fn reap_inner(&self, now_ms: u64) -> Result<ReapReport, RegionError> {
+    fn reap_inner(&self, now_ms: u64, ev: &mut EventBuf<'_>) -> Result<ReapReport, RegionError> {
         let mut report = ReapReport::default();
         let mut next = u64::MAX;
         let base = self.ptr(self.geo.expiry_off) as *const u64;
@@ -1159,6 +1338,7 @@ impl Region {
                 continue;
             }
             // A stuck stripe must not stop the sweep of the others.
+            ev.before_lock((to - from) as usize);
             let g = match self.lock_stripe(s) {
                 Ok(g) => g,
                 Err(e @ RegionError::LockTimeout { .. }) => {
@@ -1180,7 +1360,7 @@ impl Region {
                     self.expiry(i).store(0, Ordering::Relaxed);
                 } else if self.deadline_of(off) <= now_ms {
                     let id = self.id_of(i, off);
-                    self.free_slot(g.s, i, off, LifecycleEvent::Expired(id));
+                    self.free_slot(g.s, i, off, EventKind::Expired, id, now_ms, ev);
                     report.freed += 1;
                 } else {
                     // Keep the word equal to the slot's deadline.
@@ -1192,6 +1372,68 @@ impl Region {
         }
         report.next_deadline_ms = (next != u64::MAX).then_some(next);
         Ok(report)
+    }
+
+    // ---------- change marks (docs/design.md §4.6, §11.3) ----------
+
+    /// Slots whose change mark is set, counted without locks.
+    pub fn changed_count(&self) -> u64 {
+        if self.geo.dirty_off == 0 {
+            return 0;
+        }
+        let words = (self.geo.params.max_sessions as u64).div_ceil(64);
+        (0..words).map(|w| self.atomic64(self.geo.dirty_off + 8 * w).load(Ordering::Acquire).count_ones() as u64).sum()
+    }
+
+    /// The change mark and change sequence of `slot`, read under its
+    /// stripe lock: `Some(seq)` if the slot changed since a store last
+    /// acknowledged it, `None` if not (or the slot does not exist).
+    pub fn change_mark(&self, slot: u32) -> Result<Option<u64>, RegionError> {
+        if self.geo.dirty_off == 0 || slot >= self.geo.params.max_sessions {
+            return Ok(None);
+        }
+        let _g = self.lock_stripe(self.geo.stripe_of(slot))?;
+        let set = self.dirty_word(slot).load(Ordering::Acquire) & (1u64 << (slot % 64)) != 0;
+        Ok(set.then(|| self.atomic64(self.geo.slot_off(slot) + SL_CHANGE as u64).load(Ordering::Relaxed)))
+    }
+
+    /// A store acknowledges that it holds `slot` as of change `seq`: the
+    /// mark is cleared only if no change happened since (under the stripe
+    /// lock). Returns whether it was cleared.
+    pub fn acknowledge(&self, slot: u32, seq: u64) -> Result<bool, RegionError> {
+        if self.geo.dirty_off == 0 || slot >= self.geo.params.max_sessions {
+            return Ok(false);
+        }
+        let _g = self.lock_stripe(self.geo.stripe_of(slot))?;
+        if self.atomic64(self.geo.slot_off(slot) + SL_CHANGE as u64).load(Ordering::Relaxed) != seq {
+            return Ok(false);
+        }
+        self.dirty_word(slot).fetch_and(!(1u64 << (slot % 64)), Ordering::Release);
+        Ok(true)
+    }
+
+    /// Slots with the change mark set, from `from` on, at most `limit`
+    /// (a lock-free scan of the bitmap; confirm each with
+    /// [`Self::change_mark`]).
+    pub fn changed_slots(&self, from: u32, limit: usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        if self.geo.dirty_off == 0 {
+            return out;
+        }
+        let n = self.geo.params.max_sessions;
+        let mut w = from / 64;
+        while (w as u64) < (n as u64).div_ceil(64) && out.len() < limit {
+            let mut bits = self.atomic64(self.geo.dirty_off + 8 * w as u64).load(Ordering::Acquire);
+            while bits != 0 && out.len() < limit {
+                let i = w * 64 + bits.trailing_zeros();
+                bits &= bits - 1;
+                if i >= from && i < n {
+                    out.push(i);
+                }
+            }
+            w += 1;
+        }
+        out
     }
 
     /// Reads every counter without locks.
@@ -1216,7 +1458,7 @@ impl Region {
             .collect();
         RegionStats {
             context: self.cfg.context.clone(),
-            format_version: self.rd32(H_FORMAT as u64),
+            format_version: self.geo.format,
             clean: self.atomic32(H_CLEAN as u64).load(Ordering::Acquire) == 1,
             max_sessions: p.max_sessions,
             max_values: p.max_values,
@@ -1231,6 +1473,8 @@ impl Region {
             lock_timeouts: self.header_counter(HeaderCounter::LockTimeouts).load(Ordering::Relaxed),
             reap_sweeps: self.header_counter(HeaderCounter::ReapSweeps).load(Ordering::Relaxed),
             last_reap_micros: self.header_counter(HeaderCounter::LastReapMicros).load(Ordering::Relaxed),
+            created_ms: self.rd64(H_CREATED_MS as u64),
+            changed: self.changed_count(),
         }
     }
 
@@ -1253,10 +1497,13 @@ impl Region {
             let mut free_states = 0u32;
             for i in from..to {
                 let off = self.geo.slot_off(i);
-                let valid = self.validate_slot(off).map_err(|why| problems.push(format!("stripe {s} slot {i}: {why}")));
+                let damage = self.slot_damage(off);
+                if let Some(why) = &damage {
+                    problems.push(format!("stripe {s} slot {i}: {why}"));
+                }
                 if self.rd32(off + SL_STATE as u64) == STATE_LIVE {
                     live += 1;
-                    if valid.is_err() {
+                    if damage.is_some() {
                         continue;
                     }
                     let d = self.expiry(i).load(Ordering::Relaxed);

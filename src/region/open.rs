@@ -2,24 +2,23 @@
 //!
 //! Owns the header's reading and writing and the rules of `docs/design.md`
 //! "Opening": a server opens a region only while it holds the data
-//! directory's exclusive lock ([`crate::store::DataDirLock`]), and then
+//! directory's exclusive lock ([`crate::dirlock::DataDirLock`]), and then
 //! re-initialises every mutex and repairs every stripe, because a machine
 //! crash leaves stale lock words. A header that is not ours (bad magic,
 //! other format, impossible sizes, truncated file) is an error value with
 //! the reason, never a panic. Tools attach without any of that.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
+use std::mem::size_of;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use memmap2::MmapOptions;
 
 use super::layout::*;
-use super::{LogObserver, Region, RegionConfig, RegionError, WhenFull, lock};
-use crate::store::DataDirLock;
+use super::{Region, RegionConfig, RegionError, WhenFull, lock};
+use crate::dirlock::DataDirLock;
 
 /// What opening a region for serving found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -41,6 +40,10 @@ pub struct OpenReport {
 pub struct HeaderInfo {
     /// Geometry derived from the header's parameters.
     pub geometry: Geometry,
+    /// Format version.
+    pub format: u32,
+    /// When the file was created, ms since the epoch.
+    pub created_ms: u64,
     /// Node id.
     pub node_id: u32,
     /// Context tag.
@@ -63,52 +66,46 @@ fn corrupt(path: &Path, what: impl Into<String>) -> RegionError {
     RegionError::Corrupt { path: path.to_path_buf(), what: what.into() }
 }
 
-fn u32_at(h: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(h[off..off + 4].try_into().unwrap_or_default())
-}
-fn u64_at(h: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(h[off..off + 8].try_into().unwrap_or_default())
-}
-
 /// Reads and validates a region header; every failure says what was wrong.
+/// The fixed fields are decoded by the one codec, [`Header`], from the bytes
+/// `pread` fills.
 pub fn read_header(path: &Path) -> Result<HeaderInfo, RegionError> {
-    let mut f = File::open(path).map_err(|e| io_err("open(O_RDONLY)", path, e))?;
+    let f = File::open(path).map_err(|e| io_err("open(O_RDONLY)", path, e))?;
     let len = f.metadata().map_err(|e| io_err("fstat", path, e))?.len();
-    let mut h = vec![0u8; HEADER_SIZE as usize];
     if len < HEADER_SIZE {
         return Err(corrupt(path, format!("file is {len} bytes, shorter than the {HEADER_SIZE}-byte header")));
     }
-    f.read_exact(&mut h).map_err(|e| io_err("read(header)", path, e))?;
-    if h[H_MAGIC..H_MAGIC + 8] != MAGIC {
+    let mut raw = [0u8; size_of::<Header>()];
+    f.read_exact_at(&mut raw, 0).map_err(|e| io_err(format!("pread({} bytes at 0)", raw.len()), path, e))?;
+    let h: Header = bytemuck::pod_read_unaligned(&raw);
+    if h.magic != MAGIC {
         return Err(corrupt(path, "bad magic: not a sessiond region file"));
     }
-    let format = u32_at(&h, H_FORMAT);
-    if format != FORMAT_VERSION {
-        return Err(corrupt(path, format!("format version {format}, this build reads {FORMAT_VERSION}")));
+    if h.format != FORMAT_VERSION && !MIGRATES_FROM.contains(&h.format) {
+        return Err(corrupt(
+            path,
+            format!("format version {}, this build reads {FORMAT_VERSION} and migrates {MIGRATES_FROM:?}", h.format),
+        ));
     }
-    if u32_at(&h, H_HEADER_SIZE) as u64 != HEADER_SIZE
-        || u32_at(&h, H_MUTEX_SIZE) != MUTEX_SIZE
-        || u32_at(&h, H_STRIPE_STRIDE) as u64 != STRIPE_STRIDE
-    {
+    if h.header_size as u64 != HEADER_SIZE || h.mutex_size != MUTEX_SIZE || h.stripe_stride as u64 != STRIPE_STRIDE {
         return Err(corrupt(
             path,
             format!(
                 "header/mutex/stripe sizes {}/{}/{} differ from this build's {HEADER_SIZE}/{MUTEX_SIZE}/{STRIPE_STRIDE}",
-                u32_at(&h, H_HEADER_SIZE),
-                u32_at(&h, H_MUTEX_SIZE),
-                u32_at(&h, H_STRIPE_STRIDE)
+                h.header_size, h.mutex_size, h.stripe_stride
             ),
         ));
     }
     let params = LayoutParams {
-        max_sessions: u32_at(&h, H_MAX_SESSIONS),
-        max_values: u32_at(&h, H_MAX_VALUES),
-        max_name_size: u32_at(&h, H_MAX_NAME),
-        max_value_size: u32_at(&h, H_MAX_VALUE),
-        max_locks: u32_at(&h, H_MAX_LOCKS),
+        max_sessions: h.max_sessions,
+        max_values: h.max_values,
+        max_name_size: h.max_name_size,
+        max_value_size: h.max_value_size,
+        max_locks: h.max_locks,
     };
-    let geometry = Geometry::new(params).map_err(|e| corrupt(path, format!("impossible layout in header: {e}")))?;
-    if u32_at(&h, H_SLOT_SIZE) as u64 != geometry.slot_size || u64_at(&h, H_FILE_SIZE) != geometry.file_size {
+    let geometry = Geometry::for_format(params, h.format)
+        .map_err(|e| corrupt(path, format!("impossible layout in header: {e}")))?;
+    if h.slot_size as u64 != geometry.slot_size || h.file_size != geometry.file_size {
         return Err(corrupt(path, "slot or file size in the header does not follow from its parameters"));
     }
     if len != geometry.file_size {
@@ -120,16 +117,23 @@ pub fn read_header(path: &Path) -> Result<HeaderInfo, RegionError> {
             ),
         ));
     }
-    let clen = (u32_at(&h, H_CONTEXT_LEN) as usize).min(MAX_CONTEXT_NAME);
-    let context = String::from_utf8(h[H_CONTEXT_NAME..H_CONTEXT_NAME + clen].to_vec())
+    let timeout_s = u32::try_from(h.timeout_s)
+        .map_err(|_| corrupt(path, format!("idle timeout {} s in the header does not fit in 32 bits", h.timeout_s)))?;
+    if h.context_tag > u16::MAX as u32 {
+        return Err(corrupt(path, format!("context tag word {:#x} has bits above the low 16", h.context_tag)));
+    }
+    let clen = (h.context_len as usize).min(MAX_CONTEXT_NAME);
+    let context = String::from_utf8(h.context_name[..clen].to_vec())
         .map_err(|_| corrupt(path, "context name in the header is not UTF-8"))?;
     Ok(HeaderInfo {
         geometry,
-        node_id: u32_at(&h, H_NODE_ID),
-        tag: u32_at(&h, H_CONTEXT_TAG) as u16,
-        timeout_s: u32_at(&h, H_TIMEOUT),
-        absolute_timeout_s: u64_at(&h, H_ABS_TIMEOUT),
-        clean: u32_at(&h, H_CLEAN) == 1,
+        format: h.format,
+        node_id: h.node_id,
+        tag: h.context_tag as u16,
+        timeout_s,
+        absolute_timeout_s: h.absolute_timeout_s,
+        created_ms: h.created_ms,
+        clean: h.clean == 1,
         context,
     })
 }
@@ -145,7 +149,7 @@ fn map_file(path: &Path, geo: Geometry, cfg: RegionConfig) -> Result<Region, Reg
         .map_raw(&file)
         .map_err(|e| io_err(format!("mmap(MAP_SHARED, {})", geo.file_size), path, e))?;
     let tag = context_tag(&cfg.context);
-    Ok(Region { map, geo, cfg, tag, path: path.to_path_buf(), observer: Arc::new(LogObserver) })
+    Ok(Region { map, geo, cfg, tag, path: path.to_path_buf() })
 }
 
 impl Region {
@@ -153,7 +157,13 @@ impl Region {
     /// there), with space reserved by `fallocate` so a full disk cannot
     /// SIGBUS a process later. Written to a temporary name, then renamed.
     pub fn create_file(path: &Path, cfg: &RegionConfig) -> Result<Region, RegionError> {
-        let geo = Geometry::new(cfg.layout).map_err(|e| corrupt(path, e))?;
+        Self::create_file_format(path, cfg, FORMAT_VERSION)
+    }
+
+    /// [`Self::create_file`] in format `format`; older formats only for
+    /// migration tests.
+    pub(crate) fn create_file_format(path: &Path, cfg: &RegionConfig, format: u32) -> Result<Region, RegionError> {
+        let geo = Geometry::for_format(cfg.layout, format).map_err(|e| corrupt(path, e))?;
         if cfg.node_id > super::id::MAX_NODE_ID || cfg.context.len() > MAX_CONTEXT_NAME || cfg.context.is_empty() {
             return Err(corrupt(
                 path,
@@ -175,36 +185,38 @@ impl Region {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| io_err("open(O_CREAT|O_EXCL, 0600)", &tmp, e))?;
-        let r = crate::sys::fallocate(&file, geo.file_size);
+        let r = crate::syscalls::fallocate(&file, geo.file_size);
         if let Err(e) = r {
             let _ = std::fs::remove_file(&tmp);
             return Err(io_err(format!("fallocate(0, {} bytes)", geo.file_size), &tmp, e));
         }
-        let mut h = vec![0u8; HEADER_SIZE as usize];
-        h[H_MAGIC..H_MAGIC + 8].copy_from_slice(&MAGIC);
-        let mut put32 = |off: usize, v: u32| h[off..off + 4].copy_from_slice(&v.to_le_bytes());
-        put32(H_FORMAT, FORMAT_VERSION);
-        put32(H_HEADER_SIZE, HEADER_SIZE as u32);
-        put32(H_MUTEX_SIZE, MUTEX_SIZE);
-        put32(H_STRIPE_STRIDE, STRIPE_STRIDE as u32);
-        put32(H_MAX_SESSIONS, cfg.layout.max_sessions);
-        put32(H_MAX_VALUES, cfg.layout.max_values);
-        put32(H_MAX_NAME, cfg.layout.max_name_size);
-        put32(H_MAX_VALUE, cfg.layout.max_value_size);
-        put32(H_MAX_LOCKS, cfg.layout.max_locks);
-        put32(H_SLOT_SIZE, geo.slot_size as u32);
-        put32(H_NODE_ID, cfg.node_id);
-        put32(H_CONTEXT_TAG, context_tag(&cfg.context) as u32);
-        put32(H_CLEAN, 0);
         let name = cfg.context.as_bytes();
-        let clen = name.len().min(MAX_CONTEXT_NAME);
-        put32(H_CONTEXT_LEN, clen as u32);
-        h[H_CONTEXT_NAME..H_CONTEXT_NAME + clen].copy_from_slice(&name[..clen]);
-        h[H_TIMEOUT..H_TIMEOUT + 8].copy_from_slice(&(cfg.timeout_s as u64).to_le_bytes());
-        h[H_ABS_TIMEOUT..H_ABS_TIMEOUT + 8].copy_from_slice(&cfg.absolute_timeout_s.to_le_bytes());
-        h[H_FILE_SIZE..H_FILE_SIZE + 8].copy_from_slice(&geo.file_size.to_le_bytes());
-        h[H_CREATED_MS..H_CREATED_MS + 8].copy_from_slice(&crate::clock::now_ms().to_le_bytes());
-        file.write_all_at(&h, 0).map_err(|e| io_err("pwrite(header)", &tmp, e))?;
+        let mut context_name = [0u8; MAX_CONTEXT_NAME];
+        context_name[..name.len()].copy_from_slice(name);
+        let header = Header {
+            magic: MAGIC,
+            format: geo.format,
+            header_size: HEADER_SIZE as u32,
+            mutex_size: MUTEX_SIZE,
+            stripe_stride: STRIPE_STRIDE as u32,
+            max_sessions: cfg.layout.max_sessions,
+            max_values: cfg.layout.max_values,
+            max_name_size: cfg.layout.max_name_size,
+            max_value_size: cfg.layout.max_value_size,
+            max_locks: cfg.layout.max_locks,
+            slot_size: geo.slot_size as u32,
+            node_id: cfg.node_id,
+            context_tag: context_tag(&cfg.context) as u32,
+            timeout_s: cfg.timeout_s as u64,
+            absolute_timeout_s: cfg.absolute_timeout_s,
+            file_size: geo.file_size,
+            created_ms: crate::clock::now_ms(),
+            clean: 0,
+            context_len: name.len() as u32,
+            context_name,
+        };
+        let h = bytemuck::bytes_of(&header);
+        file.write_all_at(h, 0).map_err(|e| io_err(format!("pwrite({} bytes at 0)", h.len()), &tmp, e))?;
         drop(file);
         let region = map_file(&tmp, geo, cfg.clone())?;
         region.init_locks_and_repair(None)?;
@@ -262,14 +274,15 @@ impl Region {
         };
         report.was_clean = info.clean;
         let retime = Some((cfg.timeout_s, cfg.absolute_timeout_s));
-        if info.geometry.params == cfg.layout && info.tag == context_tag(&cfg.context) {
+        if info.format == FORMAT_VERSION && info.geometry.params == cfg.layout && info.tag == context_tag(&cfg.context)
+        {
             let region = map_file(path, info.geometry, cfg.clone())?;
             report.repaired = region.init_locks_and_repair(retime)?;
             region.set_header_fields(cfg);
             return Ok((region, report));
         }
-        // Layout changed: copy every live session that fits into a new file
-        // at the same slot, so ids stay valid.
+        // Layout or format changed: copy every live session that fits into a
+        // new file at the same slot, so ids stay valid.
         let old_cfg = RegionConfig { layout: info.geometry.params, ..cfg.clone() };
         let old = map_file(path, info.geometry, old_cfg)?;
         report.repaired = old.init_locks_and_repair(retime)?;
@@ -283,8 +296,10 @@ impl Region {
         new.path = path.to_path_buf();
         new.set_migration_counters(moved, dropped);
         log::info!(
-            "{}: layout changed from {:?} to {:?}: migrated {moved} session(s), {dropped} did not fit the new limits and were dropped",
+            "{}: layout changed from format {} {:?} to format {FORMAT_VERSION} {:?}: migrated {moved} session(s), \
+             {dropped} did not fit the new limits and were dropped",
             path.display(),
+            info.format,
             info.geometry.params,
             cfg.layout
         );
@@ -368,6 +383,8 @@ impl Region {
         let g = self.lock_stripe(s)?;
         let off = self.geo.slot_off(slot);
         self.begin_write(off);
+        // A store has not seen this copy: mark it changed.
+        self.mark_changed(slot, off);
         self.wr32(off + SL_STATE as u64, STATE_LIVE);
         self.wr32(off + SL_FLAGS as u64, if sess.meta.is_new { FLAG_NEW } else { 0 });
         self.copy_in(off + SL_TOKEN as u64, &sess.meta.id.token);

@@ -3,7 +3,7 @@
 
 use super::open::read_header;
 use super::*;
-use crate::store::{self, DataDirLock};
+use crate::datadir::{self, DataDirLock};
 use proptest::prelude::*;
 use std::collections::HashMap;
 
@@ -275,13 +275,13 @@ fn lock_dir() -> (tempfile::TempDir, DataDirLock) {
 fn reopen_keeps_sessions_and_repairs() {
     let (_d, l) = lock_dir();
     let c = cfg("default", 10, 2);
-    let (r, rep) = store::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+    let (r, rep) = datadir::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
     assert!(rep.created);
     let id = r.create(T0).unwrap().id;
     r.set_attr(&id, "k", b"v", T0).unwrap();
     r.close_clean().unwrap();
     drop(r);
-    let (r, rep) = store::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+    let (r, rep) = datadir::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
     assert!(!rep.created && rep.was_clean && rep.rebuilt.is_none());
     assert_eq!(r.get(&id, false, T0).unwrap().attributes[0].1, b"v");
 }
@@ -290,25 +290,25 @@ fn reopen_keeps_sessions_and_repairs() {
 fn missing_version_file_clears_every_region() {
     let (d, l) = lock_dir();
     let c = cfg("default", 10, 2);
-    let (r, _) = store::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+    let (r, _) = datadir::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
     let id = r.create(T0).unwrap().id;
     drop(r);
     std::fs::remove_file(d.path().join("Version")).unwrap();
-    let (r, rep) = store::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+    let (r, rep) = datadir::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
     assert!(rep.created);
     assert!(r.get(&id, false, T0).is_err());
-    assert_eq!(std::fs::read_to_string(d.path().join("Version")).unwrap().trim(), "1");
+    assert_eq!(std::fs::read_to_string(d.path().join("Version")).unwrap().trim(), FORMAT_VERSION.to_string());
 }
 
 #[test]
 fn foreign_version_file_clears_every_region() {
     let (d, l) = lock_dir();
     let c = cfg("default", 10, 2);
-    let (r, _) = store::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+    let (r, _) = datadir::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
     r.create(T0).unwrap();
     drop(r);
     std::fs::write(d.path().join("Version"), "99\n").unwrap();
-    let (r, rep) = store::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+    let (r, rep) = datadir::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
     assert!(rep.created);
     assert_eq!(r.live(), 0);
 }
@@ -318,8 +318,8 @@ fn bad_headers_are_set_aside_and_rebuilt() {
     type Damage = fn(&std::path::Path);
     let cases: [(&str, Damage); 5] = [
         ("bad magic", |p| write_at(p, 0, b"XXXXXXXX")),
-        ("format version", |p| write_at(p, H_FORMAT as u64, &9u32.to_le_bytes())),
-        ("impossible layout", |p| write_at(p, H_MAX_LOCKS as u64, &0u32.to_le_bytes())),
+        ("format version", |p| write_at(p, std::mem::offset_of!(Header, format) as u64, &9u32.to_le_bytes())),
+        ("impossible layout", |p| write_at(p, std::mem::offset_of!(Header, max_locks) as u64, &0u32.to_le_bytes())),
         ("truncated", |p| {
             let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
             f.set_len(5000).unwrap();
@@ -333,14 +333,14 @@ fn bad_headers_are_set_aside_and_rebuilt() {
     for (what, damage) in cases {
         let (_d, l) = lock_dir();
         let c = cfg("default", 10, 2);
-        let (r, _) = store::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+        let (r, _) = datadir::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
         r.create(T0).unwrap();
         let path = r.path().to_path_buf();
         drop(r);
         damage(&path);
         let err = read_header(&path).unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()), "{what}: {err}");
-        let (r, rep) = store::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+        let (r, rep) = datadir::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
         assert!(rep.rebuilt.is_some(), "{what}");
         assert!(path.with_extension("region.corrupt").exists(), "{what}: damaged file kept for forensics");
         assert_eq!(r.live(), 0);
@@ -359,7 +359,7 @@ fn changed_layout_migrates_what_fits_and_counts_the_rest() {
     let c = cfg("default", 20, 4);
     // Migration runs at the real clock, so the sessions must be live now.
     let t0 = crate::clock::now_ms();
-    let (r, _) = store::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+    let (r, _) = datadir::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
     let small = r.create(t0).unwrap().id;
     r.set_attr(&small, "k", b"short", t0).unwrap();
     let big = r.create(t0).unwrap().id;
@@ -369,7 +369,7 @@ fn changed_layout_migrates_what_fits_and_counts_the_rest() {
     let mut c2 = c.clone();
     c2.layout.max_value_size = 32;
     c2.layout.max_locks = 3;
-    let (r, rep) = store::open_regions(&l, std::slice::from_ref(&c2)).unwrap().remove(0);
+    let (r, rep) = datadir::open_regions(&l, std::slice::from_ref(&c2)).unwrap().remove(0);
     assert_eq!(rep.migrated, Some((1, 1)));
     assert_eq!(r.geometry().params.max_value_size, 32);
     assert_eq!(r.get(&small, false, t0).unwrap().attributes[0].1, b"short", "same id still works");
@@ -495,4 +495,179 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_slot_verify_calls_damaged_is_never_served_by_get() {
+    let c = cfg("default", 8, 2);
+    let (_d, r) = fresh(&c);
+    let id = r.create(T0).unwrap().id;
+    r.set_attr(&id, "user", b"alice", T0).unwrap();
+    let ok = r.create(T0).unwrap().id;
+    // Plant damage that the old lookup did not check: an attribute value
+    // length over max_value_size (the sequence is even and nvalues sane).
+    let off = r.geo.slot_off(id.slot);
+    r.wr32(off + r.geo.entry_off(0) + E_VALUE_LEN as u64, 10_000);
+    let problems = r.verify();
+    assert!(
+        problems.iter().any(|p| p.contains(&format!("slot {}", id.slot)) && p.contains("value length")),
+        "{problems:?}"
+    );
+    assert!(matches!(r.get(&id, false, T0), Err(RegionError::NotFound)));
+    assert!(matches!(r.get_attr(&id, "user", false, T0, &mut Vec::new()), Err(RegionError::NotFound)));
+    // The lookup repaired the stripe: verify is clean, the other session lives.
+    assert!(r.verify().is_empty(), "{:?}", r.verify());
+    assert!(r.get(&ok, false, T0).is_ok());
+    // A name that is not UTF-8 is the same damage for every reader.
+    let id2 = r.create(T0).unwrap().id;
+    r.set_attr(&id2, "ab", b"v", T0).unwrap();
+    let off2 = r.geo.slot_off(id2.slot);
+    r.copy_in(off2 + r.geo.entry_off(0) + E_NAME as u64, &[0xff, 0xfe]);
+    assert!(!r.verify().is_empty());
+    assert!(r.snapshot_slot(id2.slot, T0).unwrap().is_none());
+    assert!(matches!(r.get(&id2, false, T0), Err(RegionError::NotFound)));
+}
+
+#[test]
+fn every_change_records_one_event_in_order_with_rising_change_sequence() {
+    let c = cfg("default", 4, 1);
+    let (_d, r) = fresh(&c);
+    let mut v = Vec::new();
+    let mut ev = EventBuf::collect(&mut v);
+    let id = r.create_ev(T0, &mut ev).unwrap().id;
+    r.update_ev(&id, &[("a", Some(b"1")), ("b", None)], T0 + 1, &mut ev).unwrap();
+    r.get_ev(&id, true, T0 + 2, &mut ev).unwrap();
+    r.get_ev(&id, false, T0 + 3, &mut ev).unwrap(); // a peek records nothing
+    let new = r.rotate_ev(&id, T0 + 4, &mut ev).unwrap().id;
+    r.invalidate_ev(&new, T0 + 5, &mut ev).unwrap();
+    let gone = r.create_ev(T0, &mut ev).unwrap().id;
+    assert!(r.get_ev(&gone, false, T0 + 3_600_000, &mut ev).is_err()); // lazy expiry
+    assert_eq!(ev.lost(), 0);
+    drop(ev);
+    let kinds: Vec<_> = v.iter().map(|e| e.kind).collect();
+    use EventKind::*;
+    assert_eq!(kinds, [Created, Changed, Touched, Rotated, Invalidated, Created, Expired]);
+    assert_eq!((v[0].id, v[1].id, v[2].id), (id, id, id));
+    assert_eq!((v[3].old, v[3].id), (Some(id), new));
+    assert_eq!(v[4].id, new);
+    assert_eq!(v[6].id, gone);
+    // The change sequence rises with every change of the slot; touches carry 0.
+    let seqs: Vec<u64> = v[..5].iter().map(|e| e.seq).collect();
+    assert!(seqs[0] < seqs[1] && seqs[2] == 0 && seqs[1] < seqs[3] && seqs[3] < seqs[4], "{seqs:?}");
+    assert_eq!(v[1].at_ms, T0 + 1);
+}
+
+#[test]
+fn a_discarding_buffer_and_a_full_buffer_never_block_or_grow_under_the_lock() {
+    let c = cfg("default", 4, 1);
+    let (_d, r) = fresh(&c);
+    let mut ev = EventBuf::discard();
+    let id = r.create_ev(T0, &mut ev).unwrap().id;
+    assert_eq!(ev.lost(), 0);
+    // A reap sweep reserves one stripe's room before each lock, and a
+    // flushing buffer hands the events on between stripes.
+    let c = cfg("default", 64, 8);
+    let (_d2, r2) = fresh(&c);
+    for _ in 0..64 {
+        r2.create(T0).unwrap();
+    }
+    let seen = std::cell::RefCell::new(Vec::new());
+    let flush = |v: &mut Vec<RegionEvent>| seen.borrow_mut().append(v);
+    let mut v = Vec::new();
+    let mut ev = EventBuf::collect_flushing(&mut v, &flush);
+    assert_eq!(r2.reap_ev(T0 + 3_600_000, &mut ev).unwrap().freed, 64);
+    assert_eq!(ev.lost(), 0);
+    drop(ev);
+    flush(&mut v);
+    assert_eq!(seen.borrow().len(), 64);
+    assert!(seen.borrow().iter().all(|e| e.kind == EventKind::Expired));
+    assert!(r.get(&id, false, T0).is_ok());
+}
+
+#[test]
+fn change_marks_follow_writes_and_clear_only_on_a_current_acknowledgement() {
+    let c = cfg("default", 130, 3);
+    let (_d, r) = fresh(&c);
+    assert_eq!(r.changed_count(), 0);
+    let id = r.create(T0).unwrap().id;
+    let seq = r.change_mark(id.slot).unwrap().expect("a create marks the slot");
+    assert_eq!(r.changed_slots(0, 10), vec![id.slot]);
+    assert!(r.acknowledge(id.slot, seq).unwrap());
+    assert_eq!(r.change_mark(id.slot).unwrap(), None);
+    // Reads and touches do not mark; writes do.
+    r.get(&id, true, T0).unwrap();
+    assert_eq!(r.change_mark(id.slot).unwrap(), None);
+    r.set_attr(&id, "a", b"1", T0).unwrap();
+    let s2 = r.change_mark(id.slot).unwrap().unwrap();
+    assert!(s2 > seq);
+    // A stale acknowledgement (of an older change) leaves the mark.
+    assert!(!r.acknowledge(id.slot, seq).unwrap());
+    r.invalidate(&id, T0).unwrap();
+    let s3 = r.change_mark(id.slot).unwrap().unwrap();
+    assert!(!r.acknowledge(id.slot, s2).unwrap());
+    assert!(r.acknowledge(id.slot, s3).unwrap());
+    assert_eq!(r.changed_count(), 0);
+    // Marks of slots sharing a bitmap word across stripes stay separate.
+    let ids: Vec<_> = (0..130).map(|_| r.create(T0).unwrap().id).collect();
+    assert_eq!(r.changed_count(), 130);
+    assert_eq!(r.changed_slots(0, 1000).len(), 130);
+    assert_eq!(r.changed_slots(64, 1000).len(), 66);
+    for id in &ids {
+        let s = r.change_mark(id.slot).unwrap().unwrap();
+        assert!(r.acknowledge(id.slot, s).unwrap());
+    }
+    assert_eq!(r.changed_count(), 0);
+    assert!(r.verify().is_empty());
+}
+
+#[test]
+fn a_format_1_region_migrates_to_format_2_keeping_every_session_and_marking_it_changed() {
+    let (d, l) = lock_dir();
+    let c = cfg("default", 20, 4);
+    let path = Region::path_for(d.path(), "default");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let old = Region::create_file_format(&path, &c, 1).unwrap();
+    assert_eq!(old.stats().format_version, 1);
+    let now = crate::clock::now_ms();
+    let mut ids = Vec::new();
+    for k in 0..20u32 {
+        let id = old.create(now).unwrap().id;
+        old.set_attr(&id, "k", k.to_string().as_bytes(), now).unwrap();
+        if k % 2 == 0 {
+            old.get(&id, true, now).unwrap(); // not new any more
+        }
+        ids.push(id);
+    }
+    assert_eq!(old.changed_count(), 0, "format 1 has no change marks");
+    drop(old);
+    std::fs::write(d.path().join("Version"), "1\n").unwrap();
+    let (r, rep) = datadir::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+    assert_eq!(rep.migrated, Some((20, 0)), "{rep:?}");
+    assert!(!rep.created);
+    assert_eq!(r.stats().format_version, FORMAT_VERSION);
+    assert_eq!(read_header(&path).unwrap().format, FORMAT_VERSION);
+    assert_eq!(std::fs::read_to_string(d.path().join("Version")).unwrap().trim(), FORMAT_VERSION.to_string());
+    for (k, id) in ids.iter().enumerate() {
+        let s = r.get(id, false, now).unwrap();
+        assert_eq!(s.attributes, vec![("k".to_string(), k.to_string().into_bytes())]);
+        assert_eq!(s.meta.is_new, k % 2 == 1);
+        assert!(r.change_mark(id.slot).unwrap().is_some());
+    }
+    assert_eq!(r.changed_count(), 20);
+    assert!(r.verify().is_empty(), "{:?}", r.verify());
+}
+
+#[test]
+fn header_codec_round_trips_and_reads_the_full_timeout() {
+    let mut c = cfg("ctx-name", 10, 2);
+    c.timeout_s = u32::MAX;
+    c.absolute_timeout_s = 77;
+    let (d, _r) = fresh(&c);
+    let h = read_header(&d.path().join("r.region")).unwrap();
+    assert_eq!((h.timeout_s, h.absolute_timeout_s, h.context.as_str(), h.node_id), (u32::MAX, 77, "ctx-name", 7));
+    assert!(h.created_ms > 0);
+    // A timeout word with high bits set is damage, not a truncated read.
+    write_at(&d.path().join("r.region"), H_TIMEOUT as u64, &(u32::MAX as u64 + 1).to_le_bytes());
+    let e = read_header(&d.path().join("r.region")).unwrap_err().to_string();
+    assert!(e.contains("idle timeout") && e.contains("4294967296"), "{e}");
 }
