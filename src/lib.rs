@@ -16,6 +16,7 @@
 //! | [`reaper`] | the reaper process: periodic expiry sweeps |
 //! | [`http`] | the HTTP API: routing, handlers, errors, id lookup |
 //! | [`metrics`] | server-wide shared counters and Prometheus rendering |
+//! | [`webhook`] | lifecycle-event webhook delivery: Standard Webhooks signing, bounded backlog, retries |
 //! | [`logging`] | journald-friendly log lines |
 //! | [`sys`] | fork, prctl, process titles, sockets, privilege drop, counter files |
 //!
@@ -43,4 +44,5 @@ pub mod reaper;
 pub mod region;
 pub mod sys;
 pub mod syscalls;
+pub mod webhook;
 pub mod worker;
