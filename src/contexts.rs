@@ -1,22 +1,24 @@
-//! The set of open contexts: each context's settings and its region.
+//! The set of open contexts: each context's settings and its session
+//! service.
 //!
 //! Owns name and id-tag lookup so HTTP handlers and tools find a context
-//! without knowing where regions live. Opening goes through
+//! without knowing where regions live. Each context's sessions are reached
+//! only through [`crate::session::Sessions`]. Opening goes through
 //! [`crate::datadir`]; this module only logs what opening found and did.
 
 use std::sync::Arc;
 
 use crate::config::{Config, ContextConfig};
 use crate::datadir::{self, DataDirError, DataDirLock, InitLock};
-use crate::region::Region;
+use crate::session::{EventHub, Sessions};
 
-/// One context: its settings and its region.
+/// One context: its settings and its sessions.
 pub struct Context {
-    /// Effective settings.
+    /// Effective settings (cookies, URL parameter, reaper period, limits).
     pub cfg: ContextConfig,
-    /// The shared region (shared with the next generation of settings on a
-    /// reload that keeps the regions).
-    pub region: Arc<Region>,
+    /// The session service over the context's region (the region is shared
+    /// with the next generation of settings on a reload that keeps it).
+    pub sessions: Sessions,
 }
 
 /// Every configured context; the first is `default`.
@@ -77,7 +79,7 @@ impl Contexts {
                     cfg.name
                 );
             }
-            list.push(Context { cfg: cfg.clone(), region: Arc::new(region) });
+            list.push(Context { cfg: cfg.clone(), sessions: Sessions::new(Arc::new(region)) });
         }
         Ok(Contexts { list })
     }
@@ -86,9 +88,30 @@ impl Contexts {
     /// period, URL parameter). Only valid when every context's region
     /// configuration is unchanged, which the caller checks.
     pub fn with_configs(&self, cfgs: &[ContextConfig]) -> Contexts {
-        let list =
-            self.list.iter().zip(cfgs).map(|(c, cfg)| Context { cfg: cfg.clone(), region: c.region.clone() }).collect();
+        let list = self
+            .list
+            .iter()
+            .zip(cfgs)
+            .map(|(c, cfg)| Context { cfg: cfg.clone(), sessions: c.sessions.with_hub(None) })
+            .collect();
         Contexts { list }
+    }
+
+    /// The same contexts with this process's event hub installed in every
+    /// session service. A child calls it once, after `fork`, before it
+    /// shares the result.
+    pub fn with_hub(&self, hub: Option<Arc<EventHub>>) -> Contexts {
+        let list = self
+            .list
+            .iter()
+            .map(|c| Context { cfg: c.cfg.clone(), sessions: c.sessions.with_hub(hub.clone()) })
+            .collect();
+        Contexts { list }
+    }
+
+    /// (tag, name) of every context, for event subscribers.
+    pub fn names(&self) -> crate::session::ContextNames {
+        crate::session::ContextNames::new(self.list.iter().map(|c| (c.sessions.tag(), c.cfg.name.clone())).collect())
     }
 
     /// The default context.
@@ -103,7 +126,7 @@ impl Contexts {
 
     /// The context whose id tag is `tag`.
     pub fn by_tag(&self, tag: u16) -> Option<&Context> {
-        self.list.iter().find(|c| c.region.tag() == tag)
+        self.list.iter().find(|c| c.sessions.tag() == tag)
     }
 
     /// Every context.
@@ -114,7 +137,7 @@ impl Contexts {
     /// Flushes every region and sets its clean flag (master, at exit).
     pub fn close_clean(&self) {
         for c in &self.list {
-            if let Err(e) = c.region.close_clean() {
+            if let Err(e) = c.sessions.close_clean() {
                 log::error!("context {}: {e}", c.cfg.name);
             }
         }

@@ -21,7 +21,8 @@ use crate::clock::now_ms;
 use crate::datadir::{self, InitLock};
 use crate::metrics::{MasterCounter, ServerStats};
 use crate::region::layout::StripeCounter;
-use crate::region::{Region, RegionError, SessionId, SessionMeta};
+use crate::region::{RegionError, SessionId, SessionMeta};
+use crate::session::Sessions;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -55,7 +56,7 @@ pub struct Out {
 /// An attached data directory.
 pub struct Attached {
     dir: PathBuf,
-    regions: Vec<Region>,
+    regions: Vec<Sessions>,
     _init: Option<InitLock>,
 }
 
@@ -71,12 +72,12 @@ impl Attached {
         let init = InitLock::try_acquire(dir, false, Duration::from_secs(10)).map_err(|e| io_fail(e.to_string()))?;
         let mut regions = Vec::new();
         for f in datadir::region_files(dir) {
-            regions.push(Region::attach(&f, TOOL_LOCK_TIMEOUT).map_err(|e| io_fail(e.to_string()))?);
+            regions.push(Sessions::attach(&f, TOOL_LOCK_TIMEOUT).map_err(|e| io_fail(e.to_string()))?);
         }
         Ok(Attached { dir: dir.to_path_buf(), regions, _init: init })
     }
 
-    fn region(&self, context: Option<&str>) -> Result<&Region, CtlError> {
+    fn region(&self, context: Option<&str>) -> Result<&Sessions, CtlError> {
         let name = context.unwrap_or("default");
         self.regions.iter().find(|r| r.context() == name).ok_or_else(|| CtlError {
             message: format!("no context {name:?} in {}", self.dir.display()),
@@ -84,7 +85,7 @@ impl Attached {
         })
     }
 
-    fn find(&self, id: &str) -> Result<(&Region, SessionId), CtlError> {
+    fn find(&self, id: &str) -> Result<(&Sessions, SessionId), CtlError> {
         let not_found = || CtlError { message: "no such session".into(), code: EXIT_PROBLEMS };
         let id = SessionId::parse(id.trim().as_bytes()).ok_or_else(not_found)?;
         let r = self.regions.iter().find(|r| r.tag() == id.context).ok_or_else(not_found)?;
@@ -137,7 +138,8 @@ pub fn stats(a: &Attached, out: Out) -> Result<String, CtlError> {
             "lock_acquisitions": s.total(StripeCounter::Acquisitions), "lock_contended": s.total(StripeCounter::Contended),
             "lock_timeouts": s.lock_timeouts, "owner_dead_repairs": s.total(StripeCounter::Repairs),
             "slots_dropped": s.total(StripeCounter::Dropped), "reaper_sweeps": s.reap_sweeps,
-            "last_reap_micros": s.last_reap_micros, "stripes": stripes,
+            "last_reap_micros": s.last_reap_micros, "region_created": ts(s.created_ms),
+            "changed_since_store": s.changed, "stripes": stripes,
         }));
     }
     let doc = json!({
@@ -346,7 +348,7 @@ pub fn verify(dir: &Path, out: Out) -> Result<(String, bool), CtlError> {
     let _init = InitLock::try_acquire(dir, false, Duration::from_secs(10)).map_err(|e| io_fail(e.to_string()))?;
     for f in &files {
         // attach validates the header and names the file in its error.
-        match Region::attach(f, TOOL_LOCK_TIMEOUT) {
+        match Sessions::attach(f, TOOL_LOCK_TIMEOUT) {
             Ok(r) => {
                 checked += 1;
                 problems.extend(r.verify().into_iter().map(|p| format!("{}: {p}", f.display())));

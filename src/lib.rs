@@ -3,6 +3,7 @@
 //! # Layout
 //! | module | concept |
 //! | --- | --- |
+//! | [`session`] | the session layer: one door to sessions for every front end; lifecycle events, the event hub and its subscribers (log, webhook), the backing-store contract |
 //! | [`region`] | the mmap'd session file of one context: layout, robust stripe locks, ids, expiry, repair, migration |
 //! | [`dirlock`] | the data directory's locks: one server per directory, and the init lock that keeps tools out while locks are re-initialised (leaf) |
 //! | [`datadir`] | the data directory: `Version` file, opening every context's region |
@@ -42,6 +43,7 @@ pub mod master;
 pub mod metrics;
 pub mod reaper;
 pub mod region;
+pub mod session;
 pub mod sys;
 pub mod syscalls;
 pub mod webhook;

@@ -272,7 +272,7 @@ impl Master {
                     Kind::Worker(n) => {
                         worker::run(n, listener, self.contexts.clone(), self.cfg.clone(), self.stats.clone())
                     }
-                    Kind::Reaper => reaper::run(self.contexts.clone()),
+                    Kind::Reaper => reaper::run(self.contexts.clone(), self.cfg.clone(), self.stats.clone()),
                 };
                 std::process::exit(code);
             }

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::region::RegionStats;
-use crate::region::layout::StripeCounter;
+use crate::region::StripeCounter;
 use crate::sys::{CounterFile, SysError};
 
 /// Route classes for request metrics.
@@ -111,6 +111,16 @@ pub enum WorkerCounter {
     ConnectionsAccepted = 0,
     /// Connections closed at once because the worker was at `max_connections`.
     ConnectionsRefused = 1,
+    /// Lifecycle events queued for subscribers.
+    EventsPublished = 2,
+    /// Lifecycle events dropped because the process's queue was full.
+    EventsDropped = 3,
+    /// Events the webhook receiver acknowledged (2xx).
+    WebhookDeliveredEvents = 4,
+    /// Webhook POSTs that failed (status, connection error or timeout).
+    WebhookFailedAttempts = 5,
+    /// Events dropped by the webhook (backlog full, attempts exhausted, 410).
+    WebhookDroppedEvents = 6,
 }
 const WORKER_EXTRA: usize = 8;
 const BLOCK: usize = ROUTES.len() * PER_ROUTE + WORKER_EXTRA;
@@ -257,6 +267,35 @@ impl ServerStats {
             "Connections closed at once because a worker was at max_connections.",
             self.worker_total(WorkerCounter::ConnectionsRefused),
         );
+        for (name, help, c) in [
+            (
+                "sessiond_events_published_total",
+                "Lifecycle events queued for subscribers (workers and reaper).",
+                WorkerCounter::EventsPublished,
+            ),
+            (
+                "sessiond_events_dropped_total",
+                "Lifecycle events dropped because a process's event queue was full (events.queue_size).",
+                WorkerCounter::EventsDropped,
+            ),
+            (
+                "sessiond_webhook_delivered_events_total",
+                "Lifecycle events the webhook receiver acknowledged with a 2xx.",
+                WorkerCounter::WebhookDeliveredEvents,
+            ),
+            (
+                "sessiond_webhook_failed_attempts_total",
+                "Webhook POSTs that failed (non-2xx, connection error or timeout); each is retried with back-off.",
+                WorkerCounter::WebhookFailedAttempts,
+            ),
+            (
+                "sessiond_webhook_dropped_events_total",
+                "Lifecycle events the webhook gave up on (backlog full, attempts exhausted, or 410 Gone).",
+                WorkerCounter::WebhookDroppedEvents,
+            ),
+        ] {
+            simple(&mut o, name, "counter", help, self.worker_total(c));
+        }
         simple(
             &mut o,
             "sessiond_worker_restarts_total",

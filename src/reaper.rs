@@ -5,17 +5,23 @@
 //! A sweep reads only each region's dense expiry array and locks only the
 //! stripes that hold an expired slot; it never touches slot bodies of live
 //! sessions. It must never hold a lock between sweeps.
+//!
+//! Expiries are lifecycle events like any other: the reaper builds a
+//! current-thread runtime after `fork` for its event hub's dispatcher and
+//! webhook sender, and runs its sweeps between the runtime's ticks.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::clock::now_ms;
+use crate::config::Config;
 use crate::contexts::Contexts;
+use crate::metrics::ServerStats;
 use crate::sys;
 
 /// Runs until SIGTERM/SIGINT; returns the exit code.
-pub fn run(contexts: Arc<Contexts>) -> i32 {
+pub fn run(contexts: Arc<Contexts>, config: Arc<Config>, stats: Arc<ServerStats>) -> i32 {
     crate::logging::set_role(crate::logging::Role::Reaper);
     sys::set_title("sessiond: reaper", "sessiond-reaper");
     let stop = Arc::new(AtomicBool::new(false));
@@ -25,6 +31,41 @@ pub fn run(contexts: Arc<Contexts>) -> i32 {
             return crate::worker::EXIT_FATAL;
         }
     }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("reaper: cannot build the tokio runtime: {e}");
+            return 1;
+        }
+    };
+    // The reaper's counters go to the block after the workers'.
+    let metrics = crate::session::HubMetrics { stats, block: config.max_procs as usize };
+    let hub = {
+        let _rt = rt.enter();
+        crate::session::notify::webhook_settings(&config, "sessiond reaper").and_then(|w| {
+            crate::session::notify::build_hub(w, config.events.queue_size as usize, contexts.names(), Some(metrics))
+                .map_err(|e| e.to_string())
+        })
+    };
+    let hub = match hub {
+        Ok(h) => h,
+        Err(e) => {
+            log::error!("reaper: cannot start the lifecycle webhook: {e}");
+            return crate::worker::EXIT_FATAL;
+        }
+    };
+    if let Some(h) = &hub {
+        rt.spawn(h.clone().run());
+    }
+    let contexts = contexts.with_hub(hub);
+    rt.block_on(sweep_loop(&contexts, &stop));
+    // Give the dispatcher one last pass so the final sweep's events are
+    // offered before the process exits.
+    rt.block_on(tokio::time::sleep(2 * crate::session::events::DISPATCH_PERIOD));
+    0
+}
+
+async fn sweep_loop(contexts: &Contexts, stop: &AtomicBool) {
     let start = Instant::now();
     let mut next: Vec<Instant> = contexts.iter().map(|_| start).collect();
     while !stop.load(Ordering::Relaxed) {
@@ -34,7 +75,7 @@ pub fn run(contexts: Arc<Contexts>) -> i32 {
                 continue;
             }
             let t = Instant::now();
-            match c.region.reap(now_ms()) {
+            match c.sessions.reap(now_ms()) {
                 Ok(r) if r.skipped_stripes > 0 => log::warn!(
                     "reaper: context {}: freed {} session(s) but skipped {} stripe(s) whose lock timed out",
                     c.cfg.name,
@@ -46,14 +87,13 @@ pub fn run(contexts: Arc<Contexts>) -> i32 {
                     c.cfg.name,
                     r.freed,
                     t.elapsed(),
-                    c.region.live()
+                    c.sessions.live()
                 ),
                 Ok(_) => log::debug!("reaper: context {}: nothing expired ({:?})", c.cfg.name, t.elapsed()),
                 Err(e) => log::warn!("reaper: context {}: sweep stopped early: {e}", c.cfg.name),
             }
             *due = now + Duration::from_secs(c.cfg.reap_interval);
         }
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    0
 }

@@ -55,6 +55,27 @@ pub fn run(
             return 1;
         }
     };
+    // The event hub is this process's own, built inside its runtime and
+    // installed before the contexts are shared with any connection.
+    let metrics = crate::session::HubMetrics { stats: stats.clone(), block: n };
+    let hub = {
+        let _rt = rt.enter();
+        crate::session::notify::webhook_settings(&config, &format!("sessiond worker {n}")).and_then(|w| {
+            crate::session::notify::build_hub(w, config.events.queue_size as usize, contexts.names(), Some(metrics))
+                .map_err(|e| e.to_string())
+        })
+    };
+    let hub = match hub {
+        Ok(h) => h,
+        Err(e) => {
+            log::error!("worker {n}: cannot start the lifecycle webhook: {e}");
+            return EXIT_FATAL;
+        }
+    };
+    if let Some(h) = &hub {
+        rt.spawn(h.clone().run());
+    }
+    let contexts = Arc::new(contexts.with_hub(hub));
     let state = Arc::new(AppState { contexts, config: config.clone(), stats, worker: n });
     rt.block_on(serve(n, listener, state, stop))
 }

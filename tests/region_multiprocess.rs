@@ -493,7 +493,7 @@ fn copy_taken_mid_write_reopens_with_fresh_locks_and_torn_slot_dropped() {
 
     let dir2 = tempfile::tempdir().unwrap();
     let lock = DataDirLock::acquire(dir2.path()).unwrap();
-    std::fs::write(dir2.path().join("Version"), "1\n").unwrap();
+    std::fs::write(dir2.path().join("Version"), format!("{}\n", sessiond::region::FORMAT_VERSION)).unwrap();
     let path = Region::path_for(dir2.path(), "default");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, &image).unwrap();
@@ -524,4 +524,89 @@ fn copy_taken_mid_write_reopens_with_fresh_locks_and_torn_slot_dropped() {
     let mut buf = Vec::new();
     assert!(r2.get_attr(&in_stripe[1], "after", false, T0, &mut buf).unwrap());
     assert_eq!(buf, b"crash");
+}
+
+/// The durable change mark: a worker that writes and is SIGKILLed before
+/// any lifecycle event left its process (its event queue is never
+/// drained here) still leaves the slot marked changed, and the mark
+/// survives a server restart (locks re-initialised, stripes repaired).
+#[test]
+fn a_write_killed_before_its_events_were_delivered_is_still_marked_changed_after_restart() {
+    use sessiond::datadir::{self, DataDirLock};
+    use sessiond::session::{ContextNames, Event, EventHub, Sessions, Subscriber};
+    use std::sync::Arc;
+
+    struct Never;
+    impl Subscriber for Never {
+        fn name(&self) -> &'static str {
+            "never"
+        }
+        fn deliver(&self, _: &ContextNames, _: &[Event]) {
+            unreachable!("nothing dispatches in this test")
+        }
+    }
+
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let lock = DataDirLock::acquire(dir.path()).unwrap();
+    let c = cfg(64, 4, Duration::from_secs(5));
+    let (r, _) = datadir::open_regions(&lock, std::slice::from_ref(&c)).unwrap().remove(0);
+    let hub = Arc::new(EventHub::new(64, vec![Arc::new(Never)], ContextNames::default(), None));
+    let sessions = Sessions::new(Arc::new(r)).with_hub(Some(hub.clone()));
+    let id = sessions.create(T0).unwrap().id;
+    let acked = sessions.change_mark(id.slot).unwrap().expect("create marks the slot");
+    assert!(sessions.acknowledge(id.slot, acked).unwrap(), "a store saw the session");
+    assert_eq!(sessions.change_mark(id.slot).unwrap(), None);
+    assert_eq!(hub.published(), 1, "the create queued its event in this process");
+
+    let err = dir.path().join("child.err");
+    let child = spawn(err, || {
+        sessions.set_attr(&id, "paid", b"yes", T0).map_err(|e| format!("set_attr: {e}"))?;
+        // Killed with the event still in this process's queue.
+        kill(nix::unistd::getpid(), Signal::SIGKILL).map_err(|e| format!("kill: {e}"))?;
+        Err("still alive after SIGKILL".into())
+    });
+    let why = child.join().unwrap_err();
+    assert!(why.contains("SIGKILL"), "the child should die by SIGKILL: {why}");
+    assert_eq!(hub.published(), 1, "the child's event never reached this process");
+    drop(sessions);
+
+    // Restart: the regions are opened again, locks re-initialised, stripes repaired.
+    let (r2, rep) = datadir::open_regions(&lock, std::slice::from_ref(&c)).unwrap().remove(0);
+    assert_eq!(rep.repaired, 0, "{rep:?}");
+    let after = Sessions::new(Arc::new(r2));
+    let seq = after.change_mark(id.slot).unwrap().expect("the killed writer's change is still marked");
+    assert!(seq > acked, "change sequence {seq} should be past the acknowledged {acked}");
+    assert_eq!(after.changed_slots(0, 100), vec![id.slot]);
+    let mut v = Vec::new();
+    assert!(after.get_attr(&id, "paid", false, T0, &mut v).unwrap());
+    assert_eq!(v, b"yes");
+    assert!(after.acknowledge(id.slot, seq).unwrap());
+    assert_eq!(after.stats().changed, 0);
+}
+
+/// A writer SIGKILLed in the middle of a write: repair drops the torn
+/// slot, and its change mark stays set, so a store learns that the
+/// session it may hold is gone.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_torn_write_leaves_the_dropped_slot_marked_changed() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(16, 2, Duration::from_secs(5));
+    let r = region_in(dir.path(), &c);
+    let ids = populate(&r, 4);
+    let victim = ids[0];
+    for id in &ids {
+        let s = r.change_mark(id.slot).unwrap().unwrap();
+        assert!(r.acknowledge(id.slot, s).unwrap());
+    }
+    let (child, _rx) = torn_writer(&r, victim, dir.path());
+    assert!(matches!(child.kill9(), WaitStatus::Signaled(_, Signal::SIGKILL, _)));
+    // The next locker repairs the stripe; the victim is gone and marked.
+    assert!(matches!(r.get(&victim, false, T0), Err(RegionError::NotFound)));
+    assert!(r.change_mark(victim.slot).unwrap().is_some(), "the dropped slot must stay marked");
+    for id in &ids[1..] {
+        assert_eq!(r.change_mark(id.slot).unwrap(), None, "slot {} was not touched", id.slot);
+    }
 }

@@ -24,7 +24,7 @@ pub fn contexts(st: &AppState) -> Result<Resp, ApiError> {
             let k = &c.cfg;
             serde_json::json!({
                 "name": k.name,
-                "live": c.region.live(),
+                "live": c.sessions.live(),
                 "max_sessions": k.max_sessions,
                 "max_values_per_session": k.max_values_per_session,
                 "max_name_size": k.max_name_size,
@@ -44,6 +44,6 @@ pub fn contexts(st: &AppState) -> Result<Resp, ApiError> {
 
 /// `GET /metrics`: Prometheus text format, server-wide totals.
 pub fn metrics(st: &AppState) -> Result<Resp, ApiError> {
-    let regions: Vec<_> = st.contexts.iter().map(|c| c.region.stats()).collect();
+    let regions: Vec<_> = st.contexts.iter().map(|c| c.sessions.stats()).collect();
     Ok(body(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", st.stats.render(&regions, st.config.max_procs)))
 }

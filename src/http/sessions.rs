@@ -66,7 +66,7 @@ impl<'a> Target<'a> {
     pub fn current(st: &'a AppState, req: &Request<Incoming>, params: &[(&str, &str)]) -> Result<Target<'a>, ApiError> {
         let ctx = context(st, req)?;
         let mut ids = lookup::candidates(params, req.headers(), &ctx.cfg.url_param, &ctx.cfg.cookie_name);
-        let tag = ctx.region.tag();
+        let tag = ctx.sessions.tag();
         ids.retain(|id| id.context == tag);
         Ok(Target { ctx, ids })
     }
@@ -157,7 +157,7 @@ fn touch_param(req: &Request<Incoming>) -> bool {
 /// `POST /v1/sessions`.
 pub fn create(st: &AppState, req: &Request<Incoming>) -> Result<Resp, ApiError> {
     let ctx = context(st, req)?;
-    let m = ctx.region.create(now_ms())?;
+    let m = ctx.sessions.create(now_ms())?;
     Ok(with_cookie(session_response(ctx, StatusCode::CREATED, &m, &[]), ctx, Some(&m.id)))
 }
 
@@ -165,10 +165,10 @@ pub fn create(st: &AppState, req: &Request<Incoming>) -> Result<Resp, ApiError> 
 pub fn get_or_create(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
     let t = t?;
     let now = now_ms();
-    match t.with(|id| t.ctx.region.get(id, true, now)) {
+    match t.with(|id| t.ctx.sessions.get(id, true, now)) {
         Ok((_, s)) => Ok(session_response(t.ctx, StatusCode::OK, &s.meta, &s.attributes)),
         Err(e) if e.status == StatusCode::NOT_FOUND => {
-            let m = t.ctx.region.create(now)?;
+            let m = t.ctx.sessions.create(now)?;
             Ok(with_cookie(session_response(t.ctx, StatusCode::CREATED, &m, &[]), t.ctx, Some(&m.id)))
         }
         Err(e) => Err(e),
@@ -179,7 +179,7 @@ pub fn get_or_create(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> 
 pub fn get(_st: &AppState, req: &Request<Incoming>, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
     let t = t?;
     let (now, touch) = (now_ms(), touch_param(req));
-    let (_, s) = t.with(|id| t.ctx.region.get(id, touch, now))?;
+    let (_, s) = t.with(|id| t.ctx.sessions.get(id, touch, now))?;
     Ok(session_response(t.ctx, StatusCode::OK, &s.meta, &s.attributes))
 }
 
@@ -187,7 +187,7 @@ pub fn get(_st: &AppState, req: &Request<Incoming>, t: Result<Target<'_>, ApiErr
 pub fn delete(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
     let t = t?;
     let now = now_ms();
-    t.with(|id| t.ctx.region.invalidate(id, now))?;
+    t.with(|id| t.ctx.sessions.invalidate(id, now))?;
     Ok(with_cookie(empty(StatusCode::NO_CONTENT), t.ctx, None))
 }
 
@@ -195,7 +195,7 @@ pub fn delete(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
 pub fn rotate(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
     let t = t?;
     let now = now_ms();
-    let (_, m) = t.with(|id| t.ctx.region.rotate(id, now))?;
+    let (_, m) = t.with(|id| t.ctx.sessions.rotate(id, now))?;
     let mut o = meta_json(t.ctx, &m);
     o.insert("values".into(), m.values.into());
     Ok(with_cookie(json(StatusCode::OK, Value::Object(o)), t.ctx, Some(&m.id)))
@@ -292,7 +292,7 @@ pub async fn patch(st: &AppState, t: Target<'_>, req: Request<Incoming>) -> Resu
         }
     }
     let now = now_ms();
-    t.with(|id| t.ctx.region.update(id, &changes, now))?;
+    t.with(|id| t.ctx.sessions.update(id, &changes, now))?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -304,10 +304,10 @@ pub fn attr_get(
     name: Result<Cow<'_, str>, ApiError>,
 ) -> Result<Resp, ApiError> {
     let (t, name) = (t?, name?);
-    t.ctx.region.check_change(&name, None)?;
+    t.ctx.sessions.check_change(&name, None)?;
     let (now, touch) = (now_ms(), touch_param(req));
     let mut buf = Vec::new();
-    let (_, found) = t.with(|id| t.ctx.region.get_attr(id, &name, touch, now, &mut buf))?;
+    let (_, found) = t.with(|id| t.ctx.sessions.get_attr(id, &name, touch, now, &mut buf))?;
     if !found {
         let shown: String = name.chars().take(64).collect();
         return Err(ApiError::new(
@@ -326,20 +326,20 @@ pub async fn attr_put(
     name: Cow<'_, str>,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    t.ctx.region.check_change(&name, None)?;
+    t.ctx.sessions.check_change(&name, None)?;
     let timeout = Duration::from_secs_f64(st.config.request_timeout);
     let body = read_body(req, t.ctx.cfg.max_value_size as usize, timeout, "value").await?;
     let now = now_ms();
-    t.with(|id| t.ctx.region.set_attr(id, &name, &body, now))?;
+    t.with(|id| t.ctx.sessions.set_attr(id, &name, &body, now))?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// `DELETE …/attributes/{name}`: 204 also when absent.
 pub fn attr_delete(t: Result<Target<'_>, ApiError>, name: Result<Cow<'_, str>, ApiError>) -> Result<Resp, ApiError> {
     let (t, name) = (t?, name?);
-    t.ctx.region.check_change(&name, None)?;
+    t.ctx.sessions.check_change(&name, None)?;
     let now = now_ms();
-    t.with(|id| t.ctx.region.remove_attr(id, &name, now))?;
+    t.with(|id| t.ctx.sessions.remove_attr(id, &name, now))?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -371,7 +371,7 @@ pub fn list(st: &AppState, req: &Request<Incoming>) -> Result<Resp, ApiError> {
             )
         })?,
     };
-    let (metas, next) = ctx.region.list(cursor, limit, now_ms())?;
+    let (metas, next) = ctx.sessions.list(cursor, limit, now_ms())?;
     let items: Vec<Value> = metas
         .iter()
         .map(|m| {

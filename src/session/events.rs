@@ -1,0 +1,323 @@
+//! The per-process event hub: a bounded lock-free queue between the
+//! session layer (which publishes after every operation, with no lock
+//! held) and the subscribers (which a dispatcher feeds in batches).
+//!
+//! Flow, in one process (docs/design.md §11):
+//! 1. A region operation records [`RegionEvent`]s under its stripe lock
+//!    into room reserved before the lock (`region::events`).
+//! 2. After the operation returns, [`EventHub::publish`] turns each into an
+//!    [`Event`] and pushes it on a `crossbeam` [`ArrayQueue`]. The push
+//!    never blocks and never waits: when the queue is full the event is
+//!    dropped and counted (a metric and a rate-limited log line).
+//! 3. A dispatcher drains the queue in batches and hands each batch to
+//!    every [`Subscriber`]: a task on the worker's runtime every
+//!    [`DISPATCH_PERIOD`], or the reaper's loop.
+//!
+//! The hub is built per process, after `fork`, and its subscribers are
+//! fixed when it is built: nothing is installed once the service is shared.
+//! It must never be called with a stripe lock held, and a subscriber must
+//! never block the dispatcher (the webhook subscriber only offers batches
+//! to its own bounded backlog).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam::queue::ArrayQueue;
+
+use crate::logging::RateLimit;
+use crate::metrics::{ServerStats, WorkerCounter};
+use crate::region::{Change, EventKind, RegionEvent, SessionId};
+
+/// How often a worker's dispatcher drains the queue.
+pub const DISPATCH_PERIOD: Duration = Duration::from_millis(10);
+/// Most events handed to subscribers in one batch.
+pub const DISPATCH_BATCH: usize = 1024;
+
+/// One lifecycle event as subscribers see it. It holds the full id for
+/// in-process use; a subscriber that sends events anywhere must turn it
+/// into something that is not a credential (the webhook sends a keyed hash).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The session (its new id, for `Rotated`).
+    pub id: SessionId,
+    /// The old id, for `Rotated`.
+    pub old: Option<SessionId>,
+    /// The slot's change sequence after the change (orders one session's
+    /// events across processes; 0 for `Touched`).
+    pub seq: u64,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// For `Changed`: the attribute names set or removed, in request order.
+    pub names: Vec<String>,
+}
+
+/// Receives batches of events from the dispatcher, outside every lock.
+pub trait Subscriber: Send + Sync {
+    /// A short name for logs.
+    fn name(&self) -> &'static str;
+    /// Whether it wants `touched` events (they are the most frequent).
+    fn wants_touched(&self) -> bool {
+        false
+    }
+    /// Takes a batch. Must not block: queue or drop, never wait.
+    fn deliver(&self, contexts: &ContextNames, batch: &[Event]);
+    /// Called on every dispatcher tick, events or not (metrics upkeep).
+    fn tick(&self) {}
+}
+
+/// Context names by id tag, for subscribers that print them.
+#[derive(Clone, Debug, Default)]
+pub struct ContextNames(Vec<(u16, String)>);
+
+impl ContextNames {
+    /// From (tag, name) pairs.
+    pub fn new(pairs: Vec<(u16, String)>) -> ContextNames {
+        ContextNames(pairs)
+    }
+    /// The name of the context with this tag ("?" if unknown).
+    pub fn name(&self, tag: u16) -> &str {
+        self.0.iter().find(|(t, _)| *t == tag).map_or("?", |(_, n)| n.as_str())
+    }
+}
+
+/// The default subscriber: one debug-level line per event, ids hashed.
+#[derive(Debug, Default)]
+pub struct LogSubscriber;
+
+impl Subscriber for LogSubscriber {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+    fn wants_touched(&self) -> bool {
+        log::log_enabled!(log::Level::Trace)
+    }
+    fn deliver(&self, contexts: &ContextNames, batch: &[Event]) {
+        for e in batch {
+            let ctx = contexts.name(e.id.context);
+            match (e.kind, &e.old) {
+                (EventKind::Rotated, Some(old)) => {
+                    log::debug!("context={ctx} rotated {} -> {} seq={}", old.log_hash(), e.id.log_hash(), e.seq)
+                }
+                (EventKind::Changed, _) => {
+                    log::debug!("context={ctx} changed {} seq={} names={:?}", e.id.log_hash(), e.seq, e.names)
+                }
+                (EventKind::Touched, _) => log::trace!("context={ctx} touched {}", e.id.log_hash()),
+                (k, _) => log::debug!("context={ctx} {} {} seq={}", k.name(), e.id.log_hash(), e.seq),
+            }
+        }
+    }
+}
+
+/// Where the hub counts into `/metrics`: the shared counters and this
+/// process's block in them.
+#[derive(Clone)]
+pub struct HubMetrics {
+    /// The server counters.
+    pub stats: Arc<ServerStats>,
+    /// This process's block (a worker's number; the reaper's is past the workers').
+    pub block: usize,
+}
+
+/// The per-process queue and its subscribers.
+pub struct EventHub {
+    /// The bounded queue between publishers and the dispatcher.
+    queue: ArrayQueue<Event>,
+    /// Fixed at construction.
+    subscribers: Vec<Arc<dyn Subscriber>>,
+    /// Whether any subscriber wants `touched` events.
+    wants_touched: bool,
+    /// Context names for subscribers.
+    contexts: ContextNames,
+    /// Events queued.
+    published: AtomicU64,
+    /// Events dropped because the queue was full (or lost for want of
+    /// reserved room, which would be a bug).
+    dropped: AtomicU64,
+    /// One "queue full" line per 10 s.
+    drop_log: RateLimit,
+    /// Shared counters, if the process has them.
+    metrics: Option<HubMetrics>,
+}
+
+impl EventHub {
+    /// A hub with room for `capacity` queued events (at least 1).
+    pub fn new(
+        capacity: usize,
+        subscribers: Vec<Arc<dyn Subscriber>>,
+        contexts: ContextNames,
+        metrics: Option<HubMetrics>,
+    ) -> EventHub {
+        let wants_touched = subscribers.iter().any(|s| s.wants_touched());
+        EventHub {
+            queue: ArrayQueue::new(capacity.max(1)),
+            subscribers,
+            wants_touched,
+            contexts,
+            published: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            drop_log: RateLimit::new(10_000),
+            metrics,
+        }
+    }
+
+    /// Whether any subscriber wants `touched` events.
+    pub fn wants_touched(&self) -> bool {
+        self.wants_touched
+    }
+
+    /// Queues the events of one operation (and drains `v`). Called with no
+    /// lock held. `changes` names the attributes of a `Changed` event.
+    /// Never blocks: a full queue drops and counts.
+    pub fn publish(&self, v: &mut Vec<RegionEvent>, changes: Option<&[Change<'_>]>, lost: u64) {
+        let (mut queued, mut dropped) = (0u64, lost);
+        for e in v.drain(..) {
+            if e.kind == EventKind::Touched && !self.wants_touched {
+                continue;
+            }
+            let names = match (e.kind, changes) {
+                (EventKind::Changed, Some(c)) => c.iter().map(|(n, _)| n.to_string()).collect(),
+                _ => Vec::new(),
+            };
+            let ev = Event { kind: e.kind, id: e.id, old: e.old, seq: e.seq, at_ms: e.at_ms, names };
+            match self.queue.push(ev) {
+                Ok(()) => queued += 1,
+                Err(_) => dropped += 1,
+            }
+        }
+        if queued > 0 {
+            self.published.fetch_add(queued, Ordering::Relaxed);
+            if let Some(m) = &self.metrics {
+                m.stats.add_worker(m.block, WorkerCounter::EventsPublished, queued);
+            }
+        }
+        if dropped > 0 {
+            self.count_dropped(dropped);
+        }
+    }
+
+    fn count_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.stats.add_worker(m.block, WorkerCounter::EventsDropped, n);
+        }
+        if let Some(suppressed) = self.drop_log.allow(crate::clock::now_ms()) {
+            log::warn!(
+                "lifecycle event queue full ({} events): dropped {n} event(s), {suppressed} more drop(s) not logged \
+                 since the last line; subscribers ({}) are not keeping up, raise events.queue_size",
+                self.queue.capacity(),
+                self.subscriber_names()
+            );
+        }
+    }
+
+    fn subscriber_names(&self) -> String {
+        self.subscribers.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Drains up to `max` events, in queue order.
+    pub fn drain(&self, max: usize) -> Vec<Event> {
+        let mut out = Vec::with_capacity(self.queue.len().min(max));
+        while out.len() < max {
+            match self.queue.pop() {
+                Some(e) => out.push(e),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Hands everything queued now to every subscriber, in batches of at
+    /// most [`DISPATCH_BATCH`]; returns how many events went out.
+    pub fn dispatch(&self) -> usize {
+        let mut total = 0;
+        loop {
+            let batch = self.drain(DISPATCH_BATCH);
+            if batch.is_empty() {
+                return total;
+            }
+            total += batch.len();
+            for s in &self.subscribers {
+                s.deliver(&self.contexts, &batch);
+            }
+        }
+    }
+
+    /// The dispatcher of a process with a runtime: drains every
+    /// [`DISPATCH_PERIOD`] until the process exits.
+    pub async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(DISPATCH_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.dispatch();
+            for s in &self.subscribers {
+                s.tick();
+            }
+        }
+    }
+
+    /// Events queued so far.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+
+    /// Events dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<Event>>);
+    impl Subscriber for Collect {
+        fn name(&self) -> &'static str {
+            "collect"
+        }
+        fn deliver(&self, _: &ContextNames, batch: &[Event]) {
+            self.0.lock().unwrap().extend_from_slice(batch);
+        }
+    }
+
+    fn ev(kind: EventKind, seq: u64) -> RegionEvent {
+        let id = SessionId { node: 1, context: 2, slot: 3, token: [seq as u8; crate::region::TOKEN_LEN] };
+        RegionEvent { kind, id, old: None, seq, at_ms: 10 + seq }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_and_never_blocks() {
+        let sub = Arc::new(Collect::default());
+        let hub = EventHub::new(4, vec![sub.clone()], ContextNames::default(), None);
+        let mut v: Vec<_> = (1..=10).map(|s| ev(EventKind::Created, s)).collect();
+        hub.publish(&mut v, None, 0);
+        assert!(v.is_empty());
+        assert_eq!((hub.published(), hub.dropped()), (4, 6));
+        assert_eq!(hub.dispatch(), 4);
+        let got: Vec<u64> = sub.0.lock().unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(got, [1, 2, 3, 4], "the first four, in order");
+        // Room again after the drain.
+        let mut v = vec![ev(EventKind::Invalidated, 11)];
+        hub.publish(&mut v, None, 0);
+        assert_eq!((hub.published(), hub.dropped()), (5, 6));
+    }
+
+    #[test]
+    fn changed_events_carry_the_names_and_touches_go_only_to_those_who_want_them() {
+        let sub = Arc::new(Collect::default());
+        let hub = EventHub::new(16, vec![sub.clone()], ContextNames::default(), None);
+        let changes: [Change<'_>; 2] = [("cart", None), ("user", Some(b"x"))];
+        let mut v = vec![ev(EventKind::Touched, 0), ev(EventKind::Changed, 5)];
+        hub.publish(&mut v, Some(&changes), 0);
+        hub.dispatch();
+        let got = sub.0.lock().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].names, ["cart", "user"]);
+    }
+}
