@@ -361,6 +361,33 @@ fn config_error_names_the_key() {
 }
 
 #[test]
+fn a_default_max_locks_adapts_to_a_small_max_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.toml");
+    write_config(&empty, "");
+    let empty = empty.to_str().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+
+    let out = run_bin(&["--config", empty, "--data-dir", data, "--init-args", "maxSessions=3", "--check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert!(lines.contains(&"max_sessions = 3") && lines.contains(&"max_locks = 3"), "{text}");
+    assert!(text.contains("# note: context default: max_locks defaults to 16 but max_sessions = 3"), "{text}");
+
+    let out = run_bin(&["--config", empty, "--data-dir", data, "--init-args", "maxSessions=3,maxLocks=16"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "an explicit max_locks above max_sessions is refused: {err}");
+    assert!(err.contains("`sessions.maxLocks`: 16") && err.contains("`sessions.maxSessions` = 3"), "{err}");
+    assert!(!Path::new(data).exists(), "checking the config touches no data directory");
+
+    // A running server logs the note at info level once logging is up.
+    let s = Server::start(&["--max-sessions", "3"]);
+    s.wait_log("max_locks defaults to 16 but max_sessions = 3; using max_locks = 3", WAIT);
+}
+
+#[test]
 fn systemd_units_verify_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-use sessiond::config::{Config, Overrides};
+use clap::{CommandFactory, FromArgMatches, Parser};
+use sessiond::config::{self, Config, KEYS, KeyDef, Overrides, Scope};
 
 /// Web sessions in shared memory: a prefork HTTP server over mmap'd session regions.
 #[derive(Parser, Debug)]
@@ -23,88 +23,52 @@ struct Cli {
     /// Set any key, e.g. --set sessions.max_sessions=5000 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// listen: host:port or unix:/path.
+    /// Print the configuration reference (every key, as a Markdown table) and exit.
     #[arg(long)]
-    listen: Option<String>,
-    /// data_dir.
-    #[arg(long)]
-    data_dir: Option<String>,
-    /// max_procs (iPlanet MaxProcs): worker processes.
-    #[arg(long)]
-    max_procs: Option<String>,
-    /// reuse_port: one SO_REUSEPORT socket per worker.
-    #[arg(long)]
-    reuse_port: Option<String>,
-    /// user to switch to after binding.
-    #[arg(long)]
-    user: Option<String>,
-    /// node_id carried in session ids.
-    #[arg(long)]
-    node_id: Option<String>,
-    /// log_level: error, warn, info, debug, trace.
-    #[arg(long)]
-    log_level: Option<String>,
-    /// shutdown_timeout in seconds.
-    #[arg(long)]
-    shutdown_timeout: Option<String>,
-    /// sessions.max_sessions (maxSessions).
-    #[arg(long)]
-    max_sessions: Option<String>,
-    /// sessions.max_values_per_session (maxValuesPerSession).
-    #[arg(long)]
-    max_values_per_session: Option<String>,
-    /// sessions.max_name_size.
-    #[arg(long)]
-    max_name_size: Option<String>,
-    /// sessions.max_value_size (maxValueSize).
-    #[arg(long)]
-    max_value_size: Option<String>,
-    /// sessions.timeout in seconds (timeOut).
-    #[arg(long)]
-    timeout: Option<String>,
-    /// sessions.absolute_timeout in seconds.
-    #[arg(long)]
-    absolute_timeout: Option<String>,
-    /// sessions.reap_interval in seconds (reapInterval).
-    #[arg(long)]
-    reap_interval: Option<String>,
-    /// sessions.max_locks (maxLocks).
-    #[arg(long)]
-    max_locks: Option<String>,
-    /// sessions.lock_timeout in seconds.
-    #[arg(long)]
-    lock_timeout: Option<String>,
-    /// sessions.when_full: refuse or evict-oldest.
-    #[arg(long)]
-    when_full: Option<String>,
+    config_reference: bool,
+    // Every top-level and [sessions] key also has its own flag
+    // (`--max-sessions 5000`), added from `config::KEYS` by `with_key_flags`.
+}
+
+/// The keys that get a named flag: every top-level and `[sessions]` key.
+fn flag_keys() -> impl Iterator<Item = &'static KeyDef> {
+    KEYS.iter().filter(|k| matches!(k.scope, Scope::Server | Scope::Sessions))
+}
+
+/// Adds one `--dashed-name VALUE` flag per key of [`flag_keys`].
+fn with_key_flags(mut cmd: clap::Command) -> clap::Command {
+    for k in flag_keys() {
+        // clap keeps flag names as `&'static str`; these few short strings
+        // live as long as the process anyway.
+        let long: &'static str = Box::leak(k.name.replace('_', "-").into_boxed_str());
+        let aliases = k.aliases.join(", ");
+        let alias_note = if aliases.is_empty() { String::new() } else { format!("; alias {aliases}") };
+        let help = format!("{} [{}{alias_note}; default {}]", k.doc, k.qualified(), k.default_text().replace('`', ""));
+        cmd = cmd.arg(
+            clap::Arg::new(k.name)
+                .long(long)
+                .value_name(k.value_name())
+                .help(help)
+                .help_heading("Configuration keys (see --config-reference)"),
+        );
+    }
+    cmd
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = with_key_flags(Cli::command()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    if cli.config_reference {
+        print!("{}", config::reference_markdown());
+        return ExitCode::SUCCESS;
+    }
     let mut o = Overrides { config: cli.config.clone(), pairs: Vec::new() };
-    let named = [
-        ("listen", &cli.listen),
-        ("data_dir", &cli.data_dir),
-        ("max_procs", &cli.max_procs),
-        ("reuse_port", &cli.reuse_port),
-        ("user", &cli.user),
-        ("node_id", &cli.node_id),
-        ("log_level", &cli.log_level),
-        ("shutdown_timeout", &cli.shutdown_timeout),
-        ("max_sessions", &cli.max_sessions),
-        ("max_values_per_session", &cli.max_values_per_session),
-        ("max_name_size", &cli.max_name_size),
-        ("max_value_size", &cli.max_value_size),
-        ("timeout", &cli.timeout),
-        ("absolute_timeout", &cli.absolute_timeout),
-        ("reap_interval", &cli.reap_interval),
-        ("max_locks", &cli.max_locks),
-        ("lock_timeout", &cli.lock_timeout),
-        ("when_full", &cli.when_full),
-    ];
-    for (k, v) in named {
-        if let Some(v) = v {
-            o.pairs.push((k.to_string(), v.clone()));
+    for k in flag_keys() {
+        if let Some(v) = matches.get_one::<String>(k.name) {
+            o.pairs.push((k.qualified(), v.clone()));
         }
     }
     for kv in &cli.set {
@@ -134,5 +98,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     sessiond::logging::init(&cfg.log_level);
+    for note in &cfg.notes {
+        log::info!("{note}");
+    }
     ExitCode::from(sessiond::master::run(o, cfg) as u8)
 }
