@@ -145,11 +145,8 @@ fn events_config(dir: &std::path::Path, url: &str, extra: &str) -> String {
     std::fs::write(&secret, SECRET).unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let cfg = dir.join("sessiond.toml");
-    std::fs::write(
-        &cfg,
-        format!("[events]\nurl = \"{url}\"\nsecret_file = \"{}\"\n{extra}\n", secret.display()),
-    )
-    .unwrap();
+    std::fs::write(&cfg, format!("[events]\nurl = \"{url}\"\nsecret_file = \"{}\"\n{extra}\n", secret.display()))
+        .unwrap();
     cfg.display().to_string()
 }
 
@@ -164,7 +161,12 @@ fn webhook_receives_signed_batches_for_every_lifecycle_change_in_order() {
     let cfg = events_config(tmp.path(), &rx.url(), "include_touched = true");
     let s = Server::start(&["--config", &cfg, "--max-procs", "1"]);
     let id = create(&s);
-    let r = request("PATCH", &s.url(&format!("/v1/sessions/{id}")), &[], Some(br#"{"attributes":{"user":"alice","cart":null}}"#));
+    let r = request(
+        "PATCH",
+        &s.url(&format!("/v1/sessions/{id}")),
+        &[],
+        Some(br#"{"attributes":{"user":"alice","cart":null}}"#),
+    );
     assert_eq!(r.status, 204, "{}", r.text());
     assert_eq!(get(&s.url(&format!("/v1/sessions/{id}"))).status, 200);
     let r = request("POST", &s.url(&format!("/v1/sessions/{id}/rotate")), &[], None);
@@ -222,9 +224,13 @@ fn webhook_retries_after_a_500_with_the_same_message_id() {
     loop {
         let m = get(&s.url("/metrics")).text();
         let v = |name: &str| {
-            m.lines().find(|l| l.starts_with(&format!("{name} "))).and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok())
+            m.lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok())
         };
-        if v("sessiond_webhook_failed_attempts_total") == Some(1) && v("sessiond_webhook_delivered_events_total") == Some(1) {
+        if v("sessiond_webhook_failed_attempts_total") == Some(1)
+            && v("sessiond_webhook_delivered_events_total") == Some(1)
+        {
             break;
         }
         assert!(t.elapsed() < Duration::from_secs(20), "metrics never showed 1 failed attempt and 1 delivery:\n{m}");

@@ -46,8 +46,11 @@ fn sessionctl_commands_work_live_and_stopped() {
         let c = &v["contexts"][0];
         assert_eq!(
             (c["live"].as_u64(), c["created"].as_u64(), c["format_version"].as_u64()),
-            (Some(2), Some(2), Some(1))
+            (Some(2), Some(2), Some(sessiond::region::FORMAT_VERSION as u64))
         );
+        // No store has seen either session: both slots carry a change mark.
+        assert_eq!(c["changed_since_store"].as_u64(), Some(2), "{phase}");
+        assert!(c["region_created"].as_str().is_some_and(|t| t.starts_with("20")), "{phase}: {c}");
         assert_eq!(c["stripes"].as_array().unwrap().len(), 16);
         assert_eq!(c["clean_shutdown"].as_bool(), Some(phase == "stopped"), "{phase}");
 

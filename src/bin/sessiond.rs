@@ -47,6 +47,7 @@ fn with_key_flags(mut cmd: clap::Command) -> clap::Command {
         cmd = cmd.arg(
             clap::Arg::new(k.name)
                 .long(long)
+                .overrides_with(k.name)
                 .value_name(k.value_name())
                 .help(help)
                 .help_heading("Configuration keys (see --config-reference)"),

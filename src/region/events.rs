@@ -72,6 +72,9 @@ pub struct RegionEvent {
     pub at_ms: u64,
 }
 
+/// The hook a flushing [`EventBuf`] hands collected events to.
+pub type FlushFn<'a> = &'a dyn Fn(&mut Vec<RegionEvent>);
+
 /// Where region operations put their events.
 ///
 /// A buffer is either *collecting* (it borrows a reusable vector, normally
@@ -85,7 +88,7 @@ pub struct EventBuf<'a> {
     items: Option<&'a mut Vec<RegionEvent>>,
     /// Called with the collected events when a multi-lock operation (a
     /// sweep) needs room before its next lock; it must drain the vector.
-    flush: Option<&'a dyn Fn(&mut Vec<RegionEvent>)>,
+    flush: Option<FlushFn<'a>>,
     /// Events that found no reserved room (a bug if ever non-zero).
     lost: u64,
 }
@@ -104,7 +107,7 @@ impl<'a> EventBuf<'a> {
     /// A buffer collecting into `items` that hands them to `flush` between
     /// the locks of a sweep, so a sweep of a large region needs room for
     /// one stripe at a time.
-    pub fn collect_flushing(items: &'a mut Vec<RegionEvent>, flush: &'a dyn Fn(&mut Vec<RegionEvent>)) -> EventBuf<'a> {
+    pub fn collect_flushing(items: &'a mut Vec<RegionEvent>, flush: FlushFn<'a>) -> EventBuf<'a> {
         EventBuf { items: Some(items), flush: Some(flush), lost: 0 }
     }
 

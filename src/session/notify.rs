@@ -167,31 +167,6 @@ impl Subscriber for WebhookSubscriber {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn session_keys_are_stable_distinct_and_never_contain_the_id() {
-        let id = SessionId { node: 1, context: 7, slot: 9, token: [42; crate::region::TOKEN_LEN] };
-        let mut other = id;
-        other.token[0] = 43;
-        let k = session_key_secret(b"secret");
-        assert_eq!(session_key(&k, &id), session_key(&k, &id));
-        assert_ne!(session_key(&k, &id), session_key(&k, &other));
-        assert_ne!(session_key(&k, &id), session_key(&session_key_secret(b"other"), &id));
-        assert_eq!(session_key(&k, &id).len(), 22);
-        // Another node and slot for the same token keep the key (re-issued ids).
-        let moved = SessionId { node: 2, slot: 3, ..id };
-        assert_eq!(session_key(&k, &id), session_key(&k, &moved));
-        let e = Event { kind: EventKind::Rotated, id, old: Some(other), seq: 4, at_ms: 1_000, names: vec![] };
-        let j = event_json(&ContextNames::new(vec![(7, "default".into())]), &k, 1, &e).to_string();
-        assert!(!j.contains(&id.to_string()) && !j.contains(&other.to_string()), "{j}");
-        assert!(j.contains("\"type\":\"session.rotated\"") && j.contains("\"previous\""), "{j}");
-        assert!(j.contains("\"context\":\"default\"") && j.contains("1970-01-01T00:00:01.000Z"), "{j}");
-    }
-}
-
 /// The webhook settings of `config`, reading the secret file now (after
 /// `fork`, so each process reads it itself); `None` when `[events] url` is
 /// not set. The error names the key and the file, never the secret.
@@ -199,10 +174,13 @@ pub fn webhook_settings(config: &crate::config::Config, origin: &str) -> Result<
     let e = &config.events;
     let Some(url) = &e.url else { return Ok(None) };
     let Some(file) = &e.secret_file else {
-        return Err("events.url is set but events.secret_file is not; point it at a file holding the signing secret".into());
+        return Err(
+            "events.url is set but events.secret_file is not; point it at a file holding the signing secret".into()
+        );
     };
     let raw = crate::config::read_secret_file("events.secret_file", file).map_err(|e| e.to_string())?;
-    let secret = crate::webhook::parse_secret(&raw).map_err(|e| format!("events.secret_file {}: {e}", file.display()))?;
+    let secret =
+        crate::webhook::parse_secret(&raw).map_err(|e| format!("events.secret_file {}: {e}", file.display()))?;
     Ok(Some(WebhookSettings {
         url: url.clone(),
         secret,
@@ -237,4 +215,29 @@ pub fn build_hub(
         return Ok(None);
     }
     Ok(Some(std::sync::Arc::new(super::EventHub::new(queue_size, subs, contexts, metrics))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_keys_are_stable_distinct_and_never_contain_the_id() {
+        let id = SessionId { node: 1, context: 7, slot: 9, token: [42; crate::region::TOKEN_LEN] };
+        let mut other = id;
+        other.token[0] = 43;
+        let k = session_key_secret(b"secret");
+        assert_eq!(session_key(&k, &id), session_key(&k, &id));
+        assert_ne!(session_key(&k, &id), session_key(&k, &other));
+        assert_ne!(session_key(&k, &id), session_key(&session_key_secret(b"other"), &id));
+        assert_eq!(session_key(&k, &id).len(), 22);
+        // Another node and slot for the same token keep the key (re-issued ids).
+        let moved = SessionId { node: 2, slot: 3, ..id };
+        assert_eq!(session_key(&k, &id), session_key(&k, &moved));
+        let e = Event { kind: EventKind::Rotated, id, old: Some(other), seq: 4, at_ms: 1_000, names: vec![] };
+        let j = event_json(&ContextNames::new(vec![(7, "default".into())]), &k, 1, &e).to_string();
+        assert!(!j.contains(&id.to_string()) && !j.contains(&other.to_string()), "{j}");
+        assert!(j.contains("\"type\":\"session.rotated\"") && j.contains("\"previous\""), "{j}");
+        assert!(j.contains("\"context\":\"default\"") && j.contains("1970-01-01T00:00:01.000Z"), "{j}");
+    }
 }
