@@ -18,6 +18,14 @@
 //! - `fork_join_only/P`: the same fork/join with no operations: the fixed
 //!   cost included in every `multiprocess` figure.
 //!
+//! - `session_layer/<op>/<path>`: the same operations through the session
+//!   layer (`session::Sessions`) against the bare region call: `direct`
+//!   (the region API), `service` (the service, no event hub: events are
+//!   discarded), and `service+subscriber` (an event hub with a subscriber
+//!   that takes every batch; the dispatcher's drain runs on the same thread
+//!   every 256 operations, as a worker's does between requests, so its cost
+//!   is included). The difference is the cost of the event hand-off.
+//!
 //! Run: `cargo bench --bench region`. Sample sizes and measurement times
 //! are kept small so the run itself takes under three minutes.
 
@@ -29,6 +37,7 @@ use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_grou
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 use sessiond::region::{LayoutParams, Region, RegionConfig, SessionId, WhenFull};
+use sessiond::session::{ContextNames, Event, EventHub, Sessions, Subscriber};
 
 /// A fixed "now"; sessions live an hour past it, so nothing expires.
 const T0: u64 = 1_700_000_000_000;
@@ -124,6 +133,108 @@ fn single(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// Takes every batch and keeps only a count (what a quick subscriber costs).
+struct CountingSubscriber(std::sync::atomic::AtomicU64);
+
+impl Subscriber for CountingSubscriber {
+    fn name(&self) -> &'static str {
+        "count"
+    }
+    fn deliver(&self, _: &ContextNames, batch: &[Event]) {
+        self.0.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn session_layer(c: &mut Criterion) {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let (r, ids) = region_of_1k_values(dir.path(), 1024, 16);
+    let id = ids[517];
+    let direct = Arc::new(r);
+    let service = Sessions::new(direct.clone());
+    let sub = Arc::new(CountingSubscriber(Default::default()));
+    let hub = Arc::new(EventHub::new(4096, vec![sub.clone()], ContextNames::default(), None));
+    let with_sub = service.with_hub(Some(hub.clone()));
+    let mut g = c.benchmark_group("session_layer");
+    g.sample_size(50).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2));
+
+    // Runs `op` iters times; with a hub, drains it every 256 operations.
+    fn timed(iters: u64, hub: Option<&EventHub>, mut op: impl FnMut()) -> Duration {
+        let t = Instant::now();
+        for i in 0..iters {
+            op();
+            if let Some(h) = hub
+                && i % 256 == 255
+            {
+                h.dispatch();
+            }
+        }
+        let e = t.elapsed();
+        if let Some(h) = hub {
+            h.dispatch();
+        }
+        e
+    }
+
+    let mut buf = Vec::with_capacity(1024);
+    g.bench_function("get_attr_1k_touch/direct", |b| {
+        b.iter_custom(|n| timed(n, None, || assert!(direct.get_attr(black_box(&id), "v", true, T0, &mut buf).unwrap())))
+    });
+    g.bench_function("get_attr_1k_touch/service", |b| {
+        b.iter_custom(|n| {
+            timed(n, None, || assert!(service.get_attr(black_box(&id), "v", true, T0, &mut buf).unwrap()))
+        })
+    });
+    g.bench_function("get_attr_1k_touch/service+subscriber", |b| {
+        b.iter_custom(|n| {
+            timed(n, Some(&hub), || assert!(with_sub.get_attr(black_box(&id), "v", true, T0, &mut buf).unwrap()))
+        })
+    });
+    let value = vec![0xa5; 1024];
+    g.bench_function("set_attr_1k/direct", |b| {
+        b.iter_custom(|n| timed(n, None, || direct.set_attr(black_box(&id), "v", black_box(&value), T0).unwrap()))
+    });
+    g.bench_function("set_attr_1k/service", |b| {
+        b.iter_custom(|n| timed(n, None, || service.set_attr(black_box(&id), "v", black_box(&value), T0).unwrap()))
+    });
+    g.bench_function("set_attr_1k/service+subscriber", |b| {
+        b.iter_custom(|n| {
+            timed(n, Some(&hub), || with_sub.set_attr(black_box(&id), "v", black_box(&value), T0).unwrap())
+        })
+    });
+    let dir2 = tempfile::tempdir().unwrap();
+    let small = Arc::new(region(dir2.path(), &cfg(65_536, 1, 16, 64)));
+    let small_service = Sessions::new(small.clone());
+    let small_sub = small_service.with_hub(Some(hub.clone()));
+    g.bench_function("create_invalidate/direct", |b| {
+        b.iter_custom(|n| {
+            timed(n, None, || {
+                let m = small.create(T0).unwrap();
+                small.invalidate(&m.id, T0).unwrap();
+            })
+        })
+    });
+    g.bench_function("create_invalidate/service", |b| {
+        b.iter_custom(|n| {
+            timed(n, None, || {
+                let m = small_service.create(T0).unwrap();
+                small_service.invalidate(&m.id, T0).unwrap();
+            })
+        })
+    });
+    g.bench_function("create_invalidate/service+subscriber", |b| {
+        b.iter_custom(|n| {
+            timed(n, Some(&hub), || {
+                let m = small_sub.create(T0).unwrap();
+                small_sub.invalidate(&m.id, T0).unwrap();
+            })
+        })
+    });
+    g.finish();
+    assert!(hub.dropped() == 0, "the bench queue overflowed: {} events dropped", hub.dropped());
+    assert!(sub.0.load(std::sync::atomic::Ordering::Relaxed) > 0);
 }
 
 fn reap_1m_idle(c: &mut Criterion) {
@@ -266,5 +377,5 @@ fn fork_join_only(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, single, reap_1m_idle, multiprocess, fork_join_only);
+criterion_group!(benches, single, session_layer, reap_1m_idle, multiprocess, fork_join_only);
 criterion_main!(benches);
