@@ -608,9 +608,6 @@ impl Region {
                 return Some(SlotDamage::TimeTooLate { field, t });
             }
         }
-        // A stack buffer (LIMIT_MAX_NAME bounds max_name_size); names are
-        // copied out in 64-byte pieces only as far as they go.
-        let mut name = [0u8; LIMIT_MAX_NAME as usize];
         for e in 0..n {
             let eo = off + self.geo.entry_off(e);
             let nl = self.rd32(eo + E_NAME_LEN as u64);
@@ -621,13 +618,37 @@ impl Region {
             if vl > p.max_value_size {
                 return Some(SlotDamage::ValueLength { entry: e, len: vl, max: p.max_value_size });
             }
-            let name = &mut name[..nl as usize];
-            self.copy_out(eo + E_NAME as u64, name);
-            if std::str::from_utf8(name).is_err() {
+            if !self.is_utf8(eo + E_NAME as u64, nl as usize) {
                 return Some(SlotDamage::NameNotUtf8 { entry: e });
             }
         }
         None
+    }
+
+    /// Whether the `len` bytes at `off` are UTF-8, checked through a
+    /// 64-byte stack buffer (no allocation, and no 1 KiB buffer to zero on
+    /// every lookup): a sequence cut at a chunk's end is carried over.
+    fn is_utf8(&self, off: u64, len: usize) -> bool {
+        let mut buf = [0u8; 64];
+        let (mut done, mut carry) = (0usize, 0usize);
+        while done < len {
+            let n = (len - done).min(buf.len() - carry);
+            self.copy_out(off + done as u64, &mut buf[carry..carry + n]);
+            done += n;
+            let have = carry + n;
+            match std::str::from_utf8(&buf[..have]) {
+                Ok(_) => carry = 0,
+                // An incomplete sequence at the end (at most 3 bytes) may
+                // complete in the next chunk; anything else is invalid.
+                Err(e) if e.error_len().is_none() && done < len => {
+                    let valid = e.valid_up_to();
+                    buf.copy_within(valid..have, 0);
+                    carry = have - valid;
+                }
+                Err(_) => return false,
+            }
+        }
+        carry == 0
     }
 
     /// Repairs stripe `s` while holding its lock: drops every torn or

@@ -669,3 +669,22 @@ fn header_codec_round_trips_and_reads_the_full_timeout() {
     let e = read_header(&d.path().join("r.region")).unwrap_err().to_string();
     assert!(e.contains("idle timeout") && e.contains("4294967296"), "{e}");
 }
+
+#[test]
+fn long_multibyte_names_are_checked_across_chunk_boundaries() {
+    let mut c = cfg("default", 4, 1);
+    c.layout.max_name_size = 1024;
+    let (_d, r) = fresh(&c);
+    let id = r.create(T0).unwrap().id;
+    // 2-, 3- and 4-byte sequences, so some straddle the 64-byte chunks.
+    let name: String = "é€😀a".repeat(100);
+    assert!(name.len() <= 1024);
+    r.set_attr(&id, &name, b"v", T0).unwrap();
+    assert!(r.verify().is_empty(), "{:?}", r.verify());
+    assert_eq!(r.get(&id, false, T0).unwrap().attributes[0].0, name);
+    // Break one continuation byte in the middle: damage, not served.
+    let off = r.geo.slot_off(id.slot) + r.geo.entry_off(0) + E_NAME as u64;
+    r.copy_in(off + 65, b"A");
+    assert!(r.verify().iter().any(|p| p.contains("not UTF-8")), "{:?}", r.verify());
+    assert!(matches!(r.get(&id, false, T0), Err(RegionError::NotFound)));
+}

@@ -34,24 +34,123 @@ pub const DISPATCH_PERIOD: Duration = Duration::from_millis(10);
 /// Most events handed to subscribers in one batch.
 pub const DISPATCH_BATCH: usize = 1024;
 
-/// One lifecycle event as subscribers see it. It holds the full id for
-/// in-process use; a subscriber that sends events anywhere must turn it
-/// into something that is not a credential (the webhook sends a keyed hash).
+/// One lifecycle event as subscribers see it, packed small (at most 80
+/// bytes) so the hand-off through the queue stays cheap: the old token of
+/// a rotation and the attribute names of a change share one inline field,
+/// and names go to the heap only when they do not fit in [`NAMES_INLINE`]
+/// bytes. It holds the full id for in-process use; a subscriber that
+/// sends events anywhere must turn it into something that is not a
+/// credential (the webhook sends a keyed hash).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     /// What happened.
     pub kind: EventKind,
-    /// The session (its new id, for `Rotated`).
-    pub id: SessionId,
-    /// The old id, for `Rotated`.
-    pub old: Option<SessionId>,
     /// The slot's change sequence after the change (orders one session's
     /// events across processes; 0 for `Touched`).
     pub seq: u64,
     /// When, ms since the epoch.
     pub at_ms: u64,
+    /// The session (its new id, for `Rotated`).
+    pub id: SessionId,
+    /// The old token of a rotation, or the names of a change.
+    extra: Extra,
+}
+
+/// Bytes of attribute names an [`Event`] holds without allocating.
+pub const NAMES_INLINE: usize = 30;
+
+/// The variable part of an [`Event`].
+#[derive(Clone, PartialEq, Eq)]
+enum Extra {
+    /// Nothing.
+    None,
+    /// `Rotated`: the token of the id that stopped working (same node,
+    /// context and slot as the new one).
+    OldToken([u8; crate::region::TOKEN_LEN]),
+    /// `Changed`: names, each as a u8 length and its bytes, inline.
+    Names {
+        /// Encoded bytes used.
+        len: u8,
+        /// Encoded names.
+        bytes: [u8; NAMES_INLINE],
+    },
+    /// `Changed`: names, each as a u16 length and its bytes, on the heap.
+    HeapNames(Box<[u8]>),
+}
+
+impl std::fmt::Debug for Extra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Extra::None => f.write_str("None"),
+            // Never print a token.
+            Extra::OldToken(_) => f.write_str("OldToken(..)"),
+            Extra::Names { .. } | Extra::HeapNames(_) => f.write_str("Names(..)"),
+        }
+    }
+}
+
+impl Event {
+    /// Builds an event; `names` are used only for `Changed`.
+    pub fn new<'a>(e: &RegionEvent, names: impl Iterator<Item = &'a str> + Clone) -> Event {
+        let extra = match (e.kind, &e.old) {
+            (EventKind::Rotated, Some(old)) => Extra::OldToken(old.token),
+            (EventKind::Changed, _) => encode_names(names),
+            _ => Extra::None,
+        };
+        Event { kind: e.kind, seq: e.seq, at_ms: e.at_ms, id: e.id, extra }
+    }
+
+    /// The id that stopped working, for `Rotated`.
+    pub fn old(&self) -> Option<SessionId> {
+        match &self.extra {
+            Extra::OldToken(t) => Some(SessionId { token: *t, ..self.id }),
+            _ => None,
+        }
+    }
+
     /// For `Changed`: the attribute names set or removed, in request order.
-    pub names: Vec<String>,
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        let (bytes, wide): (&[u8], bool) = match &self.extra {
+            Extra::Names { len, bytes } => (&bytes[..*len as usize], false),
+            Extra::HeapNames(b) => (b, true),
+            _ => (&[], false),
+        };
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let (n, head) = if wide {
+                (u16::from_le_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]) as usize, 2)
+            } else {
+                (*bytes.get(at)? as usize, 1)
+            };
+            let s = bytes.get(at + head..at + head + n)?;
+            at += head + n;
+            // Encoded from &str, so always UTF-8.
+            Some(std::str::from_utf8(s).unwrap_or("\u{fffd}"))
+        })
+    }
+}
+
+/// Encodes names inline (u8 lengths) when they fit, on the heap (u16
+/// lengths; names are at most 1024 bytes) otherwise.
+fn encode_names<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Extra {
+    let total: usize = names.clone().map(|n| 1 + n.len()).sum();
+    if total <= NAMES_INLINE && names.clone().all(|n| n.len() <= u8::MAX as usize) {
+        let mut bytes = [0u8; NAMES_INLINE];
+        let mut at = 0;
+        for n in names {
+            bytes[at] = n.len() as u8;
+            bytes[at + 1..at + 1 + n.len()].copy_from_slice(n.as_bytes());
+            at += 1 + n.len();
+        }
+        return Extra::Names { len: at as u8, bytes };
+    }
+    let mut v = Vec::with_capacity(total + names.clone().count());
+    for n in names {
+        let b = &n.as_bytes()[..n.len().min(u16::MAX as usize)];
+        v.extend_from_slice(&(b.len() as u16).to_le_bytes());
+        v.extend_from_slice(b);
+    }
+    Extra::HeapNames(v.into_boxed_slice())
 }
 
 /// Receives batches of events from the dispatcher, outside every lock.
@@ -97,12 +196,17 @@ impl Subscriber for LogSubscriber {
     fn deliver(&self, contexts: &ContextNames, batch: &[Event]) {
         for e in batch {
             let ctx = contexts.name(e.id.context);
-            match (e.kind, &e.old) {
+            match (e.kind, e.old()) {
                 (EventKind::Rotated, Some(old)) => {
                     log::debug!("context={ctx} rotated {} -> {} seq={}", old.log_hash(), e.id.log_hash(), e.seq)
                 }
                 (EventKind::Changed, _) => {
-                    log::debug!("context={ctx} changed {} seq={} names={:?}", e.id.log_hash(), e.seq, e.names)
+                    log::debug!(
+                        "context={ctx} changed {} seq={} names={:?}",
+                        e.id.log_hash(),
+                        e.seq,
+                        e.names().collect::<Vec<_>>()
+                    )
                 }
                 (EventKind::Touched, _) => log::trace!("context={ctx} touched {}", e.id.log_hash()),
                 (k, _) => log::debug!("context={ctx} {} {} seq={}", k.name(), e.id.log_hash(), e.seq),
@@ -172,25 +276,14 @@ impl EventHub {
     /// lock held. `changes` names the attributes of a `Changed` event.
     /// Never blocks: a full queue drops and counts.
     pub fn publish(&self, v: &mut Vec<RegionEvent>, changes: Option<&[Change<'_>]>, lost: u64) {
-        let (mut queued, mut dropped) = (0u64, lost);
+        let mut dropped = lost;
         for e in v.drain(..) {
             if e.kind == EventKind::Touched && !self.wants_touched {
                 continue;
             }
-            let names = match (e.kind, changes) {
-                (EventKind::Changed, Some(c)) => c.iter().map(|(n, _)| n.to_string()).collect(),
-                _ => Vec::new(),
-            };
-            let ev = Event { kind: e.kind, id: e.id, old: e.old, seq: e.seq, at_ms: e.at_ms, names };
-            match self.queue.push(ev) {
-                Ok(()) => queued += 1,
-                Err(_) => dropped += 1,
-            }
-        }
-        if queued > 0 {
-            self.published.fetch_add(queued, Ordering::Relaxed);
-            if let Some(m) = &self.metrics {
-                m.stats.add_worker(m.block, WorkerCounter::EventsPublished, queued);
+            let ev = Event::new(&e, changes.unwrap_or_default().iter().map(|(n, _)| *n));
+            if self.queue.push(ev).is_err() {
+                dropped += 1;
             }
         }
         if dropped > 0 {
@@ -217,13 +310,20 @@ impl EventHub {
         self.subscribers.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
     }
 
-    /// Drains up to `max` events, in queue order.
+    /// Drains up to `max` events, in queue order. The consumer counts
+    /// them (the publishers' hot path does no shared increment).
     pub fn drain(&self, max: usize) -> Vec<Event> {
         let mut out = Vec::with_capacity(self.queue.len().min(max));
         while out.len() < max {
             match self.queue.pop() {
                 Some(e) => out.push(e),
                 None => break,
+            }
+        }
+        if !out.is_empty() {
+            self.published.fetch_add(out.len() as u64, Ordering::Relaxed);
+            if let Some(m) = &self.metrics {
+                m.stats.add_worker(m.block, WorkerCounter::EventsPublished, out.len() as u64);
             }
         }
         out
@@ -259,8 +359,14 @@ impl EventHub {
         }
     }
 
-    /// Events queued so far.
+    /// Events queued and taken by the dispatcher so far (plus those
+    /// still waiting in the queue).
     pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed) + self.queue.len() as u64
+    }
+
+    /// Events taken by the dispatcher so far.
+    pub fn dispatched(&self) -> u64 {
         self.published.load(Ordering::Relaxed)
     }
 
@@ -318,6 +424,15 @@ mod tests {
         hub.dispatch();
         let got = sub.0.lock().unwrap();
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].names, ["cart", "user"]);
+        assert_eq!(got[0].names().collect::<Vec<_>>(), ["cart", "user"]);
+        // Names past the inline room go to the heap, intact.
+        let long: Vec<String> = (0..20).map(|i| format!("attribute-{i:02}")).collect();
+        let e = Event::new(&ev(EventKind::Changed, 1), long.iter().map(String::as_str));
+        assert_eq!(e.names().collect::<Vec<_>>(), long);
+        let big = "n".repeat(300);
+        let e = Event::new(&ev(EventKind::Changed, 1), [big.as_str()].into_iter());
+        assert_eq!(e.names().collect::<Vec<_>>(), [big.as_str()]);
+        assert!(Event::new(&ev(EventKind::Created, 1), long.iter().map(String::as_str)).names().next().is_none());
+        assert!(std::mem::size_of::<Event>() <= 80, "{}", std::mem::size_of::<Event>());
     }
 }

@@ -81,11 +81,11 @@ pub fn event_json(contexts: &ContextNames, key: &[u8], node_id: u32, e: &Event) 
         "seq": e.seq,
         "at": at,
     });
-    if let (EventKind::Rotated, Some(old)) = (e.kind, &e.old) {
-        o["previous"] = Value::String(session_key(key, old));
+    if let (EventKind::Rotated, Some(old)) = (e.kind, e.old()) {
+        o["previous"] = Value::String(session_key(key, &old));
     }
     if e.kind == EventKind::Changed {
-        o["names"] = json!(e.names);
+        o["names"] = json!(e.names().collect::<Vec<_>>());
     }
     o
 }
@@ -234,9 +234,12 @@ mod tests {
         // Another node and slot for the same token keep the key (re-issued ids).
         let moved = SessionId { node: 2, slot: 3, ..id };
         assert_eq!(session_key(&k, &id), session_key(&k, &moved));
-        let e = Event { kind: EventKind::Rotated, id, old: Some(other), seq: 4, at_ms: 1_000, names: vec![] };
+        let re =
+            crate::region::RegionEvent { kind: EventKind::Rotated, id: other, old: Some(id), seq: 4, at_ms: 1_000 };
+        let e = Event::new(&re, std::iter::empty());
         let j = event_json(&ContextNames::new(vec![(7, "default".into())]), &k, 1, &e).to_string();
         assert!(!j.contains(&id.to_string()) && !j.contains(&other.to_string()), "{j}");
+        assert_eq!(e.old(), Some(id));
         assert!(j.contains("\"type\":\"session.rotated\"") && j.contains("\"previous\""), "{j}");
         assert!(j.contains("\"context\":\"default\"") && j.contains("1970-01-01T00:00:01.000Z"), "{j}");
     }
