@@ -1,25 +1,28 @@
 //! sessiond: web sessions in shared memory.
 //!
 //! # Layout
-//! | module | concept |
-//! | --- | --- |
-//! | [`session`] | the session layer: one door to sessions for every front end; lifecycle events, the event hub and its subscribers (log, webhook), the backing-store contract |
-//! | [`region`] | the mmap'd session file of one context: layout, robust stripe locks, ids, expiry, repair, migration |
-//! | [`dirlock`] | the data directory's locks: one server per directory, and the init lock that keeps tools out while locks are re-initialised (leaf) |
-//! | [`datadir`] | the data directory: `Version` file, opening every context's region |
-//! | [`syscalls`] | plain system calls with no policy (leaf) |
-//! | [`clock`] | wall-clock milliseconds |
-//! | [`config`] | TOML file, command-line overrides, iPlanet aliases, validation |
-//! | [`ctl`] | `sessionctl` commands: stats, list, show, expire, clear, verify |
-//! | [`contexts`] | the open contexts and their regions, by name and by id tag |
-//! | [`master`] | the master process: fork, supervise, reload, stop |
-//! | [`worker`] | a worker process: tokio current-thread runtime + hyper |
-//! | [`reaper`] | the reaper process: periodic expiry sweeps |
-//! | [`http`] | the HTTP API: routing, handlers, errors, id lookup |
-//! | [`metrics`] | server-wide shared counters and Prometheus rendering |
-//! | [`webhook`] | lifecycle-event webhook delivery: Standard Webhooks signing, bounded backlog, retries |
-//! | [`logging`] | journald-friendly log lines |
-//! | [`sys`] | fork, prctl, process titles, sockets, privilege drop, counter files |
+//! Layered top to bottom; a module uses only modules below it
+//! (`tests/layering.rs` checks that the graph has no cycle).
+//!
+//! | layer | module | concept |
+//! | --- | --- | --- |
+//! | processes | [`master`] | the master process: fork, supervise, reload, stop |
+//! | | [`worker`] | a worker process: tokio current-thread runtime + hyper, its event hub |
+//! | | [`reaper`] | the reaper process: periodic expiry sweeps, its event hub |
+//! | front ends | [`http`] | the HTTP API: routing, handlers, errors, id lookup |
+//! | | [`ctl`] | `sessionctl` commands: stats, list, show, expire, clear, verify |
+//! | contexts | [`contexts`] | the open contexts, each with its settings and its [`session::Sessions`], by name and by id tag |
+//! | session layer | [`session`] | one door to sessions for every front end; lifecycle events, the event hub and its subscribers (log, webhook), the backing-store contract |
+//! | | [`webhook`] | signed (Standard Webhooks), retrying, bounded webhook delivery |
+//! | | [`metrics`] | server-wide shared counters and Prometheus rendering |
+//! | data directory | [`datadir`] | the `Version` file, opening every context's region |
+//! | configuration | [`config`] | one table of keys: TOML, command line, iPlanet aliases, validation, the reference |
+//! | region | [`region`] | the mmap'd session file of one context: layout, robust stripe locks, ids, expiry, repair, migration, change marks, events recorded under the lock |
+//! | system | [`sys`] | fork, prctl, process titles, sockets, privilege drop, counter files |
+//! | leaves | [`dirlock`] | the data directory's two locks: one server per directory; tools kept out while locks are re-initialised |
+//! | | [`syscalls`] | plain system calls with no policy |
+//! | | [`clock`] | wall-clock milliseconds |
+//! | | [`logging`] | journald-friendly log lines, rate limits |
 //!
 //! The crate is Linux-only: robust process-shared mutexes, `prctl` and the
 //! region's little-endian layout are part of its contract.

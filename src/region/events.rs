@@ -79,9 +79,9 @@ pub type FlushFn<'a> = &'a dyn Fn(&mut Vec<RegionEvent>);
 ///
 /// A buffer is either *collecting* (it borrows a reusable vector, normally
 /// a per-thread one owned by the session layer) or *discarding* (tools and
-/// tests that have no subscriber). Region code calls [`Self::before_lock`]
+/// tests that have no subscriber). Region code calls `before_lock`
 /// with the most events it may push under the next lock; under the lock it
-/// only calls [`Self::push`], which never grows the vector: an event that
+/// only calls `push`, which never grows the vector: an event that
 /// finds no reserved room is counted in [`Self::lost`] instead.
 pub struct EventBuf<'a> {
     /// Collected events; `None` discards.

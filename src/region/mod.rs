@@ -2,9 +2,9 @@
 //! striped robust locks, lazy expiry, crash repair.
 //!
 //! # What this module owns
-//! Every access to a region's bytes. The layout lives in [`layout`], the
-//! mutex wrapper in [`lock`], ids in [`id`], lifecycle events in
-//! [`events`], and opening, validation and migration in [`open`].
+//! Every access to a region's bytes. The layout lives in `layout`, the
+//! mutex wrapper in `lock`, ids in [`id`], lifecycle events in
+//! [`events`], and opening, validation and migration in `open`.
 //!
 //! # What it must never do
 //! - Hand out `&` or `&mut` into the map. Slot bytes are copied in and out

@@ -67,7 +67,7 @@ fn corrupt(path: &Path, what: impl Into<String>) -> RegionError {
 }
 
 /// Reads and validates a region header; every failure says what was wrong.
-/// The fixed fields are decoded by the one codec, [`Header`], from the bytes
+/// The fixed fields are decoded by the one codec, `layout::Header`, from the bytes
 /// `pread` fills.
 pub fn read_header(path: &Path) -> Result<HeaderInfo, RegionError> {
     let f = File::open(path).map_err(|e| io_err("open(O_RDONLY)", path, e))?;
