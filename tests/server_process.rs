@@ -105,6 +105,22 @@ fn restart_keeps_sessions_and_their_remaining_idle_time() {
 }
 
 #[test]
+fn a_brand_new_data_dir_is_created_quietly_not_cleared() {
+    let s = Server::start(&[]);
+    let log = s.log();
+    assert!(log.contains("new data directory; creating the regions and Version"), "{log}");
+    assert!(!log.contains("clearing the session caches"), "a new data dir is not a cache clear:\n{log}");
+    assert!(
+        !log.lines().any(|l| l.contains("WARN") && l.contains("Version")),
+        "no warning about Version on a first start:\n{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.data_dir.join("Version")).unwrap().trim(),
+        sessiond::region::FORMAT_VERSION.to_string()
+    );
+}
+
+#[test]
 fn deleting_version_then_restart_clears_sessions() {
     let mut s = Server::start(&[]);
     let id = create(&s);
