@@ -10,6 +10,7 @@
 //! | | [`worker`] | a worker process: tokio current-thread runtime + hyper, its event hub |
 //! | | [`reaper`] | the reaper process: periodic expiry sweeps, its event hub |
 //! | front ends | [`http`] | the HTTP API: routing, handlers, errors, id lookup |
+//! | | [`gateway`] | the public gateway listener: login, filters, forwarding (Glacier2's router for HTTP) |
 //! | | [`ctl`] | `sessionctl` commands: stats, list, show, expire, clear, verify |
 //! | contexts | [`contexts`] | the open contexts, each with its settings and its [`session::Sessions`], by name and by id tag |
 //! | session layer | [`session`] | one door to sessions for every front end; lifecycle events, the event hub and its subscribers (log, webhook), the backing-store contract |
@@ -40,6 +41,7 @@ pub mod contexts;
 pub mod ctl;
 pub mod datadir;
 pub mod dirlock;
+pub mod gateway;
 pub mod http;
 pub mod logging;
 pub mod master;
