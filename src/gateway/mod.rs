@@ -10,8 +10,193 @@
 //! | [`filters`] | Glacier2's per-session filters: categories, adapter ids, identities |
 //! | [`verifier`] | the htpasswd password verifier (bcrypt, argon2id) |
 //! | [`throttle`] | login failure throttling per client address and per user |
+//! | [`handle`] | control handles: naming a session to the backend without its id |
+//! | [`hook`] | the session-manager hook client (create, destroy) |
+//! | [`outbox`] | live records and the durable outbox of destroy notices |
+//! | [`public`] | the public listener: login, logout, session, forward-auth, forwarding |
+//! | [`proxy`] | forwarding one request upstream: headers, streaming, WebSocket tunnels |
+//! | [`control`] | the control API's operations (served on the private listener by `http`) |
+//!
+//! What it must never do: match a filter on anything but the normalised
+//! path; forward a client's own identity headers; hash a password on a
+//! runtime thread; send a session id anywhere but to its own client.
 
+pub mod control;
 pub mod filters;
+pub mod handle;
+pub mod hook;
+pub mod outbox;
 pub mod path;
+pub mod proxy;
+pub mod public;
 pub mod throttle;
 pub mod verifier;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AcceptUserConfig, Config, GatewayConfig};
+use crate::contexts::{Context, Contexts};
+use filters::{AcceptUser, Filters};
+
+/// The reserved attribute holding a gateway session's user and filters.
+pub const GATEWAY_ATTR: &str = "\u{1}gateway";
+
+/// What the gateway keeps in a session (one reserved attribute, JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewaySession {
+    /// The user who logged in.
+    pub user: String,
+    /// The session's filters.
+    pub filters: Filters,
+}
+
+impl GatewaySession {
+    /// Reads the attribute's bytes; `None` if they are not ours.
+    pub fn decode(bytes: &[u8]) -> Option<GatewaySession> {
+        serde_json::from_slice(bytes).ok()
+    }
+    /// The attribute's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// The gateway's settings and secret, shared by the public listener and
+/// the control API of one process.
+pub struct GatewayCore {
+    /// Effective configuration.
+    pub cfg: GatewayConfig,
+    /// Index of the gateway context in [`Contexts`].
+    pub ctx: usize,
+    /// Signs hook calls and control handles.
+    pub secret: Vec<u8>,
+    /// Live records and destroy notices (when a session manager is configured).
+    pub outbox: Option<outbox::Outbox>,
+}
+
+impl GatewayCore {
+    /// Builds the core from the configuration (reads the secret file).
+    pub fn new(config: &Config, contexts: &Contexts) -> Result<Option<Arc<GatewayCore>>, String> {
+        let Some(g) = &config.gateway else { return Ok(None) };
+        let ctx = contexts
+            .iter()
+            .position(|c| c.cfg.name == g.context)
+            .ok_or_else(|| format!("gateway.context = {:?} names no configured context", g.context))?;
+        let secret = crate::config::read_secret_file("gateway.secret_file", &g.secret_file).map_err(|e| e.to_string())?;
+        let outbox = if g.session_manager.is_empty() {
+            None
+        } else {
+            Some(outbox::Outbox::open(&config.data_dir).map_err(|e| format!("gateway outbox: {e}"))?)
+        };
+        Ok(Some(Arc::new(GatewayCore { cfg: g.clone(), ctx, secret, outbox })))
+    }
+
+    /// The gateway context.
+    pub fn context<'a>(&self, contexts: &'a Contexts) -> &'a Context {
+        contexts.iter().nth(self.ctx).expect("the gateway context index was checked at start")
+    }
+
+    /// The accept-user rule as the filters module spells it.
+    pub fn accept_user(&self) -> AcceptUser {
+        match self.cfg.filters.accept_user {
+            AcceptUserConfig::None => AcceptUser::None,
+            AcceptUserConfig::Category => AcceptUser::Category,
+            AcceptUserConfig::Underscore => AcceptUser::Underscore,
+        }
+    }
+
+    /// The control handle of a session.
+    pub fn handle_of(&self, id: &crate::region::SessionId) -> String {
+        handle::handle_of(&self.secret, id)
+    }
+
+    /// Queues a destroy notice (when a manager is configured); failures
+    /// are logged, never answered to the client (the reaper's
+    /// reconciliation catches a missing notice).
+    pub fn notify_destroyed(&self, handle: &str, user: &str, reason: &str) {
+        if let Some(o) = &self.outbox
+            && let Err(e) = o.queue(handle, user, reason, crate::clock::now_ms())
+        {
+            log::warn!("gateway: cannot queue the destroy notice ({reason}): {e}; the reaper will report it as expired");
+        }
+    }
+}
+
+/// How long the reaper waits between outbox passes.
+pub const OUTBOX_PERIOD: Duration = Duration::from_secs(1);
+
+/// The reaper's share of the gateway: reconcile live records against the
+/// region (every session gone without a notice gets an `expired` one), then
+/// deliver due notices. Runs on the reaper's runtime until the process ends.
+pub async fn run_outbox(core: Arc<GatewayCore>, contexts: Arc<Contexts>) {
+    let Some(outbox) = core.outbox.clone() else { return };
+    let hook = hook::HookClient::new(
+        core.cfg.session_manager.clone(),
+        Duration::from_secs_f64(core.cfg.session_manager_timeout),
+        core.secret.clone(),
+    );
+    let mut tick = tokio::time::interval(OUTBOX_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned = crate::logging::RateLimit::new(60_000);
+    let _ = &mut warned;
+    loop {
+        tick.tick().await;
+        let sessions = &core.context(&contexts).sessions;
+        let now = crate::clock::now_ms();
+        for h in outbox.live_handles() {
+            let Some(parsed) = handle::Handle::parse(&h) else { continue };
+            let alive = match sessions.id_in_slot(parsed.slot, now) {
+                Ok(Some(id)) => parsed.names(&core.secret, &id),
+                Ok(None) => false,
+                // A busy stripe: look again next time.
+                Err(_) => continue,
+            };
+            if !alive {
+                let user = outbox.live_user(&h).unwrap_or_default();
+                if let Err(e) = outbox.queue(&h, &user, "expired", now) {
+                    log::warn!("gateway: cannot queue an expiry notice: {e}");
+                }
+            }
+        }
+        for (file, notice) in outbox.pending() {
+            if notice.next_ms > now {
+                continue;
+            }
+            if now.saturating_sub(notice.ended_ms) > outbox::GIVE_UP_AFTER.as_millis() as u64 {
+                log::warn!(
+                    "gateway: giving up on the destroy notice for session {} (user {:?}, {}) after {} attempts over 24 h",
+                    notice.session,
+                    notice.user,
+                    notice.reason,
+                    notice.attempts
+                );
+                outbox.done(&file);
+                continue;
+            }
+            let body = bytes::Bytes::from(notice.body().to_string());
+            match hook.destroy(body).await {
+                Ok(()) => outbox.done(&file),
+                Err(why) => {
+                    if warned.allow(now).is_some() {
+                        log::warn!(
+                            "gateway: destroy notice not delivered (attempt {}): {why}; retrying with back-off",
+                            notice.attempts + 1
+                        );
+                    }
+                    if let Err(e) = outbox.retry_later(&file, notice, now) {
+                        log::warn!("gateway: cannot reschedule a destroy notice: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The initial filters of a new session for `user`.
+pub fn initial_filters(core: &GatewayCore, user: &str) -> Result<Filters, filters::FilterError> {
+    let f = &core.cfg.filters;
+    Filters::initial(&f.categories, &f.adapter_ids, &f.identities, core.accept_user(), user)
+}

@@ -119,7 +119,12 @@ fn empty(status: StatusCode) -> Resp {
 
 fn session_response(ctx: &Context, status: StatusCode, m: &SessionMeta, attrs: &[(String, Vec<u8>)]) -> Resp {
     let mut o = meta_json(ctx, m);
-    let a: Map<String, Value> = attrs.iter().map(|(k, v)| (k.clone(), value_json(v))).collect();
+    // Reserved attributes (the gateway's user and filters) are sessiond's own.
+    let a: Map<String, Value> = attrs
+        .iter()
+        .filter(|(k, _)| !crate::session::is_reserved(k))
+        .map(|(k, v)| (k.clone(), value_json(v)))
+        .collect();
     o.insert("attributes".into(), Value::Object(a));
     json(status, Value::Object(o))
 }

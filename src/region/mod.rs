@@ -1093,6 +1093,50 @@ impl Region {
         }
     }
 
+    /// Atomic read-modify-write of one attribute, under one lock: `f` gets
+    /// the current value (`None` if absent) and returns the new one
+    /// (`None` leaves the session unchanged) or an error that aborts with
+    /// nothing written. `f` runs with the stripe lock held, so it must be
+    /// quick and must not call back into the region (it gets a copy; the
+    /// session layer uses it to update a gateway session's filters without
+    /// losing a concurrent update from another worker).
+    pub fn modify_attr_ev<E: From<RegionError>>(
+        &self,
+        id: &SessionId,
+        name: &str,
+        now_ms: u64,
+        ev: &mut EventBuf<'_>,
+        f: impl FnOnce(Option<&[u8]>) -> Result<Option<Vec<u8>>, E>,
+    ) -> Result<(), E> {
+        self.check_change(name, None)?;
+        let (g, off) = self.find(id, now_ms, ev)?;
+        let mut cur = Vec::new();
+        let found = self.find_attr(off, name.as_bytes()).map(|(_, eo)| self.read_value(eo, &mut cur)).is_some();
+        let Some(new) = f(found.then_some(cur.as_slice()))? else { return Ok(()) };
+        self.check_change(name, Some(&new))?;
+        if !found && self.rd32(off + SL_NVALUES as u64) >= self.geo.params.max_values {
+            return Err(RegionError::TooManyValues { max: self.geo.params.max_values }.into());
+        }
+        self.begin_write(off);
+        let seq = self.mark_changed(id.slot, off);
+        match self.find_attr(off, name.as_bytes()) {
+            Some((_, eo)) => self.write_value(eo, &new),
+            None => {
+                let n = self.rd32(off + SL_NVALUES as u64);
+                let eo = off + self.geo.entry_off(n);
+                self.wr32(eo + E_NAME_LEN as u64, name.len() as u32);
+                self.copy_in(eo + E_NAME as u64, name.as_bytes());
+                self.write_value(eo, &new);
+                self.wr32(off + SL_NVALUES as u64, n + 1);
+            }
+        }
+        self.refresh_locked(id, off, now_ms);
+        self.end_write(off);
+        self.bump(g.s, StripeCounter::Writes, 1);
+        self.emit(g.s, ev, RegionEvent { kind: EventKind::Changed, id: *id, old: None, seq, at_ms: now_ms });
+        Ok(())
+    }
+
     /// Validates one change against the limits, before any lock is taken.
     pub fn check_change(&self, name: &str, value: Option<&[u8]>) -> Result<(), RegionError> {
         let p = &self.geo.params;

@@ -35,6 +35,17 @@ use crate::region::{
     SessionId, SessionMeta,
 };
 
+/// Attribute names starting with this character are reserved for sessiond
+/// itself (the gateway's user and filters). The session API refuses names
+/// with control characters, so a client can neither read nor write them,
+/// and session listings leave them out.
+pub const RESERVED_PREFIX: char = '\u{1}';
+
+/// Whether an attribute name is reserved (see [`RESERVED_PREFIX`]).
+pub fn is_reserved(name: &str) -> bool {
+    name.starts_with(RESERVED_PREFIX)
+}
+
 thread_local! {
     /// The reusable event vector of this thread: region calls reserve room
     /// in it before they lock, so a steady state allocates nothing.
@@ -135,6 +146,37 @@ impl Sessions {
     /// Removes one attribute (absent is fine).
     pub fn remove_attr(&self, id: &SessionId, name: &str, now_ms: u64) -> Result<(), RegionError> {
         self.update(id, &[(name, None)], now_ms)
+    }
+
+    /// Atomic read-modify-write of one attribute (see
+    /// `Region::modify_attr_ev`): `f` runs under the stripe lock with a
+    /// copy of the current value and must be quick.
+    pub fn modify_attr<E: From<RegionError>>(
+        &self,
+        id: &SessionId,
+        name: &str,
+        now_ms: u64,
+        f: impl FnOnce(Option<&[u8]>) -> Result<Option<Vec<u8>>, E>,
+    ) -> Result<(), E> {
+        let changes: [Change<'_>; 1] = [(name, None)];
+        let Some(hub) = &self.hub else {
+            return self.region.modify_attr_ev(id, name, now_ms, &mut EventBuf::discard(), f);
+        };
+        EVENTS.with(|cell| {
+            let mut v = cell.borrow_mut();
+            let (r, lost) = {
+                let mut ev = EventBuf::collect(&mut v);
+                let r = self.region.modify_attr_ev(id, name, now_ms, &mut ev, f);
+                (r, ev.lost())
+            };
+            hub.publish(&mut v, Some(&changes), lost);
+            r
+        })
+    }
+
+    /// The id of the live session in `slot`, if any (no touch).
+    pub fn id_in_slot(&self, slot: u32, now_ms: u64) -> Result<Option<SessionId>, RegionError> {
+        Ok(self.region.snapshot_slot(slot, now_ms)?.map(|s| s.meta.id))
     }
 
     /// Refreshes the last access.

@@ -1,0 +1,221 @@
+//! The session-manager hook: the application's say on gateway sessions,
+//! as Glacier2's `SessionManager` has.
+//!
+//! - `create` is called at login, before a session exists, and may refuse
+//!   with a reason (Glacier2's `CannotCreateSessionException`) or grant
+//!   initial filters and attributes. The managers are tried in turn; none
+//!   answering in time, or only with garbage, is "unavailable" and no
+//!   session is created (fail closed).
+//! - `destroy` notices are sent after the session is gone, from the
+//!   durable outbox ([`super::outbox`]), until a manager answers 2xx, 404
+//!   or 410.
+//!
+//! Every call is a POST signed the Standard Webhooks way with the gateway
+//! secret ([`crate::webhook::sign`]). The client is built per process,
+//! after `fork`, on that process's runtime. It never logs a body, a
+//! secret or a full session id.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::Request;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// Largest manager answer read (a `create` answer carries filters and
+/// attributes; anything bigger is garbage).
+pub const MAX_ANSWER: usize = 256 * 1024;
+
+/// What a manager decided at login.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Create the session.
+    Allow {
+        /// Filters to start from instead of the configured ones, as JSON
+        /// (`{"categories":[…],"adapter_ids":[…],"identities":[…]}`).
+        filters: Option<Value>,
+        /// Attributes to store in the session (name → string).
+        attributes: serde_json::Map<String, Value>,
+    },
+    /// Refuse, with the manager's reason (shown to the client).
+    Refuse {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why no manager decided.
+#[derive(Debug, thiserror::Error)]
+#[error("no session manager answered: {0}")]
+pub struct Unavailable(pub String);
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The hook client of one process.
+pub struct HookClient {
+    /// Manager URLs, tried in order.
+    urls: Vec<String>,
+    /// Per-attempt timeout.
+    timeout: Duration,
+    /// Signing key.
+    secret: Vec<u8>,
+    /// Pooled client.
+    client: HttpsClient,
+}
+
+fn https_client() -> HttpsClient {
+    let connector = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+        Ok(b) => b.https_or_http().enable_http1().build(),
+        Err(e) => {
+            log::warn!("gateway: cannot load the system's TLS roots ({e}); https session managers will fail");
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(
+                    rustls::ClientConfig::builder().with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth(),
+                )
+                .https_or_http()
+                .enable_http1()
+                .build()
+        }
+    };
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(connector)
+}
+
+impl HookClient {
+    /// A client for `urls` (empty: no hook). Call inside the process's runtime.
+    pub fn new(urls: Vec<String>, timeout: Duration, secret: Vec<u8>) -> HookClient {
+        HookClient { urls, timeout, secret, client: https_client() }
+    }
+
+    /// Whether any manager is configured.
+    pub fn enabled(&self) -> bool {
+        !self.urls.is_empty()
+    }
+
+    /// One signed POST; `Ok((status, body))` or why it failed.
+    async fn post(&self, url: &str, body: &Bytes) -> Result<(u16, Bytes), String> {
+        let mut id = [0u8; 12];
+        getrandom::getrandom(&mut id).map_err(|e| format!("getrandom: {e}"))?;
+        let msg_id = format!("msg_{}", id.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let req = Request::post(url)
+            .header("content-type", "application/json")
+            .header("user-agent", concat!("sessiond/", env!("CARGO_PKG_VERSION"), " (gateway)"))
+            .header("webhook-id", &msg_id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", crate::webhook::sign(&self.secret, &msg_id, ts, body))
+            .body(Full::new(body.clone()))
+            .map_err(|e| format!("bad request to {}: {e}", redact(url)))?;
+        let fut = async {
+            let resp = self.client.request(req).await.map_err(|e| format!("{}: {e}", redact(url)))?;
+            let status = resp.status().as_u16();
+            let body = Limited::new(resp.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| format!("{}: reading the answer: {e}", redact(url)))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("{}: no answer within {:?}", redact(url), self.timeout)),
+        }
+    }
+
+    /// Asks the managers, in turn, whether a session may be created.
+    pub async fn create(&self, request: &Value) -> Result<Decision, Unavailable> {
+        let body = Bytes::from(request.to_string());
+        let mut why = Vec::new();
+        for url in &self.urls {
+            match self.post(url, &body).await {
+                Ok((status, answer)) if (200..300).contains(&status) => match parse_decision(&answer) {
+                    Ok(d) => return Ok(d),
+                    Err(e) => why.push(format!("{}: {e}", redact(url))),
+                },
+                Ok((status, _)) => why.push(format!("{}: status {status}", redact(url))),
+                Err(e) => why.push(e),
+            }
+        }
+        Err(Unavailable(why.join("; ")))
+    }
+
+    /// Sends one destroy notice; `Ok` when a manager took it (2xx) or
+    /// does not know the session (404, 410), `Err` with the reasons otherwise.
+    pub async fn destroy(&self, body: Bytes) -> Result<(), String> {
+        let mut why = Vec::new();
+        for url in &self.urls {
+            match self.post(url, &body).await {
+                Ok((s, _)) if (200..300).contains(&s) || s == 404 || s == 410 => return Ok(()),
+                Ok((s, _)) => why.push(format!("{}: status {s}", redact(url))),
+                Err(e) => why.push(e),
+            }
+        }
+        Err(why.join("; "))
+    }
+}
+
+/// A URL for logs: no user info, no query.
+pub fn redact(url: &str) -> String {
+    match url.parse::<hyper::Uri>() {
+        Ok(u) => format!(
+            "{}://{}{}",
+            u.scheme_str().unwrap_or("http"),
+            u.host().unwrap_or("?"),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ) + u.path(),
+        Err(_) => "(bad url)".into(),
+    }
+}
+
+/// Parses a `create` answer: `{"allow": true, "filters"?: {…}, "attributes"?: {…}}`
+/// or `{"allow": false, "reason": "…"}`. Anything else is garbage.
+pub fn parse_decision(answer: &[u8]) -> Result<Decision, String> {
+    let v: Value = serde_json::from_slice(answer).map_err(|e| format!("answer is not JSON: {e}"))?;
+    let o = v.as_object().ok_or("answer is not a JSON object")?;
+    match o.get("allow") {
+        Some(Value::Bool(true)) => {
+            let filters = match o.get("filters") {
+                None | Some(Value::Null) => None,
+                Some(f @ Value::Object(_)) => Some(f.clone()),
+                Some(_) => return Err("\"filters\" must be an object".into()),
+            };
+            let attributes = match o.get("attributes") {
+                None | Some(Value::Null) => serde_json::Map::new(),
+                Some(Value::Object(a)) if a.values().all(Value::is_string) => a.clone(),
+                Some(_) => return Err("\"attributes\" must be an object of strings".into()),
+            };
+            Ok(Decision::Allow { filters, attributes })
+        }
+        Some(Value::Bool(false)) => {
+            let reason = o.get("reason").and_then(Value::as_str).unwrap_or("refused by the session manager");
+            // A reason reaches the client: keep it short and printable.
+            let reason: String = reason.chars().filter(|c| !c.is_control()).take(512).collect();
+            Ok(Decision::Refuse { reason })
+        }
+        _ => Err("answer has no boolean \"allow\"".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_parse_and_garbage_is_refused() {
+        assert_eq!(
+            parse_decision(br#"{"allow":false,"reason":"account locked"}"#).unwrap(),
+            Decision::Refuse { reason: "account locked".into() }
+        );
+        let d = parse_decision(br#"{"allow":true,"filters":{"categories":["a"]},"attributes":{"role":"admin"}}"#).unwrap();
+        assert!(matches!(d, Decision::Allow { filters: Some(_), ref attributes } if attributes["role"] == "admin"));
+        for bad in [&b"nope"[..], b"[]", b"{}", br#"{"allow":"yes"}"#, br#"{"allow":true,"attributes":{"n":1}}"#] {
+            assert!(parse_decision(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(redact("http://u:p@sm.example:9000/sessions?token=x"), "http://sm.example:9000/sessions");
+    }
+}

@@ -1,0 +1,581 @@
+//! The public listener: what browsers and API clients reach.
+//!
+//! - `GET /.sessiond/login`: the login form (built in, or `login_template`);
+//!   `POST /.sessiond/login`: form or JSON `{"user","password","rd"}`.
+//! - `POST /.sessiond/logout`, `GET /.sessiond/session`.
+//! - `/.sessiond/auth`: forward-auth for nginx `auth_request` and Traefik
+//!   `forwardAuth`.
+//! - Anything else is forwarded to the upstream with the longest matching
+//!   prefix, when the session's filters allow it.
+//!
+//! Every route is chosen on the normalised path. Password hashing runs on
+//! the blocking pool (`spawn_blocking`), never on the worker's runtime
+//! thread. Session ids travel only in this client's own `Set-Cookie`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::filters::{FilterKind, Filters};
+use super::hook::{Decision, HookClient};
+use super::path::{NormalPath, normalise};
+use super::proxy::{self, Forward, GwResp, Identity, Upstream, UpstreamClient, full, json_error};
+use super::throttle::Throttle;
+use super::verifier::Verifier;
+use super::{GATEWAY_ATTR, GatewayCore, GatewaySession, control, initial_filters};
+use crate::config::Config;
+use crate::contexts::{Context, Contexts};
+use crate::region::{Change, SessionId};
+
+/// Largest login body.
+pub const MAX_LOGIN_BODY: usize = 8 * 1024;
+/// Longest user name and password accepted at login.
+pub const MAX_USER: usize = 256;
+/// Longest password accepted at login.
+pub const MAX_PASSWORD: usize = 1024;
+/// Seconds a client is told to wait when no session manager answered.
+pub const MANAGER_RETRY_AFTER: u64 = 5;
+
+/// The built-in login page; `{{rd}}` and `{{error}}` are filled in (HTML-escaped).
+const LOGIN_PAGE: &str = include_str!("login.html");
+
+/// One worker's gateway.
+pub struct Gateway {
+    /// Settings, secret, outbox.
+    pub core: Arc<GatewayCore>,
+    /// The open contexts.
+    pub contexts: Arc<Contexts>,
+    /// The effective configuration.
+    pub config: Arc<Config>,
+    /// The password file.
+    pub verifier: Arc<Verifier>,
+    /// Login failure throttling (per process).
+    pub throttle: Throttle,
+    /// The session-manager hook.
+    pub hook: HookClient,
+    /// The upstream client pool.
+    pub client: UpstreamClient,
+    /// The upstreams, parsed.
+    pub upstreams: Vec<Upstream>,
+    /// The login page template.
+    pub login_page: String,
+}
+
+impl Gateway {
+    /// Builds one worker's gateway, after `fork`, inside its runtime.
+    pub fn start(core: Arc<GatewayCore>, contexts: Arc<Contexts>, config: Arc<Config>) -> Result<Gateway, String> {
+        let g = &core.cfg;
+        let verifier = Verifier::load(&g.verifier).map_err(|e| e.to_string())?;
+        let upstreams = g
+            .upstreams
+            .iter()
+            .map(|u| Upstream::new(&u.name, &u.url, &u.prefix))
+            .collect::<Result<Vec<_>, _>>()?;
+        let login_page = match &g.login_template {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| format!("gateway.login_template {}: cannot read it: {e}", p.display()))?,
+            None => LOGIN_PAGE.to_string(),
+        };
+        let hook = HookClient::new(
+            g.session_manager.clone(),
+            Duration::from_secs_f64(g.session_manager_timeout),
+            core.secret.clone(),
+        );
+        let throttle = Throttle::new(g.login_max_failures, Duration::from_secs_f64(g.login_window), 100_000);
+        Ok(Gateway {
+            core,
+            contexts,
+            config,
+            verifier: Arc::new(verifier),
+            throttle,
+            hook,
+            client: proxy::client(),
+            upstreams,
+            login_page,
+        })
+    }
+
+    fn ctx(&self) -> &Context {
+        self.core.context(&self.contexts)
+    }
+
+    fn trusted(&self, peer: Option<SocketAddr>) -> bool {
+        peer.is_some_and(|p| self.core.cfg.trusted_proxies.iter().any(|n| n.contains(&p.ip())))
+    }
+
+    /// The session named by the request's cookie, with its gateway data
+    /// (touching it when `touch`).
+    fn current(&self, req: &Request<Incoming>, touch: bool) -> Option<(SessionId, GatewaySession)> {
+        let ctx = self.ctx();
+        let ids = crate::http::lookup::candidates(&[], req.headers(), "", &ctx.cfg.cookie_name);
+        let now = crate::clock::now_ms();
+        for id in ids.as_slice() {
+            if id.context != ctx.sessions.tag() {
+                continue;
+            }
+            let mut buf = Vec::new();
+            if let Ok(true) = ctx.sessions.get_attr(id, GATEWAY_ATTR, touch, now, &mut buf)
+                && let Some(gw) = GatewaySession::decode(&buf)
+            {
+                return Some((*id, gw));
+            }
+        }
+        None
+    }
+}
+
+fn wants_html(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
+}
+
+fn status(s: StatusCode) -> GwResp {
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = s;
+    r
+}
+
+fn with_header(mut r: GwResp, name: &'static str, value: &str) -> GwResp {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        r.headers_mut().append(name, v);
+    }
+    r
+}
+
+fn json_resp(s: StatusCode, v: Value) -> GwResp {
+    with_header(
+        {
+            let mut r = Response::new(full(v.to_string()));
+            *r.status_mut() = s;
+            r
+        },
+        "content-type",
+        "application/json",
+    )
+}
+
+/// HTML-escapes text for the login page.
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+/// A redirect target is accepted only as a path on this origin: it
+/// starts with one '/', has no '\\', no scheme or authority, no control
+/// characters, and is at most 2 KiB.
+pub fn safe_redirect(rd: &str) -> bool {
+    rd.len() <= 2048
+        && rd.starts_with('/')
+        && !rd.starts_with("//")
+        && !rd.starts_with("/\\")
+        && !rd.contains('\\')
+        && !rd.bytes().any(|b| b.is_ascii_control() || b == b' ')
+        && normalise(rd.split(['?', '#']).next().unwrap_or("/")).is_ok()
+}
+
+/// Handles one request on the public listener.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    peer: Option<SocketAddr>,
+    req: Request<Incoming>,
+) -> Result<GwResp, std::convert::Infallible> {
+    let raw = req.uri().path().to_string();
+    if raw.contains('#') || req.uri().to_string().contains('#') {
+        return Ok(json_error(StatusCode::BAD_REQUEST, "bad_path", "a '#' fragment is never sent by a browser"));
+    }
+    let path = match normalise(&raw) {
+        Ok(p) => p,
+        Err(e) => return Ok(json_error(StatusCode::BAD_REQUEST, "bad_path", &e.to_string())),
+    };
+    if path.category() == Some(".sessiond") {
+        let m = req.method().clone();
+        return Ok(match (path.as_str(), m) {
+            ("/.sessiond/login", Method::GET) => login_page(&gw, &req, None, StatusCode::OK),
+            ("/.sessiond/login", Method::POST) => login(&gw, peer, req).await,
+            ("/.sessiond/logout", Method::POST) => logout(&gw, &req),
+            ("/.sessiond/session", Method::GET) => session(&gw, &req),
+            ("/.sessiond/auth", _) => auth(&gw, &req),
+            ("/.sessiond/login", _) => with_header(status(StatusCode::METHOD_NOT_ALLOWED), "allow", "GET, POST"),
+            ("/.sessiond/logout", _) => with_header(status(StatusCode::METHOD_NOT_ALLOWED), "allow", "POST"),
+            ("/.sessiond/session", _) => with_header(status(StatusCode::METHOD_NOT_ALLOWED), "allow", "GET"),
+            _ => json_error(StatusCode::NOT_FOUND, "route_not_found", "no such gateway endpoint"),
+        });
+    }
+    Ok(forward(&gw, peer, path, req).await)
+}
+
+fn unauthenticated(req: &Request<Incoming>) -> GwResp {
+    if wants_html(req) {
+        let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let rd = percent_encoding::utf8_percent_encode(pq, percent_encoding::NON_ALPHANUMERIC).to_string();
+        with_header(status(StatusCode::FOUND), "location", &format!("/.sessiond/login?rd={rd}"))
+    } else {
+        json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "log in first: POST /.sessiond/login")
+    }
+}
+
+async fn forward(gw: &Arc<Gateway>, peer: Option<SocketAddr>, path: NormalPath, req: Request<Incoming>) -> GwResp {
+    let Some((id, session)) = gw.current(&req, true) else {
+        return unauthenticated(&req);
+    };
+    let Some(upstream) = proxy::route(&gw.upstreams, &path) else {
+        return json_error(StatusCode::NOT_FOUND, "no_upstream", "no upstream serves this path");
+    };
+    if !session.filters.allows(&path, Some(&upstream.name)) {
+        return json_error(StatusCode::FORBIDDEN, "filtered", "this session may not reach this path");
+    }
+    let handle = gw.core.handle_of(&id);
+    let g2 = gw.clone();
+    let alive: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(move || {
+        let mut buf = Vec::new();
+        matches!(g2.ctx().sessions.get_attr(&id, GATEWAY_ATTR, false, crate::clock::now_ms(), &mut buf), Ok(true))
+    });
+    let f = Forward {
+        client: &gw.client,
+        upstream,
+        path: &path,
+        identity: Identity { user: &session.user, handle: &handle },
+        peer,
+        trusted: gw.trusted(peer),
+        cookie_name: &gw.ctx().cfg.cookie_name,
+        timeout: Duration::from_secs_f64(gw.core.cfg.upstream_timeout),
+        alive,
+    };
+    proxy::forward(f, req).await
+}
+
+fn session(gw: &Gateway, req: &Request<Incoming>) -> GwResp {
+    let Some((id, _)) = gw.current(req, true) else {
+        return json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "no session");
+    };
+    match control::read(&gw.ctx().sessions, &id) {
+        Ok((meta, s)) => json_resp(StatusCode::OK, control::view(&meta, &s)),
+        Err(_) => json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "no session"),
+    }
+}
+
+/// Forward-auth: nginx `auth_request` and Traefik `forwardAuth`.
+fn auth(gw: &Gateway, req: &Request<Incoming>) -> GwResp {
+    let Some((id, session)) = gw.current(req, true) else {
+        return json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "no session");
+    };
+    let uri = req
+        .headers()
+        .get("x-forwarded-uri")
+        .or_else(|| req.headers().get("x-original-uri"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("/");
+    if uri.contains('#') {
+        return json_error(StatusCode::BAD_REQUEST, "bad_path", "a '#' fragment is never sent by a browser");
+    }
+    let raw = uri.split('?').next().unwrap_or("/");
+    let path = match normalise(raw) {
+        Ok(p) => p,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "bad_path", &e.to_string()),
+    };
+    let adapter = proxy::route(&gw.upstreams, &path).map(|u| u.name.as_str());
+    if !session.filters.allows(&path, adapter) {
+        return json_error(StatusCode::FORBIDDEN, "filtered", "this session may not reach this path");
+    }
+    let r = status(StatusCode::NO_CONTENT);
+    let mut r = with_header(r, "x-sessiond-session", &gw.core.handle_of(&id));
+    r.headers_mut().insert("x-sessiond-user", proxy::header_user(&session.user));
+    r
+}
+
+fn login_page(gw: &Gateway, req: &Request<Incoming>, error: Option<&str>, code: StatusCode) -> GwResp {
+    let rd = req
+        .uri()
+        .query()
+        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "rd").map(|(_, v)| v.into_owned()))
+        .filter(|rd| safe_redirect(rd))
+        .unwrap_or_else(|| "/".into());
+    page(gw, &rd, error, code)
+}
+
+fn page(gw: &Gateway, rd: &str, error: Option<&str>, code: StatusCode) -> GwResp {
+    let html = gw.login_page.replace("{{rd}}", &escape(rd)).replace(
+        "{{error}}",
+        &error.map(|e| format!("<p role=\"alert\" class=\"error\">{}</p>", escape(e))).unwrap_or_default(),
+    );
+    let mut r = Response::new(full(html));
+    *r.status_mut() = code;
+    let r = with_header(r, "content-type", "text/html; charset=utf-8");
+    let r = with_header(r, "cache-control", "no-store");
+    let r = with_header(r, "x-frame-options", "DENY");
+    with_header(r, "content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+}
+
+/// The credentials of a login request.
+struct Credentials {
+    user: String,
+    password: String,
+    rd: Option<String>,
+    form: bool,
+}
+
+async fn read_credentials(req: Request<Incoming>, timeout: Duration) -> Result<Credentials, GwResp> {
+    let is_json = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let body = match tokio::time::timeout(timeout, Limited::new(req.into_body(), MAX_LOGIN_BODY).collect()).await {
+        Err(_) => return Err(json_error(StatusCode::REQUEST_TIMEOUT, "body_timeout", "the login body did not arrive in time")),
+        Ok(Err(_)) => {
+            return Err(json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &format!("a login body is at most {MAX_LOGIN_BODY} bytes"),
+            ));
+        }
+        Ok(Ok(b)) => b.to_bytes(),
+    };
+    let (user, password, rd) = if is_json {
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| json_error(StatusCode::BAD_REQUEST, "bad_json", &format!("invalid login body: {e}")))?;
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        (s("user"), s("password"), s("rd"))
+    } else {
+        let mut u = None;
+        let mut p = None;
+        let mut rd = None;
+        for (k, v) in form_urlencoded::parse(&body) {
+            match &*k {
+                "user" => u = Some(v.into_owned()),
+                "password" => p = Some(v.into_owned()),
+                "rd" => rd = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        (u, p, rd)
+    };
+    let (Some(user), Some(password)) = (user, password) else {
+        return Err(json_error(StatusCode::BAD_REQUEST, "bad_login", "give \"user\" and \"password\""));
+    };
+    if user.is_empty() || user.len() > MAX_USER || user.chars().any(char::is_control) || password.len() > MAX_PASSWORD {
+        return Err(json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_login",
+            &format!("a user name is 1 to {MAX_USER} bytes without control characters; a password at most {MAX_PASSWORD} bytes"),
+        ));
+    }
+    Ok(Credentials { user, password, rd, form: !is_json })
+}
+
+/// Whether a browser's `Origin` (when sent) is this listener's own.
+fn same_origin(req: &Request<Incoming>) -> bool {
+    let Some(origin) = req.headers().get(hyper::header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let Some(host) = req.headers().get(hyper::header::HOST).and_then(|v| v.to_str().ok()) else { return false };
+    origin.split_once("://").is_some_and(|(_, rest)| rest.trim_end_matches('/') == host)
+}
+
+async fn login(gw: &Arc<Gateway>, peer: Option<SocketAddr>, req: Request<Incoming>) -> GwResp {
+    if !same_origin(&req) {
+        return json_error(StatusCode::FORBIDDEN, "bad_origin", "a login must come from this site's own page");
+    }
+    let trusted = gw.trusted(peer);
+    let addr = proxy::client_addr(peer, req.headers(), trusted).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    let old = gw.current(&req, false);
+    let user_agent = req.headers().get(hyper::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let timeout = Duration::from_secs_f64(gw.config.request_timeout);
+    let c = match read_credentials(req, timeout).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if let Err(wait) = gw.throttle.check(addr, &c.user, Instant::now()) {
+        let secs = wait.as_secs().max(1);
+        let r = json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            &format!("too many failed logins; try again in {secs} s"),
+        );
+        return with_header(r, "retry-after", &secs.to_string());
+    }
+    // Hashing is slow by design: the blocking pool, never this thread.
+    let v = gw.verifier.clone();
+    let (user, password) = (c.user.clone(), c.password.clone());
+    let ok = tokio::task::spawn_blocking(move || v.check(&user, &password)).await.unwrap_or(false);
+    if !ok {
+        gw.throttle.failure(addr, &c.user, Instant::now());
+        log::info!("gateway: login refused for user {:?} from {addr}: wrong user or password", c.user);
+        if c.form {
+            let rd = c.rd.as_deref().filter(|r| safe_redirect(r)).unwrap_or("/");
+            return page(gw, rd, Some("Wrong user name or password."), StatusCode::UNAUTHORIZED);
+        }
+        return json_error(StatusCode::UNAUTHORIZED, "permission_denied", "wrong user name or password");
+    }
+    gw.throttle.success(addr, &c.user);
+    let ctx = gw.ctx();
+    let now = crate::clock::now_ms();
+    let meta = match ctx.sessions.create(now) {
+        Ok(m) => m,
+        Err(e) => {
+            let e = crate::http::ApiError::from(e);
+            return json_error(e.status, e.code, &e.message);
+        }
+    };
+    let id = meta.id;
+    let handle = gw.core.handle_of(&id);
+    let old_handle = old.as_ref().map(|(oid, _)| gw.core.handle_of(oid));
+    let mut filters = match initial_filters(&gw.core, &c.user) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = ctx.sessions.invalidate(&id, now);
+            log::error!("gateway: the configured filters are invalid: {e}");
+            return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the gateway's filters are misconfigured");
+        }
+    };
+    let mut attributes = serde_json::Map::new();
+    if gw.hook.enabled() {
+        let request = json!({
+            "type": "session.create",
+            "user": c.user,
+            "session": handle,
+            "control": format!("/v1/gateway/sessions/{handle}"),
+            "replaces": old_handle,
+            "client": {"addr": addr.to_string(), "user_agent": user_agent},
+        });
+        match gw.hook.create(&request).await {
+            Ok(Decision::Allow { filters: f, attributes: a }) => {
+                if let Some(f) = f {
+                    match filters_from_json(&f) {
+                        Ok(f) => filters = f,
+                        Err(e) => {
+                            let _ = ctx.sessions.invalidate(&id, crate::clock::now_ms());
+                            log::warn!("gateway: the session manager's filters were refused: {e}");
+                            return manager_unavailable();
+                        }
+                    }
+                }
+                attributes = a;
+            }
+            Ok(Decision::Refuse { reason }) => {
+                let _ = ctx.sessions.invalidate(&id, crate::clock::now_ms());
+                log::info!("gateway: the session manager refused user {:?}: {reason}", c.user);
+                return json_resp(StatusCode::FORBIDDEN, json!({"error": "session_refused", "reason": reason}));
+            }
+            Err(e) => {
+                let _ = ctx.sessions.invalidate(&id, crate::clock::now_ms());
+                log::warn!("gateway: login of user {:?} failed: {e}", c.user);
+                return manager_unavailable();
+            }
+        }
+    }
+    let gw_value = GatewaySession { user: c.user.clone(), filters }.encode();
+    let mut changes: Vec<Change<'_>> = vec![(GATEWAY_ATTR, Some(&gw_value))];
+    let kept: Vec<(String, Vec<u8>)> = attributes
+        .iter()
+        .filter(|(k, _)| !crate::session::is_reserved(k))
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().as_bytes().to_vec()))
+        .collect();
+    changes.extend(kept.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice()))));
+    if let Err(e) = ctx.sessions.update(&id, &changes, crate::clock::now_ms()) {
+        let _ = ctx.sessions.invalidate(&id, crate::clock::now_ms());
+        log::warn!("gateway: cannot store the new session of {:?}: {e}", c.user);
+        let e = crate::http::ApiError::from(e);
+        return json_error(e.status, e.code, &e.message);
+    }
+    if let Some(o) = &gw.core.outbox
+        && let Err(e) = o.record_live(&handle, &c.user)
+    {
+        log::warn!("gateway: cannot record session {handle}: {e}; its end will not be reported");
+    }
+    // A login with a valid session replaces it: a new id on login, against fixation.
+    if let Some((oid, old_gw)) = old
+        && ctx.sessions.invalidate(&oid, crate::clock::now_ms()).is_ok()
+    {
+        gw.core.notify_destroyed(&gw.core.handle_of(&oid), &old_gw.user, "replaced");
+    }
+    log::info!("gateway: user {:?} logged in from {addr}", c.user);
+    let cookie = crate::http::sessions::set_cookie(ctx, Some(&id));
+    let resp = match c.rd.as_deref().filter(|r| safe_redirect(r)) {
+        Some(rd) => with_header(status(StatusCode::SEE_OTHER), "location", rd),
+        None => status(StatusCode::NO_CONTENT),
+    };
+    with_header(with_header(resp, "set-cookie", &cookie), "cache-control", "no-store")
+}
+
+fn manager_unavailable() -> GwResp {
+    with_header(
+        json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "session_manager_unavailable",
+            "the session manager did not answer; try again shortly",
+        ),
+        "retry-after",
+        &MANAGER_RETRY_AFTER.to_string(),
+    )
+}
+
+/// Filters a session manager granted (`{"categories":[…], …}`).
+fn filters_from_json(v: &Value) -> Result<Filters, String> {
+    let mut f = Filters::default();
+    let o = v.as_object().ok_or("filters must be an object")?;
+    for (k, items) in o {
+        let kind: FilterKind = k.parse().map_err(|e| format!("{e}"))?;
+        let items: Vec<String> = items
+            .as_array()
+            .ok_or_else(|| format!("filters.{k} must be an array of strings"))?
+            .iter()
+            .map(|i| i.as_str().map(str::to_string).ok_or_else(|| format!("filters.{k} must be an array of strings")))
+            .collect::<Result<_, _>>()?;
+        f.add(kind, &items).map_err(|e| e.to_string())?;
+    }
+    Ok(f)
+}
+
+fn logout(gw: &Gateway, req: &Request<Incoming>) -> GwResp {
+    if !same_origin(req) {
+        return json_error(StatusCode::FORBIDDEN, "bad_origin", "a logout must come from this site's own page");
+    }
+    let ctx = gw.ctx();
+    if let Some((id, s)) = gw.current(req, false)
+        && ctx.sessions.invalidate(&id, crate::clock::now_ms()).is_ok()
+    {
+        gw.core.notify_destroyed(&gw.core.handle_of(&id), &s.user, "logout");
+        log::info!("gateway: user {:?} logged out", s.user);
+    }
+    let cookie = crate::http::sessions::set_cookie(ctx, None);
+    let resp = if wants_html(req) {
+        with_header(status(StatusCode::SEE_OTHER), "location", "/.sessiond/login")
+    } else {
+        status(StatusCode::NO_CONTENT)
+    };
+    with_header(resp, "set-cookie", &cookie)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_same_origin_paths_are_redirect_targets() {
+        for ok in ["/", "/app", "/app/x?y=1", "/a%20b"] {
+            assert!(safe_redirect(ok), "{ok}");
+        }
+        for bad in [
+            "https://evil.example/",
+            "//evil.example",
+            "/\\evil.example",
+            "\\\\evil",
+            "javascript:alert(1)",
+            "evil.example",
+            "/a\r\nSet-Cookie: x",
+            "",
+            "/%2f%2fevil",
+        ] {
+            assert!(!safe_redirect(bad), "{bad:?}");
+        }
+        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    }
+}
