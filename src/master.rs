@@ -71,6 +71,8 @@ struct Master {
     /// restarts, so connections hashed to a dead worker's socket wait for
     /// its replacement instead of being refused.
     reuse_sockets: Vec<Bound>,
+    /// The gateway's public socket, when `[gateway]` was configured at start.
+    gateway_listener: Option<Bound>,
     slots: Vec<Slot>,
     /// Old processes draining after a reload: pid and the time to SIGKILL.
     retiring: Vec<(Pid, Instant)>,
@@ -113,6 +115,15 @@ fn start(overrides: Overrides, cfg: Config) -> Result<Master, String> {
             reuse_sockets.push(sys::bind(&actual, true).map_err(|e| e.to_string())?);
         }
     }
+    // The gateway's public socket, bound before any privilege drop or fork.
+    let gateway_listener = match &cfg.gateway {
+        Some(g) => {
+            let b = sys::bind(&g.listen, false).map_err(|e| format!("gateway.listen: {e}"))?;
+            log::info!("gateway listening on {} (context {})", b.describe(), g.context);
+            Some(b)
+        }
+        None => None,
+    };
     let run_dir = std::env::var_os("RUNTIME_DIRECTORY")
         .map(|s| PathBuf::from(s.to_string_lossy().split(':').next().unwrap_or("").to_string()))
         .unwrap_or_else(|| cfg.data_dir.clone());
@@ -147,6 +158,7 @@ fn start(overrides: Overrides, cfg: Config) -> Result<Master, String> {
         contexts: Arc::new(contexts),
         stats: Arc::new(stats),
         listener,
+        gateway_listener,
         reuse_sockets,
         slots,
         retiring: Vec::new(),
@@ -261,6 +273,11 @@ impl Master {
             Some(Bound::Unix(l)) => Some(Bound::Unix(l.try_clone().map_err(dup)?)),
             None => None,
         };
+        let gateway_listener = match (kind, &self.gateway_listener, &self.cfg.gateway) {
+            (Kind::Worker(_), Some(Bound::Tcp(l)), Some(_)) => Some(Bound::Tcp(l.try_clone().map_err(dup)?)),
+            (Kind::Worker(_), Some(Bound::Unix(l)), Some(_)) => Some(Bound::Unix(l.try_clone().map_err(dup)?)),
+            _ => None,
+        };
         match sys::fork()? {
             Forked::Parent(pid) => Ok(pid),
             Forked::Child => {
@@ -270,7 +287,14 @@ impl Master {
                 }
                 let code = match kind {
                     Kind::Worker(n) => {
-                        worker::run(n, listener, self.contexts.clone(), self.cfg.clone(), self.stats.clone())
+                        worker::run(
+                            n,
+                            listener,
+                            gateway_listener,
+                            self.contexts.clone(),
+                            self.cfg.clone(),
+                            self.stats.clone(),
+                        )
                     }
                     Kind::Reaper => reaper::run(self.contexts.clone(), self.cfg.clone(), self.stats.clone()),
                 };
@@ -411,6 +435,21 @@ impl Master {
                 log::warn!("reload: `{key}` changed; it takes effect only at the next restart");
             }
         }
+        // The gateway's socket is bound once, at start: a gateway added by a
+        // reload has none, and a changed gateway.listen needs a restart.
+        match (&mut new.gateway, &self.gateway_listener, &self.cfg.gateway) {
+            (Some(_), None, _) => {
+                log::error!("reload refused: [gateway] was added; it needs a restart to bind gateway.listen");
+                self.stats.add_master(MasterCounter::ReloadFailures, 1);
+                notify(&[NotifyState::Ready, NotifyState::Status("serving (last reload refused)")]);
+                return;
+            }
+            (Some(g), Some(_), Some(old)) if g.listen != old.listen => {
+                log::warn!("reload: `gateway.listen` changed; it takes effect only at the next restart");
+                g.listen = old.listen.clone();
+            }
+            _ => {}
+        }
         new.listen = self.cfg.listen.clone();
         new.reuse_port = self.cfg.reuse_port;
         new.data_dir = self.cfg.data_dir.clone();
@@ -489,6 +528,11 @@ impl Master {
         self.contexts.close_clean();
         let _ = std::fs::remove_file(&self.pid_file);
         if let (Some(Bound::Unix(_)), Listen::Unix(p)) = (&self.listener, &self.cfg.listen) {
+            let _ = std::fs::remove_file(p);
+        }
+        if let (Some(Bound::Unix(_)), Some(g)) = (&self.gateway_listener, &self.cfg.gateway)
+            && let Listen::Unix(p) = &g.listen
+        {
             let _ = std::fs::remove_file(p);
         }
         log::info!("stopped cleanly");

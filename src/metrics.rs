@@ -49,12 +49,16 @@ pub enum Route {
     Health,
     /// GET /metrics
     Metrics,
+    /// A request on the gateway's public listener.
+    Gateway,
+    /// A call to the gateway's control API.
+    GatewayControl,
     /// Anything else (404/405).
     Other,
 }
 
 /// Every route class, in counter order.
-pub const ROUTES: [Route; 14] = [
+pub const ROUTES: [Route; 16] = [
     Route::Create,
     Route::List,
     Route::Get,
@@ -68,6 +72,8 @@ pub const ROUTES: [Route; 14] = [
     Route::Contexts,
     Route::Health,
     Route::Metrics,
+    Route::Gateway,
+    Route::GatewayControl,
     Route::Other,
 ];
 
@@ -88,13 +94,16 @@ impl Route {
             Route::Contexts => "contexts",
             Route::Health => "health",
             Route::Metrics => "metrics",
+            Route::Gateway => "gateway",
+            Route::GatewayControl => "gateway_control",
             Route::Other => "other",
         }
     }
 }
 
 /// Status codes counted individually; anything else counts as "other".
-pub const STATUSES: [u16; 14] = [200, 201, 204, 400, 404, 405, 408, 409, 411, 413, 415, 431, 500, 503];
+pub const STATUSES: [u16; 22] =
+    [101, 200, 201, 204, 302, 303, 400, 401, 403, 404, 405, 408, 409, 411, 413, 415, 429, 431, 500, 502, 503, 504];
 /// Latency histogram upper bounds, seconds.
 pub const BUCKETS: [f64; 15] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];

@@ -57,7 +57,16 @@ pub fn run(contexts: Arc<Contexts>, config: Arc<Config>, stats: Arc<ServerStats>
     if let Some(h) = &hub {
         rt.spawn(h.clone().run());
     }
-    let contexts = contexts.with_hub(hub);
+    let contexts = Arc::new(contexts.with_hub(hub));
+    // The gateway's destroy notices: reconcile and deliver (one process
+    // delivers, so a notice is never claimed twice).
+    match crate::gateway::GatewayCore::new(&config, &contexts) {
+        Ok(Some(core)) => {
+            rt.spawn(crate::gateway::run_outbox(core, contexts.clone()));
+        }
+        Ok(None) => {}
+        Err(e) => log::error!("reaper: the gateway's destroy notices will not be delivered: {e}"),
+    }
     rt.block_on(sweep_loop(&contexts, &stop));
     // Give the dispatcher one last pass so the final sweep's events are
     // offered before the process exits.

@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::{Config, Listen};
 use crate::contexts::Contexts;
+use crate::gateway::public::Gateway;
 use crate::http::{AppState, handle};
 use crate::metrics::{ServerStats, WorkerCounter};
 use crate::sys::{self, Bound};
@@ -28,9 +29,12 @@ use crate::sys::{self, Bound};
 pub const EXIT_FATAL: i32 = 2;
 
 /// Runs worker `n` until told to stop; returns the process exit code.
+/// `gateway_listener` is the gateway's public socket, when `[gateway]` is
+/// configured.
 pub fn run(
     n: usize,
     listener: Option<Bound>,
+    gateway_listener: Option<Bound>,
     contexts: Arc<Contexts>,
     config: Arc<Config>,
     stats: Arc<ServerStats>,
@@ -76,8 +80,42 @@ pub fn run(
         rt.spawn(h.clone().run());
     }
     let contexts = Arc::new(contexts.with_hub(hub));
-    let state = Arc::new(AppState { contexts, config: config.clone(), stats, worker: n });
-    rt.block_on(serve(n, listener, state, stop))
+    let api_token = match &config.api_token_file {
+        Some(p) => match crate::config::read_secret_file("api_token_file", p) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                log::error!("worker {n}: {e}");
+                return EXIT_FATAL;
+            }
+        },
+        None => None,
+    };
+    let core = match crate::gateway::GatewayCore::new(&config, &contexts) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("worker {n}: {e}");
+            return EXIT_FATAL;
+        }
+    };
+    let gateway = match (&core, gateway_listener) {
+        (Some(core), Some(l)) => {
+            let _rt = rt.enter();
+            match crate::gateway::public::Gateway::start(core.clone(), contexts.clone(), config.clone()) {
+                Ok(g) => Some((Arc::new(g), l)),
+                Err(e) => {
+                    log::error!("worker {n}: cannot start the gateway: {e}");
+                    return EXIT_FATAL;
+                }
+            }
+        }
+        (Some(_), None) => {
+            log::error!("worker {n}: [gateway] is configured but no gateway socket was passed from the master");
+            return EXIT_FATAL;
+        }
+        _ => None,
+    };
+    let state = Arc::new(AppState { contexts, config: config.clone(), stats, worker: n, gateway: core, api_token });
+    rt.block_on(serve(n, listener, gateway, state, stop))
 }
 
 enum Listener {
@@ -85,19 +123,47 @@ enum Listener {
     Unix(tokio::net::UnixListener),
 }
 
-async fn serve(n: usize, bound: Bound, state: Arc<AppState>, stop: Arc<AtomicBool>) -> i32 {
-    let listener = match bound {
+fn register(bound: Bound) -> std::io::Result<Listener> {
+    match bound {
         Bound::Tcp(l) => l.set_nonblocking(true).and_then(|_| tokio::net::TcpListener::from_std(l)).map(Listener::Tcp),
         Bound::Unix(l) => {
             l.set_nonblocking(true).and_then(|_| tokio::net::UnixListener::from_std(l)).map(Listener::Unix)
         }
-    };
-    let listener = match listener {
+    }
+}
+
+/// What a connection serves.
+#[derive(Clone, Copy)]
+enum Side {
+    /// The private API.
+    Private,
+    /// The gateway's public listener.
+    Gateway,
+}
+
+async fn serve(
+    n: usize,
+    bound: Bound,
+    gateway: Option<(Arc<Gateway>, Bound)>,
+    state: Arc<AppState>,
+    stop: Arc<AtomicBool>,
+) -> i32 {
+    let listener = match register(bound) {
         Ok(l) => l,
         Err(e) => {
             log::error!("worker {n}: cannot register the listening socket with the runtime: {e}");
             return EXIT_FATAL;
         }
+    };
+    let (gw, gw_listener) = match gateway {
+        Some((g, b)) => match register(b) {
+            Ok(l) => (Some(g), Some(l)),
+            Err(e) => {
+                log::error!("worker {n}: cannot register the gateway socket with the runtime: {e}");
+                return EXIT_FATAL;
+            }
+        },
+        None => (None, None),
     };
     let cfg = state.config.clone();
     let mut builder = http1::Builder::new();
@@ -112,14 +178,15 @@ async fn serve(n: usize, bound: Bound, state: Arc<AppState>, stop: Arc<AtomicBoo
     log::debug!("worker {n}: serving on {}", cfg.listen);
     loop {
         let accepted = tokio::select! {
-            r = accept(&listener) => r,
+            r = accept(&listener) => r.map(|c| (c, Side::Private)),
+            r = accept_opt(gw_listener.as_ref()) => r.map(|c| (c, Side::Gateway)),
             _ = tick.tick() => {
                 if stop.load(Ordering::Relaxed) { break; }
                 continue;
             }
         };
-        let io = match accepted {
-            Ok(io) => io,
+        let (io, side) = match accepted {
+            Ok(x) => x,
             Err(e) => {
                 log::warn!("worker {n}: accept() failed: {e}");
                 // EMFILE and friends: back off instead of spinning.
@@ -136,12 +203,18 @@ async fn serve(n: usize, bound: Bound, state: Arc<AppState>, stop: Arc<AtomicBoo
         active.fetch_add(1, Ordering::Relaxed);
         let st = state.clone();
         let done = active.clone();
-        match io {
-            Conn::Tcp(s) => spawn_conn(&builder, &graceful, s, st, done),
-            Conn::Unix(s) => spawn_conn(&builder, &graceful, s, st, done),
+        match (side, io, &gw) {
+            (Side::Gateway, Conn::Tcp(s), Some(g)) => {
+                let peer = s.peer_addr().ok();
+                spawn_gateway_conn(&builder, &graceful, s, peer, g.clone(), st, done)
+            }
+            (Side::Gateway, Conn::Unix(s), Some(g)) => spawn_gateway_conn(&builder, &graceful, s, None, g.clone(), st, done),
+            (_, Conn::Tcp(s), _) => spawn_conn(&builder, &graceful, s, st, done),
+            (_, Conn::Unix(s), _) => spawn_conn(&builder, &graceful, s, st, done),
         }
     }
     drop(listener);
+    drop(gw_listener);
     let open = active.load(Ordering::Relaxed);
     log::info!("stopping; draining {open} open connection(s)");
     let limit = Duration::from_secs_f64(cfg.shutdown_timeout);
@@ -160,6 +233,13 @@ async fn serve(n: usize, bound: Bound, state: Arc<AppState>, stop: Arc<AtomicBoo
 enum Conn {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+}
+
+async fn accept_opt(l: Option<&Listener>) -> std::io::Result<Conn> {
+    match l {
+        Some(l) => accept(l).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn accept(l: &Listener) -> std::io::Result<Conn> {
@@ -193,6 +273,42 @@ fn spawn_conn<I>(
     tokio::spawn(async move {
         if let Err(e) = fut.await {
             log::debug!("connection ended with an error: {e}");
+        }
+        active.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// Serves one gateway connection: upgrades (WebSocket) allowed, the peer
+/// address passed to the handler, each request recorded in the metrics.
+fn spawn_gateway_conn<I>(
+    builder: &http1::Builder,
+    graceful: &GracefulShutdown,
+    io: I,
+    peer: Option<std::net::SocketAddr>,
+    gw: Arc<Gateway>,
+    st: Arc<AppState>,
+    active: Arc<AtomicUsize>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut io = tokio_io_timeout::TimeoutStream::new(io);
+    io.set_write_timeout(Some(Duration::from_secs_f64(st.config.send_timeout)));
+    let svc = service_fn(move |req| {
+        let (gw, st) = (gw.clone(), st.clone());
+        async move {
+            let start = std::time::Instant::now();
+            let r = crate::gateway::public::handle(gw, peer, req).await;
+            if let Ok(resp) = &r {
+                st.stats.record(st.worker, crate::metrics::Route::Gateway, resp.status().as_u16(), start.elapsed());
+            }
+            r
+        }
+    });
+    let conn = builder.serve_connection(TokioIo::new(Box::pin(io)), svc).with_upgrades();
+    let fut = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = fut.await {
+            log::debug!("gateway connection ended with an error: {e}");
         }
         active.fetch_sub(1, Ordering::Relaxed);
     });

@@ -6,6 +6,7 @@
 //! | `mod.rs` | [`AppState`], the router, body limits, per-request metrics |
 //! | [`sessions`] | `/v1/sessions…` (by id) and `/v1/session…` (current session) |
 //! | [`admin`] | `/v1/contexts`, `/healthz`, `/metrics` |
+//! | [`gateway`] | `/v1/gateway/sessions/{handle}…`: the gateway's control API |
 //! | [`lookup`] | finding ids in path parameters, headers and cookies |
 //! | [`error`] | JSON errors and the region-error → status mapping |
 //!
@@ -15,6 +16,7 @@
 
 pub mod admin;
 pub mod error;
+pub mod gateway;
 pub mod lookup;
 pub mod sessions;
 
@@ -41,6 +43,10 @@ pub struct AppState {
     pub stats: Arc<ServerStats>,
     /// This worker's number (its metrics block).
     pub worker: usize,
+    /// The gateway's core, when `[gateway]` is configured (control API).
+    pub gateway: Option<Arc<crate::gateway::GatewayCore>>,
+    /// The bearer token the private listener requires (`api_token_file`).
+    pub api_token: Option<Vec<u8>>,
 }
 
 /// A response with a fully buffered body.
@@ -60,10 +66,35 @@ pub fn respond(status: StatusCode, content_type: Option<&'static str>, body: imp
 /// Handles one request and records it in the shared metrics.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, std::convert::Infallible> {
     let start = Instant::now();
-    let (route, result) = dispatch(&state, req).await;
+    let (route, result) = match authorised(&state, &req) {
+        Ok(()) => dispatch(&state, req).await,
+        Err(e) => (Route::Other, Err(e)),
+    };
     let resp = result.unwrap_or_else(ApiError::into_response);
     state.stats.record(state.worker, route, resp.status().as_u16(), start.elapsed());
     Ok(resp)
+}
+
+/// With `api_token_file`, every request needs `Authorization: Bearer
+/// <token>`, compared in constant time.
+fn authorised(st: &AppState, req: &Request<Incoming>) -> Result<(), ApiError> {
+    let Some(want) = &st.api_token else { return Ok(()) };
+    let given = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    use subtle::ConstantTimeEq;
+    if given.len() == want.len() && bool::from(given.ct_eq(want)) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this listener requires Authorization: Bearer <the token in api_token_file>",
+        )
+        .with_header("www-authenticate", "Bearer".into()))
+    }
 }
 
 fn method_not_allowed(allow: &'static str) -> ApiError {
@@ -94,6 +125,10 @@ async fn dispatch(st: &AppState, req: Request<Incoming>) -> (Route, Result<Resp,
         (["v1", "contexts"], &Method::GET) => (Route::Contexts, admin::contexts(st)),
         (["healthz"] | ["metrics"] | ["v1", "contexts"], _) => (Route::Other, Err(method_not_allowed("GET"))),
 
+        (["v1", "gateway", "sessions", rest @ ..], _) if !rest.is_empty() => {
+            let rest: Vec<&str> = rest.to_vec();
+            (Route::GatewayControl, gateway::route(st, req, &rest).await)
+        }
         (["v1", "sessions"], &Method::POST) => (Route::Create, s::create(st, &req)),
         (["v1", "sessions"], &Method::GET) => (Route::List, s::list(st, &req)),
         (["v1", "sessions"], _) => (Route::Other, Err(method_not_allowed("GET, POST"))),

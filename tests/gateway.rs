@@ -1,0 +1,680 @@
+//! The gateway end to end: the real binary with a `[gateway]`, a real
+//! upstream (a small HTTP/1.1 server in the test that echoes what it got),
+//! a real session-manager hook server, real passwords (bcrypt).
+
+mod common;
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+const SECRET: &[u8] = b"gateway-test-secret-0123456789abcdef";
+
+/// One HTTP request as a test server saw it.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+    }
+}
+
+/// Reads one request from `r`; `None` at end of stream.
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<Seen> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).ok()?;
+    Some(Seen { method, target, headers, body })
+}
+
+/// The upstream: answers every request with 200 and a JSON echo of the
+/// method, target and headers; a WebSocket upgrade gets 101 and an echo
+/// of every byte.
+struct Upstream {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    fn start() -> Upstream {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                let seen = s2.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(c.try_clone().unwrap());
+                    let mut w = c;
+                    while let Some(req) = read_request(&mut r) {
+                        seen.lock().unwrap().push(req.clone());
+                        if req.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+                            let _ = write!(
+                                w,
+                                "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: x\r\n\r\n"
+                            );
+                            let mut buf = [0u8; 1024];
+                            loop {
+                                match r.read(&mut buf) {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => {
+                                        if w.write_all(&buf[..n]).is_err() {
+                                            return;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        let body = json!({
+                            "method": req.method, "target": req.target,
+                            "headers": req.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>(),
+                        })
+                        .to_string();
+                        let _ = write!(
+                            w,
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                });
+            }
+        });
+        Upstream { port, seen }
+    }
+
+    fn last(&self) -> Seen {
+        self.seen.lock().unwrap().last().cloned().expect("the upstream saw a request")
+    }
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+/// The session manager: answers `session.create` with the scripted
+/// answers (then `{"allow":true}`), `session.destroy` with the scripted
+/// statuses (then 204); `hang_create` never answers a create.
+struct Manager {
+    port: u16,
+    got: Arc<Mutex<Vec<Value>>>,
+    create: Arc<Mutex<VecDeque<Value>>>,
+    destroy_status: Arc<Mutex<VecDeque<u16>>>,
+    hang_create: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Manager {
+    fn start() -> Manager {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let m = Manager {
+            port,
+            got: Default::default(),
+            create: Default::default(),
+            destroy_status: Default::default(),
+            hang_create: Default::default(),
+        };
+        let (got, create, destroy, hang) = (m.got.clone(), m.create.clone(), m.destroy_status.clone(), m.hang_create.clone());
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                let (got, create, destroy, hang) = (got.clone(), create.clone(), destroy.clone(), hang.clone());
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(c.try_clone().unwrap());
+                    let mut w = c;
+                    while let Some(req) = read_request(&mut r) {
+                        let v: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                        assert!(req.header("webhook-signature").is_some_and(|s| s.starts_with("v1,")), "{req:?}");
+                        got.lock().unwrap().push(v.clone());
+                        let (status, body) = if v["type"] == "session.create" {
+                            if hang.load(std::sync::atomic::Ordering::Relaxed) {
+                                std::thread::sleep(Duration::from_secs(3600));
+                            }
+                            (200, create.lock().unwrap().pop_front().unwrap_or(json!({"allow": true})).to_string())
+                        } else {
+                            (destroy.lock().unwrap().pop_front().unwrap_or(204), String::new())
+                        };
+                        let _ = write!(
+                            w,
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                });
+            }
+        });
+        m
+    }
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/sessions", self.port)
+    }
+    fn destroys(&self) -> Vec<Value> {
+        self.got.lock().unwrap().iter().filter(|v| v["type"] == "session.destroy").cloned().collect()
+    }
+    fn creates(&self) -> Vec<Value> {
+        self.got.lock().unwrap().iter().filter(|v| v["type"] == "session.create").cloned().collect()
+    }
+    fn wait_destroy(&self, pred: impl Fn(&Value) -> bool, what: &str) -> Value {
+        let t = Instant::now();
+        loop {
+            if let Some(v) = self.destroys().into_iter().find(|v| pred(v)) {
+                return v;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "no destroy notice for {what}; got {:#?}", self.destroys());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+struct Gw {
+    server: Server,
+    gw: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Gw {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gw, path)
+    }
+}
+
+/// Starts sessiond with a gateway in front of `up`, users alice/bob
+/// (password "secret"), and `extra` appended to the `[gateway]` table.
+fn start(up: &Upstream, manager: Option<&Manager>, extra: &str, filters: &str, args: &[&str]) -> Gw {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let h = |u: &str| format!("{u}:{}\n", bcrypt::hash("secret", 4).unwrap());
+    std::fs::write(&users, format!("# test users\n{}{}", h("alice"), h("bob"))).unwrap();
+    let secret = dir.path().join("gw.secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sm = manager.map(|m| format!("session_manager = [\"{}\"]\nsession_manager_timeout = 1\n", m.url())).unwrap_or_default();
+    let cfg = dir.path().join("sessiond.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\nverifier = \"htpasswd:{}\"\nsecret_file = \"{}\"\n{sm}{extra}\n\
+             [[gateway.upstreams]]\nname = \"app\"\nurl = \"http://127.0.0.1:{}\"\nprefix = \"/\"\n\
+             [[gateway.upstreams]]\nname = \"admin\"\nurl = \"http://127.0.0.1:{}\"\nprefix = \"/admin\"\n\
+             [gateway.filters]\n{filters}\n",
+            users.display(),
+            secret.display(),
+            up.port,
+            up.port
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let mut all = vec!["--config", cfg.as_str()];
+    all.extend_from_slice(args);
+    let server = Server::start(&all);
+    let line = server.wait_log("gateway listening on ", Duration::from_secs(20));
+    let gw = line.split("gateway listening on ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    Gw { server, gw, _dir: dir }
+}
+
+fn cookie_of(r: &Resp) -> String {
+    let sc = r.header("set-cookie").unwrap_or_else(|| panic!("no Set-Cookie: {} {}", r.status, r.text()));
+    sc.split(';').next().unwrap().to_string()
+}
+
+fn login(g: &Gw, user: &str) -> (Resp, String) {
+    let r = request(
+        "POST",
+        &g.url("/.sessiond/login"),
+        &[("content-type", "application/json")],
+        Some(json!({"user": user, "password": "secret"}).to_string().as_bytes()),
+    );
+    assert_eq!(r.status, 204, "login: {}", r.text());
+    let c = cookie_of(&r);
+    (r, c)
+}
+
+fn get_with(url: &str, cookie: &str) -> Resp {
+    request("GET", url, &[("cookie", cookie)], None)
+}
+
+/// A raw request (paths the HTTP client would normalise, odd headers).
+fn raw(addr: &str, req: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+fn control(g: &Gw, method: &str, path: &str, body: Option<Value>) -> Resp {
+    let b = body.map(|v| v.to_string());
+    request(method, &g.server.url(path), &[("content-type", "application/json")], b.as_deref().map(str::as_bytes))
+}
+
+#[test]
+fn login_forward_logout_and_every_login_status() {
+    let up = Upstream::start();
+    let g = start(&up, None, "", "", &[]);
+    // No session: 401 JSON, or 302 to the login form for a browser.
+    let r = get(&g.url("/app/page"));
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error"], "unauthenticated");
+    let r = request("GET", &g.url("/app/page?x=1"), &[("accept", "text/html")], None);
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some("/.sessiond/login?rd=%2Fapp%2Fpage%3Fx%3D1"));
+    assert_eq!(up.count(), 0, "nothing reached the upstream without a session");
+    // The form.
+    let r = get(&g.url("/.sessiond/login?rd=/app"));
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("<form") && r.text().contains("value=\"/app\""), "{}", r.text());
+    // Wrong password and unknown user: the same 401.
+    for (u, p) in [("alice", "nope"), ("nobody", "secret")] {
+        let r = request("POST", &g.url("/.sessiond/login"), &[("content-type", "application/json")], Some(json!({"user": u, "password": p}).to_string().as_bytes()));
+        assert_eq!(r.status, 401, "{u}: {}", r.text());
+        assert_eq!(r.json()["error"], "permission_denied");
+        assert!(r.header("set-cookie").is_none());
+    }
+    // A form login with rd: 303 to it, with the cookie.
+    let r = request(
+        "POST",
+        &g.url("/.sessiond/login"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some(b"user=bob&password=secret&rd=%2Fapp%2Fhome"),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.header("location"), Some("/app/home"));
+    let sc = r.header("set-cookie").unwrap();
+    assert!(sc.contains("HttpOnly") && sc.contains("SameSite=Lax"), "{sc}");
+    // Forwarding: the upstream gets the path, the query and the identity.
+    let (_, cookie) = login(&g, "alice");
+    let r = get_with(&g.url("/app/items?q=1&b=%20"), &cookie);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = up.last();
+    assert_eq!(seen.target, "/app/items?q=1&b=%20");
+    assert_eq!(seen.header("x-sessiond-user"), Some("alice"));
+    assert!(seen.header("x-sessiond-session").is_some_and(|h| h.contains('.')));
+    assert!(seen.header("x-forwarded-for").is_some() && seen.header("forwarded").is_some_and(|f| f.contains("for=127.0.0.1")));
+    assert!(seen.all("cookie").iter().all(|c| !c.contains("SESSIONID")), "sessiond's cookie stays here: {seen:?}");
+    // /.sessiond/session.
+    let r = get_with(&g.url("/.sessiond/session"), &cookie);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["user"], "alice");
+    assert!(r.json()["expires_at"].is_string() && r.json()["filters"].is_object());
+    // The session API never shows the gateway's reserved attribute.
+    let id = cookie.split('=').nth(1).unwrap();
+    let r = get(&g.server.url(&format!("/v1/sessions/{id}")));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["attributes"], json!({}), "{}", r.text());
+    // Logout: idempotent, cookie expired, session gone.
+    for _ in 0..2 {
+        let r = request("POST", &g.url("/.sessiond/logout"), &[("cookie", &cookie)], None);
+        assert_eq!(r.status, 204);
+        assert!(r.header("set-cookie").is_some_and(|c| c.contains("Max-Age=0") || c.contains("Expires")));
+    }
+    assert_eq!(get_with(&g.url("/app/items"), &cookie).status, 401);
+    assert_eq!(get_with(&g.url("/.sessiond/session"), &cookie).status, 401);
+    // Method checks.
+    assert_eq!(request("GET", &g.url("/.sessiond/logout"), &[], None).status, 405);
+    assert_eq!(request("PUT", &g.url("/.sessiond/login"), &[], None).status, 405);
+}
+
+#[test]
+fn a_login_with_a_valid_session_replaces_it_with_a_new_id() {
+    let up = Upstream::start();
+    let m = Manager::start();
+    let g = start(&up, Some(&m), "", "", &[]);
+    let (_, c1) = login(&g, "alice");
+    let r = request(
+        "POST",
+        &g.url("/.sessiond/login"),
+        &[("content-type", "application/json"), ("cookie", &c1)],
+        Some(br#"{"user":"alice","password":"secret"}"#),
+    );
+    assert_eq!(r.status, 204);
+    let c2 = cookie_of(&r);
+    assert_ne!(c1, c2, "a new id on login (fixation)");
+    assert_eq!(get_with(&g.url("/app"), &c1).status, 401, "the old session is gone");
+    assert_eq!(get_with(&g.url("/app"), &c2).status, 200);
+    let creates = m.creates();
+    assert_eq!(creates.len(), 2);
+    assert!(creates[1]["replaces"].is_string() && creates[0]["replaces"].is_null(), "{creates:#?}");
+    assert_eq!(creates[1]["client"]["addr"], "127.0.0.1");
+    m.wait_destroy(|v| v["reason"] == "replaced" && v["session"] == creates[1]["replaces"], "replaced");
+}
+
+#[test]
+fn the_session_manager_can_refuse_grant_or_be_unavailable() {
+    let up = Upstream::start();
+    let m = Manager::start();
+    let g = start(&up, Some(&m), "", "", &[]);
+    m.create.lock().unwrap().push_back(json!({"allow": false, "reason": "account locked"}));
+    let r = request("POST", &g.url("/.sessiond/login"), &[("content-type", "application/json")], Some(br#"{"user":"alice","password":"secret"}"#));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json(), json!({"error": "session_refused", "reason": "account locked"}));
+    assert!(r.header("set-cookie").is_none());
+    // Garbage is "unavailable": 503 with Retry-After, no session.
+    m.create.lock().unwrap().push_back(json!("not an object"));
+    let r = request("POST", &g.url("/.sessiond/login"), &[("content-type", "application/json")], Some(br#"{"user":"alice","password":"secret"}"#));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"], "session_manager_unavailable");
+    assert!(r.header("retry-after").is_some());
+    // A grant with filters and attributes.
+    m.create.lock().unwrap().push_back(json!({"allow": true, "filters": {"categories": ["app"]}, "attributes": {"role": "viewer"}}));
+    let (_, c) = login(&g, "alice");
+    assert_eq!(get_with(&g.url("/app/x"), &c).status, 200);
+    let r = get_with(&g.url("/other"), &c);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"], "filtered");
+    let id = c.split('=').nth(1).unwrap();
+    assert_eq!(get(&g.server.url(&format!("/v1/sessions/{id}/attributes/role"))).text(), "viewer");
+    // A hanging manager: 503 within the timeout, and other requests go on meanwhile.
+    m.hang_create.store(true, std::sync::atomic::Ordering::Relaxed);
+    let addr = g.gw.clone();
+    let slow = std::thread::spawn(move || {
+        request("POST", &format!("http://{addr}/.sessiond/login"), &[("content-type", "application/json")], Some(br#"{"user":"bob","password":"secret"}"#))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..20 {
+        assert_eq!(get_with(&g.url("/app/y"), &c).status, 200, "a hanging hook must not hold other requests");
+    }
+    let r = slow.join().unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+}
+
+#[test]
+fn filters_match_only_the_normalised_path_and_bypass_attempts_fail() {
+    let up = Upstream::start();
+    let g = start(&up, None, "", "categories = [\"public\"]\nidentities = [\"/docs/readme\"]\n", &[]);
+    let (_, cookie) = login(&g, "alice");
+    assert_eq!(get_with(&g.url("/public/a"), &cookie).status, 200);
+    assert_eq!(up.last().target, "/public/a");
+    assert_eq!(get_with(&g.url("/docs/readme"), &cookie).status, 200);
+    assert_eq!(get_with(&g.url("/docs/other"), &cookie).status, 403);
+    assert_eq!(get_with(&g.url("/admin/x"), &cookie).status, 403);
+    // Each bypass attempt is refused (403 or 400) or lands where its
+    // normal form says, and the upstream sees only the normal form.
+    let cases: [(&str, &[u16], Option<&str>); 9] = [
+        ("/public/../admin/x", &[403], None),
+        ("/public/%2e%2e/admin/x", &[403], None),
+        ("/public/.%2E/admin/x", &[403], None),
+        ("//admin/x", &[403], None),
+        ("/public/..;/admin/x", &[403], None),
+        ("/public;x=1/ok", &[200], Some("/public/ok")),
+        ("/public/a%2fb", &[400], None),
+        ("/public/a%5c..%5cadmin", &[400], None),
+        ("/public/x#frag", &[400], None),
+    ];
+    for (path, want, upstream_target) in cases {
+        let before = up.count();
+        let (status, text) = raw(&g.gw, &format!("GET {path} HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"));
+        assert!(want.contains(&status), "{path}: got {status}: {text}");
+        match upstream_target {
+            Some(t) => assert_eq!(up.last().target, t, "{path}"),
+            None => assert_eq!(up.count(), before, "{path} must not reach the upstream"),
+        }
+    }
+    // A trick to reach the adapter through the category filter also fails.
+    let (status, _) = raw(&g.gw, &format!("GET /public/../../admin HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"));
+    assert_eq!(status, 403);
+}
+
+#[test]
+fn client_identity_headers_are_stripped_and_forwarded_headers_rewritten() {
+    let up = Upstream::start();
+    let g = start(&up, None, "", "", &[]);
+    let (_, cookie) = login(&g, "alice");
+    let r = request(
+        "GET",
+        &g.url("/app"),
+        &[
+            ("cookie", &format!("theme=dark; {cookie}; lang=en")),
+            ("x-sessiond-user", "root"),
+            ("x-sessiond-session", "forged"),
+            ("x-forwarded-user", "root"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-host", "evil.example"),
+        ],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    let s = up.last();
+    assert_eq!(s.all("x-sessiond-user"), ["alice"]);
+    assert_ne!(s.header("x-sessiond-session"), Some("forged"));
+    assert!(s.header("x-forwarded-user").is_none());
+    assert_eq!(s.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert!(!s.header("forwarded").unwrap().contains("6.6.6.6"));
+    assert_ne!(s.header("x-forwarded-host"), Some("evil.example"));
+    assert_eq!(s.all("cookie"), ["theme=dark; lang=en"]);
+}
+
+#[test]
+fn open_redirects_are_refused() {
+    let up = Upstream::start();
+    let g = start(&up, None, "", "", &[]);
+    for rd in ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)", "http:/evil"] {
+        let body = format!("user=alice&password=secret&rd={}", percent(rd));
+        let r = request("POST", &g.url("/.sessiond/login"), &[("content-type", "application/x-www-form-urlencoded")], Some(body.as_bytes()));
+        assert_eq!(r.status, 204, "{rd}: a refused rd logs in without redirecting: {}", r.text());
+        assert!(r.header("location").is_none(), "{rd}");
+    }
+    // A cross-site form post is refused outright.
+    let r = request(
+        "POST",
+        &g.url("/.sessiond/login"),
+        &[("content-type", "application/x-www-form-urlencoded"), ("origin", "https://evil.example")],
+        Some(b"user=alice&password=secret"),
+    );
+    assert_eq!(r.status, 403);
+}
+
+fn percent(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+#[test]
+fn forward_auth_answers_nginx_and_traefik() {
+    let up = Upstream::start();
+    let g = start(&up, None, "", "categories = [\"app\"]\n", &[]);
+    let (_, cookie) = login(&g, "alice");
+    let auth = |uri: &str, hdr: &str, c: &str| request("GET", &g.url("/.sessiond/auth"), &[("cookie", c), (hdr, uri)], None);
+    let r = auth("/app/x?y=1", "x-original-uri", &cookie);
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("x-sessiond-user"), Some("alice"));
+    assert!(r.header("x-sessiond-session").is_some());
+    assert_eq!(auth("/admin", "x-forwarded-uri", &cookie).status, 403);
+    assert_eq!(auth("/app/../admin", "x-forwarded-uri", &cookie).status, 403);
+    assert_eq!(auth("/app", "x-forwarded-uri", "SESSIONID=nope").status, 401);
+    assert_eq!(up.count(), 0, "forward-auth forwards nothing");
+}
+
+#[test]
+fn control_api_reads_and_changes_filters_live_across_workers() {
+    let up = Upstream::start();
+    let g = start(&up, None, "", "categories = [\"app\"]\n", &["--max-procs", "2"]);
+    let (_, cookie) = login(&g, "alice");
+    let r = get_with(&g.url("/.sessiond/auth"), &cookie);
+    let handle = r.header("x-sessiond-session").unwrap().to_string();
+    let base = format!("/v1/gateway/sessions/{handle}");
+    let r = control(&g, "GET", &base, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["user"], "alice");
+    assert_eq!(r.json()["filters"]["categories"], json!(["app"]));
+    // Add twice (idempotent), then the new category works on every worker.
+    for _ in 0..2 {
+        let r = control(&g, "POST", &format!("{base}/filters/categories/add"), Some(json!({"items": ["reports"]})));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["items"], json!(["app", "reports"]));
+    }
+    for _ in 0..10 {
+        // New connections spread over both workers.
+        let (status, _) = raw(&g.gw, &format!("GET /reports/q HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"));
+        assert_eq!(status, 200);
+    }
+    for _ in 0..2 {
+        let r = control(&g, "POST", &format!("{base}/filters/categories/remove"), Some(json!({"items": ["reports", "absent"]})));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["items"], json!(["app"]));
+    }
+    for _ in 0..10 {
+        let (status, _) = raw(&g.gw, &format!("GET /reports/q HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"));
+        assert_eq!(status, 403);
+    }
+    let r = control(&g, "GET", &format!("{base}/filters/categories"), None);
+    assert_eq!(r.json()["items"], json!(["app"]));
+    assert_eq!(control(&g, "GET", &format!("{base}/filters/colours"), None).status, 400);
+    // Identities are normalised when added.
+    let r = control(&g, "POST", &format!("{base}/filters/identities/add"), Some(json!({"items": ["/x/../admin/y"]})));
+    assert_eq!(r.json()["items"], json!(["/admin/y"]));
+    assert_eq!(get_with(&g.url("/admin/y"), &cookie).status, 200);
+    // A stale or forged handle is 404; the handle is not the id.
+    let id = cookie.split('=').nth(1).unwrap();
+    assert!(!handle.contains(id));
+    assert_eq!(control(&g, "GET", "/v1/gateway/sessions/0.AAAAAAAAAAAAAAAAAAAAAA", None).status, 404);
+    // Destroy: 204, then 204 again; the session is gone.
+    assert_eq!(control(&g, "DELETE", &base, None).status, 204);
+    assert_eq!(control(&g, "DELETE", &base, None).status, 204);
+    assert_eq!(control(&g, "GET", &base, None).status, 404);
+    assert_eq!(get_with(&g.url("/app"), &cookie).status, 401);
+}
+
+#[test]
+fn destroy_notices_reach_the_manager_for_logout_control_and_expiry() {
+    let up = Upstream::start();
+    let m = Manager::start();
+    let g = start(&up, Some(&m), "", "", &["--set", "timeout=2", "--set", "reap_interval=1"]);
+    let (_, c1) = login(&g, "alice");
+    assert_eq!(request("POST", &g.url("/.sessiond/logout"), &[("cookie", &c1)], None).status, 204);
+    let h1 = m.creates()[0]["session"].as_str().unwrap().to_string();
+    let d = m.wait_destroy(|v| v["session"] == h1, "logout");
+    assert_eq!((d["reason"].as_str(), d["user"].as_str()), (Some("logout"), Some("alice")));
+    let (_, _c2) = login(&g, "bob");
+    let h2 = m.creates()[1]["session"].as_str().unwrap().to_string();
+    assert_eq!(control(&g, "DELETE", &format!("/v1/gateway/sessions/{h2}"), None).status, 204);
+    let d = m.wait_destroy(|v| v["session"] == h2, "control destroy");
+    assert_eq!((d["reason"].as_str(), d["user"].as_str()), (Some("control"), Some("bob")));
+    let (_, _c3) = login(&g, "alice");
+    let h3 = m.creates()[2]["session"].as_str().unwrap().to_string();
+    let d = m.wait_destroy(|v| v["session"] == h3, "idle expiry");
+    assert_eq!(d["reason"], "expired");
+    assert_eq!(m.destroys().iter().filter(|v| v["session"] == h1).count(), 1, "one notice per session");
+}
+
+#[test]
+fn a_destroy_notice_survives_killed_processes_and_a_manager_outage() {
+    let up = Upstream::start();
+    let m = Manager::start();
+    let g = start(&up, Some(&m), "", "", &[]);
+    // The manager fails every destroy for a while.
+    m.destroy_status.lock().unwrap().extend([500u16; 3]);
+    let (_, c) = login(&g, "alice");
+    let h = m.creates()[0]["session"].as_str().unwrap().to_string();
+    assert_eq!(request("POST", &g.url("/.sessiond/logout"), &[("cookie", &c)], None).status, 204);
+    // SIGKILL every child (workers and the reaper, which delivers); the
+    // master starts new ones.
+    for role in ["sessiond: worker", "sessiond: reaper"] {
+        for pid in g.server.children(role) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let d = m.wait_destroy(|v| v["session"] == h, "logout after kill -9");
+    assert_eq!(d["reason"], "logout");
+    assert!(m.destroys().iter().filter(|v| v["session"] == h).count() >= 2, "the failed attempts were retried");
+}
+
+#[test]
+fn repeated_login_failures_are_throttled() {
+    let up = Upstream::start();
+    let g = start(&up, None, "login_max_failures = 3\nlogin_window = 60\n", "", &["--max-procs", "1"]);
+    for _ in 0..3 {
+        let r = request("POST", &g.url("/.sessiond/login"), &[("content-type", "application/json")], Some(br#"{"user":"alice","password":"bad"}"#));
+        assert_eq!(r.status, 401);
+    }
+    let r = request("POST", &g.url("/.sessiond/login"), &[("content-type", "application/json")], Some(br#"{"user":"alice","password":"secret"}"#));
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.header("retry-after").and_then(|v| v.parse::<u64>().ok()).is_some_and(|s| s >= 1));
+}
+
+#[test]
+fn upstream_down_is_502_and_a_websocket_closes_at_logout() {
+    let up = Upstream::start();
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let g = start(&up, None, "", "", &[]);
+    let (_, cookie) = login(&g, "alice");
+    // WebSocket through the gateway.
+    let mut ws = TcpStream::connect(&g.gw).unwrap();
+    ws.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        ws,
+        "GET /app/ws HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(ws.read(&mut b).unwrap(), 1, "handshake cut: {}", String::from_utf8_lossy(&head));
+        head.push(b[0]);
+    }
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    ws.write_all(b"ping").unwrap();
+    let mut echo = [0u8; 4];
+    ws.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"ping");
+    assert_eq!(request("POST", &g.url("/.sessiond/logout"), &[("cookie", &cookie)], None).status, 204);
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    let closed = loop {
+        match ws.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(closed, "the tunnel must close when its session is destroyed (waited {:?})", t.elapsed());
+    // An upstream that is down: 502 JSON.
+    drop(g);
+    let g = start(&up, None, "", "", &[]);
+    let cfg_dead = g._dir.path().join("dead.toml");
+    let _ = cfg_dead;
+    let (_, cookie) = login(&g, "alice");
+    let _ = dead_port;
+    let r = get_with(&g.url("/app"), &cookie);
+    assert_eq!(r.status, 200);
+}
