@@ -173,6 +173,9 @@ async fn serve(
         .max_buf_size(cfg.max_header_size as usize)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
+    // Gateway connections may be upgraded (WebSocket), which hyper-util's
+    // GracefulShutdown cannot watch: they get this signal instead.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let active = Arc::new(AtomicUsize::new(0));
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     log::debug!("worker {n}: serving on {}", cfg.listen);
@@ -206,9 +209,11 @@ async fn serve(
         match (side, io, &gw) {
             (Side::Gateway, Conn::Tcp(s), Some(g)) => {
                 let peer = s.peer_addr().ok();
-                spawn_gateway_conn(&builder, &graceful, s, peer, g.clone(), st, done)
+                spawn_gateway_conn(&builder, stop_rx.clone(), s, peer, g.clone(), st, done)
             }
-            (Side::Gateway, Conn::Unix(s), Some(g)) => spawn_gateway_conn(&builder, &graceful, s, None, g.clone(), st, done),
+            (Side::Gateway, Conn::Unix(s), Some(g)) => {
+                spawn_gateway_conn(&builder, stop_rx.clone(), s, None, g.clone(), st, done)
+            }
             (_, Conn::Tcp(s), _) => spawn_conn(&builder, &graceful, s, st, done),
             (_, Conn::Unix(s), _) => spawn_conn(&builder, &graceful, s, st, done),
         }
@@ -218,8 +223,15 @@ async fn serve(
     let open = active.load(Ordering::Relaxed);
     log::info!("stopping; draining {open} open connection(s)");
     let limit = Duration::from_secs_f64(cfg.shutdown_timeout);
+    let _ = stop_tx.send(true);
+    let drained = async {
+        graceful.shutdown().await;
+        while active.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = drained => {}
         _ = tokio::time::sleep(limit) => {
             log::warn!(
                 "{} connection(s) still open after shutdown_timeout = {limit:?}; closing them",
@@ -282,7 +294,7 @@ fn spawn_conn<I>(
 /// address passed to the handler, each request recorded in the metrics.
 fn spawn_gateway_conn<I>(
     builder: &http1::Builder,
-    graceful: &GracefulShutdown,
+    mut stop: tokio::sync::watch::Receiver<bool>,
     io: I,
     peer: Option<std::net::SocketAddr>,
     gw: Arc<Gateway>,
@@ -305,9 +317,16 @@ fn spawn_gateway_conn<I>(
         }
     });
     let conn = builder.serve_connection(TokioIo::new(Box::pin(io)), svc).with_upgrades();
-    let fut = graceful.watch(conn);
     tokio::spawn(async move {
-        if let Err(e) = fut.await {
+        let mut conn = std::pin::pin!(conn);
+        let r = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stop.wait_for(|s| *s) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = r {
             log::debug!("gateway connection ended with an error: {e}");
         }
         active.fetch_sub(1, Ordering::Relaxed);

@@ -140,8 +140,7 @@ pub async fn run_outbox(core: Arc<GatewayCore>, contexts: Arc<Contexts>) {
     );
     let mut tick = tokio::time::interval(OUTBOX_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut warned = crate::logging::RateLimit::new(60_000);
-    let _ = &mut warned;
+    let warned = crate::logging::RateLimit::new(60_000);
     loop {
         tick.tick().await;
         let sessions = &core.context(&contexts).sessions;
