@@ -9,11 +9,16 @@
 //! ([`reference_markdown`]) are all driven by it. Adding a key is one entry
 //! here plus the code in `config/mod.rs` that uses its effective value.
 //!
+//! Most keys hold one value. A few (`gateway.session_manager`,
+//! `gateway.trusted_proxies`, the `[gateway.filters]` sets) hold an array of
+//! strings: [`Kind::List`], with a rule for each item and a largest count.
+//! Arrays are set only in the file; the command line takes single values.
+//!
 //! This module checks one value against one key. Rules that relate two keys
 //! (`max_locks` against `max_sessions`, `cookie_same_site` against
-//! `cookie_secure`, `events.secret_file` against `events.url`) live with the
-//! effective types in `config/mod.rs`. It never reads files or the
-//! environment.
+//! `cookie_secure`, `events.secret_file` against `events.url`,
+//! `gateway.listen` against `listen`) live with the effective types in
+//! `config/mod.rs`. It never reads files or the environment.
 
 use std::fmt::Write as _;
 
@@ -34,6 +39,12 @@ pub enum Scope {
     Context,
     /// An `[events]` key (the lifecycle webhook).
     Events,
+    /// A `[gateway]` key (the public listener of gateway mode).
+    Gateway,
+    /// A key of one `[[gateway.upstreams]]` entry.
+    Upstream,
+    /// A `[gateway.filters]` key (the filters every gateway session starts with).
+    Filters,
 }
 
 impl Scope {
@@ -44,6 +55,9 @@ impl Scope {
             Scope::Sessions => "sessions.",
             Scope::Context => "contexts[].",
             Scope::Events => "events.",
+            Scope::Gateway => "gateway.",
+            Scope::Upstream => "gateway.upstreams[].",
+            Scope::Filters => "gateway.filters.",
         }
     }
 
@@ -54,6 +68,9 @@ impl Scope {
             Scope::Sessions => "[sessions]",
             Scope::Context => "[[contexts]]",
             Scope::Events => "[events]",
+            Scope::Gateway => "[gateway]",
+            Scope::Upstream => "[[gateway.upstreams]]",
+            Scope::Filters => "[gateway.filters]",
         }
     }
 }
@@ -85,7 +102,30 @@ pub enum Rule {
     Path,
     /// An `http://` or `https://` URL with a host.
     HttpUrl,
+    /// A password verifier: `htpasswd:/path/to/file` (the only scheme).
+    Verifier,
+    /// An upstream's URL: `http://` or `https://`, a host, an optional port
+    /// and base path; no user info, query or fragment.
+    UpstreamUrl,
+    /// An upstream's path prefix: starts with `/`; no `//`, no `.` or `..`
+    /// segment, no `;`, `?`, `#`, `%`, backslash or control characters.
+    UrlPrefix,
+    /// An IP address or a CIDR block (`10.0.0.0/8`, `2001:db8::/32`).
+    IpNet,
+    /// A filter entry: 1 to [`GATEWAY_FILTER_MAX_ITEM_LEN`] bytes, no control
+    /// characters.
+    FilterItem,
 }
+
+/// Most entries in each `[gateway.filters]` set (also the bound on each
+/// session's sets that the control API enforces).
+pub const GATEWAY_FILTER_MAX_ITEMS: usize = 1024;
+/// Longest entry of a `[gateway.filters]` set, bytes.
+pub const GATEWAY_FILTER_MAX_ITEM_LEN: usize = 1024;
+/// Most `gateway.session_manager` URLs.
+pub const GATEWAY_MAX_SESSION_MANAGERS: usize = 8;
+/// Most `gateway.trusted_proxies` entries.
+pub const GATEWAY_MAX_TRUSTED_PROXIES: usize = 1024;
 
 impl Rule {
     /// Checks `s`; the error is the reason, with the fix.
@@ -100,6 +140,18 @@ impl Rule {
             Rule::Path if !s.is_empty() => Ok(()),
             Rule::Path => Err("give a file system path".into()),
             Rule::HttpUrl => check_http_url(s),
+            Rule::Verifier => check_verifier(s).map(|_| ()),
+            Rule::UpstreamUrl => check_upstream_url(s),
+            Rule::UrlPrefix => check_url_prefix(s),
+            Rule::IpNet => parse_ip_net(s).map(|_| ()),
+            Rule::FilterItem if s.len() > GATEWAY_FILTER_MAX_ITEM_LEN => {
+                Err(format!("{} bytes; an entry is at most {GATEWAY_FILTER_MAX_ITEM_LEN} bytes", s.len()))
+            }
+            Rule::FilterItem if s.chars().any(char::is_control) => {
+                Err("contains a control character; remove it".into())
+            }
+            Rule::FilterItem if s.is_empty() => Err("an empty entry; remove it".into()),
+            Rule::FilterItem => Ok(()),
         }
     }
 
@@ -112,7 +164,93 @@ impl Rule {
             Rule::CookiePath => "starts with `/`, no `;` or control characters",
             Rule::Path => "a path",
             Rule::HttpUrl => "an `http://` or `https://` URL with a host; empty: off",
+            Rule::Verifier => "`htpasswd:/path/to/file` (the file must exist)",
+            Rule::UpstreamUrl => {
+                "`http://` or `https://`, host, optional port and base path; no user info, query or fragment"
+            }
+            Rule::UrlPrefix => {
+                "starts with `/`; no `//`, `.` or `..` segments, `;`, `?`, `#`, `%`, `\\` or control characters; \
+                 a trailing `/` is dropped"
+            }
+            Rule::IpNet => "an IP address or CIDR block",
+            Rule::FilterItem => "1–1024 bytes, no control characters",
         }
+    }
+
+    /// The reference's "Allowed" text for the items of an array.
+    fn describe_items(self) -> &'static str {
+        match self {
+            Rule::HttpUrl => "`http://` or `https://` URLs with a host",
+            Rule::IpNet => "IP addresses or CIDR blocks (`10.0.0.0/8`; an address is one host)",
+            Rule::FilterItem => "strings of 1–1024 bytes without control characters",
+            other => other.describe(),
+        }
+    }
+}
+
+/// Splits `htpasswd:/path` into its file; the error names the scheme given
+/// and the fix.
+pub(crate) fn check_verifier(s: &str) -> Result<&str, String> {
+    const EXAMPLE: &str = "e.g. verifier = \"htpasswd:/etc/sessiond/users\"";
+    match s.split_once(':') {
+        Some(("htpasswd", "")) => Err(format!("the htpasswd file is missing after `htpasswd:`; {EXAMPLE}")),
+        Some(("htpasswd", path)) => Ok(path),
+        Some((scheme, _)) if !scheme.is_empty() && !scheme.contains('/') => Err(format!(
+            "unknown verifier scheme `{scheme}`; the only scheme is `htpasswd` (bcrypt and argon2id lines), {EXAMPLE}"
+        )),
+        _ => Err(format!("write the scheme before the file, {EXAMPLE}")),
+    }
+}
+
+fn check_upstream_url(s: &str) -> Result<(), String> {
+    const FORM: &str = "write it as http://host[:port][/base/path]";
+    if !(s.starts_with("http://") || s.starts_with("https://")) {
+        return Err(format!("must start with http:// or https://; {FORM}"));
+    }
+    if s.contains('#') {
+        return Err(format!("an upstream URL has no fragment; remove the '#' part; {FORM}"));
+    }
+    let uri = s.parse::<hyper::Uri>().map_err(|e| format!("not a valid URL ({e}); {FORM}"))?;
+    let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
+        return Err(format!("the URL has no host; {FORM}"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!("an upstream URL carries no user name or password; remove the 'user@' part; {FORM}"));
+    }
+    if uri.query().is_some() || s.contains('?') {
+        return Err(format!("an upstream URL has no query (each request's own query is passed on); {FORM}"));
+    }
+    Ok(())
+}
+
+fn check_url_prefix(s: &str) -> Result<(), String> {
+    const FORM: &str = "write a path such as / or /app";
+    if !s.starts_with('/') {
+        return Err(format!("must start with '/'; {FORM}"));
+    }
+    if s.contains("//") {
+        return Err(format!("contains '//'; request paths are matched after '//' is collapsed, so {FORM}"));
+    }
+    if let Some(c) = s.chars().find(|c| matches!(c, ';' | '?' | '#' | '%' | '\\') || c.is_control()) {
+        return Err(format!(
+            "contains {c:?}; a prefix is matched against the normalised (decoded) path and cannot hold \
+             ';', '?', '#', '%', '\\' or control characters; {FORM}"
+        ));
+    }
+    if s.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(format!("contains a '.' or '..' segment, which normalised paths never have; {FORM}"));
+    }
+    Ok(())
+}
+
+/// An address (one host: `/32` or `/128`) or a CIDR block.
+pub(crate) fn parse_ip_net(s: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        return Ok(net);
+    }
+    match s.parse::<std::net::IpAddr>() {
+        Ok(addr) => Ok(ipnet::IpNet::from(addr)),
+        Err(_) => Err("expected an IP address or CIDR block such as 10.0.0.0/8, 192.0.2.7 or 2001:db8::/32".into()),
     }
 }
 
@@ -182,6 +320,14 @@ pub enum Kind {
         /// What the string must look like.
         rule: Rule,
     },
+    /// An array of strings, each checked by `rule`, at most `max` of them;
+    /// empty by default. Set only in the config file.
+    List {
+        /// What each item must look like.
+        rule: Rule,
+        /// Most items.
+        max: usize,
+    },
 }
 
 /// One configuration key: everything every consumer needs to know about it.
@@ -217,6 +363,8 @@ pub(crate) enum Value {
     Bool(bool),
     /// For [`Kind::Choice`] (canonical spelling) and [`Kind::Text`].
     Text(String),
+    /// For [`Kind::List`].
+    List(Vec<String>),
 }
 
 const RESTART: &str = "restart";
@@ -367,6 +515,18 @@ pub const KEYS: &[KeyDef] = &[
         default_doc: "",
         applies: RELOAD,
         doc: "Largest request head (431 beyond it).",
+    },
+    KeyDef {
+        name: "api_token_file",
+        aliases: &[],
+        scope: Scope::Server,
+        kind: Kind::Text { default: None, rule: Rule::Path },
+        default_doc: "none (no token asked)",
+        applies: RELOAD,
+        doc: "File holding a bearer token: when set, every request to `listen` (the private listener: session \
+              API, `/metrics`, gateway control API) needs `Authorization: Bearer <token>`. Printable ASCII; \
+              must not be readable by group or others (`chmod 600`); one trailing newline is ignored. \
+              The private listener must never face browsers.",
     },
     // ---- [[contexts]] only ----
     KeyDef {
@@ -582,6 +742,176 @@ pub const KEYS: &[KeyDef] = &[
         applies: RELOAD,
         doc: "Whether `touched` events are sent; off by default because there can be one per request.",
     },
+    // ---- [gateway]: the public listener of gateway mode ----
+    KeyDef {
+        name: "listen",
+        aliases: &[],
+        scope: Scope::Gateway,
+        kind: Kind::Text { default: None, rule: Rule::Listen },
+        default_doc: "required (a `[gateway]` table turns gateway mode on)",
+        applies: RESTART,
+        doc: "Where the public gateway listener serves, beside `listen` in every worker. Must differ from `listen`.",
+    },
+    KeyDef {
+        name: "context",
+        aliases: &[],
+        scope: Scope::Gateway,
+        kind: text("default", Rule::Token),
+        default_doc: "",
+        applies: RELOAD,
+        doc: "The context whose sessions the gateway creates and checks; must be a configured context.",
+    },
+    KeyDef {
+        name: "verifier",
+        aliases: &[],
+        scope: Scope::Gateway,
+        kind: Kind::Text { default: None, rule: Rule::Verifier },
+        default_doc: "required",
+        applies: RELOAD,
+        doc: "Password verifier. `htpasswd:FILE` with bcrypt (`$2y$`, `$2b$`) and argon2id PHC lines; \
+              other hashes are refused at start, naming the line.",
+    },
+    KeyDef {
+        name: "session_manager",
+        aliases: &[],
+        scope: Scope::Gateway,
+        kind: Kind::List { rule: Rule::HttpUrl, max: GATEWAY_MAX_SESSION_MANAGERS },
+        default_doc: "`[]` (no hook: every verified login gets a session)",
+        applies: RELOAD,
+        doc: "Session-manager hook URLs, tried in turn at login; each may refuse the session with a reason, \
+              and is told when it ends.",
+    },
+    KeyDef {
+        name: "session_manager_timeout",
+        aliases: &[],
+        scope: Scope::Gateway,
+        kind: secs(2.0, 0.1, 60.0),
+        default_doc: "",
+        applies: RELOAD,
+        doc: "Time allowed for one session-manager call; when none answers in time, the login gets 503.",
+    },
+    KeyDef {
+        name: "secret_file",
+        aliases: &[],
+        scope: Scope::Gateway,
+        kind: Kind::Text { default: None, rule: Rule::Path },
+        default_doc: "required",
+        applies: RELOAD,
+        doc: "File holding the key that signs hook calls and control handles: at least 16 bytes, \
+              not readable by group or others (`chmod 600`); one trailing newline is ignored.",
+    },
+    KeyDef {
+        name: "login_template",
+        aliases: &[],
+        scope: Scope::Gateway,
+        kind: Kind::Text { default: None, rule: Rule::Path },
+        default_doc: "none (the built-in form)",
+        applies: RELOAD,
+        doc: "HTML file served instead of the built-in login form at `GET /.sessiond/login`; must exist.",
+    },
+    KeyDef {
+        name: "trusted_proxies",
+        aliases: &[],
+        scope: Scope::Gateway,
+        kind: Kind::List { rule: Rule::IpNet, max: GATEWAY_MAX_TRUSTED_PROXIES },
+        default_doc: "`[]` (trust no peer)",
+        applies: RELOAD,
+        doc: "Peers whose `Forwarded` and `X-Forwarded-*` headers are kept; from any other peer they are removed.",
+    },
+    KeyDef {
+        name: "upstream_timeout",
+        aliases: &[],
+        scope: Scope::Gateway,
+        kind: secs(30.0, 0.1, 3600.0),
+        default_doc: "",
+        applies: RELOAD,
+        doc: "Time an upstream has to send its response head (504 beyond it).",
+    },
+    KeyDef {
+        name: "login_max_failures",
+        aliases: &[],
+        scope: Scope::Gateway,
+        kind: int(5, 1, 1000, Unit::Count),
+        default_doc: "",
+        applies: RELOAD,
+        doc: "Failed logins allowed per client address and per user within `login_window`; more get 429.",
+    },
+    KeyDef {
+        name: "login_window",
+        aliases: &[],
+        scope: Scope::Gateway,
+        kind: secs(300.0, 1.0, 86400.0),
+        default_doc: "",
+        applies: RELOAD,
+        doc: "The period over which `login_max_failures` counts.",
+    },
+    // ---- [[gateway.upstreams]]: at least one ----
+    KeyDef {
+        name: "name",
+        aliases: &[],
+        scope: Scope::Upstream,
+        kind: Kind::Text { default: None, rule: Rule::Token },
+        default_doc: "required; unique",
+        applies: RELOAD,
+        doc: "The upstream's name: Glacier2's adapter id, matched by `gateway.filters.adapter_ids`.",
+    },
+    KeyDef {
+        name: "url",
+        aliases: &[],
+        scope: Scope::Upstream,
+        kind: Kind::Text { default: None, rule: Rule::UpstreamUrl },
+        default_doc: "required",
+        applies: RELOAD,
+        doc: "Where requests routed to this upstream go; a base path is put before the request's path.",
+    },
+    KeyDef {
+        name: "prefix",
+        aliases: &[],
+        scope: Scope::Upstream,
+        kind: text("/", Rule::UrlPrefix),
+        default_doc: "`/`; unique",
+        applies: RELOAD,
+        doc: "Requests whose normalised path starts with this prefix go to this upstream; the longest prefix wins.",
+    },
+    // ---- [gateway.filters]: every session's initial filters ----
+    KeyDef {
+        name: "categories",
+        aliases: &[],
+        scope: Scope::Filters,
+        kind: Kind::List { rule: Rule::FilterItem, max: GATEWAY_FILTER_MAX_ITEMS },
+        default_doc: "",
+        applies: RELOAD,
+        doc: "Accepted categories (a path's first segment). Every set empty: all requests pass; otherwise a \
+              request passes when any non-empty set matches.",
+    },
+    KeyDef {
+        name: "adapter_ids",
+        aliases: &[],
+        scope: Scope::Filters,
+        kind: Kind::List { rule: Rule::FilterItem, max: GATEWAY_FILTER_MAX_ITEMS },
+        default_doc: "",
+        applies: RELOAD,
+        doc: "Accepted upstream names (the upstream a request routes to). A name that no upstream has is a note at start.",
+    },
+    KeyDef {
+        name: "identities",
+        aliases: &[],
+        scope: Scope::Filters,
+        kind: Kind::List { rule: Rule::FilterItem, max: GATEWAY_FILTER_MAX_ITEMS },
+        default_doc: "",
+        applies: RELOAD,
+        doc: "Accepted identities (a whole normalised path).",
+    },
+    KeyDef {
+        name: "accept_user",
+        aliases: &[],
+        scope: Scope::Filters,
+        kind: Kind::Choice { default: "none", choices: &["none", "category", "underscore"], any_case: false },
+        default_doc: "",
+        applies: RELOAD,
+        doc: "Also accept the category named after the user (`category`), or the user's name with a leading `_` \
+              (`underscore`): Glacier2's `Filter.Category.AcceptUser` 1 and 2.",
+    },
 ];
 
 /// The key of `scope` spelled `spelled` (its name or an alias).
@@ -616,6 +946,7 @@ impl KeyDef {
             Kind::Bool { default } => Some(Value::Bool(default)),
             Kind::Choice { default, .. } => Some(Value::Text(default.to_string())),
             Kind::Text { default, .. } => default.map(|s| Value::Text(s.to_string())),
+            Kind::List { .. } => Some(Value::List(Vec::new())),
         }
     }
 
@@ -630,6 +961,7 @@ impl KeyDef {
                 if any_case { format!("{words} (any case)") } else { words }
             }
             Kind::Text { rule, .. } => rule.describe().into(),
+            Kind::List { rule, max } => format!("array of at most {} {}", group(max as u64), rule.describe_items()),
         }
     }
 
@@ -645,6 +977,7 @@ impl KeyDef {
             Kind::Bool { default } => format!("`{default}`"),
             Kind::Choice { default, .. } | Kind::Text { default: Some(default), .. } => format!("`{default}`"),
             Kind::Int { default: None, .. } | Kind::Text { default: None, .. } => "none".into(),
+            Kind::List { .. } => "`[]`".into(),
         }
     }
 
@@ -658,6 +991,7 @@ impl KeyDef {
             Kind::Choice { .. } => "WORD",
             Kind::Text { rule: Rule::Path, .. } => "PATH",
             Kind::Text { .. } => "VALUE",
+            Kind::List { .. } => "LIST",
         }
     }
 
@@ -674,6 +1008,25 @@ impl KeyDef {
             (Kind::Secs { .. }, toml::Value::Float(f)) => Value::Secs(*f),
             (Kind::Bool { .. }, toml::Value::Boolean(b)) => Value::Bool(*b),
             (Kind::Choice { .. } | Kind::Text { .. }, toml::Value::String(s)) => Value::Text(s.clone()),
+            (Kind::List { .. }, toml::Value::String(s)) => {
+                return Err(invalid(key, shown, format!("must be an array of strings: write {} = [{s:?}]", self.name)));
+            }
+            (Kind::List { .. }, toml::Value::Array(items)) => {
+                let mut list = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    match item.as_str() {
+                        Some(s) => list.push(s.to_string()),
+                        None => {
+                            return Err(invalid(
+                                format!("{key}[{i}]"),
+                                toml_display(item),
+                                format!("each entry must be a quoted string; {}", self.expected()),
+                            ));
+                        }
+                    }
+                }
+                Value::List(list)
+            }
             _ => return Err(invalid(key, shown, self.expected())),
         };
         self.check(key, value, &shown)
@@ -687,6 +1040,17 @@ impl KeyDef {
             Kind::Secs { .. } => Value::Secs(t.parse().map_err(|_| invalid(key, s, self.expected()))?),
             Kind::Bool { .. } => Value::Bool(t.parse().map_err(|_| invalid(key, s, self.expected()))?),
             Kind::Choice { .. } | Kind::Text { .. } => Value::Text(t.to_string()),
+            Kind::List { .. } => {
+                return Err(invalid(
+                    key,
+                    s,
+                    format!(
+                        "an array is set only in the config file: write {} = [\"…\"] under {}",
+                        self.name,
+                        self.scope.table()
+                    ),
+                ));
+            }
         };
         self.check(key, value, s)
     }
@@ -699,6 +1063,9 @@ impl KeyDef {
             Kind::Bool { .. } => "true or false".into(),
             Kind::Choice { choices, .. } => format!("one of {}", choices.join(", ")),
             Kind::Text { rule, .. } => format!("a string: {}", rule.describe().replace('`', "")),
+            Kind::List { rule, max } => {
+                format!("an array of at most {max} strings, {}", rule.describe_items().replace('`', ""))
+            }
         };
         match self.default_value() {
             Some(d) => format!("expected {what}; e.g. {} = {}", self.name, value_toml(&d)),
@@ -726,6 +1093,23 @@ impl KeyDef {
                 Ok(()) => Ok(Value::Text(s)),
                 Err(reason) => Err(invalid(key, shown, reason)),
             },
+            (Kind::List { max, .. }, Value::List(items)) if items.len() > max => Err(invalid(
+                key,
+                format!("{} entries", items.len()),
+                format!("at most {max} entries; remove {}", items.len() - max),
+            )),
+            (Kind::List { rule, .. }, Value::List(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    let reason = match rule.check(item) {
+                        // An empty string is "off" for a single URL, never an entry.
+                        Ok(()) if item.is_empty() => "an empty entry; remove it".to_string(),
+                        Ok(()) => continue,
+                        Err(reason) => reason,
+                    };
+                    return Err(invalid(format!("{key}[{i}]"), format!("{item:?}"), reason));
+                }
+                Ok(Value::List(items))
+            }
             (_, v) => Ok(v),
         }
     }
@@ -761,6 +1145,7 @@ fn value_toml(v: &Value) -> String {
         Value::Secs(s) => s.to_string(),
         Value::Bool(b) => b.to_string(),
         Value::Text(s) => format!("{s:?}"),
+        Value::List(items) => format!("[{}]", items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")),
     }
 }
 
@@ -879,6 +1264,14 @@ mod tests {
     #[test]
     fn numbers_are_grouped_in_the_reference() {
         assert_eq!((group(4096), group(16384), group(1 << 20)), ("4096".into(), "16 384".into(), "1 048 576".into()));
+    }
+
+    #[test]
+    fn filter_item_texts_state_the_limit_the_rule_applies() {
+        let len = format!("1–{GATEWAY_FILTER_MAX_ITEM_LEN} bytes");
+        assert!(Rule::FilterItem.describe().contains(&len) && Rule::FilterItem.describe_items().contains(&len));
+        assert!(Rule::FilterItem.check(&"x".repeat(GATEWAY_FILTER_MAX_ITEM_LEN)).is_ok());
+        assert!(Rule::FilterItem.check(&"x".repeat(GATEWAY_FILTER_MAX_ITEM_LEN + 1)).is_err());
     }
 
     #[test]

@@ -14,9 +14,13 @@
 //! [`Config::notes`].
 //!
 //! Every error names the key, the value and the fix. This module never
-//! touches the data directory or the network; the only file it reads besides
-//! the config file is `events.secret_file`, whose contents never appear in a
-//! message.
+//! touches the data directory or the network. Besides the config file it
+//! reads only the files that keys name, so that `--check-config` and a
+//! reload catch a bad one: the secrets (`events.secret_file`,
+//! `api_token_file`, `gateway.secret_file`), whose contents never appear in
+//! a message, and it opens `gateway.verifier`'s file and
+//! `gateway.login_template` to see that they are readable (the gateway
+//! parses them when it starts).
 
 pub mod keys;
 
@@ -28,7 +32,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use keys::Value;
-pub use keys::{KEYS, KeyDef, Scope, reference_markdown};
+pub use keys::{
+    GATEWAY_FILTER_MAX_ITEM_LEN, GATEWAY_FILTER_MAX_ITEMS, GATEWAY_MAX_SESSION_MANAGERS, GATEWAY_MAX_TRUSTED_PROXIES,
+    KEYS, KeyDef, Scope, reference_markdown,
+};
 
 use crate::region::layout::{LayoutParams, context_tag};
 use crate::region::{RegionConfig, WhenFull};
@@ -226,6 +233,99 @@ pub struct EventsConfig {
     pub include_touched: bool,
 }
 
+/// Gateway mode's effective settings (`[gateway]`, present only when the
+/// file has that table or a `gateway.*` key is set on the command line).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GatewayConfig {
+    /// The public listener, served by every worker beside `listen`; never
+    /// the same address as `listen`.
+    pub listen: Listen,
+    /// The context whose sessions the gateway creates; a configured one.
+    pub context: String,
+    /// The htpasswd file of the password verifier (written
+    /// `htpasswd:FILE`); it existed and was readable at load, and the
+    /// gateway parses it when it starts. `--check-config` prints it as
+    /// written.
+    #[serde(serialize_with = "htpasswd_verifier")]
+    pub verifier: PathBuf,
+    /// Session-manager hook URLs, tried in turn; empty: no hook.
+    pub session_manager: Vec<String>,
+    /// Time allowed for one session-manager call, seconds.
+    pub session_manager_timeout: f64,
+    /// File holding the key that signs hook calls and control handles; it
+    /// passed [`read_secret_file`] with at least 16 bytes at load (read it
+    /// again with that function).
+    pub secret_file: PathBuf,
+    /// HTML file replacing the built-in login form; it existed at load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_template: Option<PathBuf>,
+    /// Peers whose `Forwarded` / `X-Forwarded-*` headers are kept; a plain
+    /// address is a `/32` or `/128` block.
+    #[serde(serialize_with = "display_all")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Time an upstream has to send its response head, seconds.
+    pub upstream_timeout: f64,
+    /// Failed logins per client address and per user within `login_window`.
+    pub login_max_failures: u32,
+    /// The period failed logins are counted over, seconds.
+    pub login_window: f64,
+    /// `[[gateway.upstreams]]`, in file order; at least one, names and
+    /// prefixes unique.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// `[gateway.filters]`: the filters every session starts with.
+    pub filters: FiltersConfig,
+}
+
+/// One `[[gateway.upstreams]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UpstreamConfig {
+    /// Its name (Glacier2's adapter id), what `adapter_ids` filters match.
+    pub name: String,
+    /// `http(s)://host[:port][/base]`, without user info, query or fragment.
+    pub url: String,
+    /// Path prefix routed here (longest wins): starts with `/`, never ends
+    /// with `/` unless it is `/`, and holds no `//`, dot segments, `;`, `?`,
+    /// `#`, `%`, backslash or control characters.
+    pub prefix: String,
+}
+
+/// `[gateway.filters]`: a session's initial filters (Glacier2's
+/// `Filter.*.Accept`). Every set empty lets every request through.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FiltersConfig {
+    /// Accepted categories (a normalised path's first segment).
+    pub categories: Vec<String>,
+    /// Accepted upstream names.
+    pub adapter_ids: Vec<String>,
+    /// Accepted identities (whole normalised paths).
+    pub identities: Vec<String>,
+    /// Whether the user's own category is accepted too.
+    pub accept_user: AcceptUserConfig,
+}
+
+/// `gateway.filters.accept_user`: Glacier2's `Filter.Category.AcceptUser`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcceptUserConfig {
+    /// `none` (0): nothing added.
+    #[default]
+    None,
+    /// `category` (1): the category named after the user is accepted.
+    Category,
+    /// `underscore` (2): the category `_` + user name is accepted.
+    Underscore,
+}
+
+/// `gateway.verifier` as the file writes it, `htpasswd:FILE`.
+fn htpasswd_verifier<S: serde::Serializer>(file: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("htpasswd:{}", file.display()))
+}
+
+/// Serialises each item with `Display` (for types without serde support).
+fn display_all<S: serde::Serializer, T: std::fmt::Display>(items: &[T], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(items.iter().map(ToString::to_string))
+}
+
 /// The effective configuration.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
@@ -255,10 +355,18 @@ pub struct Config {
     pub send_timeout: f64,
     /// Largest request head, bytes.
     pub max_header_size: u32,
+    /// When set, the private listener (`listen`) asks for
+    /// `Authorization: Bearer <token>`, the token being this file's contents;
+    /// it passed [`read_secret_file`] and holds printable ASCII.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_token_file: Option<PathBuf>,
     /// Contexts; the first is the default one.
     pub contexts: Vec<ContextConfig>,
     /// The lifecycle webhook (`[events]`).
     pub events: EventsConfig,
+    /// Gateway mode (`[gateway]`); `None` when there is no such table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayConfig>,
     /// The file this came from, if any.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -321,20 +429,58 @@ struct Input {
     contexts: Vec<Given>,
     /// `[events]`.
     events: Given,
+    /// `[gateway]` and its sub-tables, when present.
+    gateway: Option<GatewayInput>,
+}
+
+/// The `[gateway]` table with its `[[gateway.upstreams]]` entries and its
+/// `[gateway.filters]` table.
+#[derive(Debug)]
+struct GatewayInput {
+    /// `[gateway]`'s own keys.
+    table: Given,
+    /// `[[gateway.upstreams]]`, in file order, labelled by index.
+    upstreams: Vec<Given>,
+    /// `[gateway.filters]`.
+    filters: Given,
+}
+
+impl GatewayInput {
+    fn new() -> GatewayInput {
+        GatewayInput { table: Given::new("gateway."), upstreams: Vec::new(), filters: Given::new("gateway.filters.") }
+    }
 }
 
 /// Where `spelled` belongs if not in `scopes`, else which keys `scopes` accept.
 fn unknown(source_name: &str, label: &str, spelled: &str, scopes: &[Scope]) -> ConfigError {
-    let elsewhere =
-        KEYS.iter().find(|k| !scopes.contains(&k.scope) && (k.name == spelled || k.aliases.contains(&spelled)));
+    const GATEWAY_TABLES: [Scope; 3] = [Scope::Gateway, Scope::Upstream, Scope::Filters];
+    // Inside the gateway's tables, point at the gateway's other tables, else
+    // at the top level, never further: `timeout` there is not "the [events]
+    // key", and `listen` there is `gateway.listen`.
+    let in_gateway = scopes.iter().all(|s| GATEWAY_TABLES.contains(s));
+    let spelled_as = |k: &&KeyDef| !scopes.contains(&k.scope) && (k.name == spelled || k.aliases.contains(&spelled));
+    let elsewhere = if in_gateway {
+        let mut near = KEYS.iter().filter(spelled_as);
+        near.clone().find(|k| GATEWAY_TABLES.contains(&k.scope)).or_else(|| near.find(|k| k.scope == Scope::Server))
+    } else {
+        KEYS.iter().find(spelled_as)
+    };
     let help = match elsewhere.map(|k| (k.scope, k)) {
         Some((Scope::Server, k)) => format!("`{}` is a top-level key: move it above the first [table] header", k.name),
         Some((Scope::Context, k)) => format!("only a [[contexts]] entry takes `{}`", k.name),
         Some((scope, k)) => format!("it belongs in {}: write it as `{}`", scope.table(), k.qualified()),
         None if scopes.contains(&Scope::Server) && scopes.contains(&Scope::Sessions) => {
-            format!("the keys accepted here are: {}; [events] keys are written events.KEY", keys::names_in(scopes))
+            format!(
+                "the keys accepted here are: {}; [events] keys are written events.KEY, [gateway] keys gateway.KEY",
+                keys::names_in(scopes)
+            )
         }
-        None => format!("the keys accepted here are: {}", keys::names_in(scopes)),
+        None => match scopes {
+            [one] if *one != Scope::Server => {
+                format!("the keys accepted in {} are: {}", one.table(), keys::names_in(scopes))
+            }
+            _ => format!("the keys accepted here are: {}", keys::names_in(scopes)),
+        },
     };
     ConfigError::UnknownKey { source_name: source_name.into(), key: format!("{label}{spelled}"), help }
 }
@@ -371,12 +517,41 @@ fn sub_table<'a>(name: &str, v: &'a toml::Value) -> Result<&'a toml::Table, Conf
         .ok_or_else(|| invalid(name, v, format!("must be a table: write [{name}] on its own line, then its keys")))
 }
 
+/// Reads `[gateway]`, its `[[gateway.upstreams]]` entries and its
+/// `[gateway.filters]` table.
+fn gateway_input(source_name: &str, t: &toml::Table) -> Result<GatewayInput, ConfigError> {
+    let mut g = GatewayInput::new();
+    g.table = read_table(source_name, "gateway.", &[Scope::Gateway], t, &["upstreams", "filters"])?;
+    if let Some(v) = t.get("filters") {
+        g.filters =
+            read_table(source_name, "gateway.filters.", &[Scope::Filters], sub_table("gateway.filters", v)?, &[])?;
+    }
+    if let Some(v) = t.get("upstreams") {
+        let fix = "write each upstream as a [[gateway.upstreams]] entry with name, url and prefix";
+        let entries = v.as_array().ok_or_else(|| invalid("gateway.upstreams", v, fix))?;
+        for (i, e) in entries.iter().enumerate() {
+            let label = format!("gateway.upstreams[{i}].");
+            let e = e.as_table().ok_or_else(|| invalid(format!("gateway.upstreams[{i}]"), e, fix))?;
+            g.upstreams.push(read_table(source_name, &label, &[Scope::Upstream], e, &[])?);
+        }
+    }
+    Ok(g)
+}
+
 impl Input {
     /// Walks the file's TOML by [`KEYS`].
     fn from_toml(source_name: &str, t: &toml::Table) -> Result<Input, ConfigError> {
-        let top = read_table(source_name, "", &[Scope::Server], t, &["sessions", "contexts", "events"])?;
-        let mut input =
-            Input { top, sessions: Given::new("sessions."), contexts: Vec::new(), events: Given::new("events.") };
+        let top = read_table(source_name, "", &[Scope::Server], t, &["sessions", "contexts", "events", "gateway"])?;
+        let mut input = Input {
+            top,
+            sessions: Given::new("sessions."),
+            contexts: Vec::new(),
+            events: Given::new("events."),
+            gateway: None,
+        };
+        if let Some(v) = t.get("gateway") {
+            input.gateway = Some(gateway_input(source_name, sub_table("gateway", v)?)?);
+        }
         if let Some(v) = t.get("sessions") {
             input.sessions = read_table(source_name, "sessions.", &[Scope::Sessions], sub_table("sessions", v)?, &[])?;
         }
@@ -407,14 +582,31 @@ impl Input {
     }
 
     /// Applies one command-line `key=value`. A bare key is a top-level key
-    /// or else a `[sessions]` key; `[events]` keys take their prefix.
-    /// Dashes read as underscores.
+    /// or else a `[sessions]` key; `[events]`, `[gateway]` and
+    /// `[gateway.filters]` keys take their prefix. Dashes read as underscores.
     fn set(&mut self, k: &str, v: &str) -> Result<(), ConfigError> {
         const SOURCE: &str = "command line";
         let key = k.trim().replace('-', "_");
         let (given, scope, leaf) = match key.split_once('.') {
             Some(("sessions", leaf)) => (&mut self.sessions, Scope::Sessions, leaf),
             Some(("events", leaf)) => (&mut self.events, Scope::Events, leaf),
+            Some(("gateway", rest)) if rest.starts_with("upstreams") => {
+                return Err(invalid(
+                    k,
+                    v,
+                    "[[gateway.upstreams]] entries can be set only in the config file; \
+                     gateway.KEY and gateway.filters.KEY set the other gateway keys",
+                ));
+            }
+            // Setting a gateway key turns gateway mode on, as a [gateway]
+            // table in the file does; its required keys are then checked.
+            Some(("gateway", rest)) => {
+                let gateway = self.gateway.get_or_insert_with(GatewayInput::new);
+                match rest.strip_prefix("filters.") {
+                    Some(leaf) => (&mut gateway.filters, Scope::Filters, leaf),
+                    None => (&mut gateway.table, Scope::Gateway, rest),
+                }
+            }
             Some(("contexts", _)) => {
                 return Err(invalid(
                     k,
@@ -423,7 +615,14 @@ impl Input {
                 ));
             }
             Some((table, _)) => {
-                return Err(invalid(k, v, format!("there is no [{table}] table; use KEY, sessions.KEY or events.KEY")));
+                return Err(invalid(
+                    k,
+                    v,
+                    format!(
+                        "there is no [{table}] table; use KEY, sessions.KEY, events.KEY, gateway.KEY or \
+                         gateway.filters.KEY"
+                    ),
+                ));
             }
             None if keys::find(Scope::Server, &key).is_some() => (&mut self.top, Scope::Server, key.as_str()),
             None => (&mut self.sessions, Scope::Sessions, key.as_str()),
@@ -504,6 +703,33 @@ impl Layers<'_> {
 
     fn text(&self, name: &str) -> String {
         self.text_opt(name).unwrap_or_else(|| kind_bug(name, "no default"))
+    }
+
+    fn list(&self, name: &str) -> Vec<String> {
+        match self.pick(name).0 {
+            Some(Value::List(items)) => items,
+            other => kind_bug(name, other),
+        }
+    }
+
+    /// A key without a default that the table must hold; the error says
+    /// what to write, e.g. `listen = "0.0.0.0:8443"`.
+    fn required(&self, name: &str, example: &str) -> Result<String, ConfigError> {
+        let label = self.tables.first().map(|g| g.label.as_str()).unwrap_or("");
+        self.text_opt(name).ok_or_else(|| {
+            invalid(
+                format!("{label}{name}"),
+                "(missing)",
+                format!("{} needs `{name}`, e.g. {name} = {example}", self.scope.table()),
+            )
+        })
+    }
+
+    /// The key as messages name it: as the user wrote it, else canonical.
+    fn key(&self, name: &str) -> String {
+        self.pick(name)
+            .1
+            .unwrap_or_else(|| format!("{}{name}", self.tables.first().map(|g| g.label.as_str()).unwrap_or("")))
     }
 }
 
@@ -592,6 +818,18 @@ impl Config {
             contexts.push(ctx);
         }
         let events = events_from(&input.events, &mut notes)?;
+        let api_token_file = match top.text_opt("api_token_file") {
+            Some(p) => {
+                let p = PathBuf::from(p);
+                check_api_token(&p)?;
+                Some(p)
+            }
+            None => None,
+        };
+        let gateway = match &input.gateway {
+            Some(g) => Some(gateway_from(g, &listen, &contexts, &mut notes)?),
+            None => None,
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -606,8 +844,10 @@ impl Config {
             request_timeout: top.secs("request_timeout"),
             send_timeout: top.secs("send_timeout"),
             max_header_size: top.u32("max_header_size"),
+            api_token_file,
             contexts,
             events,
+            gateway,
             source: None,
             notes,
         })
@@ -773,6 +1013,236 @@ fn events_from(events: &Given, notes: &mut Vec<String>) -> Result<EventsConfig, 
         queue_size: l.u32("queue_size"),
         include_touched: l.bool("include_touched"),
     })
+}
+
+/// `api_token_file`: a private, non-empty secret of printable ASCII (it is
+/// compared with what clients send in an `Authorization` header).
+fn check_api_token(path: &Path) -> Result<(), ConfigError> {
+    let token = read_secret_file("api_token_file", path)?;
+    if !token.iter().all(u8::is_ascii_graphic) {
+        let shown = path.display().to_string();
+        return Err(invalid(
+            "api_token_file",
+            &shown,
+            format!(
+                "the token must be printable ASCII without spaces, as clients send it in an \
+                 `Authorization: Bearer` header; write one with `head -c 32 /dev/urandom | base64 > {shown}` \
+                 then `chmod 600 {shown}`"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Shortest `gateway.secret_file` key, bytes.
+const GATEWAY_MIN_SECRET: usize = 16;
+
+/// The `[gateway]` table's effective settings, with the rules that relate
+/// its keys to each other and to the rest of the configuration.
+fn gateway_from(
+    g: &GatewayInput,
+    private: &Listen,
+    contexts: &[ContextConfig],
+    notes: &mut Vec<String>,
+) -> Result<GatewayConfig, ConfigError> {
+    let l = Layers { scope: Scope::Gateway, tables: vec![&g.table] };
+
+    let listen_text = l.required("listen", "\"0.0.0.0:8443\"")?;
+    let listen =
+        listen_from(&listen_text).map_err(|reason| invalid(l.key("listen"), format!("{listen_text:?}"), reason))?;
+    if let Some(why) = same_listener(&listen, private) {
+        return Err(invalid(
+            l.key("listen"),
+            format!("{listen_text:?}"),
+            format!(
+                "{why} the top-level `listen` = \"{private}\", the private listener; the gateway is a second, \
+                 public listener: give it its own address, e.g. listen = \"0.0.0.0:8443\""
+            ),
+        ));
+    }
+
+    let context = l.text("context");
+    if !contexts.iter().any(|c| c.name == context) {
+        let names = contexts.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
+        return Err(invalid(
+            l.key("context"),
+            format!("{context:?}"),
+            format!(
+                "no context has that name; the configured contexts are: {names}. Use one of them, or add a \
+                 [[contexts]] entry with name = {context:?}"
+            ),
+        ));
+    }
+
+    let verifier_text = l.required("verifier", "\"htpasswd:/etc/sessiond/users\"")?;
+    let verifier = keys::check_verifier(&verifier_text)
+        .map(PathBuf::from)
+        .map_err(|reason| invalid(l.key("verifier"), format!("{verifier_text:?}"), reason))?;
+    check_readable_file(&l.key("verifier"), &verifier_text, &verifier, "the htpasswd file")?;
+
+    let secret_file = PathBuf::from(l.required("secret_file", "\"/etc/sessiond/gateway.secret\"")?);
+    let secret = read_secret_file(&l.key("secret_file"), &secret_file)?;
+    if secret.len() < GATEWAY_MIN_SECRET {
+        let shown = secret_file.display().to_string();
+        return Err(invalid(
+            l.key("secret_file"),
+            &shown,
+            format!(
+                "the key is {} bytes; a signing key needs at least {GATEWAY_MIN_SECRET}: write one with \
+                 `head -c 32 /dev/urandom | base64 > {shown}` then `chmod 600 {shown}`",
+                secret.len()
+            ),
+        ));
+    }
+    drop(secret);
+
+    let login_template = l.text_opt("login_template").map(PathBuf::from);
+    if let Some(p) = &login_template {
+        check_readable_file(&l.key("login_template"), &p.display().to_string(), p, "the login template")?;
+    }
+
+    let trusted_proxies = l
+        .list("trusted_proxies")
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            keys::parse_ip_net(s)
+                .map_err(|reason| invalid(format!("{}[{i}]", l.key("trusted_proxies")), format!("{s:?}"), reason))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let upstreams = upstreams_from(&g.upstreams)?;
+
+    let f = Layers { scope: Scope::Filters, tables: vec![&g.filters] };
+    let adapter_ids = f.list("adapter_ids");
+    for id in adapter_ids.iter().filter(|id| !upstreams.iter().any(|u| &u.name == *id)) {
+        let names = upstreams.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(", ");
+        notes.push(format!(
+            "gateway.filters.adapter_ids: {id:?} names no [[gateway.upstreams]] entry (the upstreams are: {names}); \
+             it matches no request"
+        ));
+    }
+    let accept_user = match f.text("accept_user").as_str() {
+        "category" => AcceptUserConfig::Category,
+        "underscore" => AcceptUserConfig::Underscore,
+        _ => AcceptUserConfig::None,
+    };
+
+    Ok(GatewayConfig {
+        listen,
+        context,
+        verifier,
+        session_manager: l.list("session_manager"),
+        session_manager_timeout: l.secs("session_manager_timeout"),
+        secret_file,
+        login_template,
+        trusted_proxies,
+        upstream_timeout: l.secs("upstream_timeout"),
+        login_max_failures: l.u32("login_max_failures"),
+        login_window: l.secs("login_window"),
+        upstreams,
+        filters: FiltersConfig {
+            categories: f.list("categories"),
+            adapter_ids,
+            identities: f.list("identities"),
+            accept_user,
+        },
+    })
+}
+
+/// `[[gateway.upstreams]]`: at least one, names and (normalised) prefixes
+/// unique.
+fn upstreams_from(entries: &[Given]) -> Result<Vec<UpstreamConfig>, ConfigError> {
+    if entries.is_empty() {
+        return Err(invalid(
+            "gateway.upstreams",
+            "(none)",
+            "the gateway needs at least one upstream to forward to: add a [[gateway.upstreams]] entry, e.g. \
+             name = \"app\", url = \"http://127.0.0.1:9000\", prefix = \"/\"",
+        ));
+    }
+    let mut out: Vec<UpstreamConfig> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let u = Layers { scope: Scope::Upstream, tables: vec![entry] };
+        let name = u.required("name", "\"app\"")?;
+        let url = u.required("url", "\"http://127.0.0.1:9000\"")?;
+        let written = u.text("prefix");
+        let prefix = normalise_prefix(&written);
+        if let Some((j, _)) = out.iter().enumerate().find(|(_, o)| o.name == name) {
+            return Err(invalid(
+                u.key("name"),
+                format!("{name:?}"),
+                format!("gateway.upstreams[{j}] has the same name; each upstream needs its own name"),
+            ));
+        }
+        if let Some((j, other)) = out.iter().enumerate().find(|(_, o)| o.prefix == prefix) {
+            return Err(invalid(
+                u.key("prefix"),
+                format!("{written:?}"),
+                format!(
+                    "gateway.upstreams[{j}] ({}) already routes prefix {prefix:?}; each prefix goes to one \
+                     upstream: change one of them",
+                    other.name
+                ),
+            ));
+        }
+        out.push(UpstreamConfig { name, url, prefix });
+    }
+    Ok(out)
+}
+
+/// A prefix without its trailing `/`, except `/` itself.
+fn normalise_prefix(p: &str) -> String {
+    match p.trim_end_matches('/') {
+        "" => "/".to_string(),
+        trimmed => trimmed.to_string(),
+    }
+}
+
+/// Why two listeners would share a socket (same path, same address, or the
+/// same port with a wildcard address covering the other), or `None`. Port 0
+/// picks a fresh port each time, so it never collides.
+fn same_listener(a: &Listen, b: &Listen) -> Option<&'static str> {
+    match (a, b) {
+        (Listen::Unix(p), Listen::Unix(q)) if p == q => Some("is the same socket as"),
+        (Listen::Tcp(x), Listen::Tcp(y)) if x.port() != 0 && x.port() == y.port() => {
+            let (xi, yi) = (x.ip(), y.ip());
+            // An IPv6 wildcard also takes IPv4 (sockets are dual-stack by default).
+            let covers = |w: std::net::IpAddr, o: std::net::IpAddr| {
+                w.is_unspecified() && (w.is_ipv4() == o.is_ipv4() || w.is_ipv6())
+            };
+            if xi == yi {
+                Some("is the same address as")
+            } else if covers(xi, yi) || covers(yi, xi) {
+                Some("is on the same port, with a wildcard address covering the other, as")
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Checks that `path` (the file named by `key`, written `shown`) is a
+/// regular file this process may open; its contents are read later by the
+/// module that uses them.
+fn check_readable_file(key: &str, shown: &str, path: &Path, what: &str) -> Result<(), ConfigError> {
+    let shown = format!("{shown:?}");
+    let unreadable = |e: std::io::Error| {
+        invalid(
+            key,
+            &shown,
+            format!(
+                "cannot read {what} {} ({e}); check the path and that the user sessiond runs as may read it",
+                path.display()
+            ),
+        )
+    };
+    // Look before opening: opening a FIFO would wait for a writer.
+    if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
+        return Err(invalid(key, &shown, format!("{} is not a regular file; point it at {what}", path.display())));
+    }
+    std::fs::File::open(path).map(drop).map_err(unreadable)
 }
 
 /// Reads a secret (such as `events.secret_file`) named by config key `key`.
@@ -1090,6 +1560,503 @@ mod tests {
         assert!(e.contains("`events.secret_file`") && e.contains(&shown(&missing)) && e.contains("cannot read"), "{e}");
         let e = read_secret_file("events.secret_file", d).unwrap_err().to_string();
         assert!(e.contains("`events.secret_file`") && e.contains("not a regular file"), "{e}");
+    }
+
+    /// Files a gateway configuration points at: a 0600 secret of 32 bytes,
+    /// an htpasswd file and a login template.
+    struct Gw {
+        dir: tempfile::TempDir,
+        secret: PathBuf,
+        users: PathBuf,
+    }
+
+    const APP: &str = "[[gateway.upstreams]]\nname = \"app\"\nurl = \"http://127.0.0.1:9000\"\n";
+
+    impl Gw {
+        fn new() -> Gw {
+            let dir = tempfile::tempdir().unwrap();
+            let secret = secret(dir.path(), "gateway.secret", b"0123456789abcdef0123456789abcdef", 0o600);
+            let users = dir.path().join("users");
+            std::fs::write(&users, "alice:$2y$05$c4WoMPo3SXsafkva.HHa6uXQZWr7oboPiC2bT/r7q1BB8I2s0BRqC\n").unwrap();
+            Gw { dir, secret, users }
+        }
+
+        fn path(&self, name: &str) -> String {
+            self.dir.path().join(name).display().to_string()
+        }
+
+        /// A valid `[gateway]` table with `changes` applied (`Some` sets a
+        /// key to a TOML value, `None` removes it), then `rest` (upstreams,
+        /// filters, other tables).
+        fn toml(&self, changes: &[(&str, Option<&str>)], rest: &str) -> String {
+            let mut keys: Vec<(String, String)> = vec![
+                ("listen".into(), "\"0.0.0.0:8443\"".into()),
+                ("verifier".into(), format!("\"htpasswd:{}\"", self.users.display())),
+                ("secret_file".into(), format!("{:?}", self.secret.display().to_string())),
+            ];
+            for (k, v) in changes {
+                keys.retain(|(name, _)| name != k);
+                if let Some(v) = v {
+                    keys.push((k.to_string(), v.to_string()));
+                }
+            }
+            let body: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+            format!("[gateway]\n{body}{rest}")
+        }
+
+        fn err(&self, changes: &[(&str, Option<&str>)], rest: &str) -> String {
+            match load(&self.toml(changes, rest), &[]) {
+                Ok(c) => panic!("expected an error, got {:?}", c.gateway),
+                Err(e) => e.to_string(),
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_gateway_table_is_read_into_gateway_config() {
+        let f = Gw::new();
+        let template = f.dir.path().join("login.html");
+        std::fs::write(&template, "<form></form>").unwrap();
+        let toml = format!(
+            "[[contexts]]\nname = \"web\"\n{}",
+            f.toml(
+                &[
+                    ("context", Some("\"web\"")),
+                    (
+                        "session_manager",
+                        Some("[\"http://sm1.example.internal:9000/sessions\", \"https://sm2.example.internal/s\"]"),
+                    ),
+                    ("session_manager_timeout", Some("0.5")),
+                    ("login_template", Some(&format!("{:?}", template.display().to_string()))),
+                    ("trusted_proxies", Some("[\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\", \"::1\"]")),
+                    ("upstream_timeout", Some("12")),
+                    ("login_max_failures", Some("3")),
+                    ("login_window", Some("60.5")),
+                ],
+                "[[gateway.upstreams]]\nname = \"app\"\nurl = \"http://127.0.0.1:9000\"\nprefix = \"/\"\n\
+                 [[gateway.upstreams]]\nname = \"api\"\nurl = \"https://api.internal:8443/base\"\nprefix = \"/api/\"\n\
+                 [gateway.filters]\ncategories = [\"public\", \"_alice\"]\nadapter_ids = [\"app\"]\n\
+                 identities = [\"/public/index.html\"]\naccept_user = \"underscore\"\n",
+            )
+        );
+        let c = load(&toml, &[]).unwrap();
+        let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+        assert_eq!(
+            c.gateway,
+            Some(GatewayConfig {
+                listen: Listen::Tcp("0.0.0.0:8443".parse().unwrap()),
+                context: "web".into(),
+                verifier: f.users.clone(),
+                session_manager: vec![
+                    "http://sm1.example.internal:9000/sessions".into(),
+                    "https://sm2.example.internal/s".into()
+                ],
+                session_manager_timeout: 0.5,
+                secret_file: f.secret.clone(),
+                login_template: Some(template),
+                trusted_proxies: vec![net("10.0.0.0/8"), net("192.0.2.7/32"), net("2001:db8::/32"), net("::1/128")],
+                upstream_timeout: 12.0,
+                login_max_failures: 3,
+                login_window: 60.5,
+                upstreams: vec![
+                    UpstreamConfig { name: "app".into(), url: "http://127.0.0.1:9000".into(), prefix: "/".into() },
+                    UpstreamConfig {
+                        name: "api".into(),
+                        url: "https://api.internal:8443/base".into(),
+                        prefix: "/api".into()
+                    },
+                ],
+                filters: FiltersConfig {
+                    categories: vec!["public".into(), "_alice".into()],
+                    adapter_ids: vec!["app".into()],
+                    identities: vec!["/public/index.html".into()],
+                    accept_user: AcceptUserConfig::Underscore,
+                },
+            })
+        );
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
+        let printed = c.to_toml();
+        for want in ["[gateway]", "[[gateway.upstreams]]", "[gateway.filters]", "\"192.0.2.7/32\"", "\"underscore\""] {
+            assert!(printed.contains(want), "--check-config shows {want}: {printed}");
+        }
+        assert!(printed.contains(&format!("verifier = \"htpasswd:{}\"", f.users.display())), "{printed}");
+        let again = load(&printed, &[]).unwrap();
+        assert_eq!(again.gateway, c.gateway, "what --check-config prints loads back to the same gateway");
+        assert!(!printed.contains("0123456789abcdef"), "never the secret: {printed}");
+        assert!(load("", &[]).unwrap().gateway.is_none(), "no [gateway] table, no gateway");
+    }
+
+    #[test]
+    fn a_minimal_gateway_table_takes_the_documented_defaults() {
+        let f = Gw::new();
+        let g = load(&f.toml(&[], APP), &[]).unwrap().gateway.unwrap();
+        assert_eq!((g.context.as_str(), g.session_manager.len(), g.session_manager_timeout), ("default", 0, 2.0));
+        assert_eq!((g.upstream_timeout, g.login_max_failures, g.login_window), (30.0, 5, 300.0));
+        assert_eq!((g.login_template, g.trusted_proxies.len()), (None, 0));
+        assert_eq!(g.upstreams[0].prefix, "/", "prefix defaults to /");
+        assert_eq!(g.filters, FiltersConfig::default());
+        assert_eq!(g.filters.accept_user, AcceptUserConfig::None);
+    }
+
+    #[test]
+    fn gateway_scalars_are_settable_on_the_command_line_and_arrays_are_not() {
+        let f = Gw::new();
+        let toml = f.toml(&[], APP);
+        let c = load(
+            &toml,
+            &[
+                ("gateway.listen", "unix:/run/sessiond/public.sock"),
+                ("gateway.upstream-timeout", "5"),
+                ("gateway.filters.accept_user", "category"),
+            ],
+        )
+        .unwrap();
+        let g = c.gateway.unwrap();
+        assert_eq!(g.listen, Listen::Unix("/run/sessiond/public.sock".into()));
+        assert_eq!((g.upstream_timeout, g.filters.accept_user), (5.0, AcceptUserConfig::Category));
+        let e = load(&toml, &[("gateway.trusted_proxies", "10.0.0.0/8")]).unwrap_err().to_string();
+        assert!(e.contains("`gateway.trusted_proxies`: 10.0.0.0/8") && e.contains("only in the config file"), "{e}");
+        let e = load(&toml, &[("gateway.filters.categories", "a")]).unwrap_err().to_string();
+        assert!(e.contains("`gateway.filters.categories`") && e.contains("[gateway.filters]"), "{e}");
+        let e = load(&toml, &[("gateway.upstreams[0].url", "http://h")]).unwrap_err().to_string();
+        assert!(e.contains("`gateway.upstreams[0].url`") && e.contains("only in the config file"), "{e}");
+        let e = load(&toml, &[("gateway.listen", "nowhere")]).unwrap_err().to_string();
+        assert!(e.contains("`gateway.listen`: nowhere"), "{e}");
+        let e = load(&toml, &[("gateway.bogus", "1")]).unwrap_err().to_string();
+        assert!(e.contains("`gateway.bogus`") && e.contains("[gateway]") && e.contains("upstream_timeout"), "{e}");
+        let e = load("", &[("gateway.listen", "0.0.0.0:8443")]).unwrap_err().to_string();
+        assert!(e.contains("`gateway.verifier`: (missing)"), "setting a gateway key turns the gateway on: {e}");
+        let e = load("", &[("verifier", "htpasswd:/x")]).unwrap_err().to_string();
+        assert!(e.contains("`gateway.verifier`"), "a bare gateway key says how to write it: {e}");
+    }
+
+    #[test]
+    fn gateway_listen_is_required_valid_and_apart_from_listen() {
+        let f = Gw::new();
+        let e = f.err(&[("listen", None)], APP);
+        assert!(e.contains("`gateway.listen`: (missing)") && e.contains("0.0.0.0:8443"), "{e}");
+        let e = f.err(&[("listen", Some("\"nowhere\""))], APP);
+        assert!(e.contains("`gateway.listen`: \"nowhere\"") && e.contains("host:port"), "{e}");
+        let e = f.err(&[("listen", Some("\"127.0.0.1:8080\""))], APP);
+        assert!(e.contains("`gateway.listen`: \"127.0.0.1:8080\"") && e.contains("top-level `listen`"), "{e}");
+        let e = f.err(&[("listen", Some("\"[::]:8080\""))], APP);
+        assert!(e.contains("`gateway.listen`: \"[::]:8080\"") && e.contains("wildcard"), "{e}");
+        let e = load(
+            &format!("listen = \"unix:/tmp/s.sock\"\n{}", f.toml(&[("listen", Some("\"unix:/tmp/s.sock\""))], APP)),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`gateway.listen`: \"unix:/tmp/s.sock\"") && e.contains("same socket"), "{e}");
+        let both_zero = format!("listen = \"127.0.0.1:0\"\n{}", f.toml(&[("listen", Some("\"127.0.0.1:0\""))], APP));
+        assert!(load(&both_zero, &[]).is_ok(), "port 0 picks a fresh port each time");
+        assert!(load(&f.toml(&[("listen", Some("\"127.0.0.2:8080\""))], APP), &[]).is_ok());
+    }
+
+    #[test]
+    fn gateway_context_must_be_configured() {
+        let f = Gw::new();
+        let e = load(&format!("[[contexts]]\nname = \"web\"\n{}", f.toml(&[("context", Some("\"shop\""))], APP)), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`gateway.context`: \"shop\"") && e.contains("configured contexts are: default, web"),
+            "{e}"
+        );
+        let e = f.err(&[("context", Some("\"../x\""))], APP);
+        assert!(e.contains("`gateway.context`: \"../x\""), "{e}");
+    }
+
+    #[test]
+    fn gateway_verifier_is_an_existing_htpasswd_file() {
+        let f = Gw::new();
+        let e = f.err(&[("verifier", None)], APP);
+        assert!(e.contains("`gateway.verifier`: (missing)") && e.contains("htpasswd:"), "{e}");
+        let e = f.err(&[("verifier", Some("\"ldap://dir.example.com\""))], APP);
+        assert!(e.contains("`gateway.verifier`: \"ldap://dir.example.com\"") && e.contains("scheme `ldap`"), "{e}");
+        assert!(e.contains("only scheme is `htpasswd`"), "{e}");
+        let e = f.err(&[("verifier", Some("\"/etc/sessiond/users\""))], APP);
+        assert!(e.contains("`gateway.verifier`: \"/etc/sessiond/users\"") && e.contains("scheme"), "{e}");
+        let e = f.err(&[("verifier", Some("\"htpasswd:\""))], APP);
+        assert!(e.contains("`gateway.verifier`: \"htpasswd:\"") && e.contains("missing"), "{e}");
+        let missing = f.path("nobody");
+        let e = f.err(&[("verifier", Some(&format!("\"htpasswd:{missing}\"")))], APP);
+        assert!(e.contains(&format!("`gateway.verifier`: \"htpasswd:{missing}\"")) && e.contains("cannot read"), "{e}");
+        let dir = f.dir.path().display().to_string();
+        let e = f.err(&[("verifier", Some(&format!("\"htpasswd:{dir}\"")))], APP);
+        assert!(e.contains("`gateway.verifier`") && e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn gateway_session_manager_is_a_short_array_of_http_urls() {
+        let f = Gw::new();
+        let e = f.err(&[("session_manager", Some("[\"http://sm.internal/s\", \"ftp://sm.internal/\"]"))], APP);
+        assert!(e.contains("`gateway.session_manager[1]`: \"ftp://sm.internal/\"") && e.contains("http://"), "{e}");
+        let e = f.err(&[("session_manager", Some("[\"\"]"))], APP);
+        assert!(e.contains("`gateway.session_manager[0]`: \"\"") && e.contains("empty entry"), "{e}");
+        let e = f.err(&[("session_manager", Some("\"http://sm.internal/s\""))], APP);
+        assert!(e.contains("`gateway.session_manager`: \"http://sm.internal/s\""), "{e}");
+        assert!(e.contains("session_manager = [\"http://sm.internal/s\"]"), "{e}");
+        let e = f.err(&[("session_manager", Some("[5]"))], APP);
+        assert!(e.contains("`gateway.session_manager[0]`: 5") && e.contains("quoted string"), "{e}");
+        let nine = format!("[{}]", ["\"http://sm.internal/s\""; 9].join(", "));
+        let e = f.err(&[("session_manager", Some(&nine))], APP);
+        assert!(e.contains("`gateway.session_manager`: 9 entries") && e.contains("at most 8"), "{e}");
+        for bad in ["0.05", "61"] {
+            let e = f.err(&[("session_manager_timeout", Some(bad))], APP);
+            assert!(
+                e.contains(&format!("`gateway.session_manager_timeout`: {bad}")) && e.contains("0.1 and 60"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn gateway_secret_file_is_private_and_long_enough() {
+        let f = Gw::new();
+        let e = f.err(&[("secret_file", None)], APP);
+        assert!(e.contains("`gateway.secret_file`: (missing)"), "{e}");
+        let open = secret(f.dir.path(), "open", b"0123456789abcdef0123456789abcdef", 0o644);
+        let e = f.err(&[("secret_file", Some(&format!("{:?}", open.display().to_string())))], APP);
+        assert!(e.contains(&format!("`gateway.secret_file`: {}", open.display())) && e.contains("chmod 600"), "{e}");
+        let short = secret(f.dir.path(), "short", b"0123456789abcde\n", 0o600);
+        let e = f.err(&[("secret_file", Some(&format!("{:?}", short.display().to_string())))], APP);
+        assert!(e.contains(&format!("`gateway.secret_file`: {}", short.display())), "{e}");
+        assert!(e.contains("15 bytes") && e.contains("at least 16") && !e.contains("0123"), "{e}");
+        let empty = secret(f.dir.path(), "empty", b"", 0o600);
+        let e = f.err(&[("secret_file", Some(&format!("{:?}", empty.display().to_string())))], APP);
+        assert!(e.contains("`gateway.secret_file`") && e.contains("empty"), "{e}");
+        let sixteen = secret(f.dir.path(), "sixteen", b"0123456789abcdef\n", 0o400);
+        let ok = f.toml(&[("secret_file", Some(&format!("{:?}", sixteen.display().to_string())))], APP);
+        assert!(load(&ok, &[]).is_ok(), "16 bytes after the newline is enough");
+    }
+
+    #[test]
+    fn gateway_login_template_must_exist() {
+        let f = Gw::new();
+        let missing = f.path("login.html");
+        let e = f.err(&[("login_template", Some(&format!("{missing:?}")))], APP);
+        assert!(e.contains(&format!("`gateway.login_template`: {missing:?}")) && e.contains("cannot read"), "{e}");
+        let e = f.err(&[("login_template", Some("\"\""))], APP);
+        assert!(e.contains("`gateway.login_template`: \"\""), "{e}");
+    }
+
+    #[test]
+    fn gateway_trusted_proxies_are_addresses_or_cidr_blocks() {
+        let f = Gw::new();
+        let e = f.err(&[("trusted_proxies", Some("[\"10.0.0.0/8\", \"10.0.0.0/33\"]"))], APP);
+        assert!(e.contains("`gateway.trusted_proxies[1]`: \"10.0.0.0/33\"") && e.contains("CIDR"), "{e}");
+        let e = f.err(&[("trusted_proxies", Some("[\"proxy.internal\"]"))], APP);
+        assert!(e.contains("`gateway.trusted_proxies[0]`: \"proxy.internal\""), "{e}");
+    }
+
+    #[test]
+    fn gateway_numbers_are_within_their_limits() {
+        let f = Gw::new();
+        for (key, bad, limits) in [
+            ("upstream_timeout", "0", "0.1 and 3600"),
+            ("upstream_timeout", "3601", "0.1 and 3600"),
+            ("login_max_failures", "0", "1 and 1000"),
+            ("login_max_failures", "1001", "1 and 1000"),
+            ("login_max_failures", "2.5", "whole number"),
+            ("login_window", "0.5", "1 and 86400"),
+            ("login_window", "86401", "1 and 86400"),
+        ] {
+            let e = f.err(&[(key, Some(bad))], APP);
+            assert!(e.contains(&format!("`gateway.{key}`: {bad}")) && e.contains(limits), "{e}");
+        }
+    }
+
+    #[test]
+    fn gateway_upstreams_are_required_named_and_unique() {
+        let f = Gw::new();
+        let e = f.err(&[], "");
+        assert!(e.contains("`gateway.upstreams`: (none)") && e.contains("[[gateway.upstreams]]"), "{e}");
+        let e = f.err(&[], "[gateway.upstreams]\nname = \"app\"\n");
+        assert!(e.contains("`gateway.upstreams`") && e.contains("[[gateway.upstreams]] entry"), "{e}");
+        let e = f.err(&[], "[[gateway.upstreams]]\nurl = \"http://127.0.0.1:9000\"\n");
+        assert!(e.contains("`gateway.upstreams[0].name`: (missing)"), "{e}");
+        let e = f.err(&[], "[[gateway.upstreams]]\nname = \"my app\"\nurl = \"http://127.0.0.1:9000\"\n");
+        assert!(e.contains("`gateway.upstreams[0].name`: \"my app\"") && e.contains("letters, digits"), "{e}");
+        let e =
+            f.err(&[], &format!("{APP}[[gateway.upstreams]]\nname = \"app\"\nurl = \"http://h\"\nprefix = \"/b\"\n"));
+        assert!(e.contains("`gateway.upstreams[1].name`: \"app\"") && e.contains("gateway.upstreams[0]"), "{e}");
+        let e = f.err(&[], "[[gateway.upstreams]]\nname = \"app\"\n");
+        assert!(e.contains("`gateway.upstreams[0].url`: (missing)"), "{e}");
+        let e = f.err(&[], &format!("{APP}bogus = 1\n"));
+        assert!(e.contains("`gateway.upstreams[0].bogus`") && e.contains("[[gateway.upstreams]]"), "{e}");
+        assert!(e.contains("name, url, prefix"), "{e}");
+    }
+
+    #[test]
+    fn gateway_upstream_urls_have_no_user_info_query_or_fragment() {
+        let f = Gw::new();
+        for (url, why) in [
+            ("ftp://127.0.0.1:9000", "http://"),
+            ("127.0.0.1:9000", "http://"),
+            ("http://", "host"),
+            ("http://u:pw@127.0.0.1:9000", "user"),
+            ("http://127.0.0.1:9000/?a=b", "query"),
+            ("http://127.0.0.1:9000/#top", "fragment"),
+            ("http://bad host/", "valid URL"),
+        ] {
+            let e = f.err(&[], &format!("[[gateway.upstreams]]\nname = \"app\"\nurl = {url:?}\n"));
+            assert!(e.contains(&format!("`gateway.upstreams[0].url`: {url:?}")) && e.contains(why), "{url}: {e}");
+        }
+        let ok = "[[gateway.upstreams]]\nname = \"app\"\nurl = \"https://[::1]:9443/base/path\"\n";
+        assert_eq!(
+            load(&f.toml(&[], ok), &[]).unwrap().gateway.unwrap().upstreams[0].url,
+            "https://[::1]:9443/base/path"
+        );
+    }
+
+    #[test]
+    fn gateway_upstream_prefixes_are_normalised_paths_and_unique() {
+        let f = Gw::new();
+        // TOML's own quoting (`\u0001`), not Rust's (`\u{1}`).
+        let up = |prefix: &str| format!("{APP}prefix = {}\n", toml::Value::String(prefix.into()));
+        for (prefix, why) in [
+            ("app", "start with '/'"),
+            ("", "start with '/'"),
+            ("/a//b", "'//'"),
+            ("/a/../b", "'..'"),
+            ("/a/./b", "'.'"),
+            ("/..", "'..'"),
+            ("/a;b", "';'"),
+            ("/a?b", "'?'"),
+            ("/a#b", "'#'"),
+            ("/a%2e", "'%'"),
+            ("/a\\b", "'\\\\'"),
+            ("/a\u{1}b", "control"),
+        ] {
+            let e = f.err(&[], &up(prefix));
+            assert!(
+                e.contains(&format!("`gateway.upstreams[0].prefix`: {prefix:?}")) && e.contains(why),
+                "{prefix}: {e}"
+            );
+        }
+        let g = load(&f.toml(&[], &up("/app/")), &[]).unwrap().gateway.unwrap();
+        assert_eq!(g.upstreams[0].prefix, "/app", "a trailing / is dropped");
+        let two =
+            format!("{}[[gateway.upstreams]]\nname = \"api\"\nurl = \"http://h\"\nprefix = \"/app/\"\n", up("/app"));
+        let e = f.err(&[], &two);
+        assert!(
+            e.contains("`gateway.upstreams[1].prefix`: \"/app/\"") && e.contains("gateway.upstreams[0] (app)"),
+            "{e}"
+        );
+        let e = f.err(&[], &format!("{APP}[[gateway.upstreams]]\nname = \"api\"\nurl = \"http://h\"\n"));
+        assert!(e.contains("`gateway.upstreams[1].prefix`: \"/\""), "both default to /: {e}");
+    }
+
+    #[test]
+    fn gateway_filters_are_bounded_sets_of_clean_strings() {
+        let f = Gw::new();
+        let filters = |body: &str| format!("{APP}[gateway.filters]\n{body}\n");
+        for key in ["categories", "adapter_ids", "identities"] {
+            let e = f.err(&[], &filters(&format!("{key} = [\"ok\", \"\"]")));
+            assert!(e.contains(&format!("`gateway.filters.{key}[1]`: \"\"")) && e.contains("empty"), "{e}");
+            let e = f.err(&[], &filters(&format!("{key} = [\"a\\u0007b\"]")));
+            assert!(e.contains(&format!("`gateway.filters.{key}[0]`: \"a\\u{{7}}b\"")) && e.contains("control"), "{e}");
+            let long = "x".repeat(1025);
+            let e = f.err(&[], &filters(&format!("{key} = [\"{long}\"]")));
+            assert!(e.contains(&format!("`gateway.filters.{key}[0]`")) && e.contains("1025 bytes"), "{e}");
+            let many = format!("[{}]", vec!["\"a\""; 1025].join(","));
+            let e = f.err(&[], &filters(&format!("{key} = {many}")));
+            assert!(e.contains(&format!("`gateway.filters.{key}`: 1025 entries")) && e.contains("at most 1024"), "{e}");
+        }
+        let long = "x".repeat(1024);
+        let many = format!("[{}]", vec![format!("\"{long}\""); 1024].join(","));
+        let g = load(&f.toml(&[], &filters(&format!("identities = {many}"))), &[]).unwrap().gateway.unwrap();
+        assert_eq!(g.filters.identities.len(), 1024, "the limits are inclusive");
+        let e = f.err(&[], &filters("accept_user = \"yes\""));
+        assert!(
+            e.contains("`gateway.filters.accept_user`: \"yes\"") && e.contains("none, category, underscore"),
+            "{e}"
+        );
+        let e = f.err(&[], &filters("bogus = []"));
+        assert!(e.contains("`gateway.filters.bogus`") && e.contains("[gateway.filters]"), "{e}");
+        assert!(e.contains("categories, adapter_ids, identities, accept_user"), "{e}");
+        let e = f.err(&[], &filters("listen = \"x\""));
+        assert!(e.contains("`gateway.filters.listen`") && e.contains("gateway.listen"), "points at [gateway]: {e}");
+    }
+
+    #[test]
+    fn an_adapter_id_naming_no_upstream_is_a_note_not_an_error() {
+        let f = Gw::new();
+        let c = load(&f.toml(&[], &format!("{APP}[gateway.filters]\nadapter_ids = [\"app\", \"billing\"]\n")), &[])
+            .unwrap();
+        assert_eq!(c.gateway.unwrap().filters.adapter_ids, ["app", "billing"]);
+        assert_eq!(c.notes.len(), 1, "{:?}", c.notes);
+        assert!(
+            c.notes[0].contains("gateway.filters.adapter_ids") && c.notes[0].contains("\"billing\""),
+            "{:?}",
+            c.notes
+        );
+        assert!(c.notes[0].contains("the upstreams are: app"), "{:?}", c.notes);
+    }
+
+    #[test]
+    fn unknown_gateway_keys_name_the_key_and_the_table() {
+        let f = Gw::new();
+        let e = f.err(&[("timeout", Some("5"))], APP);
+        assert!(e.contains("`gateway.timeout`") && e.contains("keys accepted in [gateway]"), "{e}");
+        assert!(!e.contains("[events]"), "inside [gateway], never points at [events]: {e}");
+        let e = f.err(&[("prefix", Some("\"/\""))], APP);
+        assert!(e.contains("`gateway.prefix`") && e.contains("[[gateway.upstreams]]"), "{e}");
+        let e = f.err(&[("api_token_file", Some("\"/x\""))], APP);
+        assert!(e.contains("`gateway.api_token_file`") && e.contains("top-level key"), "{e}");
+        let e = load("gateway = 5\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("`gateway`") && e.contains("[gateway]"), "{e}");
+        let e = f.err(&[("filters", Some("5"))], APP);
+        assert!(e.contains("`gateway.filters`") && e.contains("[gateway.filters]"), "{e}");
+    }
+
+    #[test]
+    fn api_token_file_is_a_private_printable_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let token = |p: &Path| format!("api_token_file = {:?}\n", p.display().to_string());
+        let ok = secret(d, "token", b"dG9rZW4tdG9rZW4tdG9rZW4=\n", 0o600);
+        assert_eq!(load(&token(&ok), &[]).unwrap().api_token_file.as_deref(), Some(ok.as_path()));
+        assert!(load(&token(&ok), &[]).unwrap().to_toml().contains("api_token_file = "));
+        assert_eq!(load("", &[]).unwrap().api_token_file, None);
+        let shown = ok.display().to_string();
+        assert_eq!(load("", &[("api-token-file", &shown)]).unwrap().api_token_file, Some(ok.clone()));
+        let open = secret(d, "open", b"dG9rZW4=\n", 0o640);
+        let e = load(&token(&open), &[]).unwrap_err().to_string();
+        assert!(e.contains(&format!("`api_token_file`: {}", open.display())) && e.contains("chmod 600"), "{e}");
+        let empty = secret(d, "empty", b"\n", 0o600);
+        let e = load(&token(&empty), &[]).unwrap_err().to_string();
+        assert!(e.contains(&format!("`api_token_file`: {}", empty.display())) && e.contains("empty"), "{e}");
+        let binary = secret(d, "binary", b"to ken\x01\xff", 0o600);
+        let e = load(&token(&binary), &[]).unwrap_err().to_string();
+        assert!(e.contains(&format!("`api_token_file`: {}", binary.display())) && e.contains("printable ASCII"), "{e}");
+        assert!(!e.contains("to ken"), "never the token: {e}");
+        let missing = d.join("missing");
+        let e = load(&token(&missing), &[]).unwrap_err().to_string();
+        assert!(e.contains(&format!("`api_token_file`: {}", missing.display())) && e.contains("cannot read"), "{e}");
+        let e = load("api_token_file = \"\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("`api_token_file`: \"\""), "{e}");
+    }
+
+    #[test]
+    fn reference_lists_the_gateway_tables() {
+        let md = reference_markdown();
+        for key in [
+            "api_token_file",
+            "gateway.listen",
+            "gateway.session_manager",
+            "gateway.trusted_proxies",
+            "gateway.upstreams[].name",
+            "gateway.upstreams[].url",
+            "gateway.upstreams[].prefix",
+            "gateway.filters.categories",
+            "gateway.filters.accept_user",
+        ] {
+            assert!(md.lines().any(|l| l.starts_with(&format!("| `{key}` |"))), "{key} missing: {md}");
+        }
+        let row = md.lines().find(|l| l.starts_with("| `gateway.session_manager` |")).unwrap();
+        assert!(row.contains("array of at most 8 `http://` or `https://` URLs"), "{row}");
     }
 
     /// The generated section between the markers in `file`.
