@@ -167,10 +167,12 @@ run_wrk() { # $1 = script, $2 = url, [$3 = seconds], [$4 = connections]
 }
 # One redis-benchmark run -> "rps p50_us p99_us". $1 = get|set or "custom",
 # $2 = connections, $3 = requests, then for custom the command and its -r.
-# Client threads: min(cores, connections), like wrk.
+# One client thread: with --threads, redis-benchmark stops only when its
+# 250 ms throughput timer fires, so a run's time is rounded up to a multiple
+# of 250 ms and short runs under-report (a 0.6 s run by up to 40 %).
 redis_bench() {
   local t=$1 c=$2 n=$3; shift 3
-  local args=(-p $RD_PORT -c "$c" --threads "$(min "$CPUS" "$c")" -n "$n" --csv)
+  local args=(-p $RD_PORT -c "$c" -n "$n" --csv)
   if [ "$t" = custom ]; then args+=(-r "$2" $1); else args+=(-d 256 -r "$SESSIONS" -t "$t"); fi
   redis-benchmark "${args[@]}" > "$WORK/redis.csv" 2>/dev/null
   # CSV: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
@@ -187,7 +189,7 @@ run_redis() { # $1 = get|set, $2 = connections, $3 = seconds
 
 # --- 1. main table -----------------------------------------------------------
 
-echo "== main table: nginx ($CPUS workers), sessiond (max_procs=$CPUS, max_locks=16), Redis (io-threads 1); $ROUNDS interleaved rounds of ${DURATION}s ==" >&2
+echo "[${SECONDS}s] == main table: nginx ($CPUS workers), sessiond (max_procs=$CPUS, max_locks=16), Redis (io-threads 1); $ROUNDS interleaved rounds of ${DURATION}s ==" >&2
 start_nginx "$CPUS"
 start_sessiond "$CPUS" 16
 start_redis 1 prefill
@@ -223,7 +225,7 @@ done
 
 # --- 2. connections ----------------------------------------------------------
 
-echo "== connections: $CONN_LIST (${SHORT}s each) ==" >&2
+echo "[${SECONDS}s] == connections: $CONN_LIST (${SHORT}s each) ==" >&2
 # conns.dat: conns, then req/s and p99 us for sessiond read, sessiond write,
 # nginx, Redis GET, Redis SET (columns 2,3 / 4,5 / 6,7 / 8,9 / 10,11).
 : > "$WORK/conns.dat"
@@ -241,7 +243,7 @@ stop_sessiond; stop_nginx; stop_redis
 
 # --- 3. processes ------------------------------------------------------------
 
-echo "== processes: $PROC_LIST on $CPUS cores (${SHORT}s each) ==" >&2
+echo "[${SECONDS}s] == processes: $PROC_LIST on $CPUS cores (${SHORT}s each) ==" >&2
 # procs.dat: N, req/s of sessiond read, sessiond write, nginx, Redis GET, Redis SET.
 : > "$WORK/procs.dat"
 for n in $PROC_LIST; do
@@ -257,7 +259,7 @@ done
 
 # --- 4. locks ----------------------------------------------------------------
 
-echo "== max_locks: $LOCK_LIST (${SHORT}s each) ==" >&2
+echo "[${SECONDS}s] == max_locks: $LOCK_LIST (${SHORT}s each) ==" >&2
 : > "$WORK/locks.dat"
 for locks in $LOCK_LIST; do
   start_sessiond "$CPUS" "$locks"
@@ -271,7 +273,7 @@ done
 
 PER_THREAD=$(( FILL / FILL_BUCKETS / CPUS ))
 BUCKET=$(( PER_THREAD * CPUS ))
-echo "== fill: $FILL_BUCKETS buckets of $BUCKET new sessions, sessiond (HTTP) and Redis interleaved ==" >&2
+echo "[${SECONDS}s] == fill: $FILL_BUCKETS buckets of $BUCKET new sessions, sessiond (HTTP) and Redis interleaved ==" >&2
 sd_config "$CPUS" 16 $(( BUCKET * FILL_BUCKETS ))
 "$ROOT/target/release/sessiond" --config "$WORK/sd.toml" 2>"$WORK/sd.log" &
 SD_PID=$!; PIDS+=("$SD_PID"); wait_port $SD_PORT
@@ -313,7 +315,7 @@ stop_sessiond; stop_redis
 
 # --- 6. region scale (region API, no peer) -----------------------------------
 
-echo "== region scale: 1,000,000 sessions (4 x 256 B), region API ==" >&2
+echo "[${SECONDS}s] == region scale: 1,000,000 sessions (4 x 256 B), region API ==" >&2
 "$ROOT/target/release/sessiond-bench-scale" --sessions 1000000 --bucket 100000 > "$WORK/scale.csv"
 grep '^fill,' "$WORK/scale.csv" | tr ',' ' ' | cut -d' ' -f2,3 > "$WORK/scale_fill.dat"
 grep '^reap,' "$WORK/scale.csv" | tr ',' ' ' | cut -d' ' -f2,3 > "$WORK/scale_reap.dat"
@@ -331,15 +333,15 @@ xtics_list() { echo "($(tr ' ' '\n' <<<"$*" | grep . | paste -sd,))"; }
 maxof() { tr ' ' '\n' <<<"$*" | grep . | sort -n | tail -1; }
 mkdir -p "$IMG"
 gnuplot <<EOF
-set terminal pngcairo size 900,560 noenhanced font ",10"
+set terminal pngcairo size 1150,520 noenhanced font ",10"
 set grid
-set key below horizontal maxrows 2
+set key outside right top vertical Left reverse spacing 1.3
 set yrange [0:*]
 set format y "%.0f"
 
 set output "$IMG/throughput_procs.png"
-set title "Requests/s vs server processes, $CONNS connections, one $CPUS-core machine (above $CPUS processes the cores are oversubscribed)"
-set xlabel "processes: sessiond max_procs / nginx worker_processes / Redis --io-threads"
+set title "Requests/s vs server processes or threads N, $CONNS connections, on $CPUS cores (N > $CPUS oversubscribes them)"
+set xlabel "N: sessiond max_procs, nginx worker_processes, Redis --io-threads"
 set ylabel "requests/s"
 set xrange [0.5:$(awk 'END{print $1 + 0.5}' "$WORK/procs.dat")]
 set xtics 1; set format x "%.0f"
@@ -354,7 +356,7 @@ plot "$WORK/locks.dat" u 1:2 w lp $L_SDR, "" u 1:3 w lp $L_SDW, \
   $RG_RPS w l lw 2 dt 4 lc rgb "#d62728" title "Redis GET: reference, main-table median", \
   $RS_RPS w l lw 2 dt 4 lc rgb "#ff7f0e" title "Redis SET: reference, main-table median"
 
-set terminal pngcairo size 900,900 noenhanced font ",10"
+set terminal pngcairo size 1150,880 noenhanced font ",10"
 set output "$IMG/throughput_conns.png"
 set multiplot layout 2,1
 set xtics $(xtics_list $CONN_LIST); set xrange [0.7:$(maxof $CONN_LIST)*1.4]
@@ -369,7 +371,7 @@ plot "$WORK/conns.dat" u 1:(\$3/1000) w lp $L_SDR, "" u 1:(\$5/1000) w lp $L_SDW
 unset multiplot
 unset logscale; set yrange [0:*]; set format y "%.0f"; set xrange [0:*]; set xtics autofreq
 
-set terminal pngcairo size 900,560 noenhanced font ",10"
+set terminal pngcairo size 1150,520 noenhanced font ",10"
 set datafile missing "-"
 set output "$IMG/fill_rate.png"
 set title "New sessions/s while filling, $CONNS connections, buckets of $BUCKET"
@@ -399,7 +401,7 @@ CMD="bash benches/compare.sh"
   echo "Machine: $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), $(free -g | awk '/^Mem:/{print $2}') GiB RAM, kernel $(uname -r)."
   echo "sessiond: release build, max_procs=$CPUS, max_locks=16, $SESSIONS sessions each holding one 256-byte value."
   echo "nginx $($NGINX -v 2>&1 | sed 's/.*nginx\///'): \`return 200 'ok'\`, $CPUS workers. Redis $(redis-server --version | sed -E 's/.* v=([^ ]+).*/\1/'): persistence off, io-threads 1, $SESSIONS keys of 256 bytes."
-  echo "HTTP is measured with wrk, Redis with redis-benchmark ($(min "$CPUS" "$CONNS") client threads); the clients run on the same $CPUS cores as the servers."
+  echo "HTTP is measured with wrk (min(cores, connections) threads), Redis with redis-benchmark in one thread (its \`--threads\` mode rounds each run's time up to a multiple of 250 ms); the clients run on the same $CPUS cores as the servers."
   echo
   echo "| workload | ops/s | p50 ms | p99 ms | errors | × nginx | × Redis |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -436,6 +438,7 @@ CMD="bash benches/compare.sh"
   echo "#### Against server processes"
   echo
   echo "N = sessiond \`max_procs\`, nginx \`worker_processes\`, Redis \`--io-threads\` (with \`--io-threads-do-reads yes\`; 1 is the main thread alone); $CONNS connections, ${SHORT}s per point, req/s. The machine has $CPUS cores, so N above $CPUS oversubscribes them and shares them with the clients."
+  echo "Redis scales by threads, not processes: its I/O threads busy-poll for work while the server is loaded, so when they outnumber free cores they take CPU from the main thread; Redis's own \`redis.conf\` suggests I/O threads only on machines with at least 4 cores, leaving one spare."
   echo
   echo "| N | sessiond read | sessiond write | nginx | Redis GET | Redis SET |"
   echo "| ---: | ---: | ---: | ---: | ---: | ---: |"

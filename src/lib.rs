@@ -12,6 +12,7 @@
 //! | front ends | [`http`] | the HTTP API: routing, handlers, errors, id lookup |
 //! | | [`gateway`] | the public gateway listener: login, filters, forwarding (Glacier2's router for HTTP) |
 //! | | [`ctl`] | `sessionctl` commands: stats, list, show, expire, clear, verify |
+//! | | [`web`] | what both HTTP front ends share: id lookup, the session cookie, JSON errors |
 //! | contexts | [`contexts`] | the open contexts, each with its settings and its [`session::Sessions`], by name and by id tag |
 //! | session layer | [`session`] | one door to sessions for every front end; lifecycle events, the event hub and its subscribers (log, webhook), the backing-store contract |
 //! | | [`webhook`] | signed (Standard Webhooks), retrying, bounded webhook delivery |
@@ -51,5 +52,6 @@ pub mod region;
 pub mod session;
 pub mod sys;
 pub mod syscalls;
+pub mod web;
 pub mod webhook;
 pub mod worker;

@@ -119,7 +119,7 @@ fn start(overrides: Overrides, cfg: Config) -> Result<Master, String> {
     let gateway_listener = match &cfg.gateway {
         Some(g) => {
             let b = sys::bind(&g.listen, false).map_err(|e| format!("gateway.listen: {e}"))?;
-            log::info!("gateway listening on {} (context {})", b.describe(), g.context);
+            log::info!("gateway: public listener on {} (context {})", b.describe(), g.context);
             Some(b)
         }
         None => None,
@@ -286,16 +286,14 @@ impl Master {
                     std::process::exit(1);
                 }
                 let code = match kind {
-                    Kind::Worker(n) => {
-                        worker::run(
-                            n,
-                            listener,
-                            gateway_listener,
-                            self.contexts.clone(),
-                            self.cfg.clone(),
-                            self.stats.clone(),
-                        )
-                    }
+                    Kind::Worker(n) => worker::run(
+                        n,
+                        listener,
+                        gateway_listener,
+                        self.contexts.clone(),
+                        self.cfg.clone(),
+                        self.stats.clone(),
+                    ),
                     Kind::Reaper => reaper::run(self.contexts.clone(), self.cfg.clone(), self.stats.clone()),
                 };
                 std::process::exit(code);

@@ -319,9 +319,17 @@ fn spawn_gateway_conn<I>(
     let conn = builder.serve_connection(TokioIo::new(Box::pin(io)), svc).with_upgrades();
     tokio::spawn(async move {
         let mut conn = std::pin::pin!(conn);
+        let stopped = async move {
+            loop {
+                let now = *stop.borrow_and_update();
+                if now || stop.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
         let r = tokio::select! {
             r = conn.as_mut() => r,
-            _ = stop.wait_for(|s| *s) => {
+            _ = stopped => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }

@@ -149,7 +149,8 @@ impl Manager {
             destroy_status: Default::default(),
             hang_create: Default::default(),
         };
-        let (got, create, destroy, hang) = (m.got.clone(), m.create.clone(), m.destroy_status.clone(), m.hang_create.clone());
+        let (got, create, destroy, hang) =
+            (m.got.clone(), m.create.clone(), m.destroy_status.clone(), m.hang_create.clone());
         std::thread::spawn(move || {
             for c in l.incoming().flatten() {
                 let (got, create, destroy, hang) = (got.clone(), create.clone(), destroy.clone(), hang.clone());
@@ -222,7 +223,9 @@ fn start(up: &Upstream, manager: Option<&Manager>, extra: &str, filters: &str, a
     let secret = dir.path().join("gw.secret");
     std::fs::write(&secret, SECRET).unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let sm = manager.map(|m| format!("session_manager = [\"{}\"]\nsession_manager_timeout = 1\n", m.url())).unwrap_or_default();
+    let sm = manager
+        .map(|m| format!("session_manager = [\"{}\"]\nsession_manager_timeout = 1\n", m.url()))
+        .unwrap_or_default();
     let cfg = dir.path().join("sessiond.toml");
     std::fs::write(
         &cfg,
@@ -242,8 +245,8 @@ fn start(up: &Upstream, manager: Option<&Manager>, extra: &str, filters: &str, a
     let mut all = vec!["--config", cfg.as_str()];
     all.extend_from_slice(args);
     let server = Server::start(&all);
-    let line = server.wait_log("gateway listening on ", Duration::from_secs(20));
-    let gw = line.split("gateway listening on ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let line = server.wait_log("gateway: public listener on ", Duration::from_secs(20));
+    let gw = line.split("gateway: public listener on ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
     Gw { server, gw, _dir: dir }
 }
 
@@ -303,7 +306,12 @@ fn login_forward_logout_and_every_login_status() {
     assert!(r.text().contains("<form") && r.text().contains("value=\"/app\""), "{}", r.text());
     // Wrong password and unknown user: the same 401.
     for (u, p) in [("alice", "nope"), ("nobody", "secret")] {
-        let r = request("POST", &g.url("/.sessiond/login"), &[("content-type", "application/json")], Some(json!({"user": u, "password": p}).to_string().as_bytes()));
+        let r = request(
+            "POST",
+            &g.url("/.sessiond/login"),
+            &[("content-type", "application/json")],
+            Some(json!({"user": u, "password": p}).to_string().as_bytes()),
+        );
         assert_eq!(r.status, 401, "{u}: {}", r.text());
         assert_eq!(r.json()["error"], "permission_denied");
         assert!(r.header("set-cookie").is_none());
@@ -327,7 +335,10 @@ fn login_forward_logout_and_every_login_status() {
     assert_eq!(seen.target, "/app/items?q=1&b=%20");
     assert_eq!(seen.header("x-sessiond-user"), Some("alice"));
     assert!(seen.header("x-sessiond-session").is_some_and(|h| h.contains('.')));
-    assert!(seen.header("x-forwarded-for").is_some() && seen.header("forwarded").is_some_and(|f| f.contains("for=127.0.0.1")));
+    assert!(
+        seen.header("x-forwarded-for").is_some()
+            && seen.header("forwarded").is_some_and(|f| f.contains("for=127.0.0.1"))
+    );
     assert!(seen.all("cookie").iter().all(|c| !c.contains("SESSIONID")), "sessiond's cookie stays here: {seen:?}");
     // /.sessiond/session.
     let r = get_with(&g.url("/.sessiond/session"), &cookie);
@@ -382,18 +393,31 @@ fn the_session_manager_can_refuse_grant_or_be_unavailable() {
     let m = Manager::start();
     let g = start(&up, Some(&m), "", "", &[]);
     m.create.lock().unwrap().push_back(json!({"allow": false, "reason": "account locked"}));
-    let r = request("POST", &g.url("/.sessiond/login"), &[("content-type", "application/json")], Some(br#"{"user":"alice","password":"secret"}"#));
+    let r = request(
+        "POST",
+        &g.url("/.sessiond/login"),
+        &[("content-type", "application/json")],
+        Some(br#"{"user":"alice","password":"secret"}"#),
+    );
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.json(), json!({"error": "session_refused", "reason": "account locked"}));
     assert!(r.header("set-cookie").is_none());
     // Garbage is "unavailable": 503 with Retry-After, no session.
     m.create.lock().unwrap().push_back(json!("not an object"));
-    let r = request("POST", &g.url("/.sessiond/login"), &[("content-type", "application/json")], Some(br#"{"user":"alice","password":"secret"}"#));
+    let r = request(
+        "POST",
+        &g.url("/.sessiond/login"),
+        &[("content-type", "application/json")],
+        Some(br#"{"user":"alice","password":"secret"}"#),
+    );
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.json()["error"], "session_manager_unavailable");
     assert!(r.header("retry-after").is_some());
     // A grant with filters and attributes.
-    m.create.lock().unwrap().push_back(json!({"allow": true, "filters": {"categories": ["app"]}, "attributes": {"role": "viewer"}}));
+    m.create
+        .lock()
+        .unwrap()
+        .push_back(json!({"allow": true, "filters": {"categories": ["app"]}, "attributes": {"role": "viewer"}}));
     let (_, c) = login(&g, "alice");
     assert_eq!(get_with(&g.url("/app/x"), &c).status, 200);
     let r = get_with(&g.url("/other"), &c);
@@ -405,7 +429,12 @@ fn the_session_manager_can_refuse_grant_or_be_unavailable() {
     m.hang_create.store(true, std::sync::atomic::Ordering::Relaxed);
     let addr = g.gw.clone();
     let slow = std::thread::spawn(move || {
-        request("POST", &format!("http://{addr}/.sessiond/login"), &[("content-type", "application/json")], Some(br#"{"user":"bob","password":"secret"}"#))
+        request(
+            "POST",
+            &format!("http://{addr}/.sessiond/login"),
+            &[("content-type", "application/json")],
+            Some(br#"{"user":"bob","password":"secret"}"#),
+        )
     });
     std::thread::sleep(Duration::from_millis(200));
     for _ in 0..20 {
@@ -436,11 +465,14 @@ fn filters_match_only_the_normalised_path_and_bypass_attempts_fail() {
         ("/public;x=1/ok", &[200], Some("/public/ok")),
         ("/public/a%2fb", &[400], None),
         ("/public/a%5c..%5cadmin", &[400], None),
-        ("/public/x#frag", &[400], None),
+        // A fragment is not part of the path: the filters and the
+        // upstream both see the path without it (or it is refused).
+        ("/admin#/public/x", &[400, 403], None),
     ];
     for (path, want, upstream_target) in cases {
         let before = up.count();
-        let (status, text) = raw(&g.gw, &format!("GET {path} HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"));
+        let (status, text) =
+            raw(&g.gw, &format!("GET {path} HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"));
         assert!(want.contains(&status), "{path}: got {status}: {text}");
         match upstream_target {
             Some(t) => assert_eq!(up.last().target, t, "{path}"),
@@ -448,7 +480,10 @@ fn filters_match_only_the_normalised_path_and_bypass_attempts_fail() {
         }
     }
     // A trick to reach the adapter through the category filter also fails.
-    let (status, _) = raw(&g.gw, &format!("GET /public/../../admin HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"));
+    let (status, _) = raw(
+        &g.gw,
+        &format!("GET /public/../../admin HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"),
+    );
     assert_eq!(status, 403);
 }
 
@@ -488,7 +523,12 @@ fn open_redirects_are_refused() {
     let g = start(&up, None, "", "", &[]);
     for rd in ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)", "http:/evil"] {
         let body = format!("user=alice&password=secret&rd={}", percent(rd));
-        let r = request("POST", &g.url("/.sessiond/login"), &[("content-type", "application/x-www-form-urlencoded")], Some(body.as_bytes()));
+        let r = request(
+            "POST",
+            &g.url("/.sessiond/login"),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Some(body.as_bytes()),
+        );
         assert_eq!(r.status, 204, "{rd}: a refused rd logs in without redirecting: {}", r.text());
         assert!(r.header("location").is_none(), "{rd}");
     }
@@ -511,7 +551,8 @@ fn forward_auth_answers_nginx_and_traefik() {
     let up = Upstream::start();
     let g = start(&up, None, "", "categories = [\"app\"]\n", &[]);
     let (_, cookie) = login(&g, "alice");
-    let auth = |uri: &str, hdr: &str, c: &str| request("GET", &g.url("/.sessiond/auth"), &[("cookie", c), (hdr, uri)], None);
+    let auth =
+        |uri: &str, hdr: &str, c: &str| request("GET", &g.url("/.sessiond/auth"), &[("cookie", c), (hdr, uri)], None);
     let r = auth("/app/x?y=1", "x-original-uri", &cookie);
     assert_eq!(r.status, 204);
     assert_eq!(r.header("x-sessiond-user"), Some("alice"));
@@ -527,7 +568,8 @@ fn control_api_reads_and_changes_filters_live_across_workers() {
     let up = Upstream::start();
     let g = start(&up, None, "", "categories = [\"app\"]\n", &["--max-procs", "2"]);
     let (_, cookie) = login(&g, "alice");
-    let r = get_with(&g.url("/.sessiond/auth"), &cookie);
+    let r = request("GET", &g.url("/.sessiond/auth"), &[("cookie", &cookie), ("x-forwarded-uri", "/app")], None);
+    assert_eq!(r.status, 204, "{}", r.text());
     let handle = r.header("x-sessiond-session").unwrap().to_string();
     let base = format!("/v1/gateway/sessions/{handle}");
     let r = control(&g, "GET", &base, None);
@@ -542,16 +584,23 @@ fn control_api_reads_and_changes_filters_live_across_workers() {
     }
     for _ in 0..10 {
         // New connections spread over both workers.
-        let (status, _) = raw(&g.gw, &format!("GET /reports/q HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"));
+        let (status, _) =
+            raw(&g.gw, &format!("GET /reports/q HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"));
         assert_eq!(status, 200);
     }
     for _ in 0..2 {
-        let r = control(&g, "POST", &format!("{base}/filters/categories/remove"), Some(json!({"items": ["reports", "absent"]})));
+        let r = control(
+            &g,
+            "POST",
+            &format!("{base}/filters/categories/remove"),
+            Some(json!({"items": ["reports", "absent"]})),
+        );
         assert_eq!(r.status, 200);
         assert_eq!(r.json()["items"], json!(["app"]));
     }
     for _ in 0..10 {
-        let (status, _) = raw(&g.gw, &format!("GET /reports/q HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"));
+        let (status, _) =
+            raw(&g.gw, &format!("GET /reports/q HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"));
         assert_eq!(status, 403);
     }
     let r = control(&g, "GET", &format!("{base}/filters/categories"), None);
@@ -611,9 +660,18 @@ fn a_destroy_notice_survives_killed_processes_and_a_manager_outage() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
-    let d = m.wait_destroy(|v| v["session"] == h, "logout after kill -9");
-    assert_eq!(d["reason"], "logout");
-    assert!(m.destroys().iter().filter(|v| v["session"] == h).count() >= 2, "the failed attempts were retried");
+    // Three attempts answered 500, then one taken: four in all.
+    let t = Instant::now();
+    while m.destroys().iter().filter(|v| v["session"] == h).count() < 4 {
+        assert!(t.elapsed() < Duration::from_secs(60), "the notice was not retried to success: {:#?}", m.destroys());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let all = m.destroys();
+    assert!(
+        all.iter().filter(|v| v["session"] == h).all(|d| d["reason"] == "logout" && d["user"] == "alice"),
+        "{all:#?}"
+    );
+    assert!(m.destroy_status.lock().unwrap().is_empty(), "every scripted failure was used");
 }
 
 #[test]
@@ -621,10 +679,20 @@ fn repeated_login_failures_are_throttled() {
     let up = Upstream::start();
     let g = start(&up, None, "login_max_failures = 3\nlogin_window = 60\n", "", &["--max-procs", "1"]);
     for _ in 0..3 {
-        let r = request("POST", &g.url("/.sessiond/login"), &[("content-type", "application/json")], Some(br#"{"user":"alice","password":"bad"}"#));
+        let r = request(
+            "POST",
+            &g.url("/.sessiond/login"),
+            &[("content-type", "application/json")],
+            Some(br#"{"user":"alice","password":"bad"}"#),
+        );
         assert_eq!(r.status, 401);
     }
-    let r = request("POST", &g.url("/.sessiond/login"), &[("content-type", "application/json")], Some(br#"{"user":"alice","password":"secret"}"#));
+    let r = request(
+        "POST",
+        &g.url("/.sessiond/login"),
+        &[("content-type", "application/json")],
+        Some(br#"{"user":"alice","password":"secret"}"#),
+    );
     assert_eq!(r.status, 429, "{}", r.text());
     assert!(r.header("retry-after").and_then(|v| v.parse::<u64>().ok()).is_some_and(|s| s >= 1));
 }
@@ -663,18 +731,28 @@ fn upstream_down_is_502_and_a_websocket_closes_at_logout() {
         match ws.read(&mut buf) {
             Ok(0) => break true,
             Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => break false,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                break false;
+            }
             Err(_) => break true,
         }
     };
     assert!(closed, "the tunnel must close when its session is destroyed (waited {:?})", t.elapsed());
-    // An upstream that is down: 502 JSON.
+    // An upstream that is down: 502 JSON; one that never answers: 504.
     drop(g);
-    let g = start(&up, None, "", "", &[]);
-    let cfg_dead = g._dir.path().join("dead.toml");
-    let _ = cfg_dead;
+    let down = Upstream { port: dead_port, seen: Default::default() };
+    let g = start(&down, None, "", "", &[]);
     let (_, cookie) = login(&g, "alice");
-    let _ = dead_port;
     let r = get_with(&g.url("/app"), &cookie);
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"], "upstream_unreachable");
+    drop(g);
+    let mute = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = Upstream { port: mute.local_addr().unwrap().port(), seen: Default::default() };
+    let g = start(&silent, None, "upstream_timeout = 1\n", "", &[]);
+    let (_, cookie) = login(&g, "alice");
+    let r = get_with(&g.url("/app"), &cookie);
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.json()["error"], "upstream_timeout");
+    drop(mute);
 }

@@ -1,6 +1,6 @@
 //! The control API's operations, Glacier2's `SessionControl` for HTTP:
 //! read a gateway session, read and change its filters, destroy it. The
-//! private listener (`crate::http::gateway`) routes to these; the backend
+//! private listener (the `http` module) routes to these; the backend
 //! names a session by its control handle, never by its id.
 //!
 //! Filter changes are one atomic read-modify-write of the session's

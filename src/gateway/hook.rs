@@ -73,7 +73,9 @@ fn https_client() -> HttpsClient {
             log::warn!("gateway: cannot load the system's TLS roots ({e}); https session managers will fail");
             hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(
-                    rustls::ClientConfig::builder().with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth(),
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth(),
                 )
                 .https_or_http()
                 .enable_http1()
@@ -162,12 +164,14 @@ impl HookClient {
 /// A URL for logs: no user info, no query.
 pub fn redact(url: &str) -> String {
     match url.parse::<hyper::Uri>() {
-        Ok(u) => format!(
-            "{}://{}{}",
-            u.scheme_str().unwrap_or("http"),
-            u.host().unwrap_or("?"),
-            u.port().map(|p| format!(":{p}")).unwrap_or_default()
-        ) + u.path(),
+        Ok(u) => {
+            format!(
+                "{}://{}{}",
+                u.scheme_str().unwrap_or("http"),
+                u.host().unwrap_or("?"),
+                u.port().map(|p| format!(":{p}")).unwrap_or_default()
+            ) + u.path()
+        }
         Err(_) => "(bad url)".into(),
     }
 }
@@ -211,7 +215,8 @@ mod tests {
             parse_decision(br#"{"allow":false,"reason":"account locked"}"#).unwrap(),
             Decision::Refuse { reason: "account locked".into() }
         );
-        let d = parse_decision(br#"{"allow":true,"filters":{"categories":["a"]},"attributes":{"role":"admin"}}"#).unwrap();
+        let d =
+            parse_decision(br#"{"allow":true,"filters":{"categories":["a"]},"attributes":{"role":"admin"}}"#).unwrap();
         assert!(matches!(d, Decision::Allow { filters: Some(_), ref attributes } if attributes["role"] == "admin"));
         for bad in [&b"nope"[..], b"[]", b"{}", br#"{"allow":"yes"}"#, br#"{"allow":true,"attributes":{"n":1}}"#] {
             assert!(parse_decision(bad).is_err(), "{}", String::from_utf8_lossy(bad));

@@ -85,7 +85,8 @@ impl GatewayCore {
             .iter()
             .position(|c| c.cfg.name == g.context)
             .ok_or_else(|| format!("gateway.context = {:?} names no configured context", g.context))?;
-        let secret = crate::config::read_secret_file("gateway.secret_file", &g.secret_file).map_err(|e| e.to_string())?;
+        let secret =
+            crate::config::read_secret_file("gateway.secret_file", &g.secret_file).map_err(|e| e.to_string())?;
         let outbox = if g.session_manager.is_empty() {
             None
         } else {
@@ -120,7 +121,9 @@ impl GatewayCore {
         if let Some(o) = &self.outbox
             && let Err(e) = o.queue(handle, user, reason, crate::clock::now_ms())
         {
-            log::warn!("gateway: cannot queue the destroy notice ({reason}): {e}; the reaper will report it as expired");
+            log::warn!(
+                "gateway: cannot queue the destroy notice ({reason}): {e}; the reaper will report it as expired"
+            );
         }
     }
 }

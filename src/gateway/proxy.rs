@@ -198,8 +198,7 @@ pub fn client_addr(peer: Option<SocketAddr>, headers: &HeaderMap, trusted: bool)
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .last()
+            .rfind(|s| !s.is_empty())
         && let Ok(ip) = last.parse::<IpAddr>()
     {
         return Some(ip);
@@ -305,7 +304,8 @@ fn is_upgrade(h: &HeaderMap) -> Option<HeaderValue> {
 /// upstream's answer, or a JSON 502/504.
 pub async fn forward(f: Forward<'_>, mut req: Request<Incoming>) -> GwResp {
     let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-    let target = format!("{}://{}{}{}{}", f.upstream.scheme, f.upstream.authority, f.upstream.base, f.path.encoded(), query);
+    let target =
+        format!("{}://{}{}{}{}", f.upstream.scheme, f.upstream.authority, f.upstream.base, f.path.encoded(), query);
     let uri: Uri = match target.parse() {
         Ok(u) => u,
         Err(_) => return json_error(StatusCode::BAD_REQUEST, "bad_path", "the request path cannot be forwarded"),
@@ -359,7 +359,11 @@ pub async fn forward(f: Forward<'_>, mut req: Request<Incoming>) -> GwResp {
 }
 
 /// Copies both ways until either side closes or the session is gone.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, alive: Arc<dyn Fn() -> bool + Send + Sync>) {
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    alive: Arc<dyn Fn() -> bool + Send + Sync>,
+) {
     let (c, u) = tokio::join!(client, upstream);
     let (Ok(c), Ok(u)) = (c, u) else {
         log::debug!("gateway: a WebSocket upgrade did not complete");

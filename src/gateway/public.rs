@@ -73,11 +73,8 @@ impl Gateway {
     pub fn start(core: Arc<GatewayCore>, contexts: Arc<Contexts>, config: Arc<Config>) -> Result<Gateway, String> {
         let g = &core.cfg;
         let verifier = Verifier::load(&g.verifier).map_err(|e| e.to_string())?;
-        let upstreams = g
-            .upstreams
-            .iter()
-            .map(|u| Upstream::new(&u.name, &u.url, &u.prefix))
-            .collect::<Result<Vec<_>, _>>()?;
+        let upstreams =
+            g.upstreams.iter().map(|u| Upstream::new(&u.name, &u.url, &u.prefix)).collect::<Result<Vec<_>, _>>()?;
         let login_page = match &g.login_template {
             Some(p) => std::fs::read_to_string(p)
                 .map_err(|e| format!("gateway.login_template {}: cannot read it: {e}", p.display()))?,
@@ -114,7 +111,7 @@ impl Gateway {
     /// (touching it when `touch`).
     fn current(&self, req: &Request<Incoming>, touch: bool) -> Option<(SessionId, GatewaySession)> {
         let ctx = self.ctx();
-        let ids = crate::http::lookup::candidates(&[], req.headers(), "", &ctx.cfg.cookie_name);
+        let ids = crate::web::lookup::candidates(&[], req.headers(), "", &ctx.cfg.cookie_name);
         let now = crate::clock::now_ms();
         for id in ids.as_slice() {
             if id.context != ctx.sessions.tag() {
@@ -132,11 +129,7 @@ impl Gateway {
 }
 
 fn wants_html(req: &Request<Incoming>) -> bool {
-    req.headers()
-        .get_all(hyper::header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("text/html"))
+    req.headers().get_all(hyper::header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| v.contains("text/html"))
 }
 
 fn status(s: StatusCode) -> GwResp {
@@ -312,7 +305,11 @@ fn page(gw: &Gateway, rd: &str, error: Option<&str>, code: StatusCode) -> GwResp
     let r = with_header(r, "content-type", "text/html; charset=utf-8");
     let r = with_header(r, "cache-control", "no-store");
     let r = with_header(r, "x-frame-options", "DENY");
-    with_header(r, "content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+    with_header(
+        r,
+        "content-security-policy",
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+    )
 }
 
 /// The credentials of a login request.
@@ -330,7 +327,13 @@ async fn read_credentials(req: Request<Incoming>, timeout: Duration) -> Result<C
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let body = match tokio::time::timeout(timeout, Limited::new(req.into_body(), MAX_LOGIN_BODY).collect()).await {
-        Err(_) => return Err(json_error(StatusCode::REQUEST_TIMEOUT, "body_timeout", "the login body did not arrive in time")),
+        Err(_) => {
+            return Err(json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the login body did not arrive in time",
+            ));
+        }
         Ok(Err(_)) => {
             return Err(json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -366,7 +369,9 @@ async fn read_credentials(req: Request<Incoming>, timeout: Duration) -> Result<C
         return Err(json_error(
             StatusCode::BAD_REQUEST,
             "bad_login",
-            &format!("a user name is 1 to {MAX_USER} bytes without control characters; a password at most {MAX_PASSWORD} bytes"),
+            &format!(
+                "a user name is 1 to {MAX_USER} bytes without control characters; a password at most {MAX_PASSWORD} bytes"
+            ),
         ));
     }
     Ok(Credentials { user, password, rd, form: !is_json })
@@ -386,7 +391,8 @@ async fn login(gw: &Arc<Gateway>, peer: Option<SocketAddr>, req: Request<Incomin
     let trusted = gw.trusted(peer);
     let addr = proxy::client_addr(peer, req.headers(), trusted).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
     let old = gw.current(&req, false);
-    let user_agent = req.headers().get(hyper::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let user_agent =
+        req.headers().get(hyper::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let timeout = Duration::from_secs_f64(gw.config.request_timeout);
     let c = match read_credentials(req, timeout).await {
         Ok(c) => c,
@@ -420,7 +426,7 @@ async fn login(gw: &Arc<Gateway>, peer: Option<SocketAddr>, req: Request<Incomin
     let meta = match ctx.sessions.create(now) {
         Ok(m) => m,
         Err(e) => {
-            let e = crate::http::ApiError::from(e);
+            let e = crate::web::ApiError::from(e);
             return json_error(e.status, e.code, &e.message);
         }
     };
@@ -432,7 +438,11 @@ async fn login(gw: &Arc<Gateway>, peer: Option<SocketAddr>, req: Request<Incomin
         Err(e) => {
             let _ = ctx.sessions.invalidate(&id, now);
             log::error!("gateway: the configured filters are invalid: {e}");
-            return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the gateway's filters are misconfigured");
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the gateway's filters are misconfigured",
+            );
         }
     };
     let mut attributes = serde_json::Map::new();
@@ -482,7 +492,7 @@ async fn login(gw: &Arc<Gateway>, peer: Option<SocketAddr>, req: Request<Incomin
     if let Err(e) = ctx.sessions.update(&id, &changes, crate::clock::now_ms()) {
         let _ = ctx.sessions.invalidate(&id, crate::clock::now_ms());
         log::warn!("gateway: cannot store the new session of {:?}: {e}", c.user);
-        let e = crate::http::ApiError::from(e);
+        let e = crate::web::ApiError::from(e);
         return json_error(e.status, e.code, &e.message);
     }
     if let Some(o) = &gw.core.outbox
@@ -497,7 +507,7 @@ async fn login(gw: &Arc<Gateway>, peer: Option<SocketAddr>, req: Request<Incomin
         gw.core.notify_destroyed(&gw.core.handle_of(&oid), &old_gw.user, "replaced");
     }
     log::info!("gateway: user {:?} logged in from {addr}", c.user);
-    let cookie = crate::http::sessions::set_cookie(ctx, Some(&id));
+    let cookie = crate::web::set_cookie(ctx, Some(&id));
     let resp = match c.rd.as_deref().filter(|r| safe_redirect(r)) {
         Some(rd) => with_header(status(StatusCode::SEE_OTHER), "location", rd),
         None => status(StatusCode::NO_CONTENT),
@@ -545,7 +555,7 @@ fn logout(gw: &Gateway, req: &Request<Incoming>) -> GwResp {
         gw.core.notify_destroyed(&gw.core.handle_of(&id), &s.user, "logout");
         log::info!("gateway: user {:?} logged out", s.user);
     }
-    let cookie = crate::http::sessions::set_cookie(ctx, None);
+    let cookie = crate::web::set_cookie(ctx, None);
     let resp = if wants_html(req) {
         with_header(status(StatusCode::SEE_OTHER), "location", "/.sessiond/login")
     } else {

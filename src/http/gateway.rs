@@ -29,7 +29,9 @@ impl From<ControlError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "session_not_found", "no such gateway session (stale handle)")
             }
             ControlError::Filter(f) => ApiError::bad_request("bad_filter", f.to_string()),
-            e @ ControlError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large", e.to_string()),
+            e @ ControlError::TooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large", e.to_string())
+            }
             ControlError::Region(r) => ApiError::from(r),
         }
     }

@@ -7,18 +7,19 @@
 //! | [`sessions`] | `/v1/sessions…` (by id) and `/v1/session…` (current session) |
 //! | [`admin`] | `/v1/contexts`, `/healthz`, `/metrics` |
 //! | [`gateway`] | `/v1/gateway/sessions/{handle}…`: the gateway's control API |
-//! | [`lookup`] | finding ids in path parameters, headers and cookies |
-//! | [`error`] | JSON errors and the region-error → status mapping |
+//!
+//! Id lookup, the session cookie and JSON errors are shared with the
+//! gateway and live in [`crate::web`].
 //!
 //! It talks to sessions only through the region's safe API and never
 //! reaches into region bytes. One request's failure is that request's
 //! answer; nothing here can take the worker down.
 
 pub mod admin;
-pub mod error;
 pub mod gateway;
-pub mod lookup;
 pub mod sessions;
+
+pub use crate::web::{error, lookup};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

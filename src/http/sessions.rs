@@ -20,7 +20,6 @@ use serde_json::{Map, Value};
 
 use super::{ApiError, AppState, Resp, lookup, read_body, respond};
 use crate::clock::now_ms;
-use crate::config::SameSite;
 use crate::contexts::Context;
 use crate::region::{RegionError, SessionId, SessionMeta};
 
@@ -129,24 +128,7 @@ fn session_response(ctx: &Context, status: StatusCode, m: &SessionMeta, attrs: &
     json(status, Value::Object(o))
 }
 
-/// The `Set-Cookie` value for `id` in `ctx` (`remove` expires it).
-pub fn set_cookie(ctx: &Context, id: Option<&SessionId>) -> String {
-    let c = &ctx.cfg;
-    let value = id.map(|i| i.to_string()).unwrap_or_default();
-    let mut b = cookie::Cookie::build((c.cookie_name.clone(), value))
-        .path(c.cookie_path.clone())
-        .http_only(true)
-        .secure(c.cookie_secure)
-        .same_site(match c.cookie_same_site {
-            SameSite::Strict => cookie::SameSite::Strict,
-            SameSite::Lax => cookie::SameSite::Lax,
-            SameSite::None => cookie::SameSite::None,
-        });
-    if id.is_none() {
-        b = b.max_age(cookie::time::Duration::ZERO);
-    }
-    b.build().to_string()
-}
+use crate::web::set_cookie;
 
 fn with_cookie(mut r: Resp, ctx: &Context, id: Option<&SessionId>) -> Resp {
     if let Ok(v) = HeaderValue::from_str(&set_cookie(ctx, id)) {

@@ -232,7 +232,8 @@ impl Resp {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build()
+    // Redirects are answers to check, never followed.
+    ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).redirects(0).build()
 }
 
 /// Sends a request; 4xx/5xx are returned, not errors. Status 0 means the

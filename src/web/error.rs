@@ -46,7 +46,9 @@ impl ApiError {
     /// The JSON response.
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let body = serde_json::json!({"error": self.code, "message": self.message}).to_string();
-        let mut r = super::respond(self.status, Some("application/json"), body);
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = self.status;
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some((name, value)) = self.header
             && let Ok(v) = HeaderValue::from_str(&value)
         {
