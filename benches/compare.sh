@@ -371,21 +371,23 @@ plot "$WORK/conns.dat" u 1:(\$3/1000) w lp $L_SDR, "" u 1:(\$5/1000) w lp $L_SDW
 unset multiplot
 unset logscale; set yrange [0:*]; set format y "%.0f"; set xrange [0:*]; set xtics autofreq
 
-set terminal pngcairo size 1150,520 noenhanced font ",10"
+set terminal pngcairo size 900,520 noenhanced font ",10"
 set datafile missing "-"
 set output "$IMG/fill_rate.png"
+set key inside right bottom vertical Right noreverse box opaque
 set title "New sessions/s while filling, $CONNS connections, buckets of $BUCKET"
-set xlabel "live sessions / keys at the end of the bucket"
+set xlabel "live sessions / keys at the end of the bucket (thousands)"
 set ylabel "new sessions per second"
-plot "$WORK/fill.dat" u 2:3 w lp title "sessiond: POST session + PUT 256 B value (2 HTTP requests)" lw 2 pt 7 lc rgb "#1f77b4", \
-  "" u 6:7 w lp title "Redis: SET new key 256 B EX 3600 (1 RESP command)" lw 2 dt 4 pt 13 lc rgb "#ff7f0e"
+plot "$WORK/fill.dat" u (\$2/1000):3 w lp title "sessiond: POST session + PUT 256 B value (2 HTTP requests)" lw 2 pt 7 lc rgb "#1f77b4", \
+  "" u (\$6/1000):7 w lp title "Redis: SET new key 256 B EX 3600 (1 RESP command)" lw 2 dt 4 pt 13 lc rgb "#ff7f0e"
 
 set output "$IMG/memory.png"
 set title "Memory vs live sessions, one 256 B value each (sessiond region preallocated for $(( BUCKET * FILL_BUCKETS )) sessions x 4 values)"
 set ylabel "MiB"
-plot "$WORK/fill.dat" u 2:((\$4+\$5)/1048576) w lp title "sessiond: region pages resident + anonymous (Pss)" lw 2 pt 7 lc rgb "#1f77b4", \
-  "" u 6:(\$9/1048576) w lp title "Redis: anonymous (Pss)" lw 2 dt 4 pt 13 lc rgb "#ff7f0e", \
-  "" u 6:(\$8/1048576) w lp title "Redis: used_memory (INFO)" lw 2 dt 2 pt 11 lc rgb "#d62728"
+set key inside right center
+plot "$WORK/fill.dat" u (\$2/1000):((\$4+\$5)/1048576) w lp title "sessiond: region pages resident + anonymous (Pss)" lw 2 pt 7 lc rgb "#1f77b4", \
+  "" u (\$6/1000):(\$9/1048576) w lp title "Redis: anonymous (Pss)" lw 2 dt 4 pt 13 lc rgb "#ff7f0e", \
+  "" u (\$6/1000):(\$8/1048576) w lp title "Redis: used_memory (INFO)" lw 2 dt 2 pt 11 lc rgb "#d62728"
 EOF
 
 # --- results section ---------------------------------------------------------
