@@ -516,7 +516,7 @@ fn a_browser_logs_in_through_the_form_reloads_with_the_cookie_and_logs_out() {
     browser.click("button[type=submit]");
     browser.wait_path("/app/home");
     let hello = browser.wait_text("#hello", "Hello, ");
-    assert_eq!(hello, "Hello, bob");
+    assert_eq!(hello, "Hello, alice");
     let cookie = browser.cookie("SESSIONID").unwrap_or_else(|| panic!("no SESSIONID: {:?}", browser.cookies()));
     assert_eq!(cookie["httpOnly"], true, "{cookie}");
     assert_eq!(cookie["sameSite"], "Lax", "{cookie}");
