@@ -560,6 +560,15 @@ fn forward_auth_answers_nginx_and_traefik() {
     assert_eq!(auth("/admin", "x-forwarded-uri", &cookie).status, 403);
     assert_eq!(auth("/app/../admin", "x-forwarded-uri", &cookie).status, 403);
     assert_eq!(auth("/app", "x-forwarded-uri", "SESSIONID=nope").status, 401);
+    // A forged second header cannot pick the path that is judged.
+    let r = request(
+        "GET",
+        &g.url("/.sessiond/auth"),
+        &[("cookie", &cookie), ("x-original-uri", "/admin"), ("x-forwarded-uri", "/app/x")],
+        None,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"], "ambiguous_uri");
     assert_eq!(up.count(), 0, "forward-auth forwards nothing");
 }
 

@@ -261,12 +261,28 @@ fn auth(gw: &Gateway, req: &Request<Incoming>) -> GwResp {
     let Some((id, session)) = gw.current(req, true) else {
         return json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "no session");
     };
-    let uri = req
+    // Traefik sets X-Forwarded-Uri, nginx's snippet X-Original-URI; a
+    // client may send either itself, and a proxy may pass the other one
+    // through untouched. So every value present must agree, or the
+    // question is ambiguous and refused: a forged header can never pick
+    // the path that is judged.
+    let mut uris = req
         .headers()
-        .get("x-forwarded-uri")
-        .or_else(|| req.headers().get("x-original-uri"))
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("/");
+        .get_all("x-forwarded-uri")
+        .iter()
+        .chain(req.headers().get_all("x-original-uri").iter())
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    let first = uris.next();
+    if let Some(f) = first
+        && uris.any(|u| u != f)
+    {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "ambiguous_uri",
+            "X-Forwarded-Uri and X-Original-URI disagree; the proxy must set the one it sends (see docs/gateway-proxies.md)",
+        );
+    }
+    let uri = first.unwrap_or("/");
     if uri.contains('#') {
         return json_error(StatusCode::BAD_REQUEST, "bad_path", "a '#' fragment is never sent by a browser");
     }

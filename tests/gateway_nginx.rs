@@ -1,0 +1,476 @@
+//! The gateway's forward-auth endpoint behind a real nginx: Debian's
+//! `/usr/sbin/nginx` with `auth_request`, configured with the block that
+//! `docs/gateway-proxies.md` documents (read out of that file, so the two
+//! cannot drift), a real sessiond with a `[gateway]`, and a small upstream
+//! in the test that records what reached it.
+//!
+//! nginx is required: when it is missing these tests fail and name the
+//! command that installs it. They never skip.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const SECRET: &[u8] = b"gateway-nginx-test-secret-0123456789";
+
+/// The doc whose nginx block these tests run.
+const DOC: &str = include_str!("../docs/gateway-proxies.md");
+/// The line after which the tested block starts.
+const DOC_MARKER: &str = "<!-- tests/gateway_nginx.rs reads the first nginx block after this line. -->";
+/// The addresses in the documented block that a run replaces.
+const DOC_LISTEN: &str = "listen 80;";
+const DOC_GATEWAY: &str = "server 127.0.0.1:8443;";
+const DOC_APP: &str = "server 127.0.0.1:8080;";
+
+/// The first ```` ```nginx ```` block after [`DOC_MARKER`] in the doc.
+fn documented_nginx_block() -> &'static str {
+    let after = DOC.split_once(DOC_MARKER).expect("docs/gateway-proxies.md has the tested-block marker").1;
+    let start = after.find("```nginx\n").expect("an ```nginx block after the marker") + "```nginx\n".len();
+    let len = after[start..].find("\n```").expect("the nginx block is closed");
+    &after[start..start + len + 1]
+}
+
+/// One HTTP request as the upstream saw it.
+#[derive(Clone, Debug)]
+struct Seen {
+    target: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+    }
+}
+
+/// Reads one request from `r`; `None` at end of stream.
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<Seen> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let target = line.split_whitespace().nth(1)?.to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).ok()?;
+    Some(Seen { target, headers })
+}
+
+/// The application behind nginx: answers every request with 200 and a
+/// JSON echo of its target, and records what it saw.
+struct Upstream {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    fn start() -> Upstream {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                let seen = s2.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(c.try_clone().unwrap());
+                    let mut w = c;
+                    while let Some(req) = read_request(&mut r) {
+                        seen.lock().unwrap().push(req.clone());
+                        let body = json!({"target": req.target}).to_string();
+                        let _ = write!(
+                            w,
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                });
+            }
+        });
+        Upstream { port, seen }
+    }
+
+    fn last(&self) -> Seen {
+        self.seen.lock().unwrap().last().cloned().expect("the upstream saw a request")
+    }
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+/// sessiond with a gateway; its public listener's address.
+struct Gw {
+    server: Server,
+    gw: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts sessiond with a gateway whose upstreams point at `up` (`app` at
+/// `/`, `admin` at `/admin`), users alice/bob (password "secret"), nginx
+/// on 127.0.0.1 as a trusted proxy, and `filters` as `[gateway.filters]`.
+fn start_gateway(up: &Upstream, filters: &str) -> Gw {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let h = |u: &str| format!("{u}:{}\n", bcrypt::hash("secret", 4).unwrap());
+    std::fs::write(&users, format!("# test users\n{}{}", h("alice"), h("bob"))).unwrap();
+    let secret = dir.path().join("gw.secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = dir.path().join("sessiond.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\nverifier = \"htpasswd:{}\"\nsecret_file = \"{}\"\n\
+             trusted_proxies = [\"127.0.0.1\"]\n\
+             [[gateway.upstreams]]\nname = \"app\"\nurl = \"http://127.0.0.1:{}\"\nprefix = \"/\"\n\
+             [[gateway.upstreams]]\nname = \"admin\"\nurl = \"http://127.0.0.1:{}\"\nprefix = \"/admin\"\n\
+             [gateway.filters]\n{filters}\n",
+            users.display(),
+            secret.display(),
+            up.port,
+            up.port
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let server = Server::start(&["--config", cfg.as_str()]);
+    let line = server.wait_log("gateway: public listener on ", Duration::from_secs(20));
+    let gw = line.split("gateway: public listener on ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    Gw { server, gw, _dir: dir }
+}
+
+/// The nginx binary: Debian's, or one on `PATH`; a test without it fails.
+fn nginx_bin() -> PathBuf {
+    let debian = PathBuf::from("/usr/sbin/nginx");
+    if debian.is_file() {
+        return debian;
+    }
+    if let Some(p) = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("nginx"))
+        .find(|p| p.is_file())
+    {
+        return p;
+    }
+    panic!(
+        "nginx is not installed (no /usr/sbin/nginx, none on PATH); these tests need it and never skip. \
+         Install it with `apt-get install -y nginx` (as root), or run `bash tools/test`, which installs it"
+    );
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running nginx (master and one worker) with its own prefix directory.
+struct Nginx {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx in the foreground with the documented block, its
+    /// addresses pointed at `gateway` (`host:port`) and the upstream.
+    /// Retries with another port if the chosen one was taken meanwhile.
+    fn start(gateway: &str, up: &Upstream) -> Nginx {
+        let block = documented_nginx_block();
+        for needle in [DOC_LISTEN, DOC_GATEWAY, DOC_APP] {
+            assert_eq!(block.matches(needle).count(), 1, "the documented nginx block has {needle:?} once:\n{block}");
+        }
+        let bin = nginx_bin();
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            // The worker runs as nobody when the tests run as root: let it
+            // reach its temp directories.
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            let port = free_port();
+            let server = block
+                .replace(DOC_LISTEN, &format!("listen 127.0.0.1:{port};"))
+                .replace(DOC_GATEWAY, &format!("server {gateway};"))
+                .replace(DOC_APP, &format!("server 127.0.0.1:{};", up.port));
+            let conf = nginx_conf(dir.path(), &server);
+            std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+            let mut child = Command::new(&bin)
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(dir.path().join("nginx.conf"))
+                .arg("-e")
+                .arg(dir.path().join("error.log"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+            let t = Instant::now();
+            loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Nginx { child, addr: format!("127.0.0.1:{port}"), dir };
+                }
+                if let Some(st) = child.try_wait().unwrap() {
+                    let mut stderr = String::new();
+                    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+                    let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+                    last_err = format!("nginx exited with {st}; stderr:\n{stderr}\nerror.log:\n{log}");
+                    break;
+                }
+                assert!(t.elapsed() < Duration::from_secs(20), "nginx did not listen on {port} within 20 s");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !last_err.contains("Address already in use") {
+                break;
+            }
+        }
+        panic!("{last_err}");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// nginx's error log so far, for failure messages.
+    fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+/// The whole nginx.conf: everything nginx would write outside `dir` is
+/// pointed inside it, and the documented `server` block goes in `http`.
+fn nginx_conf(dir: &Path, server: &str) -> String {
+    let d = dir.display();
+    format!(
+        "daemon off;\nmaster_process on;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n\
+         access_log {d}/access.log;\n\
+         client_body_temp_path {d}/client_body_temp;\n\
+         proxy_temp_path {d}/proxy_temp;\n\
+         fastcgi_temp_path {d}/fastcgi_temp;\n\
+         uwsgi_temp_path {d}/uwsgi_temp;\n\
+         scgi_temp_path {d}/scgi_temp;\n\
+         {server}\n}}\n"
+    )
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let pid = self.child.id() as i32;
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        // SIGTERM is nginx's fast shutdown; the master stops its worker.
+        let workers = children_of(pid, "nginx: worker");
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for w in workers {
+            let _ = kill(Pid::from_raw(w), Signal::SIGKILL);
+        }
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// sessiond, the upstream and nginx in front of both.
+struct Stack {
+    up: Upstream,
+    gw: Gw,
+    nginx: Nginx,
+}
+
+fn stack(filters: &str) -> Stack {
+    let up = Upstream::start();
+    let gw = start_gateway(&up, filters);
+    let nginx = Nginx::start(&gw.gw, &up);
+    Stack { up, gw, nginx }
+}
+
+impl Stack {
+    /// The sessiond and nginx logs, for failure messages.
+    fn logs(&self) -> String {
+        format!("sessiond:\n{}\nnginx error.log:\n{}", self.gw.server.log(), self.nginx.error_log())
+    }
+}
+
+fn cookie_of(r: &Resp) -> String {
+    let sc = r.header("set-cookie").unwrap_or_else(|| panic!("no Set-Cookie: {} {}", r.status, r.text()));
+    sc.split(';').next().unwrap().to_string()
+}
+
+/// Logs in with JSON through nginx; the cookie.
+fn login(s: &Stack, user: &str) -> String {
+    let r = request(
+        "POST",
+        &s.nginx.url("/.sessiond/login"),
+        &[("content-type", "application/json")],
+        Some(json!({"user": user, "password": "secret"}).to_string().as_bytes()),
+    );
+    assert_eq!(r.status, 204, "login through nginx: {}\n{}", r.text(), s.logs());
+    cookie_of(&r)
+}
+
+fn get_with(url: &str, headers: &[(&str, &str)]) -> Resp {
+    request("GET", url, headers, None)
+}
+
+/// A raw request (paths the HTTP client would normalise).
+fn raw(addr: &str, req: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+#[test]
+fn nginx_auth_request_redirects_to_login_forwards_the_identity_and_logs_out() {
+    let s = stack("categories = [\"app\"]\n");
+    // No cookie: nginx's @login answers 302 to the gateway's form, and the
+    // application sees nothing.
+    let r = get_with(&s.nginx.url("/app/x"), &[]);
+    assert_eq!(r.status, 302, "{}\n{}", r.text(), s.logs());
+    let loc = r.header("location").unwrap_or_default().to_string();
+    assert!(
+        loc.starts_with("http://") && loc.ends_with("/.sessiond/login?rd=/app/x"),
+        "nginx makes the redirect absolute: {loc}"
+    );
+    assert_eq!(s.up.count(), 0, "nothing reached the upstream without a session");
+    // The form is served by the gateway through nginx, without a session.
+    let r = get_with(&s.nginx.url("/.sessiond/login?rd=/app/x"), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("<form") && r.text().contains("value=\"/app/x\""), "{}", r.text());
+    // JSON login through nginx; the cookie opens /app/x.
+    let cookie = login(&s, "alice");
+    let r = get_with(&s.nginx.url("/app/x?y=1"), &[("cookie", &cookie)]);
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), s.logs());
+    let seen = s.up.last();
+    assert_eq!(seen.target, "/app/x?y=1");
+    assert_eq!(seen.all("x-sessiond-user"), ["alice"], "{seen:?}");
+    assert!(seen.header("x-sessiond-session").is_some_and(|h| h.contains('.')), "a control handle: {seen:?}");
+    assert_eq!(s.up.count(), 1);
+    // Logout through nginx, then /app/x is back to the login redirect.
+    let r = request("POST", &s.nginx.url("/.sessiond/logout"), &[("cookie", &cookie)], None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = get_with(&s.nginx.url("/app/x"), &[("cookie", &cookie)]);
+    assert_eq!(r.status, 302, "{}", r.text());
+    assert!(r.header("location").is_some_and(|l| l.ends_with("/.sessiond/login?rd=/app/x")));
+    assert_eq!(s.up.count(), 1, "nothing reached the upstream after logout");
+}
+
+#[test]
+fn a_browser_form_login_through_nginx_passes_the_origin_check() {
+    // `proxy_set_header Host $http_host` in /.sessiond/ is what lets the
+    // browser's Origin match the Host that sessiond sees.
+    let s = stack("");
+    let origin = format!("http://{}", s.nginx.addr);
+    let r = request(
+        "POST",
+        &s.nginx.url("/.sessiond/login"),
+        &[("content-type", "application/x-www-form-urlencoded"), ("origin", &origin)],
+        Some(b"user=bob&password=secret&rd=%2Fapp%2Fhome"),
+    );
+    assert_eq!(r.status, 303, "{}\n{}", r.text(), s.logs());
+    assert_eq!(r.header("location"), Some("/app/home"));
+    let cookie = cookie_of(&r);
+    assert_eq!(get_with(&s.nginx.url("/app/home"), &[("cookie", &cookie)]).status, 200);
+    assert_eq!(s.up.last().all("x-sessiond-user"), ["bob"]);
+    // A cross-site form post through nginx is still refused.
+    let r = request(
+        "POST",
+        &s.nginx.url("/.sessiond/login"),
+        &[("content-type", "application/x-www-form-urlencoded"), ("origin", "https://evil.example")],
+        Some(b"user=bob&password=secret"),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = request("POST", &s.nginx.url("/.sessiond/logout"), &[("cookie", &cookie), ("origin", &origin)], None);
+    assert_eq!(r.status, 204, "a browser logout through nginx: {}", r.text());
+}
+
+#[test]
+fn nginx_auth_request_keeps_filters_paths_and_identity_out_of_the_clients_hands() {
+    let s = stack("categories = [\"app\"]\n");
+    let cookie = login(&s, "alice");
+    // Filtered: 403 through nginx, nothing upstream.
+    let r = get_with(&s.nginx.url("/admin/x"), &[("cookie", &cookie)]);
+    assert_eq!(r.status, 403, "{}\n{}", r.text(), s.logs());
+    assert_eq!(s.up.count(), 0);
+    // A client-sent identity never reaches the application: nginx's
+    // proxy_set_header replaces it with sessiond's answer.
+    let r = get_with(
+        &s.nginx.url("/app/x"),
+        &[("cookie", &cookie), ("x-sessiond-user", "root"), ("x-sessiond-session", "forged")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = s.up.last();
+    assert_eq!(seen.all("x-sessiond-user"), ["alice"], "{seen:?}");
+    assert_eq!(seen.all("x-sessiond-session").len(), 1, "{seen:?}");
+    assert_ne!(seen.header("x-sessiond-session"), Some("forged"));
+    let before = s.up.count();
+    // A client cannot pick the path sessiond judges: the auth subrequest
+    // carries the client's headers, and sessiond reads X-Forwarded-Uri
+    // first, so the documented block sets both.
+    for hdr in ["x-forwarded-uri", "x-original-uri"] {
+        let r = get_with(&s.nginx.url("/admin/x"), &[("cookie", &cookie), (hdr, "/app/x")]);
+        assert_eq!(r.status, 403, "{hdr}: /app/x must not stand in for /admin/x: {}", r.text());
+    }
+    // Paths nginx merges for its own routing reach sessiond as sent
+    // ($request_uri); sessiond normalises them to /admin itself.
+    for path in ["/app/../admin", "/app/%2e%2e/admin", "/app/..;/admin", "/app/.%2E/admin/x"] {
+        let (status, text) = raw(
+            &s.nginx.addr,
+            &format!("GET {path} HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"),
+        );
+        assert_eq!(status, 403, "{path}: {text}\n{}", s.logs());
+    }
+    // A path sessiond cannot normalise is a 400 from it, which
+    // auth_request turns into a 500.
+    let (status, text) = raw(
+        &s.nginx.addr,
+        &format!("GET /app/a%2fb HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"),
+    );
+    assert_eq!(status, 500, "{text}");
+    assert_eq!(s.up.count(), before, "no refused request reached the upstream");
+    // The internal location is not reachable from outside.
+    assert_eq!(get_with(&s.nginx.url("/_sessiond_auth"), &[("cookie", &cookie)]).status, 404);
+}
