@@ -102,6 +102,11 @@ impl Upstream {
                                 }
                             }
                         }
+                        let cookie_hdr = if req.target.contains("setcookie") {
+                            "set-cookie: SESSIONID=from-the-app; Path=/\r\nset-cookie: app=1; Path=/\r\n"
+                        } else {
+                            ""
+                        };
                         let body = json!({
                             "method": req.method, "target": req.target,
                             "headers": req.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>(),
@@ -109,7 +114,7 @@ impl Upstream {
                         .to_string();
                         let _ = write!(
                             w,
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            "HTTP/1.1 200 OK\r\n{cookie_hdr}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                             body.len()
                         );
                     }
@@ -515,6 +520,35 @@ fn client_identity_headers_are_stripped_and_forwarded_headers_rewritten() {
     assert!(!s.header("forwarded").unwrap().contains("6.6.6.6"));
     assert_ne!(s.header("x-forwarded-host"), Some("evil.example"));
     assert_eq!(s.all("cookie"), ["theme=dark; lang=en"]);
+    // Underscore spellings (CGI/WSGI fold them into the same variable) and a
+    // session id in a header never reach the upstream.
+    let id = cookie.split('=').nth(1).unwrap();
+    let (status, _) = raw(
+        &g.gw,
+        &format!(
+            "GET /app HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nX_Sessiond_User: root\r\nx-session-id: {id}\r\nconnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(status, 200);
+    let s = up.last();
+    assert!(s.headers.iter().all(|(k, _)| k != "x_sessiond_user" && k != "x-session-id"), "{s:?}");
+    assert!(s.headers.iter().all(|(_, v)| !v.contains(id)), "the session id reached the upstream: {s:?}");
+    // The application cannot overwrite the gateway's cookie; its own cookies pass.
+    let r = get_with(&g.url("/app/setcookie"), &cookie);
+    assert_eq!(r.status, 200);
+    let set: Vec<&str> =
+        r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie")).map(|(_, v)| v.as_str()).collect();
+    assert_eq!(set, ["app=1; Path=/"], "{set:?}");
+    // Only WebSocket upgrades are tunnelled; any other protocol is a plain request.
+    let (status, _) = raw(
+        &g.gw,
+        &format!(
+            "GET /app/h2 HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n"
+        ),
+    );
+    assert_eq!(status, 200);
+    let s = up.last();
+    assert!(s.header("upgrade").is_none() && s.header("http2-settings").is_none(), "{s:?}");
 }
 
 #[test]
@@ -569,6 +603,9 @@ fn forward_auth_answers_nginx_and_traefik() {
     );
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["error"], "ambiguous_uri");
+    // No path to judge is a question sessiond does not answer with "/".
+    let r = get_with(&g.url("/.sessiond/auth"), &cookie);
+    assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("missing_uri")));
     assert_eq!(up.count(), 0, "forward-auth forwards nothing");
 }
 

@@ -36,6 +36,15 @@ pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Gw
 /// How often a WebSocket tunnel checks that its session still exists.
 pub const TUNNEL_CHECK: Duration = Duration::from_millis(500);
 
+/// Open WebSocket tunnels in this process. An upgraded connection leaves
+/// hyper's connection count, so tunnels are bounded here instead.
+static TUNNELS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Open tunnels in this process.
+pub fn open_tunnels() -> usize {
+    TUNNELS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A buffered body.
 pub fn full(b: impl Into<Bytes>) -> GwBody {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
@@ -128,13 +137,26 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// Client-sent headers that claim an identity or a route; removed always.
+/// Header names are compared with `_` read as `-`: CGI, WSGI and Rack
+/// servers fold both into `HTTP_X_…`, so `X_Sessiond_User` would reach an
+/// application as the identity header.
+fn canonical(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains('_') { std::borrow::Cow::Owned(name.replace('_', "-")) } else { std::borrow::Cow::Borrowed(name) }
+}
+
 fn is_identity_header(name: &str) -> bool {
-    name.starts_with("x-sessiond-") || name == "x-forwarded-user" || name == "x-auth-request-user"
+    let name = canonical(name);
+    name.starts_with("x-sessiond-")
+        || name == "x-forwarded-user"
+        || name == "x-auth-request-user"
+        // A session id in a header is for sessiond, never for the upstream.
+        || name == "x-session-id"
 }
 
 /// Client-sent headers about the client's address and the original
 /// request; kept only from a trusted proxy.
 fn is_forwarding_header(name: &str) -> bool {
+    let name = canonical(name);
     name == "forwarded" || name == "x-real-ip" || name == "x-original-uri" || name.starts_with("x-forwarded-")
 }
 
@@ -177,6 +199,24 @@ pub fn strip_cookie(h: &mut HeaderMap, name: &str) {
         if let Ok(v) = HeaderValue::from_str(&v) {
             h.append(hyper::header::COOKIE, v);
         }
+    }
+}
+
+/// Removes an upstream's `Set-Cookie` for sessiond's own cookie: the
+/// application must not overwrite (or fix) the gateway's session.
+pub fn strip_set_cookie(h: &mut HeaderMap, name: &str) {
+    let kept: Vec<HeaderValue> = h
+        .get_all(hyper::header::SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            let s = String::from_utf8_lossy(v.as_bytes());
+            s.split(';').next().and_then(|p| p.split_once('=')).is_none_or(|(k, _)| k.trim() != name)
+        })
+        .cloned()
+        .collect();
+    h.remove(hyper::header::SET_COOKIE);
+    for v in kept {
+        h.append(hyper::header::SET_COOKIE, v);
     }
 }
 
@@ -234,6 +274,8 @@ pub struct Forward<'a> {
     pub timeout: Duration,
     /// For a WebSocket tunnel: whether its session still exists.
     pub alive: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Most tunnels open at once in this process (`max_connections`).
+    pub max_tunnels: usize,
 }
 
 /// Sets the forwarding headers on an upstream request.
@@ -297,7 +339,11 @@ fn is_upgrade(h: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if conn_upgrade { h.get(hyper::header::UPGRADE).cloned() } else { None }
+    // Only WebSocket is tunnelled: another protocol (h2c, raw TCP) would
+    // give the client a channel the filters never see again.
+    let up = h.get(hyper::header::UPGRADE)?;
+    let websocket = up.to_str().is_ok_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket")));
+    if conn_upgrade && websocket { Some(HeaderValue::from_static("websocket")) } else { None }
 }
 
 /// Forwards `req` (already allowed by the filters) and returns the
@@ -311,6 +357,13 @@ pub async fn forward(f: Forward<'_>, mut req: Request<Incoming>) -> GwResp {
         Err(_) => return json_error(StatusCode::BAD_REQUEST, "bad_path", "the request path cannot be forwarded"),
     };
     let upgrade = is_upgrade(req.headers());
+    if upgrade.is_some() && open_tunnels() >= f.max_tunnels {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_tunnels",
+            &format!("this worker has {} WebSocket tunnels open (max_connections)", f.max_tunnels),
+        );
+    }
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let orig_host = parts.headers.get(hyper::header::HOST).cloned();
@@ -355,6 +408,7 @@ pub async fn forward(f: Forward<'_>, mut req: Request<Incoming>) -> GwResp {
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    strip_set_cookie(&mut parts.headers, f.cookie_name);
     Response::from_parts(parts, body.boxed())
 }
 
@@ -369,6 +423,14 @@ async fn tunnel(
         log::debug!("gateway: a WebSocket upgrade did not complete");
         return;
     };
+    struct Open;
+    impl Drop for Open {
+        fn drop(&mut self) {
+            TUNNELS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    TUNNELS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _open = Open;
     let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
     let watch = async {
         let mut tick = tokio::time::interval(TUNNEL_CHECK);

@@ -66,6 +66,8 @@ pub struct Gateway {
     pub upstreams: Vec<Upstream>,
     /// The login page template.
     pub login_page: String,
+    /// Bounds concurrent password checks (the blocking pool is shared).
+    pub hashing: tokio::sync::Semaphore,
 }
 
 impl Gateway {
@@ -96,6 +98,7 @@ impl Gateway {
             client: proxy::client(),
             upstreams,
             login_page,
+            hashing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         })
     }
 
@@ -103,15 +106,21 @@ impl Gateway {
         self.core.context(&self.contexts)
     }
 
+    /// Whether the peer may speak for the client (`Forwarded`,
+    /// `X-Forwarded-*`). A Unix-socket peer (`None`) is a local process that
+    /// the socket's file permissions let in: the proxy in front, trusted.
     fn trusted(&self, peer: Option<SocketAddr>) -> bool {
-        peer.is_some_and(|p| self.core.cfg.trusted_proxies.iter().any(|n| n.contains(&p.ip())))
+        match peer {
+            None => true,
+            Some(p) => self.core.cfg.trusted_proxies.iter().any(|n| n.contains(&p.ip())),
+        }
     }
 
     /// The session named by the request's cookie, with its gateway data
     /// (touching it when `touch`).
     fn current(&self, req: &Request<Incoming>, touch: bool) -> Option<(SessionId, GatewaySession)> {
         let ctx = self.ctx();
-        let ids = crate::web::lookup::candidates(&[], req.headers(), "", &ctx.cfg.cookie_name);
+        let ids = crate::web::lookup::cookie_candidates(req.headers(), &ctx.cfg.cookie_name);
         let now = crate::clock::now_ms();
         for id in ids.as_slice() {
             if id.context != ctx.sessions.tag() {
@@ -228,9 +237,12 @@ async fn forward(gw: &Arc<Gateway>, peer: Option<SocketAddr>, path: NormalPath, 
     }
     let handle = gw.core.handle_of(&id);
     let g2 = gw.clone();
+    let (tunnel_path, adapter) = (path.clone(), upstream.name.clone());
+    // A tunnel lives while its session exists and its filters still allow it.
     let alive: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(move || {
         let mut buf = Vec::new();
         matches!(g2.ctx().sessions.get_attr(&id, GATEWAY_ATTR, false, crate::clock::now_ms(), &mut buf), Ok(true))
+            && GatewaySession::decode(&buf).is_some_and(|s| s.filters.allows(&tunnel_path, Some(&adapter)))
     });
     let f = Forward {
         client: &gw.client,
@@ -242,6 +254,7 @@ async fn forward(gw: &Arc<Gateway>, peer: Option<SocketAddr>, path: NormalPath, 
         cookie_name: &gw.ctx().cfg.cookie_name,
         timeout: Duration::from_secs_f64(gw.core.cfg.upstream_timeout),
         alive,
+        max_tunnels: gw.config.max_connections as usize,
     };
     proxy::forward(f, req).await
 }
@@ -272,17 +285,21 @@ fn auth(gw: &Gateway, req: &Request<Incoming>) -> GwResp {
         .iter()
         .chain(req.headers().get_all("x-original-uri").iter())
         .map(|v| v.to_str().unwrap_or("\u{0}"));
-    let first = uris.next();
-    if let Some(f) = first
-        && uris.any(|u| u != f)
-    {
+    let Some(first) = uris.next() else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "missing_uri",
+            "forward-auth needs X-Forwarded-Uri or X-Original-URI: the path to judge",
+        );
+    };
+    if uris.any(|u| u != first) {
         return json_error(
             StatusCode::BAD_REQUEST,
             "ambiguous_uri",
             "X-Forwarded-Uri and X-Original-URI disagree; the proxy must set the one it sends (see docs/gateway-proxies.md)",
         );
     }
-    let uri = first.unwrap_or("/");
+    let uri = first;
     if uri.contains('#') {
         return json_error(StatusCode::BAD_REQUEST, "bad_path", "a '#' fragment is never sent by a browser");
     }
@@ -413,6 +430,12 @@ async fn login(gw: &Arc<Gateway>, peer: Option<SocketAddr>, req: Request<Incomin
     let c = match read_credentials(req, timeout).await {
         Ok(c) => c,
         Err(r) => return r,
+    };
+    // At most as many password checks at once as the machine has cores;
+    // the throttle is consulted once a check may run, so parallel
+    // attempts cannot all slip past it.
+    let Ok(_permit) = gw.hashing.acquire().await else {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "stopping", "the server is stopping");
     };
     if let Err(wait) = gw.throttle.check(addr, &c.user, Instant::now()) {
         let secs = wait.as_secs().max(1);

@@ -175,6 +175,20 @@ static X_SESSION_ID: hyper::header::HeaderName = hyper::header::HeaderName::from
 
 /// Candidate ids in priority order: URL path parameter, `X-Session-Id`
 /// header, then every cookie named `cookie_name`.
+/// Ids in the `cookie_name` cookie only (the gateway's public listener,
+/// where an id in a header would travel on to the upstream).
+pub fn cookie_candidates(headers: &HeaderMap, cookie_name: &str) -> Ids {
+    let mut out = Ids::new();
+    for v in headers.get_all(hyper::header::COOKIE) {
+        for value in cookie_values(v.as_bytes(), cookie_name.as_bytes()) {
+            if let Some(id) = SessionId::parse(value) {
+                out.push(id);
+            }
+        }
+    }
+    out
+}
+
 pub fn candidates(params: &[(&str, &str)], headers: &HeaderMap, url_param: &str, cookie_name: &str) -> Ids {
     let mut out = Ids::new();
     let mut push = |raw: &[u8]| {
