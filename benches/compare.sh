@@ -71,6 +71,7 @@ echo "building sessiond (release) ..." >&2
 cargo build --release --quiet --bin sessiond --bin sessiond-bench-scale
 
 SD_PORT=18181 NG_PORT=18182 RD_PORT=18183
+GW_PORT=18184 UP_PORT=18185 PX_PORT=18186 AU_PORT=18187
 wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 min() { echo $(( $1 < $2 ? $1 : $2 )); }
 
@@ -222,6 +223,81 @@ for p in $(pgrep -P "$SD_PID" -f 'sessiond: worker' || true); do
   rss=$(awk '/^Rss:/{r=$2} /^Private_Clean:/{pc=$2} /^Private_Dirty:/{pd=$2} END{printf "%d %d", r, pc+pd}' "/proc/$p/smaps_rollup")
   RSS_LINES+="$p $rss"$'\n'
 done
+
+# --- 1b. gateway ---------------------------------------------------------------
+# sessiond's gateway forwarding with a session, against nginx proxy_pass with
+# no auth, and nginx auth_request (to sessiond's /.sessiond/auth) + proxy_pass.
+# Same upstream for all three: an nginx `return 200` on its own port.
+stop_sessiond
+echo "[${SECONDS}s] == gateway: sessiond gateway vs nginx proxy_pass vs nginx auth_request + proxy_pass; $ROUNDS interleaved rounds ==" >&2
+mkdir -p "$WORK/gx"
+cat > "$WORK/gx/nginx.conf" <<NGINX
+worker_processes $CPUS;
+pid $WORK/gx/nginx.pid;
+error_log $WORK/gx/error.log warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $WORK/gx; proxy_temp_path $WORK/gx; fastcgi_temp_path $WORK/gx;
+  uwsgi_temp_path $WORK/gx; scgi_temp_path $WORK/gx;
+  upstream app { server 127.0.0.1:$UP_PORT; keepalive 256; }
+  upstream gw  { server 127.0.0.1:$GW_PORT; keepalive 256; }
+  # The application: one small answer.
+  server { listen 127.0.0.1:$UP_PORT; location / { return 200 'ok'; } }
+  # nginx proxy_pass, no authentication at all.
+  server { listen 127.0.0.1:$PX_PORT;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  # nginx auth_request to sessiond's forward-auth, then proxy_pass (docs/gateway-proxies.md).
+  server { listen 127.0.0.1:$AU_PORT;
+    location = /_sessiond_auth { internal; proxy_pass http://gw/.sessiond/auth; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_pass_request_body off; proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URI \$request_uri; proxy_set_header X-Forwarded-Uri \$request_uri; }
+    location / { auth_request /_sessiond_auth;
+      auth_request_set \$sessiond_user \$upstream_http_x_sessiond_user;
+      proxy_set_header X-Sessiond-User \$sessiond_user;
+      proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+NGINX
+"$NGINX" -c "$WORK/gx/nginx.conf" -p "$WORK/gx" &
+GX_PID=$!; PIDS+=("$GX_PID"); wait_port $UP_PORT; wait_port $PX_PORT; wait_port $AU_PORT
+python3 -W ignore -c "import crypt; print('bench:' + crypt.crypt('bench', crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1<<4)))" > "$WORK/users"
+head -c 32 /dev/urandom | base64 > "$WORK/gw.secret"; chmod 600 "$WORK/gw.secret"
+sd_config "$CPUS" 16 20000
+cat >> "$WORK/sd.toml" <<GW
+[gateway]
+listen = "127.0.0.1:$GW_PORT"
+verifier = "htpasswd:$WORK/users"
+secret_file = "$WORK/gw.secret"
+[[gateway.upstreams]]
+name = "app"
+url = "http://127.0.0.1:$UP_PORT"
+GW
+"$ROOT/target/release/sessiond" --config "$WORK/sd.toml" 2>"$WORK/sd.log" &
+SD_PID=$!; PIDS+=("$SD_PID"); wait_port $SD_PORT; wait_port $GW_PORT
+COOKIE=$(curl -s -D - -o /dev/null -H 'content-type: application/json' -d '{"user":"bench","password":"bench"}' \
+  "http://127.0.0.1:$GW_PORT/.sessiond/login" | sed -n 's/^set-cookie: \([^;]*\).*/\1/ip' | tr -d '\r')
+[ -n "$COOKIE" ] || { cat "$WORK/sd.log" >&2; echo "gateway login failed" >&2; exit 1; }
+export COOKIE
+for w in "http://127.0.0.1:$GW_PORT/app" "http://127.0.0.1:$PX_PORT/app" "http://127.0.0.1:$AU_PORT/app"; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "cookie: $COOKIE" "$w")
+  [ "$code" = 200 ] || { echo "gateway setup: $w answered $code" >&2; exit 1; }
+done
+: > "$WORK/gw_rounds.txt"
+for round in $(seq 1 "$ROUNDS"); do
+  echo "gateway $(run_wrk gateway.lua "http://127.0.0.1:$GW_PORT/app")" >> "$WORK/gw_rounds.txt"
+  echo "proxy $(run_wrk gateway.lua "http://127.0.0.1:$PX_PORT/app")" >> "$WORK/gw_rounds.txt"
+  echo "authreq $(run_wrk gateway.lua "http://127.0.0.1:$AU_PORT/app")" >> "$WORK/gw_rounds.txt"
+done
+gmedian() { awk -v w="$1" -v c="$2" '$1==w {print $c}' "$WORK/gw_rounds.txt" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+gerrors() { awk -v w="$1" '$1==w {s+=$5+$6} END {print s+0}' "$WORK/gw_rounds.txt"; }
+G_RPS=$(gmedian gateway 2) G_P50=$(gmedian gateway 3) G_P99=$(gmedian gateway 4) G_ERR=$(gerrors gateway)
+P_RPS=$(gmedian proxy 2) P_P50=$(gmedian proxy 3) P_P99=$(gmedian proxy 4) P_ERR=$(gerrors proxy)
+A_RPS=$(gmedian authreq 2) A_P50=$(gmedian authreq 3) A_P99=$(gmedian authreq 4) A_ERR=$(gerrors authreq)
+kill "$GX_PID"; wait "$GX_PID" 2>/dev/null || true
+stop_sessiond
+start_sessiond "$CPUS" 16
 
 # --- 2. connections ----------------------------------------------------------
 
@@ -414,6 +490,20 @@ CMD="bash benches/compare.sh"
   echo "| nginx \`return 200 'ok'\` | $N_RPS | $(ms "$N_P50") | $(ms "$N_P99") | $N_ERR | 1.00 | |"
   echo "| redis-benchmark GET 256 B | $RG_RPS | $(ms "$RG_P50") | $(ms "$RG_P99") | | | 1.00 |"
   echo "| redis-benchmark SET 256 B | $RS_RPS | $(ms "$RS_P50") | $(ms "$RS_P99") | | | 1.00 |"
+  echo
+  echo "**Gateway** (same run; one upstream, an nginx \`return 200\` on its own port; every request carries a logged-in session's cookie; medians of $ROUNDS interleaved rounds of ${DURATION}s, $CONNS connections):"
+  echo
+  echo "| path to the upstream | req/s | p50 ms | p99 ms | errors + non-2xx | × nginx proxy_pass | × nginx auth_request |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  echo "| sessiond gateway (session lookup, filters, forwarding) | $G_RPS | $(ms "$G_P50") | $(ms "$G_P99") | $G_ERR | $(ratio "$G_RPS" "$P_RPS") | $(ratio "$G_RPS" "$A_RPS") |"
+  echo "| nginx \`proxy_pass\`, no authentication | $P_RPS | $(ms "$P_P50") | $(ms "$P_P99") | $P_ERR | 1.00 | $(ratio "$P_RPS" "$A_RPS") |"
+  echo "| nginx \`auth_request\` to sessiond \`/.sessiond/auth\` + \`proxy_pass\` | $A_RPS | $(ms "$A_P50") | $(ms "$A_P99") | $A_ERR | $(ratio "$A_RPS" "$P_RPS") | 1.00 |"
+  echo
+  echo "Targets (issue 10): gateway ≥ 0.8 × nginx proxy_pass, and ≥ 1.5 × the auth_request pair. Rounds (workload, req/s, p50 us, p99 us, errors, non-2xx):"
+  echo
+  echo '```'
+  cat "$WORK/gw_rounds.txt"
+  echo '```'
   echo
   echo "Each figure is the median of $ROUNDS interleaved rounds of about ${DURATION}s (wrk errors: the sum; redis-benchmark reports none). Every round (workload, req/s, p50 us, p99 us, errors, non-2xx):"
   echo
