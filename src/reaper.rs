@@ -42,10 +42,7 @@ pub fn run(contexts: Arc<Contexts>, config: Arc<Config>, stats: Arc<ServerStats>
     let metrics = crate::session::HubMetrics { stats, block: config.max_procs as usize };
     let hub = {
         let _rt = rt.enter();
-        crate::session::notify::webhook_settings(&config, "sessiond reaper").and_then(|w| {
-            crate::session::notify::build_hub(w, config.events.queue_size as usize, contexts.names(), Some(metrics))
-                .map_err(|e| e.to_string())
-        })
+        crate::session::notify::hub_for_process(&config, contexts.names(), metrics, "sessiond reaper")
     };
     let hub = match hub {
         Ok(h) => h,

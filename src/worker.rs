@@ -64,10 +64,7 @@ pub fn run(
     let metrics = crate::session::HubMetrics { stats: stats.clone(), block: n };
     let hub = {
         let _rt = rt.enter();
-        crate::session::notify::webhook_settings(&config, &format!("sessiond worker {n}")).and_then(|w| {
-            crate::session::notify::build_hub(w, config.events.queue_size as usize, contexts.names(), Some(metrics))
-                .map_err(|e| e.to_string())
-        })
+        crate::session::notify::hub_for_process(&config, contexts.names(), metrics, &format!("sessiond worker {n}"))
     };
     let hub = match hub {
         Ok(h) => h,

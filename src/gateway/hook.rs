@@ -67,21 +67,7 @@ pub struct HookClient {
 }
 
 fn https_client() -> HttpsClient {
-    let connector = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
-        Ok(b) => b.https_or_http().enable_http1().build(),
-        Err(e) => {
-            log::warn!("gateway: cannot load the system's TLS roots ({e}); https session managers will fail");
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(
-                    rustls::ClientConfig::builder()
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth(),
-                )
-                .https_or_http()
-                .enable_http1()
-                .build()
-        }
-    };
+    let connector = super::proxy::https_connector(HttpConnector::new(), "session managers");
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_timer(hyper_util::rt::TokioTimer::new())

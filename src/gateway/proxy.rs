@@ -59,16 +59,16 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> GwResp {
     r
 }
 
-/// Builds the upstream client (after `fork`, inside the worker's runtime).
-pub fn client() -> UpstreamClient {
-    let mut http = HttpConnector::new();
+/// An http-or-https connector over `http` with the system's TLS roots.
+/// Without roots (none installed) https fails per request, saying so, and
+/// `what` names the client in the one warning.
+pub fn https_connector(mut http: HttpConnector, what: &str) -> hyper_rustls::HttpsConnector<HttpConnector> {
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
-    let connector = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+    match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
         Ok(b) => b.https_or_http().enable_http1().wrap_connector(http),
         Err(e) => {
-            log::warn!("gateway: cannot load the system's TLS roots ({e}); https upstreams will fail");
+            log::warn!("gateway: cannot load the system's TLS roots ({e}); https {what} will fail");
             hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(
                     rustls::ClientConfig::builder()
@@ -79,7 +79,14 @@ pub fn client() -> UpstreamClient {
                 .enable_http1()
                 .wrap_connector(http)
         }
-    };
+    }
+}
+
+/// Builds the upstream client (after `fork`, inside the worker's runtime).
+pub fn client() -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    let connector = https_connector(http, "upstreams");
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
@@ -272,8 +279,9 @@ pub struct Forward<'a> {
     pub cookie_name: &'a str,
     /// Time allowed for the upstream's response head.
     pub timeout: Duration,
-    /// For a WebSocket tunnel: whether its session still exists.
-    pub alive: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// For a WebSocket upgrade: whether its session still exists and may
+    /// still reach the path (`None` for an ordinary request).
+    pub alive: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
     /// Most tunnels open at once in this process (`max_connections`).
     pub max_tunnels: usize,
 }
@@ -293,12 +301,14 @@ fn set_forwarding(h: &mut HeaderMap, f: &Forward<'_>, orig_host: Option<HeaderVa
     };
     let proto = if f.trusted { h.get("x-forwarded-proto").cloned() } else { None };
     let host = if f.trusted { h.get("x-forwarded-host").cloned() } else { None };
-    let names: Vec<HeaderName> = h.keys().cloned().collect();
+    // Usually nothing to remove: collect only the names that go.
+    let names: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| is_identity_header(n.as_str()) || (!f.trusted && is_forwarding_header(n.as_str())))
+        .cloned()
+        .collect();
     for n in names {
-        let s = n.as_str();
-        if is_identity_header(s) || (!f.trusted && is_forwarding_header(s)) {
-            h.remove(&n);
-        }
+        h.remove(&n);
     }
     let mut xff = prior_xff.join(", ");
     if !xff.is_empty() {
@@ -332,6 +342,11 @@ fn set_forwarding(h: &mut HeaderMap, f: &Forward<'_>, orig_host: Option<HeaderVa
     set(h, "x-sessiond-session", f.identity.handle);
 }
 
+/// Whether the request asks for a WebSocket tunnel.
+pub fn wants_upgrade(h: &HeaderMap) -> bool {
+    is_upgrade(h).is_some()
+}
+
 fn is_upgrade(h: &HeaderMap) -> Option<HeaderValue> {
     let conn_upgrade = h
         .get_all(hyper::header::CONNECTION)
@@ -356,7 +371,7 @@ pub async fn forward(f: Forward<'_>, mut req: Request<Incoming>) -> GwResp {
         Ok(u) => u,
         Err(_) => return json_error(StatusCode::BAD_REQUEST, "bad_path", "the request path cannot be forwarded"),
     };
-    let upgrade = is_upgrade(req.headers());
+    let upgrade = f.alive.as_ref().and_then(|_| is_upgrade(req.headers()));
     if upgrade.is_some() && open_tunnels() >= f.max_tunnels {
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -401,8 +416,9 @@ pub async fn forward(f: Forward<'_>, mut req: Request<Incoming>) -> GwResp {
     {
         let mut resp = resp;
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        let alive = f.alive.clone();
-        tokio::spawn(tunnel(client_upgrade, upstream_upgrade, alive));
+        if let Some(alive) = f.alive.clone() {
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, alive));
+        }
         let (parts, _) = resp.into_parts();
         return Response::from_parts(parts, full(Bytes::new()));
     }

@@ -236,13 +236,16 @@ async fn forward(gw: &Arc<Gateway>, peer: Option<SocketAddr>, path: NormalPath, 
         return json_error(StatusCode::FORBIDDEN, "filtered", "this session may not reach this path");
     }
     let handle = gw.core.handle_of(&id);
-    let g2 = gw.clone();
-    let (tunnel_path, adapter) = (path.clone(), upstream.name.clone());
-    // A tunnel lives while its session exists and its filters still allow it.
-    let alive: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(move || {
-        let mut buf = Vec::new();
-        matches!(g2.ctx().sessions.get_attr(&id, GATEWAY_ATTR, false, crate::clock::now_ms(), &mut buf), Ok(true))
-            && GatewaySession::decode(&buf).is_some_and(|s| s.filters.allows(&tunnel_path, Some(&adapter)))
+    // Only an upgrade becomes a tunnel; it lives while its session exists
+    // and its filters still allow it.
+    let alive: Option<Arc<dyn Fn() -> bool + Send + Sync>> = proxy::wants_upgrade(req.headers()).then(|| {
+        let g2 = gw.clone();
+        let (tunnel_path, adapter) = (path.clone(), upstream.name.clone());
+        Arc::new(move || {
+            let mut buf = Vec::new();
+            matches!(g2.ctx().sessions.get_attr(&id, GATEWAY_ATTR, false, crate::clock::now_ms(), &mut buf), Ok(true))
+                && GatewaySession::decode(&buf).is_some_and(|s| s.filters.allows(&tunnel_path, Some(&adapter)))
+        }) as Arc<dyn Fn() -> bool + Send + Sync>
     });
     let f = Forward {
         client: &gw.client,

@@ -89,11 +89,11 @@ impl Sessions {
     /// Runs one region operation with an event buffer and publishes what
     /// it recorded after it returned (no lock held by then).
     #[inline]
-    fn run<T>(
+    fn run<T, E>(
         &self,
         changes: Option<&[Change<'_>]>,
-        op: impl FnOnce(&Region, &mut EventBuf<'_>) -> Result<T, RegionError>,
-    ) -> Result<T, RegionError> {
+        op: impl FnOnce(&Region, &mut EventBuf<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let Some(hub) = &self.hub else {
             return op(&self.region, &mut EventBuf::discard());
         };
@@ -159,19 +159,7 @@ impl Sessions {
         f: impl FnOnce(Option<&[u8]>) -> Result<Option<Vec<u8>>, E>,
     ) -> Result<(), E> {
         let changes: [Change<'_>; 1] = [(name, None)];
-        let Some(hub) = &self.hub else {
-            return self.region.modify_attr_ev(id, name, now_ms, &mut EventBuf::discard(), f);
-        };
-        EVENTS.with(|cell| {
-            let mut v = cell.borrow_mut();
-            let (r, lost) = {
-                let mut ev = EventBuf::collect(&mut v);
-                let r = self.region.modify_attr_ev(id, name, now_ms, &mut ev, f);
-                (r, ev.lost())
-            };
-            hub.publish(&mut v, Some(&changes), lost);
-            r
-        })
+        self.run(Some(&changes), |r, ev| r.modify_attr_ev(id, name, now_ms, ev, f))
     }
 
     /// The id of the live session in `slot`, if any (no touch).

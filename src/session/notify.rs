@@ -194,6 +194,19 @@ pub fn webhook_settings(config: &crate::config::Config, origin: &str) -> Result<
     }))
 }
 
+/// This process's hub from the configuration: the webhook settings (the
+/// secret file read now) and the log subscriber; `Err` names what is wrong.
+/// Call inside the process's runtime, after `fork`.
+pub fn hub_for_process(
+    config: &crate::config::Config,
+    contexts: ContextNames,
+    metrics: HubMetrics,
+    origin: &str,
+) -> Result<Option<std::sync::Arc<super::EventHub>>, String> {
+    let webhook = webhook_settings(config, origin)?;
+    build_hub(webhook, config.events.queue_size as usize, contexts, Some(metrics)).map_err(|e| e.to_string())
+}
+
 /// Builds this process's event hub, after `fork` and inside its runtime
 /// (the webhook's delivery task is spawned on it): the log subscriber when
 /// debug logging is on, the webhook when configured. `None` when nobody
