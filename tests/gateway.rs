@@ -5,63 +5,14 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::gateway::*;
 use common::*;
 use serde_json::{Value, json};
-
-const SECRET: &[u8] = b"gateway-test-secret-0123456789abcdef";
-
-/// One HTTP request as a test server saw it.
-#[derive(Clone, Debug)]
-struct Seen {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
-    }
-}
-
-/// Reads one request from `r`; `None` at end of stream.
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<Seen> {
-    let mut line = String::new();
-    if r.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_string();
-    let target = parts.next()?.to_string();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).ok()? == 0 {
-            return None;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).ok()?;
-    Some(Seen { method, target, headers, body })
-}
 
 /// The upstream: answers every request with 200 and a JSON echo of the
 /// method, target and headers; a WebSocket upgrade gets 101 and an echo
@@ -206,58 +157,11 @@ impl Manager {
     }
 }
 
-struct Gw {
-    server: Server,
-    gw: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Gw {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.gw, path)
-    }
-}
-
 /// Starts sessiond with a gateway in front of `up`, users alice/bob
 /// (password "secret"), and `extra` appended to the `[gateway]` table.
 fn start(up: &Upstream, manager: Option<&Manager>, extra: &str, filters: &str, args: &[&str]) -> Gw {
-    let dir = tempfile::tempdir().unwrap();
-    let users = dir.path().join("users");
-    let h = |u: &str| format!("{u}:{}\n", bcrypt::hash("secret", 4).unwrap());
-    std::fs::write(&users, format!("# test users\n{}{}", h("alice"), h("bob"))).unwrap();
-    let secret = dir.path().join("gw.secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let sm = manager
-        .map(|m| format!("session_manager = [\"{}\"]\nsession_manager_timeout = 1\n", m.url()))
-        .unwrap_or_default();
-    let cfg = dir.path().join("sessiond.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\nverifier = \"htpasswd:{}\"\nsecret_file = \"{}\"\n{sm}{extra}\n\
-             [[gateway.upstreams]]\nname = \"app\"\nurl = \"http://127.0.0.1:{}\"\nprefix = \"/\"\n\
-             [[gateway.upstreams]]\nname = \"admin\"\nurl = \"http://127.0.0.1:{}\"\nprefix = \"/admin\"\n\
-             [gateway.filters]\n{filters}\n",
-            users.display(),
-            secret.display(),
-            up.port,
-            up.port
-        ),
-    )
-    .unwrap();
-    let cfg = cfg.display().to_string();
-    let mut all = vec!["--config", cfg.as_str()];
-    all.extend_from_slice(args);
-    let server = Server::start(&all);
-    let line = server.wait_log("gateway: public listener on ", Duration::from_secs(20));
-    let gw = line.split("gateway: public listener on ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
-    Gw { server, gw, _dir: dir }
-}
-
-fn cookie_of(r: &Resp) -> String {
-    let sc = r.header("set-cookie").unwrap_or_else(|| panic!("no Set-Cookie: {} {}", r.status, r.text()));
-    sc.split(';').next().unwrap().to_string()
+    let m = manager.map(Manager::url);
+    start_gateway(up.port, m.as_deref(), extra, filters, args)
 }
 
 fn login(g: &Gw, user: &str) -> (Resp, String) {
@@ -274,18 +178,6 @@ fn login(g: &Gw, user: &str) -> (Resp, String) {
 
 fn get_with(url: &str, cookie: &str) -> Resp {
     request("GET", url, &[("cookie", cookie)], None)
-}
-
-/// A raw request (paths the HTTP client would normalise, odd headers).
-fn raw(addr: &str, req: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, text)
 }
 
 fn control(g: &Gw, method: &str, path: &str, body: Option<Value>) -> Resp {

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -17,10 +17,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::gateway::*;
 use common::*;
 use serde_json::json;
-
-const SECRET: &[u8] = b"gateway-nginx-test-secret-0123456789";
 
 /// The doc whose nginx block these tests run.
 const DOC: &str = include_str!("../docs/gateway-proxies.md");
@@ -37,49 +36,6 @@ fn documented_nginx_block() -> &'static str {
     let start = after.find("```nginx\n").expect("an ```nginx block after the marker") + "```nginx\n".len();
     let len = after[start..].find("\n```").expect("the nginx block is closed");
     &after[start..start + len + 1]
-}
-
-/// One HTTP request as the upstream saw it.
-#[derive(Clone, Debug)]
-struct Seen {
-    target: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
-    }
-}
-
-/// Reads one request from `r`; `None` at end of stream.
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<Seen> {
-    let mut line = String::new();
-    if r.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let target = line.split_whitespace().nth(1)?.to_string();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).ok()? == 0 {
-            return None;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).ok()?;
-    Some(Seen { target, headers })
 }
 
 /// The application behind nginx: answers every request with 200 and a
@@ -124,45 +80,11 @@ impl Upstream {
     }
 }
 
-/// sessiond with a gateway; its public listener's address.
-struct Gw {
-    server: Server,
-    gw: String,
-    _dir: tempfile::TempDir,
-}
-
 /// Starts sessiond with a gateway whose upstreams point at `up` (`app` at
 /// `/`, `admin` at `/admin`), users alice/bob (password "secret"), nginx
 /// on 127.0.0.1 as a trusted proxy, and `filters` as `[gateway.filters]`.
-fn start_gateway(up: &Upstream, filters: &str) -> Gw {
-    let dir = tempfile::tempdir().unwrap();
-    let users = dir.path().join("users");
-    let h = |u: &str| format!("{u}:{}\n", bcrypt::hash("secret", 4).unwrap());
-    std::fs::write(&users, format!("# test users\n{}{}", h("alice"), h("bob"))).unwrap();
-    let secret = dir.path().join("gw.secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let cfg = dir.path().join("sessiond.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\nverifier = \"htpasswd:{}\"\nsecret_file = \"{}\"\n\
-             trusted_proxies = [\"127.0.0.1\"]\n\
-             [[gateway.upstreams]]\nname = \"app\"\nurl = \"http://127.0.0.1:{}\"\nprefix = \"/\"\n\
-             [[gateway.upstreams]]\nname = \"admin\"\nurl = \"http://127.0.0.1:{}\"\nprefix = \"/admin\"\n\
-             [gateway.filters]\n{filters}\n",
-            users.display(),
-            secret.display(),
-            up.port,
-            up.port
-        ),
-    )
-    .unwrap();
-    let cfg = cfg.display().to_string();
-    let server = Server::start(&["--config", cfg.as_str()]);
-    let line = server.wait_log("gateway: public listener on ", Duration::from_secs(20));
-    let gw = line.split("gateway: public listener on ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
-    Gw { server, gw, _dir: dir }
+fn start_gateway_for(up: &Upstream, filters: &str) -> Gw {
+    start_gateway(up.port, None, "trusted_proxies = [\"127.0.0.1\"]\n", filters, &[])
 }
 
 /// The nginx binary: Debian's, or one on `PATH`; a test without it fails.
@@ -318,7 +240,7 @@ struct Stack {
 
 fn stack(filters: &str) -> Stack {
     let up = Upstream::start();
-    let gw = start_gateway(&up, filters);
+    let gw = start_gateway_for(&up, filters);
     let nginx = Nginx::start(&gw.gw, &up);
     Stack { up, gw, nginx }
 }
@@ -328,11 +250,6 @@ impl Stack {
     fn logs(&self) -> String {
         format!("sessiond:\n{}\nnginx error.log:\n{}", self.gw.server.log(), self.nginx.error_log())
     }
-}
-
-fn cookie_of(r: &Resp) -> String {
-    let sc = r.header("set-cookie").unwrap_or_else(|| panic!("no Set-Cookie: {} {}", r.status, r.text()));
-    sc.split(';').next().unwrap().to_string()
 }
 
 /// Logs in with JSON through nginx; the cookie.
@@ -349,18 +266,6 @@ fn login(s: &Stack, user: &str) -> String {
 
 fn get_with(url: &str, headers: &[(&str, &str)]) -> Resp {
     request("GET", url, headers, None)
-}
-
-/// A raw request (paths the HTTP client would normalise).
-fn raw(addr: &str, req: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, text)
 }
 
 #[test]

@@ -114,22 +114,40 @@ impl GatewayCore {
         handle::handle_of(&self.secret, id)
     }
 
-    /// Queues a destroy notice (when a manager is configured); failures
-    /// are logged, never answered to the client (the reaper's
-    /// reconciliation catches a missing notice).
-    pub fn notify_destroyed(&self, handle: &str, user: &str, reason: &str) {
-        if let Some(o) = &self.outbox
-            && let Err(e) = o.queue(handle, user, reason, crate::clock::now_ms())
-        {
-            log::warn!(
+    /// Queues a destroy notice (when a manager is configured). The file is
+    /// written and synced on the blocking pool, never on the runtime
+    /// thread, and is durable when this returns. Failures are logged,
+    /// never answered to the client (the reaper's reconciliation catches a
+    /// missing notice).
+    pub async fn notify_destroyed(&self, handle: &str, user: &str, reason: &str) {
+        let Some(o) = self.outbox.clone() else { return };
+        let (h, u, r) = (handle.to_string(), user.to_string(), reason.to_string());
+        let done = tokio::task::spawn_blocking(move || o.queue(&h, &u, &r, crate::clock::now_ms())).await;
+        match done {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => log::warn!(
                 "gateway: cannot queue the destroy notice ({reason}): {e}; the reaper will report it as expired"
-            );
+            ),
+            Err(e) => log::warn!("gateway: the destroy notice task failed ({reason}): {e}"),
+        }
+    }
+
+    /// Records a new gateway session's live record (on the blocking pool).
+    pub async fn record_live(&self, handle: &str, user: &str) {
+        let Some(o) = self.outbox.clone() else { return };
+        let (h, u) = (handle.to_string(), user.to_string());
+        match tokio::task::spawn_blocking(move || o.record_live(&h, &u)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::warn!("gateway: cannot record session {handle}: {e}; its expiry will not be reported"),
+            Err(e) => log::warn!("gateway: the live-record task failed: {e}"),
         }
     }
 }
 
 /// How long the reaper waits between outbox passes.
 pub const OUTBOX_PERIOD: Duration = Duration::from_secs(1);
+/// Most notices one outbox pass tries to deliver.
+pub const OUTBOX_BATCH: usize = 32;
 
 /// The reaper's share of the gateway: reconcile live records against the
 /// region (every session gone without a notice gets an `expired` one), then
@@ -163,10 +181,10 @@ pub async fn run_outbox(core: Arc<GatewayCore>, contexts: Arc<Contexts>) {
                 }
             }
         }
-        for (file, notice) in outbox.pending() {
-            if notice.next_ms > now {
-                continue;
-            }
+        // At most OUTBOX_BATCH deliveries per pass, so a long outage's
+        // backlog never holds the reaper's loop for long.
+        let due = outbox.pending().into_iter().filter(|(_, n)| n.next_ms <= now).take(OUTBOX_BATCH);
+        for (file, notice) in due {
             if now.saturating_sub(notice.ended_ms) > outbox::GIVE_UP_AFTER.as_millis() as u64 {
                 log::warn!(
                     "gateway: giving up on the destroy notice for session {} (user {:?}, {}) after {} attempts over 24 h",

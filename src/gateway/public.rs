@@ -203,7 +203,7 @@ pub async fn handle(
         return Ok(match (path.as_str(), m) {
             ("/.sessiond/login", Method::GET) => login_page(&gw, &req, None, StatusCode::OK),
             ("/.sessiond/login", Method::POST) => login(&gw, peer, req).await,
-            ("/.sessiond/logout", Method::POST) => logout(&gw, &req),
+            ("/.sessiond/logout", Method::POST) => logout(&gw, &req).await,
             ("/.sessiond/session", Method::GET) => session(&gw, &req),
             ("/.sessiond/auth", _) => auth(&gw, &req),
             ("/.sessiond/login", _) => with_header(status(StatusCode::METHOD_NOT_ALLOWED), "allow", "GET, POST"),
@@ -537,16 +537,12 @@ async fn login(gw: &Arc<Gateway>, peer: Option<SocketAddr>, req: Request<Incomin
         let e = crate::web::ApiError::from(e);
         return json_error(e.status, e.code, &e.message);
     }
-    if let Some(o) = &gw.core.outbox
-        && let Err(e) = o.record_live(&handle, &c.user)
-    {
-        log::warn!("gateway: cannot record session {handle}: {e}; its end will not be reported");
-    }
+    gw.core.record_live(&handle, &c.user).await;
     // A login with a valid session replaces it: a new id on login, against fixation.
     if let Some((oid, old_gw)) = old
         && ctx.sessions.invalidate(&oid, crate::clock::now_ms()).is_ok()
     {
-        gw.core.notify_destroyed(&gw.core.handle_of(&oid), &old_gw.user, "replaced");
+        gw.core.notify_destroyed(&gw.core.handle_of(&oid), &old_gw.user, "replaced").await;
     }
     log::info!("gateway: user {:?} logged in from {addr}", c.user);
     let cookie = crate::web::set_cookie(ctx, Some(&id));
@@ -586,7 +582,7 @@ fn filters_from_json(v: &Value) -> Result<Filters, String> {
     Ok(f)
 }
 
-fn logout(gw: &Gateway, req: &Request<Incoming>) -> GwResp {
+async fn logout(gw: &Gateway, req: &Request<Incoming>) -> GwResp {
     if !same_origin(req) {
         return json_error(StatusCode::FORBIDDEN, "bad_origin", "a logout must come from this site's own page");
     }
@@ -594,7 +590,7 @@ fn logout(gw: &Gateway, req: &Request<Incoming>) -> GwResp {
     if let Some((id, s)) = gw.current(req, false)
         && ctx.sessions.invalidate(&id, crate::clock::now_ms()).is_ok()
     {
-        gw.core.notify_destroyed(&gw.core.handle_of(&id), &s.user, "logout");
+        gw.core.notify_destroyed(&gw.core.handle_of(&id), &s.user, "logout").await;
         log::info!("gateway: user {:?} logged out", s.user);
     }
     let cookie = crate::web::set_cookie(ctx, None);

@@ -62,7 +62,7 @@ pub async fn route(st: &AppState, req: Request<Incoming>, rest: &[&str]) -> Resu
                     let user = control::read(sessions, &id).map(|(_, g)| g.user).unwrap_or_default();
                     if sessions.invalidate(&id, crate::clock::now_ms()).is_ok() {
                         // The canonical handle, whatever spelling the caller used.
-                        core.notify_destroyed(&core.handle_of(&id), &user, "control");
+                        core.notify_destroyed(&core.handle_of(&id), &user, "control").await;
                         log::info!("gateway: session of user {user:?} destroyed through the control API");
                     }
                 }

@@ -4,6 +4,8 @@
 //! or 5xx as an error.
 #![allow(dead_code)]
 
+pub mod gateway;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
