@@ -67,7 +67,8 @@ pub fn run(contexts: Arc<Contexts>, config: Arc<Config>, stats: Arc<ServerStats>
     rt.block_on(sweep_loop(&contexts, &stop));
     // Give the dispatcher one last pass so the final sweep's events are
     // offered before the process exits.
-    rt.block_on(tokio::time::sleep(2 * crate::session::events::DISPATCH_PERIOD));
+    // The sleep is built inside block_on: a timer needs the runtime's context.
+    rt.block_on(async { tokio::time::sleep(2 * crate::session::events::DISPATCH_PERIOD).await });
     0
 }
 

@@ -629,6 +629,22 @@ impl Region {
     /// 64-byte stack buffer (no allocation, and no 1 KiB buffer to zero on
     /// every lookup): a sequence cut at a chunk's end is carried over.
     fn is_utf8(&self, off: u64, len: usize) -> bool {
+        // Fast path, no copy: ASCII names (the usual case) read as u64 words
+        // with no high bit set. Anything else takes the general check below.
+        let mut i = 0;
+        while i + 8 <= len {
+            if self.rd64(off + i as u64) & 0x8080_8080_8080_8080 != 0 {
+                break;
+            }
+            i += 8;
+        }
+        if i + 8 > len {
+            let mut tail = [0u8; 8];
+            self.copy_out(off + i as u64, &mut tail[..len - i]);
+            if tail.iter().all(|b| b.is_ascii()) {
+                return true;
+            }
+        }
         let mut buf = [0u8; 64];
         let (mut done, mut carry) = (0usize, 0usize);
         while done < len {
