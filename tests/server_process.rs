@@ -106,7 +106,7 @@ fn restart_keeps_sessions_and_their_remaining_idle_time() {
 
 #[test]
 fn a_brand_new_data_dir_is_created_quietly_not_cleared() {
-    let s = Server::start(&[]);
+    let mut s = Server::start(&[]);
     let log = s.log();
     assert!(log.contains("new data directory; creating the regions and Version"), "{log}");
     assert!(!log.contains("clearing the session caches"), "a new data dir is not a cache clear:\n{log}");
@@ -118,6 +118,11 @@ fn a_brand_new_data_dir_is_created_quietly_not_cleared() {
         std::fs::read_to_string(s.data_dir.join("Version")).unwrap().trim(),
         sessiond::region::FORMAT_VERSION.to_string()
     );
+    // A clean stop: every process exits without a panic (the reaper's last
+    // dispatch pass once built a timer outside its runtime).
+    assert_eq!(s.stop(), Some(0), "{}", s.log());
+    let log = s.log();
+    assert!(!log.contains("panicked") && !log.contains("exited with status"), "{log}");
 }
 
 #[test]
