@@ -413,7 +413,17 @@ impl Master {
     fn reload(&mut self) {
         notify(&[NotifyState::Reloading, NotifyState::Status("reloading")]);
         log::info!("SIGHUP: reloading the configuration");
-        let mut new = match Config::load(&self.overrides) {
+        let loaded = Config::load(&self.overrides).map_err(|e| e.to_string()).and_then(|c| {
+            // The gateway's password file, parsed now, so a bad line refuses
+            // the reload instead of failing in every new worker.
+            match &c.gateway {
+                Some(g) => crate::gateway::verifier::Verifier::load(&g.verifier)
+                    .map(|_| c)
+                    .map_err(|e| format!("gateway.verifier: {e}")),
+                None => Ok(c),
+            }
+        });
+        let mut new = match loaded {
             Ok(c) => c,
             Err(e) => {
                 log::error!("reload refused, the running configuration stays: {e}");

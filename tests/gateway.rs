@@ -694,3 +694,30 @@ fn upstream_down_is_502_and_a_websocket_closes_at_logout() {
     assert_eq!(r.json()["error"], "upstream_timeout");
     drop(mute);
 }
+
+#[test]
+fn a_bad_password_file_stops_the_start_naming_the_line() {
+    let up = Upstream::start();
+    let g = start(&up, None, "", "", &[]);
+    let cfg = g.dir.path().join("sessiond.toml");
+    // An Apache MD5 hash on line 3: refused, by line, without the hash.
+    std::fs::write(g.dir.path().join("users"), "# users\nalice:$2b$04$abcdefghijklmnopqrstuuJq5eHuTz0pZQoA3/zm9yE2t0RW1.QyG\ncarol:$apr1$salt$abcdefghijklmnopqrstuv\n")
+        .unwrap();
+    for args in [
+        &["--config", cfg.to_str().unwrap(), "--check-config"][..],
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            g.dir.path().join("d2").to_str().unwrap(),
+        ][..],
+    ] {
+        let out = std::process::Command::new(sessiond_bin()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("gateway.verifier") && err.contains("line 3") && err.contains("carol"), "{err}");
+        assert!(!err.contains("$apr1$salt"), "the hash must not be printed: {err}");
+    }
+}

@@ -94,6 +94,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The password file is the gateway's, parsed by its verifier: checked
+    // here too, so a bad line stops the start (and --check-config) with its
+    // line number instead of failing in every worker.
+    if let Some(g) = &cfg.gateway
+        && let Err(e) = sessiond::gateway::verifier::Verifier::load(&g.verifier)
+    {
+        eprintln!("sessiond: configuration error: gateway.verifier: {e}");
+        return ExitCode::from(2);
+    }
     if cli.check_config {
         print!("{}", cfg.to_toml());
         return ExitCode::SUCCESS;
