@@ -721,3 +721,35 @@ fn a_bad_password_file_stops_the_start_naming_the_line() {
         assert!(!err.contains("$apr1$salt"), "the hash must not be printed: {err}");
     }
 }
+
+#[test]
+fn an_api_token_guards_the_whole_private_listener() {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("api.token");
+    std::fs::write(&token, "s3cr3t-token-for-the-private-api\n").unwrap();
+    std::fs::set_permissions(&token, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600))
+        .unwrap();
+    let t = format!("api_token_file={}", token.display());
+    let g = start(&up, None, "", "", &["--set", &t]);
+    for path in ["/v1/sessions", "/metrics", "/v1/gateway/sessions/0.AAAAAAAAAAAAAAAAAAAAAA"] {
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("Bearer s3cr3t-token-for-the-private-ap"),
+            Some("s3cr3t-token-for-the-private-api"),
+        ] {
+            let h: Vec<(&str, &str)> = auth.map(|a| vec![("authorization", a)]).unwrap_or_default();
+            let r = request("GET", &g.server.url(path), &h, None);
+            assert_eq!(r.status, 401, "{path} with {auth:?}: {}", r.text());
+            assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        }
+        let r =
+            request("GET", &g.server.url(path), &[("authorization", "Bearer s3cr3t-token-for-the-private-api")], None);
+        assert_ne!(r.status, 401, "{path} with the token: {}", r.text());
+    }
+    // The public gateway listener does not take the token: it has its own login.
+    assert_eq!(get(&g.url("/app")).status, 401);
+    let (_, cookie) = login(&g, "alice");
+    assert_eq!(get_with(&g.url("/app"), &cookie).status, 200);
+}

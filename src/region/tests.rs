@@ -688,3 +688,20 @@ fn long_multibyte_names_are_checked_across_chunk_boundaries() {
     assert!(r.verify().iter().any(|p| p.contains("not UTF-8")), "{:?}", r.verify());
     assert!(matches!(r.get(&id, false, T0), Err(RegionError::NotFound)));
 }
+
+#[test]
+fn an_eviction_records_the_victim_then_the_new_session() {
+    let mut c = cfg("default", 2, 1);
+    c.when_full = WhenFull::EvictOldest;
+    let (_d, r) = fresh(&c);
+    let a = r.create(T0).unwrap().id;
+    let b = r.create(T0 + 1).unwrap().id;
+    let mut v = Vec::new();
+    let mut ev = EventBuf::collect(&mut v);
+    let n = r.create_ev(T0 + 2, &mut ev).unwrap().id;
+    assert_eq!(ev.lost(), 0);
+    let kinds: Vec<_> = v.iter().map(|e| (e.kind, e.id)).collect();
+    assert_eq!(kinds, [(EventKind::Evicted, a), (EventKind::Created, n)], "the oldest goes first");
+    assert!(v[0].seq < v[1].seq, "the same slot's change sequence rises: {v:?}");
+    assert!(r.get(&b, false, T0 + 2).is_ok());
+}

@@ -131,11 +131,13 @@ impl Server {
         self.log.lock().unwrap().iter().filter(|l| l.contains(pat)).count()
     }
 
-    /// Waits until `/healthz` answers 200.
+    /// Waits until `/healthz` answers 200 (or 401 `unauthorized`: a server
+    /// configured with `api_token_file` is serving, and wants the token).
     pub fn wait_healthy(&self, timeout: Duration) {
         let t = Instant::now();
         while t.elapsed() < timeout {
-            if get(&self.url("/healthz")).status == 200 {
+            let r = get(&self.url("/healthz"));
+            if r.status == 200 || (r.status == 401 && r.text().contains("api_token_file")) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
