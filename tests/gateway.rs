@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,53 +24,42 @@ struct Upstream {
 
 impl Upstream {
     fn start() -> Upstream {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
-        std::thread::spawn(move || {
-            for c in l.incoming().flatten() {
-                let seen = s2.clone();
-                std::thread::spawn(move || {
-                    let mut r = BufReader::new(c.try_clone().unwrap());
-                    let mut w = c;
-                    while let Some(req) = read_request(&mut r) {
-                        seen.lock().unwrap().push(req.clone());
-                        if req.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
-                            let _ = write!(
-                                w,
-                                "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: x\r\n\r\n"
-                            );
-                            let mut buf = [0u8; 1024];
-                            loop {
-                                match r.read(&mut buf) {
-                                    Ok(0) | Err(_) => return,
-                                    Ok(n) => {
-                                        if w.write_all(&buf[..n]).is_err() {
-                                            return;
-                                        }
-                                    }
-                                }
+        let port = serve_http(move |req, r, w| {
+            s2.lock().unwrap().push(req.clone());
+            if req.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: x\r\n\r\n"
+                );
+                let mut buf = [0u8; 1024];
+                loop {
+                    match r.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if w.write_all(&buf[..n]).is_err() {
+                                return;
                             }
                         }
-                        let cookie_hdr = if req.target.contains("setcookie") {
-                            "set-cookie: SESSIONID=from-the-app; Path=/\r\nset-cookie: app=1; Path=/\r\n"
-                        } else {
-                            ""
-                        };
-                        let body = json!({
-                            "method": req.method, "target": req.target,
-                            "headers": req.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>(),
-                        })
-                        .to_string();
-                        let _ = write!(
-                            w,
-                            "HTTP/1.1 200 OK\r\n{cookie_hdr}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
                     }
-                });
+                }
             }
+            let cookie_hdr = if req.target.contains("setcookie") {
+                "set-cookie: SESSIONID=from-the-app; Path=/\r\nset-cookie: app=1; Path=/\r\n"
+            } else {
+                ""
+            };
+            let body = json!({
+                "method": req.method, "target": req.target,
+                "headers": req.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>(),
+            })
+            .to_string();
+            let _ = write!(
+                w,
+                "HTTP/1.1 200 OK\r\n{cookie_hdr}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
         });
         Upstream { port, seen }
     }
@@ -96,45 +85,30 @@ struct Manager {
 
 impl Manager {
     fn start() -> Manager {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let m = Manager {
-            port,
-            got: Default::default(),
-            create: Default::default(),
-            destroy_status: Default::default(),
-            hang_create: Default::default(),
-        };
-        let (got, create, destroy, hang) =
-            (m.got.clone(), m.create.clone(), m.destroy_status.clone(), m.hang_create.clone());
-        std::thread::spawn(move || {
-            for c in l.incoming().flatten() {
-                let (got, create, destroy, hang) = (got.clone(), create.clone(), destroy.clone(), hang.clone());
-                std::thread::spawn(move || {
-                    let mut r = BufReader::new(c.try_clone().unwrap());
-                    let mut w = c;
-                    while let Some(req) = read_request(&mut r) {
-                        let v: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-                        assert!(req.header("webhook-signature").is_some_and(|s| s.starts_with("v1,")), "{req:?}");
-                        got.lock().unwrap().push(v.clone());
-                        let (status, body) = if v["type"] == "session.create" {
-                            if hang.load(std::sync::atomic::Ordering::Relaxed) {
-                                std::thread::sleep(Duration::from_secs(3600));
-                            }
-                            (200, create.lock().unwrap().pop_front().unwrap_or(json!({"allow": true})).to_string())
-                        } else {
-                            (destroy.lock().unwrap().pop_front().unwrap_or(204), String::new())
-                        };
-                        let _ = write!(
-                            w,
-                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                    }
-                });
-            }
+        let got: Arc<Mutex<Vec<Value>>> = Default::default();
+        let create: Arc<Mutex<VecDeque<Value>>> = Default::default();
+        let destroy_status: Arc<Mutex<VecDeque<u16>>> = Default::default();
+        let hang_create: Arc<std::sync::atomic::AtomicBool> = Default::default();
+        let (g, c, d, h) = (got.clone(), create.clone(), destroy_status.clone(), hang_create.clone());
+        let port = serve_http(move |req, _, w| {
+            let v: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+            assert!(req.header("webhook-signature").is_some_and(|s| s.starts_with("v1,")), "{req:?}");
+            g.lock().unwrap().push(v.clone());
+            let (status, body) = if v["type"] == "session.create" {
+                if h.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+                (200, c.lock().unwrap().pop_front().unwrap_or(json!({"allow": true})).to_string())
+            } else {
+                (d.lock().unwrap().pop_front().unwrap_or(204), String::new())
+            };
+            let _ = write!(
+                w,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
         });
-        m
+        Manager { port, got, create, destroy_status, hang_create }
     }
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}/sessions", self.port)

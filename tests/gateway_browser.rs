@@ -12,24 +12,21 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
+use std::io::Write;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::*;
+use common::gateway::*;
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const INSTALL_HINT: &str =
     "run `apt-get install -y chromium chromium-driver` as root (or `bash tools/test`, which installs them)";
-
-const SECRET: &[u8] = b"gateway-browser-secret-0123456789abcdef";
 
 /// How long any wait for the browser (a URL, an element, a text) may take.
 const WAIT: Duration = Duration::from_secs(20);
@@ -50,33 +47,6 @@ struct Seen {
     cookies: Vec<String>,
 }
 
-/// Reads one request head (and its body) from `r`; `None` at end of stream.
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, Vec<(String, String)>)> {
-    let mut line = String::new();
-    if r.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let target = line.split_whitespace().nth(1)?.to_string();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).ok()? == 0 {
-            return None;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).ok()?;
-    Some((target, headers))
-}
-
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -91,41 +61,31 @@ struct Upstream {
 
 impl Upstream {
     fn start() -> Upstream {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::<Seen>::new()));
         let s2 = seen.clone();
-        std::thread::spawn(move || {
-            for c in l.incoming().flatten() {
-                let seen = s2.clone();
-                std::thread::spawn(move || {
-                    let mut r = BufReader::new(c.try_clone().unwrap());
-                    let mut w = c;
-                    while let Some((target, headers)) = read_request(&mut r) {
-                        let user = headers.iter().find(|(k, _)| k == "x-sessiond-user").map(|(_, v)| v.clone());
-                        let cookies = headers.iter().filter(|(k, _)| k == "cookie").map(|(_, v)| v.clone()).collect();
-                        let n = {
-                            let mut s = seen.lock().unwrap();
-                            s.push(Seen { target: target.clone(), user: user.clone(), cookies });
-                            s.len()
-                        };
-                        let body = format!(
-                            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>App</title></head>\n\
-                             <body><h1 id=\"hello\">Hello, {}</h1>\n<p id=\"served\">Answer {n} for {}</p>\n\
-                             <form method=\"post\" action=\"/.sessiond/logout\"><button id=\"logout\">Log out</button></form>\n\
-                             </body></html>\n",
-                            html_escape(user.as_deref().unwrap_or("nobody")),
-                            html_escape(&target),
-                        );
-                        let _ = write!(
-                            w,
-                            "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\n\
-                             content-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                    }
-                });
-            }
+        let port = serve_http(move |req, _, w| {
+            let user = req.header("x-sessiond-user").map(str::to_string);
+            let cookies = req.all("cookie").into_iter().map(str::to_string).collect();
+            let target = req.target;
+            let n = {
+                let mut s = s2.lock().unwrap();
+                s.push(Seen { target: target.clone(), user: user.clone(), cookies });
+                s.len()
+            };
+            let body = format!(
+                "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>App</title></head>\n\
+                 <body><h1 id=\"hello\">Hello, {}</h1>\n<p id=\"served\">Answer {n} for {}</p>\n\
+                 <form method=\"post\" action=\"/.sessiond/logout\"><button id=\"logout\">Log out</button></form>\n\
+                 </body></html>\n",
+                html_escape(user.as_deref().unwrap_or("nobody")),
+                html_escape(&target),
+            );
+            let _ = write!(
+                w,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\n\
+                 content-length: {}\r\n\r\n{body}",
+                body.len()
+            );
         });
         Upstream { port, seen }
     }
@@ -141,45 +101,10 @@ impl Upstream {
 
 // ---- the gateway ----
 
-struct Gw {
-    _server: Server,
-    gw: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Gw {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.gw, path)
-    }
-}
-
-/// Starts sessiond with a gateway in front of `up` for every path, users
-/// alice/bob (password "secret").
+/// Starts sessiond with a gateway in front of `up`, users alice/bob
+/// (password "secret").
 fn start(up: &Upstream) -> Gw {
-    let dir = tempfile::tempdir().unwrap();
-    let users = dir.path().join("users");
-    let h = |u: &str| format!("{u}:{}\n", bcrypt::hash("secret", 4).unwrap());
-    std::fs::write(&users, format!("# test users\n{}{}", h("alice"), h("bob"))).unwrap();
-    let secret = dir.path().join("gw.secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let cfg = dir.path().join("sessiond.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\nverifier = \"htpasswd:{}\"\nsecret_file = \"{}\"\n\
-             [[gateway.upstreams]]\nname = \"app\"\nurl = \"http://127.0.0.1:{}\"\nprefix = \"/\"\n",
-            users.display(),
-            secret.display(),
-            up.port
-        ),
-    )
-    .unwrap();
-    let cfg = cfg.display().to_string();
-    let server = Server::start(&["--config", cfg.as_str()]);
-    let line = server.wait_log("gateway: public listener on ", Duration::from_secs(20));
-    let gw = line.split("gateway: public listener on ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
-    Gw { _server: server, gw, _dir: dir }
+    start_gateway(up.port, None, "", "", &[])
 }
 
 // ---- the browser ----

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -47,27 +47,16 @@ struct Upstream {
 
 impl Upstream {
     fn start() -> Upstream {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
-        std::thread::spawn(move || {
-            for c in l.incoming().flatten() {
-                let seen = s2.clone();
-                std::thread::spawn(move || {
-                    let mut r = BufReader::new(c.try_clone().unwrap());
-                    let mut w = c;
-                    while let Some(req) = read_request(&mut r) {
-                        seen.lock().unwrap().push(req.clone());
-                        let body = json!({"target": req.target}).to_string();
-                        let _ = write!(
-                            w,
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                    }
-                });
-            }
+        let port = serve_http(move |req, _, w| {
+            s2.lock().unwrap().push(req.clone());
+            let body = json!({"target": req.target}).to_string();
+            let _ = write!(
+                w,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
         });
         Upstream { port, seen }
     }

@@ -3,7 +3,7 @@
 //! and a raw client for paths an HTTP library would normalise.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
@@ -63,6 +63,31 @@ pub fn read_request(r: &mut BufReader<TcpStream>) -> Option<Seen> {
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).ok()?;
     Some(Seen { method, target, headers, body })
+}
+
+/// Serves HTTP/1.1 on a fresh loopback port, a thread per connection:
+/// `answer` gets each request, the connection's reader (for a tunnel after
+/// an upgrade) and its writer, and writes the response. Returns the port.
+pub fn serve_http<F>(answer: F) -> u16
+where
+    F: Fn(Seen, &mut BufReader<TcpStream>, &mut TcpStream) + Send + Sync + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let answer = std::sync::Arc::new(answer);
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut w = c;
+                while let Some(req) = read_request(&mut r) {
+                    answer(req, &mut r, &mut w);
+                }
+            });
+        }
+    });
+    port
 }
 
 /// sessiond with a gateway; its public listener's address.
