@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::clock::now_ms;
+use crate::clock::rfc3339_seconds as ts;
 use crate::datadir::{self, InitLock};
 use crate::metrics::{MasterCounter, ServerStats};
 use crate::region::layout::StripeCounter;
@@ -91,11 +92,6 @@ impl Attached {
         let r = self.regions.iter().find(|r| r.tag() == id.context).ok_or_else(not_found)?;
         Ok((r, id))
     }
-}
-
-fn ts(ms: u64) -> String {
-    let ms = ms.min(crate::region::MAX_TIME_MS);
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 fn region_err(e: RegionError) -> CtlError {

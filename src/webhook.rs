@@ -296,16 +296,23 @@ impl Webhook {
     }
 }
 
+/// HMAC-SHA256 of the concatenation of `parts` under `key`: the one MAC of
+/// the crate (webhook signatures, session keys, control handles).
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC takes a key of any length: this cannot fail.
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
 /// Signs one delivery: `"v1,"` + standard base64 of
 /// HMAC-SHA256(`secret`, `"{msg_id}.{timestamp}.{body}"`).
 pub fn sign(secret: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(msg_id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+    let ts = timestamp.to_string();
+    let mac = hmac_sha256(secret, &[msg_id.as_bytes(), b".", ts.as_bytes(), b".", body]);
+    format!("v1,{}", STANDARD.encode(mac))
 }
 
 /// Reads a secret file's bytes.

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::filters::{FilterError, FilterKind};
 use super::{GATEWAY_ATTR, GatewayCore, GatewaySession, handle::Handle};
+use crate::clock::rfc3339_seconds as rfc3339;
 use crate::region::{RegionError, SessionId, SessionMeta};
 use crate::session::Sessions;
 
@@ -64,13 +65,6 @@ pub fn read(sessions: &Sessions, id: &SessionId) -> Result<(SessionMeta, Gateway
         .and_then(|(_, v)| GatewaySession::decode(v))
         .ok_or(ControlError::NotFound)?;
     Ok((s.meta, gw))
-}
-
-fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.min(crate::region::MAX_TIME_MS)),
-    )
-    .to_string()
 }
 
 /// The JSON view of a gateway session (what `GET …/sessions/{handle}` and

@@ -11,8 +11,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::region::SessionId;
@@ -23,12 +21,10 @@ const MAC_BYTES: usize = 16;
 pub const MAX_HANDLE_LEN: usize = 8 + 1 + 22;
 
 fn mac(secret: &[u8], id: &SessionId) -> [u8; MAC_BYTES] {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes a key of any length");
-    m.update(b"sessiond control handle v1\0");
-    m.update(&id.context.to_be_bytes());
-    m.update(&id.slot.to_be_bytes());
-    m.update(&id.token);
-    let full = m.finalize().into_bytes();
+    let full = crate::webhook::hmac_sha256(
+        secret,
+        &[b"sessiond control handle v1\0", &id.context.to_be_bytes(), &id.slot.to_be_bytes(), &id.token],
+    );
     let mut out = [0u8; MAC_BYTES];
     out.copy_from_slice(&full[..MAC_BYTES]);
     out

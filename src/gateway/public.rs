@@ -190,11 +190,8 @@ pub async fn handle(
     peer: Option<SocketAddr>,
     req: Request<Incoming>,
 ) -> Result<GwResp, std::convert::Infallible> {
-    let raw = req.uri().path().to_string();
-    if raw.contains('#') || req.uri().to_string().contains('#') {
-        return Ok(json_error(StatusCode::BAD_REQUEST, "bad_path", "a '#' fragment is never sent by a browser"));
-    }
-    let path = match normalise(&raw) {
+    // The parsed URI never holds a fragment, and `normalise` refuses a '#'.
+    let path = match normalise(req.uri().path()) {
         Ok(p) => p,
         Err(e) => return Ok(json_error(StatusCode::BAD_REQUEST, "bad_path", &e.to_string())),
     };

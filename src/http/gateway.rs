@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
+use super::sessions::json;
 use super::{ApiError, AppState, Resp, read_body, respond};
 use crate::gateway::control::{self, ControlError};
 use crate::gateway::filters::FilterKind;
@@ -35,10 +36,6 @@ impl From<ControlError> for ApiError {
             ControlError::Region(r) => ApiError::from(r),
         }
     }
-}
-
-fn json(status: StatusCode, v: serde_json::Value) -> Resp {
-    respond(status, Some("application/json"), v.to_string())
 }
 
 fn no_gateway() -> ApiError {

@@ -7,7 +7,7 @@
 //! `{"base64": "<standard base64>"}`, and PATCH accepts both forms.
 
 use std::borrow::Cow;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 
 use super::{ApiError, AppState, Resp, lookup, read_body, respond};
 use crate::clock::now_ms;
+use crate::clock::rfc3339_millis as rfc3339;
 use crate::contexts::Context;
 use crate::region::{RegionError, SessionId, SessionMeta};
 
@@ -82,13 +83,6 @@ impl<'a> Target<'a> {
     }
 }
 
-fn rfc3339(ms: u64) -> String {
-    // Clamped: humantime cannot format years past 9999 (the region treats
-    // such slots as damage; this keeps formatting total anyway).
-    let ms = ms.min(crate::region::MAX_TIME_MS);
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
-
 fn value_json(v: &[u8]) -> Value {
     match std::str::from_utf8(v) {
         Ok(s) => Value::String(s.to_string()),
@@ -108,7 +102,8 @@ fn meta_json(ctx: &Context, m: &SessionMeta) -> Map<String, Value> {
     o
 }
 
-fn json(status: StatusCode, v: Value) -> Resp {
+/// A JSON answer.
+pub(super) fn json(status: StatusCode, v: Value) -> Resp {
     respond(status, Some("application/json"), v.to_string())
 }
 

@@ -278,7 +278,7 @@ impl Drop for StripeGuard<'_> {
 
 /// Largest timestamp a slot may hold (9999-12-31T23:59:59.999Z in ms);
 /// anything later is damage.
-pub const MAX_TIME_MS: u64 = 253_402_300_799_999;
+pub const MAX_TIME_MS: u64 = crate::clock::MAX_TIME_MS;
 
 /// One attribute change in an atomic update: `None` removes the name.
 pub type Change<'a> = (&'a str, Option<&'a [u8]>);
@@ -1127,16 +1127,19 @@ impl Region {
         self.check_change(name, None)?;
         let (g, off) = self.find(id, now_ms, ev)?;
         let mut cur = Vec::new();
-        let found = self.find_attr(off, name.as_bytes()).map(|(_, eo)| self.read_value(eo, &mut cur)).is_some();
-        let Some(new) = f(found.then_some(cur.as_slice()))? else { return Ok(()) };
+        let entry = self.find_attr(off, name.as_bytes()).map(|(_, eo)| eo);
+        if let Some(eo) = entry {
+            self.read_value(eo, &mut cur);
+        }
+        let Some(new) = f(entry.map(|_| cur.as_slice()))? else { return Ok(()) };
         self.check_change(name, Some(&new))?;
-        if !found && self.rd32(off + SL_NVALUES as u64) >= self.geo.params.max_values {
+        if entry.is_none() && self.rd32(off + SL_NVALUES as u64) >= self.geo.params.max_values {
             return Err(RegionError::TooManyValues { max: self.geo.params.max_values }.into());
         }
         self.begin_write(off);
         let seq = self.mark_changed(id.slot, off);
-        match self.find_attr(off, name.as_bytes()) {
-            Some((_, eo)) => self.write_value(eo, &new),
+        match entry {
+            Some(eo) => self.write_value(eo, &new),
             None => {
                 let n = self.rd32(off + SL_NVALUES as u64);
                 let eo = off + self.geo.entry_off(n);
@@ -1338,13 +1341,28 @@ impl Region {
         }
         let off = self.geo.slot_off(slot);
         let _g = self.lock_stripe(self.geo.stripe_of(slot))?;
-        if self.rd32(off + SL_STATE as u64) != STATE_LIVE
-            || self.slot_damage(off).is_some()
-            || self.deadline_of(off) <= now_ms
-        {
+        Ok(self
+            .servable(off, now_ms)
+            .then(|| Session { meta: self.meta_of(slot, off), attributes: self.read_attributes(off) }))
+    }
+
+    /// Whether the slot at `off` holds a live, undamaged, unexpired session
+    /// (stripe lock held).
+    fn servable(&self, off: u64, now_ms: u64) -> bool {
+        self.rd32(off + SL_STATE as u64) == STATE_LIVE
+            && self.slot_damage(off).is_none()
+            && self.deadline_of(off) > now_ms
+    }
+
+    /// The id of the live, undamaged, unexpired session in `slot`, if any,
+    /// without copying its attributes or touching it (gateway handles).
+    pub fn id_in_slot(&self, slot: u32, now_ms: u64) -> Result<Option<SessionId>, RegionError> {
+        if slot >= self.geo.params.max_sessions {
             return Ok(None);
         }
-        Ok(Some(Session { meta: self.meta_of(slot, off), attributes: self.read_attributes(off) }))
+        let off = self.geo.slot_off(slot);
+        let _g = self.lock_stripe(self.geo.stripe_of(slot))?;
+        Ok(self.servable(off, now_ms).then(|| self.id_of(slot, off)))
     }
 
     /// Lists live sessions from slot `cursor` on, at most `limit`; returns

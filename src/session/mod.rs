@@ -164,7 +164,7 @@ impl Sessions {
 
     /// The id of the live session in `slot`, if any (no touch).
     pub fn id_in_slot(&self, slot: u32, now_ms: u64) -> Result<Option<SessionId>, RegionError> {
-        Ok(self.region.snapshot_slot(slot, now_ms)?.map(|s| s.meta.id))
+        self.region.id_in_slot(slot, now_ms)
     }
 
     /// Refreshes the last access.

@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use super::events::{ContextNames, Event, HubMetrics, Subscriber};
 use crate::metrics::WorkerCounter;
@@ -51,28 +49,18 @@ pub struct WebhookSettings {
 /// Derives the key that names sessions from the webhook secret (so the
 /// signing key itself never touches session data).
 fn session_key_secret(secret: &[u8]) -> Vec<u8> {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable_hmac());
-    m.update(b"sessiond session key v1");
-    m.finalize().into_bytes().to_vec()
-}
-
-/// HMAC accepts keys of any length, so `new_from_slice` cannot fail; this
-/// keeps the code free of `unwrap` all the same.
-fn unreachable_hmac() -> Hmac<Sha256> {
-    <Hmac<Sha256> as Mac>::new_from_slice(&[0u8; 32]).expect("a 32-byte HMAC key is always valid")
+    crate::webhook::hmac_sha256(secret, &[b"sessiond session key v1"]).to_vec()
 }
 
 /// The session key of `id` (see the module doc): 22 base64url characters.
 pub fn session_key(key: &[u8], id: &SessionId) -> String {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac());
-    m.update(&id.context.to_be_bytes());
-    m.update(&id.token);
-    URL_SAFE_NO_PAD.encode(&m.finalize().into_bytes()[..16])
+    let mac = crate::webhook::hmac_sha256(key, &[&id.context.to_be_bytes(), &id.token]);
+    URL_SAFE_NO_PAD.encode(&mac[..16])
 }
 
 /// One event as JSON (no session id in it).
 pub fn event_json(contexts: &ContextNames, key: &[u8], node_id: u32, e: &Event) -> Value {
-    let at = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(e.at_ms)).to_string();
+    let at = crate::clock::rfc3339_millis(e.at_ms);
     let mut o = json!({
         "type": format!("session.{}", e.kind.name()),
         "context": contexts.name(e.id.context),

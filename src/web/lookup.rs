@@ -173,12 +173,10 @@ impl Default for Ids {
 /// The `X-Session-Id` header name, built once.
 static X_SESSION_ID: hyper::header::HeaderName = hyper::header::HeaderName::from_static("x-session-id");
 
-/// Candidate ids in priority order: URL path parameter, `X-Session-Id`
-/// header, then every cookie named `cookie_name`.
-/// Ids in the `cookie_name` cookie only (the gateway's public listener,
-/// where an id in a header would travel on to the upstream).
-pub fn cookie_candidates(headers: &HeaderMap, cookie_name: &str) -> Ids {
-    let mut out = Ids::new();
+/// Pushes every id in a `cookie_name` cookie onto `out`. Bytes, not str:
+/// other cookies on the site may carry UTF-8 or Latin-1 bytes, and they
+/// must not hide ours.
+fn push_cookie_ids(out: &mut Ids, headers: &HeaderMap, cookie_name: &str) {
     for v in headers.get_all(hyper::header::COOKIE) {
         for value in cookie_values(v.as_bytes(), cookie_name.as_bytes()) {
             if let Some(id) = SessionId::parse(value) {
@@ -186,9 +184,18 @@ pub fn cookie_candidates(headers: &HeaderMap, cookie_name: &str) -> Ids {
             }
         }
     }
+}
+
+/// Ids in the `cookie_name` cookie only (the gateway's public listener,
+/// where an id in a header would travel on to the upstream).
+pub fn cookie_candidates(headers: &HeaderMap, cookie_name: &str) -> Ids {
+    let mut out = Ids::new();
+    push_cookie_ids(&mut out, headers, cookie_name);
     out
 }
 
+/// Candidate ids in priority order: URL path parameter, `X-Session-Id`
+/// header, then every cookie named `cookie_name`.
 pub fn candidates(params: &[(&str, &str)], headers: &HeaderMap, url_param: &str, cookie_name: &str) -> Ids {
     let mut out = Ids::new();
     let mut push = |raw: &[u8]| {
@@ -204,13 +211,7 @@ pub fn candidates(params: &[(&str, &str)], headers: &HeaderMap, url_param: &str,
     for v in headers.get_all(&X_SESSION_ID) {
         push(v.as_bytes());
     }
-    for v in headers.get_all(hyper::header::COOKIE) {
-        // Bytes, not str: other cookies on the site may carry UTF-8 or
-        // Latin-1 bytes, and they must not hide ours.
-        for value in cookie_values(v.as_bytes(), cookie_name.as_bytes()) {
-            push(value);
-        }
-    }
+    push_cookie_ids(&mut out, headers, cookie_name);
     out
 }
 
