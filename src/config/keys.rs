@@ -45,6 +45,8 @@ pub enum Scope {
     Upstream,
     /// A `[gateway.filters]` key (the filters every gateway session starts with).
     Filters,
+    /// A `[cluster]` key (nodes sharing sessions through a store).
+    Cluster,
 }
 
 impl Scope {
@@ -58,6 +60,7 @@ impl Scope {
             Scope::Gateway => "gateway.",
             Scope::Upstream => "gateway.upstreams[].",
             Scope::Filters => "gateway.filters.",
+            Scope::Cluster => "cluster.",
         }
     }
 
@@ -71,6 +74,7 @@ impl Scope {
             Scope::Gateway => "[gateway]",
             Scope::Upstream => "[[gateway.upstreams]]",
             Scope::Filters => "[gateway.filters]",
+            Scope::Cluster => "[cluster]",
         }
     }
 }
@@ -115,6 +119,9 @@ pub enum Rule {
     /// A filter entry: 1 to [`GATEWAY_FILTER_MAX_ITEM_LEN`] bytes, no control
     /// characters.
     FilterItem,
+    /// A session store URL: `postgres://…` (libpq's form) or `redis://…`,
+    /// `rediss://…`, `redis+unix:///path`.
+    StoreUrl,
 }
 
 /// Most entries in each `[gateway.filters]` set (also the bound on each
@@ -152,6 +159,7 @@ impl Rule {
             }
             Rule::FilterItem if s.is_empty() => Err("an empty entry; remove it".into()),
             Rule::FilterItem => Ok(()),
+            Rule::StoreUrl => super::store_url::StoreUrl::parse(s).map(|_| ()),
         }
     }
 
@@ -174,6 +182,7 @@ impl Rule {
             }
             Rule::IpNet => "an IP address or CIDR block",
             Rule::FilterItem => "1–1024 bytes, no control characters",
+            Rule::StoreUrl => "`postgres://user@host/db` (libpq's URL form), `redis://host:port/db`, `rediss://…` or `redis+unix:///path`",
         }
     }
 
@@ -741,6 +750,84 @@ pub const KEYS: &[KeyDef] = &[
         default_doc: "",
         applies: RELOAD,
         doc: "Whether `touched` events are sent; off by default because there can be one per request.",
+    },
+    // ---- [cluster]: nodes sharing sessions through a store ----
+    KeyDef {
+        name: "store",
+        aliases: &[],
+        scope: Scope::Cluster,
+        kind: Kind::Text { default: None, rule: Rule::StoreUrl },
+        default_doc: "required (a `[cluster]` table turns cluster mode on)",
+        applies: RESTART,
+        doc: "The shared session store. PostgreSQL in libpq's URL form (a unix-socket directory as \
+              `?host=/run/postgresql`), or Redis in redis-rs's form. Logged and shown without its password.",
+    },
+    KeyDef {
+        name: "store_password_file",
+        aliases: &[],
+        scope: Scope::Cluster,
+        kind: Kind::Text { default: None, rule: Rule::Path },
+        default_doc: "none",
+        applies: RESTART,
+        doc: "File holding the store's password, instead of writing it in `store`. Must not be readable by \
+              group or others (`chmod 600`); one trailing newline is ignored.",
+    },
+    KeyDef {
+        name: "save_period",
+        aliases: &[],
+        scope: Scope::Cluster,
+        kind: int(60, 1, 3600, Unit::Seconds),
+        default_doc: "",
+        applies: RESTART,
+        doc: "A session's last access reaches the store at most once per period (changes are written at once). \
+              Keep it well under `timeout`: the store's expiry lags the truth by up to this much.",
+    },
+    KeyDef {
+        name: "reaper",
+        aliases: &["reaperActive"],
+        scope: Scope::Cluster,
+        kind: Kind::Choice { default: "elect", choices: &["elect", "always", "never"], any_case: false },
+        default_doc: "",
+        applies: RESTART,
+        doc: "Which nodes sweep expired sessions out of the store: `elect` one at a time (a PostgreSQL advisory \
+              lock or a Redis lease), `always` this node whatever others do, `never` this node.",
+    },
+    KeyDef {
+        name: "when_store_down",
+        aliases: &[],
+        scope: Scope::Cluster,
+        kind: Kind::Choice { default: "serve-local", choices: &["serve-local", "fail-closed"], any_case: false },
+        default_doc: "",
+        applies: RESTART,
+        doc: "`serve-local`: sessions this node owns keep working from the region and are flushed when the store \
+              returns. `fail-closed`: changes answer 503 while the store is down. Takeovers answer 503 in both.",
+    },
+    KeyDef {
+        name: "store_timeout",
+        aliases: &[],
+        scope: Scope::Cluster,
+        kind: secs(2.0, 0.05, 60.0),
+        default_doc: "",
+        applies: RESTART,
+        doc: "Time allowed for one store call (connect included) before the store counts as down.",
+    },
+    KeyDef {
+        name: "sweep_interval",
+        aliases: &[],
+        scope: Scope::Cluster,
+        kind: secs(10.0, 0.1, 3600.0),
+        default_doc: "",
+        applies: RESTART,
+        doc: "How often the elected node sweeps expired sessions out of the store.",
+    },
+    KeyDef {
+        name: "sweep_batch",
+        aliases: &[],
+        scope: Scope::Cluster,
+        kind: int(500, 1, 10000, Unit::Count),
+        default_doc: "",
+        applies: RESTART,
+        doc: "Most sessions one sweep statement deletes; a sweep repeats batches until none is left.",
     },
     // ---- [gateway]: the public listener of gateway mode ----
     KeyDef {

@@ -23,6 +23,7 @@
 //! parses them when it starts).
 
 pub mod keys;
+pub mod store_url;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -233,6 +234,51 @@ pub struct EventsConfig {
     pub include_touched: bool,
 }
 
+/// What a node does while its store is down (`cluster.when_store_down`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreDown {
+    /// The owner keeps serving from its region and flushes later.
+    ServeLocal,
+    /// Changes answer 503 `store_unavailable`.
+    FailClosed,
+}
+
+/// Which nodes sweep the store (`cluster.reaper`, iPlanet's `reaperActive`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreReaper {
+    /// One node at a time, elected through the store.
+    Elect,
+    /// This node, whatever the others do.
+    Always,
+    /// Never this node.
+    Never,
+}
+
+/// Cluster mode's effective settings (`[cluster]`, present only when the
+/// file has that table or a `cluster.*` key is set on the command line).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClusterConfig {
+    /// The shared store (shown without its password).
+    pub store: store_url::StoreUrl,
+    /// File holding the store's password; it passed [`read_secret_file`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_password_file: Option<PathBuf>,
+    /// Last access reaches the store at most once per this many seconds.
+    pub save_period: u32,
+    /// Which nodes sweep the store.
+    pub reaper: StoreReaper,
+    /// What happens while the store is down.
+    pub when_store_down: StoreDown,
+    /// Time allowed for one store call, seconds.
+    pub store_timeout: f64,
+    /// Seconds between store sweeps.
+    pub sweep_interval: f64,
+    /// Most sessions one sweep statement deletes.
+    pub sweep_batch: u32,
+}
+
 /// Gateway mode's effective settings (`[gateway]`, present only when the
 /// file has that table or a `gateway.*` key is set on the command line).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -367,6 +413,9 @@ pub struct Config {
     /// Gateway mode (`[gateway]`); `None` when there is no such table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayConfig>,
+    /// Cluster mode (`[cluster]`); `None` when there is no such table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
     /// The file this came from, if any.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -431,6 +480,8 @@ struct Input {
     events: Given,
     /// `[gateway]` and its sub-tables, when present.
     gateway: Option<GatewayInput>,
+    /// `[cluster]`, when present.
+    cluster: Option<Given>,
 }
 
 /// The `[gateway]` table with its `[[gateway.upstreams]]` entries and its
@@ -541,14 +592,18 @@ fn gateway_input(source_name: &str, t: &toml::Table) -> Result<GatewayInput, Con
 impl Input {
     /// Walks the file's TOML by [`KEYS`].
     fn from_toml(source_name: &str, t: &toml::Table) -> Result<Input, ConfigError> {
-        let top = read_table(source_name, "", &[Scope::Server], t, &["sessions", "contexts", "events", "gateway"])?;
+        let top = read_table(source_name, "", &[Scope::Server], t, &["sessions", "contexts", "events", "gateway", "cluster"])?;
         let mut input = Input {
             top,
             sessions: Given::new("sessions."),
             contexts: Vec::new(),
             events: Given::new("events."),
             gateway: None,
+            cluster: None,
         };
+        if let Some(v) = t.get("cluster") {
+            input.cluster = Some(read_table(source_name, "cluster.", &[Scope::Cluster], sub_table("cluster", v)?, &[])?);
+        }
         if let Some(v) = t.get("gateway") {
             input.gateway = Some(gateway_input(source_name, sub_table("gateway", v)?)?);
         }
@@ -590,6 +645,10 @@ impl Input {
         let (given, scope, leaf) = match key.split_once('.') {
             Some(("sessions", leaf)) => (&mut self.sessions, Scope::Sessions, leaf),
             Some(("events", leaf)) => (&mut self.events, Scope::Events, leaf),
+            // Setting a cluster key turns cluster mode on, as a [cluster] table does.
+            Some(("cluster", leaf)) => {
+                (self.cluster.get_or_insert_with(|| Given::new("cluster.")), Scope::Cluster, leaf)
+            }
             Some(("gateway", rest)) if rest.starts_with("upstreams") => {
                 return Err(invalid(
                     k,
@@ -619,8 +678,8 @@ impl Input {
                     k,
                     v,
                     format!(
-                        "there is no [{table}] table; use KEY, sessions.KEY, events.KEY, gateway.KEY or \
-                         gateway.filters.KEY"
+                        "there is no [{table}] table; use KEY, sessions.KEY, events.KEY, gateway.KEY, \
+                         gateway.filters.KEY or cluster.KEY"
                     ),
                 ));
             }
@@ -830,13 +889,18 @@ impl Config {
             Some(g) => Some(gateway_from(g, &listen, &contexts, &mut notes)?),
             None => None,
         };
+        let node_id = top.u32("node_id");
+        let cluster = match &input.cluster {
+            Some(c) => Some(cluster_from(c, node_id, &contexts)?),
+            None => None,
+        };
         Ok(Config {
             listen,
             data_dir,
             max_procs,
             reuse_port: top.bool("reuse_port"),
             user: top.text_opt("user").filter(|u| !u.is_empty()),
-            node_id: top.u32("node_id"),
+            node_id,
             log_level: top.text("log_level"),
             shutdown_timeout: top.secs("shutdown_timeout"),
             max_connections: top.u32("max_connections"),
@@ -848,6 +912,7 @@ impl Config {
             contexts,
             events,
             gateway,
+            cluster,
             source: None,
             notes,
         })
@@ -1012,6 +1077,75 @@ fn events_from(events: &Given, notes: &mut Vec<String>) -> Result<EventsConfig, 
         max_batch: l.u32("max_batch"),
         queue_size: l.u32("queue_size"),
         include_touched: l.bool("include_touched"),
+    })
+}
+
+/// The `[cluster]` table's effective settings: a store URL the client's
+/// own parser accepts, a private password file, and a non-zero `node_id`.
+fn cluster_from(c: &Given, node_id: u32, contexts: &[ContextConfig]) -> Result<ClusterConfig, ConfigError> {
+    let l = Layers { scope: Scope::Cluster, tables: vec![c] };
+    let Some(raw) = l.text_opt("store").filter(|s| !s.is_empty()) else {
+        return Err(invalid(
+            "cluster.store",
+            "(missing)",
+            "cluster mode needs the shared store: set cluster.store = \"postgres://sessiond@db1/sessions\" or \
+             \"redis://cache:6379/0\"",
+        ));
+    };
+    let store = store_url::StoreUrl::parse(&raw).map_err(|why| invalid("cluster.store", store_url::redact(&raw), why))?;
+    if node_id == 0 {
+        return Err(invalid(
+            "node_id",
+            "0",
+            "cluster mode needs a node_id other than 0, different on every node (it is the first 4 characters of \
+             each session id, which a front proxy routes by): set node_id = 1 on the first node, 2 on the next",
+        ));
+    }
+    let store_password_file = l.text_opt("store_password_file").map(PathBuf::from);
+    if let Some(p) = &store_password_file {
+        if store.has_password() {
+            return Err(invalid(
+                "cluster.store_password_file",
+                p.display().to_string(),
+                format!(
+                    "cluster.store = {} already carries a password; remove it from the URL or drop \
+                     store_password_file",
+                    store.shown()
+                ),
+            ));
+        }
+        read_secret_file("cluster.store_password_file", p)?;
+    }
+    let save_period = l.u32("save_period");
+    for ctx in contexts {
+        if u64::from(save_period) >= ctx.timeout {
+            return Err(invalid(
+                "cluster.save_period",
+                save_period.to_string(),
+                format!(
+                    "must be shorter than context {}'s timeout ({} s), or the store would expire sessions that \
+                     are in use; lower save_period or raise timeout",
+                    ctx.name, ctx.timeout
+                ),
+            ));
+        }
+    }
+    let reaper = match l.text("reaper").as_str() {
+        "always" => StoreReaper::Always,
+        "never" => StoreReaper::Never,
+        _ => StoreReaper::Elect,
+    };
+    let when_store_down =
+        if l.text("when_store_down") == "fail-closed" { StoreDown::FailClosed } else { StoreDown::ServeLocal };
+    Ok(ClusterConfig {
+        store,
+        store_password_file,
+        save_period,
+        reaper,
+        when_store_down,
+        store_timeout: l.secs("store_timeout"),
+        sweep_interval: l.secs("sweep_interval"),
+        sweep_batch: l.u32("sweep_batch"),
     })
 }
 

@@ -177,6 +177,22 @@ pub struct Session {
     pub attributes: Vec<(String, Vec<u8>)>,
 }
 
+/// A session that another node held, to install in this region with its
+/// own token, times and attributes (a cluster takeover).
+#[derive(Clone, Copy, Debug)]
+pub struct Adopt<'a> {
+    /// The session's secret token (kept across nodes).
+    pub token: [u8; TOKEN_LEN],
+    /// When it was created, ms.
+    pub created_ms: u64,
+    /// Its last access, ms.
+    pub last_access_ms: u64,
+    /// Whether the client has not come back since it was created.
+    pub is_new: bool,
+    /// Its attributes.
+    pub attributes: &'a [(String, Vec<u8>)],
+}
+
 /// Result of a reaper sweep.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReapReport {
@@ -878,6 +894,36 @@ impl Region {
 
     /// [`Self::create`], recording its events in `ev`.
     pub fn create_ev(&self, now_ms: u64, ev: &mut EventBuf<'_>) -> Result<SessionMeta, RegionError> {
+        self.create_inner(now_ms, None, ev)
+    }
+
+    /// Installs a session another node held, keeping its token, times and
+    /// attributes, in a free slot of this region (a cluster takeover). It
+    /// records no event: the session did not start, it moved. The slot is
+    /// change-marked like any write. An adopted session past its deadline
+    /// is refused as `NotFound`.
+    pub fn adopt(&self, a: &Adopt<'_>, now_ms: u64) -> Result<SessionMeta, RegionError> {
+        if a.attributes.len() > self.geo.params.max_values as usize {
+            return Err(RegionError::TooManyValues { max: self.geo.params.max_values });
+        }
+        for (name, value) in a.attributes {
+            // Reserved names (the gateway's) carry a control character the
+            // public check refuses; only sizes matter here.
+            if name.is_empty() {
+                return Err(RegionError::EmptyName);
+            }
+            if name.len() > self.geo.params.max_name_size as usize {
+                return Err(RegionError::NameTooLong { len: name.len(), max: self.geo.params.max_name_size });
+            }
+            if value.len() > self.geo.params.max_value_size as usize {
+                return Err(RegionError::ValueTooLarge { len: value.len(), max: self.geo.params.max_value_size });
+            }
+        }
+        let mut ev = EventBuf::discard();
+        self.create_inner(now_ms, Some(a), &mut ev)
+    }
+
+    fn create_inner(&self, now_ms: u64, seed: Option<&Adopt<'_>>, ev: &mut EventBuf<'_>) -> Result<SessionMeta, RegionError> {
         let n = self.geo.params.max_locks;
         // One getrandom call: 18 bytes of token, 4 more (never shown in the
         // id) to pick the first stripe to try.
@@ -889,6 +935,9 @@ impl Region {
         })?;
         let mut token = [0u8; TOKEN_LEN];
         token.copy_from_slice(&rnd[..TOKEN_LEN]);
+        if let Some(a) = seed {
+            token = a.token;
+        }
         let mut id = SessionId { node: self.cfg.node_id, context: self.tag, slot: 0, token };
         let start = u32::from_le_bytes([rnd[18], rnd[19], rnd[20], rnd[21]]) % n;
         let mut timed_out = None;
@@ -909,7 +958,7 @@ impl Region {
                     }
                     Err(e) => return Err(e),
                 };
-                if let Some(meta) = self.alloc_locked(&g, &mut id, now_ms, ev) {
+                if let Some(meta) = self.alloc_locked(&g, &mut id, now_ms, seed, ev) {
                     return Ok(meta);
                 }
             }
@@ -924,7 +973,7 @@ impl Region {
             ev.before_lock(Self::OP_EVENTS);
             let g = self.lock_stripe(start)?;
             // A slot may have been freed since the scan: never evict then.
-            if let Some(meta) = self.alloc_locked(&g, &mut id, now_ms, ev) {
+            if let Some(meta) = self.alloc_locked(&g, &mut id, now_ms, seed, ev) {
                 return Ok(meta);
             }
             let (from, to) = (self.geo.stripe_start(start), self.geo.stripe_start(start + 1));
@@ -939,7 +988,7 @@ impl Region {
                     self.free_slot(start, v, off, kind, old, now_ms, ev);
                 }
             }
-            if let Some(meta) = self.alloc_locked(&g, &mut id, now_ms, ev) {
+            if let Some(meta) = self.alloc_locked(&g, &mut id, now_ms, seed, ev) {
                 return Ok(meta);
             }
         }
@@ -981,6 +1030,7 @@ impl Region {
         g: &StripeGuard<'_>,
         id: &mut SessionId,
         now_ms: u64,
+        seed: Option<&Adopt<'_>>,
         ev: &mut EventBuf<'_>,
     ) -> Option<SessionMeta> {
         let s = g.s;
@@ -1022,11 +1072,30 @@ impl Region {
         );
         self.wr32(off + SL_TIMEOUT as u64, self.cfg.timeout_s);
         self.wr32(off + SL_NVALUES as u64, 0);
+        if let Some(a) = seed {
+            // Checked by `adopt` before the lock: counts and sizes fit.
+            self.wr32(off + SL_FLAGS as u64, if a.is_new { FLAG_NEW } else { 0 });
+            self.wr64(off + SL_CREATED as u64, a.created_ms);
+            self.wr64(off + SL_LAST_ACCESS as u64, a.last_access_ms.min(now_ms));
+            self.wr64(
+                off + SL_ABS_DEADLINE as u64,
+                if abs == 0 { 0 } else { a.created_ms.saturating_add(abs.saturating_mul(1000)) },
+            );
+            for (k, (name, value)) in a.attributes.iter().enumerate() {
+                let eo = off + self.geo.entry_off(k as u32);
+                self.wr32(eo + E_NAME_LEN as u64, name.len() as u32);
+                self.copy_in(eo + E_NAME as u64, name.as_bytes());
+                self.write_value(eo, value);
+            }
+            self.wr32(off + SL_NVALUES as u64, a.attributes.len() as u32);
+        }
         self.end_write(off);
         self.expiry(head).store(self.deadline_of(off), Ordering::Relaxed);
         let lw = self.live_word(s);
         lw.store(lw.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        self.emit(s, ev, RegionEvent { kind: EventKind::Created, id: *id, old: None, seq, at_ms: now_ms });
+        if seed.is_none() {
+            self.emit(s, ev, RegionEvent { kind: EventKind::Created, id: *id, old: None, seq, at_ms: now_ms });
+        }
         Some(self.meta_of(head, off))
     }
 
@@ -1363,6 +1432,18 @@ impl Region {
         let off = self.geo.slot_off(slot);
         let _g = self.lock_stripe(self.geo.stripe_of(slot))?;
         Ok(self.servable(off, now_ms).then(|| self.id_of(slot, off)))
+    }
+
+    /// The id of the session that last ended in `slot`, if the slot is free
+    /// now: a free slot keeps its last token until it is reused, so a store
+    /// that lagged (cluster mode) can still remove the ended session.
+    pub fn ended_id(&self, slot: u32) -> Result<Option<SessionId>, RegionError> {
+        if slot >= self.geo.params.max_sessions {
+            return Ok(None);
+        }
+        let off = self.geo.slot_off(slot);
+        let _g = self.lock_stripe(self.geo.stripe_of(slot))?;
+        Ok((self.rd32(off + SL_STATE as u64) == STATE_FREE).then(|| self.id_of(slot, off)))
     }
 
     /// Lists live sessions from slot `cursor` on, at most `limit`; returns

@@ -1,27 +1,42 @@
 //! The backing-store contract: what a shared store behind the region
-//! (PostgreSQL or Redis, in cluster mode) must provide to the session
-//! layer. This issue defines the contract and the region's durable change
-//! marks that feed it; the cluster implements it.
+//! (PostgreSQL or Redis, in cluster mode) provides to the session layer.
+//! `crate::cluster` implements it and drives it.
 //!
-//! The rules a store relies on (docs/design.md §11.3):
-//! - The store is called by the session layer only, never with a stripe
-//!   lock held, and from the process's own runtime (connections are made
-//!   after `fork`).
+//! The rules a store relies on (docs/design.md §11.3, docs/cluster.md):
+//! - The store is called only from a process's own runtime (connections
+//!   are made after `fork`), never with a stripe lock held.
 //! - Every change of a slot bumps the slot's change sequence and sets its
 //!   change mark in the region before any data byte is written, so a
-//!   process killed after a write and before any event was delivered
-//!   still leaves the slot marked. A store that comes up later walks
-//!   `Sessions::changed_slots`, saves each slot, and clears the mark with
-//!   `Sessions::acknowledge(slot, seq)`, which only clears it if no change
-//!   came after `seq`.
-//! - Keys are derived from the context and the token, never the raw
-//!   token: a session keeps its key when a node re-issues its id with
-//!   another node and slot.
+//!   process killed after a write and before the store heard of it still
+//!   leaves the slot marked. A flusher walks `Sessions::changed_slots`,
+//!   saves each slot, and clears the mark with `Sessions::acknowledge(slot,
+//!   seq)`, which only clears it if no change came after `seq`.
+//! - Keys are [`store_key`]s, derived from the context tag and the token,
+//!   never the raw token: a session keeps its key when a node re-issues its
+//!   id with another node and slot, and the store never holds a secret.
+//! - Every write is fenced by the owner (node and epoch): a store refuses a
+//!   write from a node that no longer owns the session with
+//!   [`StoreError::Fenced`]. Saves carry the slot's change sequence and a
+//!   store keeps the highest, so two writers racing cannot reorder.
 
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::region::{Session, SessionId};
+use sha2::{Digest, Sha256};
+
+use crate::region::TOKEN_LEN;
+
+/// A store key: SHA-256 over a domain string, the context tag and the token.
+pub type StoreKey = [u8; 32];
+
+/// The store key of a session (see the module doc).
+pub fn store_key(context_tag: u16, token: &[u8; TOKEN_LEN]) -> StoreKey {
+    let mut h = Sha256::new();
+    h.update(b"sessiond store key v1\0");
+    h.update(context_tag.to_be_bytes());
+    h.update(token);
+    h.finalize().into()
+}
 
 /// A boxed future, as a store's methods return.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -29,7 +44,8 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// Errors a store reports.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The store cannot be reached; the message names the store (never its password).
+    /// The store cannot be reached or failed; the message names the store
+    /// (never its password).
     #[error("session store {store} unavailable: {why}")]
     Unavailable {
         /// Which store (URL without credentials).
@@ -40,19 +56,139 @@ pub enum StoreError {
     /// Another node took the session over (its owner epoch is newer).
     #[error("session was taken over by node {owner}; this node's copy is stale")]
     Fenced {
-        /// The node that owns it now.
+        /// The node that owns it now (0 if the session is gone).
         owner: u32,
     },
+    /// The store's schema is newer than this build understands.
+    #[error("the store's schema is version {found}; this sessiond understands up to {supported}: upgrade sessiond")]
+    SchemaTooNew {
+        /// What the store records.
+        found: u32,
+        /// What this build writes.
+        supported: u32,
+    },
+}
+
+/// Who owns a session in the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// The owning node.
+    pub node: u32,
+    /// The slot it holds the session in.
+    pub slot: u32,
+    /// Bumped by every takeover: a write carrying an older epoch is refused.
+    pub epoch: u64,
+}
+
+/// A session as the store holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Its store key.
+    pub key: StoreKey,
+    /// The context's id tag.
+    pub context: u16,
+    /// Who owns it.
+    pub owner: Owner,
+    /// The owner's change sequence this record holds (highest wins).
+    pub seq: u64,
+    /// Creation time, ms since the epoch.
+    pub created_ms: u64,
+    /// Last access as the store knows it (coalesced by `save_period`).
+    pub last_access_ms: u64,
+    /// When the store may forget it, ms (the expiry map).
+    pub expires_ms: u64,
+    /// Whether the client has not come back yet.
+    pub is_new: bool,
+    /// Attributes, reserved ones (the gateway's) included.
+    pub attributes: Vec<(String, Vec<u8>)>,
+}
+
+/// One session a store sweep removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Swept {
+    /// The context's id tag.
+    pub context: u16,
+    /// Its store key.
+    pub key: StoreKey,
+    /// Its owner when it was removed.
+    pub owner: u32,
 }
 
 /// A shared store behind the local regions.
 pub trait BackingStore: Send + Sync {
     /// A short description for logs (URL without credentials).
     fn describe(&self) -> String;
-    /// Saves a session as of change `seq` (write-through).
-    fn save<'a>(&'a self, context: &'a str, session: &'a Session, seq: u64) -> StoreFuture<'a, ()>;
-    /// Removes a session that ended.
-    fn remove<'a>(&'a self, context: &'a str, id: &'a SessionId, seq: u64) -> StoreFuture<'a, ()>;
-    /// Loads a session this node does not hold.
-    fn load<'a>(&'a self, context: &'a str, id: &'a SessionId) -> StoreFuture<'a, Option<Session>>;
+
+    /// Creates the schema if missing and checks its version (once per
+    /// node, at start, from the reaper).
+    fn prepare(&self) -> StoreFuture<'_, ()>;
+
+    /// Writes the whole session. Inserts it when absent; otherwise writes
+    /// only if `rec.owner` still owns it (node and epoch), and keeps the
+    /// stored record when it already holds a change at least as new as
+    /// `rec.seq` (that is success). `Fenced` when another owner holds it.
+    fn save<'a>(&'a self, rec: &'a Record) -> StoreFuture<'a, ()>;
+
+    /// A rotation: removes `old` and writes `rec` under its new key, both
+    /// fenced by `rec.owner`. The old key never outlives the call.
+    fn rotate<'a>(&'a self, old: &'a StoreKey, rec: &'a Record) -> StoreFuture<'a, ()>;
+
+    /// Moves the last access forward (never back) and the expiry with it,
+    /// if `owner` owns the session; `Ok(false)` if it is gone.
+    fn touch<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        owner: Owner,
+        last_access_ms: u64,
+        expires_ms: u64,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Removes a session `owner` owns. Gone already is success; another
+    /// owner is `Fenced`.
+    fn remove<'a>(&'a self, key: &'a StoreKey, owner: Owner) -> StoreFuture<'a, ()>;
+
+    /// The session under `key`, if it is there and has not expired.
+    fn load<'a>(&'a self, key: &'a StoreKey, now_ms: u64) -> StoreFuture<'a, Option<Record>>;
+
+    /// Takes a session over: succeeds only if its epoch is still
+    /// `seen_epoch` (so of two nodes taking over at once exactly one
+    /// wins) and it has not expired; sets the owner to `node`/`slot` with
+    /// the next epoch and returns that epoch. `Fenced` when it lost.
+    fn take_over<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        seen_epoch: u64,
+        node: u32,
+        slot: u32,
+        now_ms: u64,
+    ) -> StoreFuture<'a, u64>;
+
+    /// The owners of `keys`, in order (`None`: not in the store).
+    fn owners<'a>(&'a self, keys: &'a [StoreKey]) -> StoreFuture<'a, Vec<Option<Owner>>>;
+
+    /// Removes at most `batch` sessions whose expiry passed before
+    /// `before_ms`. Safe to run on two nodes at once.
+    fn sweep(&self, before_ms: u64, batch: u32) -> StoreFuture<'_, Vec<Swept>>;
+
+    /// Takes or renews the store-wide reaper lease for `node`; `Ok(true)`
+    /// while this node holds it.
+    fn elect(&self, node: u32, lease_ms: u64) -> StoreFuture<'_, bool>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_keys_depend_on_context_and_token_only() {
+        let t = [7u8; TOKEN_LEN];
+        let mut u = t;
+        u[17] = 8;
+        assert_eq!(store_key(1, &t), store_key(1, &t));
+        assert_ne!(store_key(1, &t), store_key(2, &t));
+        assert_ne!(store_key(1, &t), store_key(1, &u));
+        // The key never contains the token.
+        let k = store_key(1, &t);
+        assert!(!k.windows(TOKEN_LEN).any(|w| w == t));
+    }
 }

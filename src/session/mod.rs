@@ -31,7 +31,7 @@ use std::sync::Arc;
 pub use events::{ContextNames, Event, EventHub, HubMetrics, LogSubscriber, Subscriber};
 
 use crate::region::{
-    Change, EventBuf, Geometry, ReapReport, Region, RegionConfig, RegionError, RegionEvent, RegionStats, Session,
+    Adopt, Change, EventBuf, Geometry, ReapReport, Region, RegionConfig, RegionError, RegionEvent, RegionStats, Session,
     SessionId, SessionMeta,
 };
 
@@ -160,6 +160,24 @@ impl Sessions {
     ) -> Result<(), E> {
         let changes: [Change<'_>; 1] = [(name, None)];
         self.run(Some(&changes), |r, ev| r.modify_attr_ev(id, name, now_ms, ev, f))
+    }
+
+    /// Installs a session another node held (a cluster takeover); see
+    /// `Region::adopt`. No event: the session moved, it did not start.
+    pub fn adopt(&self, a: &Adopt<'_>, now_ms: u64) -> Result<SessionMeta, RegionError> {
+        self.region.adopt(a, now_ms)
+    }
+
+    /// The id of the session that last ended in `slot` while it is free
+    /// (for a store that must still remove it).
+    pub fn ended_id(&self, slot: u32) -> Result<Option<SessionId>, RegionError> {
+        self.region.ended_id(slot)
+    }
+
+    /// Ends the session now without an event: this node's copy was stale
+    /// (another node owns the session).
+    pub fn drop_stale(&self, id: &SessionId, now_ms: u64) -> Result<(), RegionError> {
+        self.region.invalidate(id, now_ms)
     }
 
     /// The id of the live session in `slot`, if any (no touch).
