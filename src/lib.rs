@@ -13,6 +13,7 @@
 //! | | [`gateway`] | the public gateway listener: login, filters, forwarding (Glacier2's router for HTTP) |
 //! | | [`ctl`] | `sessionctl` commands: stats, list, show, expire, clear, verify |
 //! | | [`web`] | what both HTTP front ends share: id lookup, the session cookie, JSON errors |
+//! | cluster | [`cluster`] | cluster mode: the PostgreSQL and Redis stores, write-through, takeover with fencing, reconcile, flush, the elected store sweep |
 //! | contexts | [`contexts`] | the open contexts, each with its settings and its [`session::Sessions`], by name and by id tag |
 //! | session layer | [`session`] | one door to sessions for every front end; lifecycle events, the event hub and its subscribers (log, webhook), the backing-store contract |
 //! | | [`webhook`] | signed (Standard Webhooks), retrying, bounded webhook delivery |
@@ -37,6 +38,7 @@ compile_error!(
 );
 
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod contexts;
 pub mod ctl;

@@ -64,6 +64,15 @@ pub fn run(contexts: Arc<Contexts>, config: Arc<Config>, stats: Arc<ServerStats>
         Ok(None) => {}
         Err(e) => log::error!("reaper: the gateway's destroy notices will not be delivered: {e}"),
     }
+    // Cluster mode: reconcile at start, flush change marks, sweep the store.
+    match crate::cluster::Cluster::open(&config, &contexts) {
+        Ok(Some(c)) => {
+            let hub = contexts.iter().next().and_then(|c| c.sessions.hub().cloned());
+            rt.spawn(crate::cluster::background::run(c, contexts.clone(), hub));
+        }
+        Ok(None) => {}
+        Err(e) => log::error!("reaper: cluster: {e}; this node neither reconciles, flushes nor sweeps the store"),
+    }
     rt.block_on(sweep_loop(&contexts, &stop));
     // Give the dispatcher one last pass so the final sweep's events are
     // offered before the process exits.

@@ -111,7 +111,17 @@ pub fn run(
         }
         _ => None,
     };
-    let state = Arc::new(AppState { contexts, config: config.clone(), stats, worker: n, gateway: core, api_token });
+    // Cluster mode: this worker's store client, made now (after fork) and
+    // connected on first use from this runtime.
+    let cluster = match crate::cluster::Cluster::open(&config, &contexts) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("worker {n}: cluster: {e}");
+            return EXIT_FATAL;
+        }
+    };
+    let state =
+        Arc::new(AppState { contexts, config: config.clone(), stats, worker: n, gateway: core, api_token, cluster });
     rt.block_on(serve(n, listener, gateway, state, stop))
 }
 

@@ -10,9 +10,21 @@ fn body(status: StatusCode, content_type: &'static str, b: String) -> Resp {
     super::respond(status, Some(content_type), b)
 }
 
-/// `GET /healthz`: 200 while this worker serves.
-pub fn healthz() -> Result<Resp, ApiError> {
-    Ok(body(StatusCode::OK, "application/json", "{\"status\":\"ok\"}".into()))
+/// `GET /healthz`: 200 while this worker serves; in cluster mode the body
+/// says `"degraded"` while the store is down (the node still serves the
+/// sessions it owns under `serve-local`), with the pending changes.
+pub fn healthz(st: &AppState) -> Result<Resp, ApiError> {
+    let Some(c) = &st.cluster else {
+        return Ok(body(StatusCode::OK, "application/json", "{\"status\":\"ok\"}".into()));
+    };
+    let pending: u64 = st.contexts.iter().map(|c| c.sessions.pending_changes()).sum();
+    let v = if c.degraded() {
+        serde_json::json!({"status": "degraded", "store": "down", "pending_changes": pending,
+            "when_store_down": c.settings().when_store_down})
+    } else {
+        serde_json::json!({"status": "ok", "store": "up", "pending_changes": pending})
+    };
+    Ok(body(StatusCode::OK, "application/json", v.to_string()))
 }
 
 /// `GET /v1/contexts`: each context's limits and live count.
@@ -45,5 +57,10 @@ pub fn contexts(st: &AppState) -> Result<Resp, ApiError> {
 /// `GET /metrics`: Prometheus text format, server-wide totals.
 pub fn metrics(st: &AppState) -> Result<Resp, ApiError> {
     let regions: Vec<_> = st.contexts.iter().map(|c| c.sessions.stats()).collect();
-    Ok(body(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", st.stats.render(&regions, st.config.max_procs)))
+    let mut text = st.stats.render(&regions, st.config.max_procs);
+    if let Some(c) = &st.cluster {
+        let pending: u64 = st.contexts.iter().map(|c| c.sessions.pending_changes()).sum();
+        text.push_str(&crate::cluster::metrics_text(c, pending, crate::clock::now_ms()));
+    }
+    Ok(body(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text))
 }

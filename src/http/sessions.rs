@@ -22,6 +22,7 @@ use super::{ApiError, AppState, Resp, lookup, read_body, respond};
 use crate::clock::now_ms;
 use crate::clock::rfc3339_millis as rfc3339;
 use crate::contexts::Context;
+use crate::cluster::ClusterError;
 use crate::region::{RegionError, SessionId, SessionMeta};
 
 /// Largest page of `GET /v1/sessions`.
@@ -132,25 +133,109 @@ fn with_cookie(mut r: Resp, ctx: &Context, id: Option<&SessionId>) -> Resp {
     r
 }
 
+/// A cluster step's refusal as an HTTP answer.
+fn cluster_error(e: ClusterError) -> ApiError {
+    match e {
+        ClusterError::Unavailable(msg) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", msg).with_header("retry-after", "1".into())
+        }
+        ClusterError::Moved { owner: 0 } => ApiError::session_not_found(),
+        ClusterError::Moved { owner } => ApiError::new(
+            StatusCode::CONFLICT,
+            "session_moved",
+            format!(
+                "node {owner} took this session over; this node's change was not applied: send the request again \
+                 (the front proxy routes it to the owner)"
+            ),
+        ),
+        ClusterError::Region(e) => ApiError::from(e),
+    }
+}
+
+/// Cluster mode: narrows `t` to the id this node holds the session under,
+/// taking it over from the store when another node held it. Returns the
+/// id the answer must re-issue (in `Set-Cookie`) when it differs from the
+/// one the client sent.
+async fn settle(st: &AppState, t: &mut Target<'_>) -> Result<Option<SessionId>, ApiError> {
+    let Some(c) = &st.cluster else { return Ok(None) };
+    match c.resolve(&t.ctx.sessions, t.ids.as_slice(), now_ms()).await.map_err(cluster_error)? {
+        None => {
+            t.ids = lookup::Ids::new();
+            Ok(None)
+        }
+        Some(f) => {
+            t.ids = lookup::Ids::one(f.id);
+            Ok(f.reissued.then_some(f.id))
+        }
+    }
+}
+
+/// Adds the re-issued id's cookie, if any.
+fn reissue(r: Resp, ctx: &Context, id: Option<SessionId>) -> Resp {
+    match id {
+        Some(id) => with_cookie(r, ctx, Some(&id)),
+        None => r,
+    }
+}
+
+/// Cluster mode: refuses a change up front while the store is down under
+/// `fail-closed`.
+fn writable(st: &AppState) -> Result<(), ApiError> {
+    st.cluster.as_ref().map_or(Ok(()), |c| c.check_writable().map_err(cluster_error))
+}
+
+/// Cluster mode: writes a change of `id` through to the store.
+async fn written(st: &AppState, ctx: &Context, id: &SessionId) -> Result<(), ApiError> {
+    match &st.cluster {
+        Some(c) => c.changed(&ctx.sessions, id, now_ms()).await.map_err(cluster_error),
+        None => Ok(()),
+    }
+}
+
+/// Cluster mode: a read touched `id`.
+fn accessed(st: &AppState, ctx: &Context, id: &SessionId, touch: bool) {
+    if let (true, Some(c)) = (touch, &st.cluster) {
+        c.accessed(&ctx.sessions, id, now_ms());
+    }
+}
+
+/// Creates a session and writes it through; a create the store refused
+/// is undone (the client never saw its id).
+async fn create_in(st: &AppState, ctx: &Context, now: u64) -> Result<SessionMeta, ApiError> {
+    writable(st)?;
+    let m = ctx.sessions.create(now)?;
+    if let Some(c) = &st.cluster
+        && let Err(e) = c.created(&ctx.sessions, &m, now).await
+    {
+        let _ = ctx.sessions.drop_stale(&m.id, now);
+        return Err(cluster_error(e));
+    }
+    Ok(m)
+}
+
 fn touch_param(req: &Request<Incoming>) -> bool {
     query(req, "touch").is_none_or(|v| v != "false" && v != "0")
 }
 
 /// `POST /v1/sessions`.
-pub fn create(st: &AppState, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn create(st: &AppState, req: &Request<Incoming>) -> Result<Resp, ApiError> {
     let ctx = context(st, req)?;
-    let m = ctx.sessions.create(now_ms())?;
+    let m = create_in(st, ctx, now_ms()).await?;
     Ok(with_cookie(session_response(ctx, StatusCode::CREATED, &m, &[]), ctx, Some(&m.id)))
 }
 
 /// `POST /v1/session`: the current valid session (200) or a new one (201).
-pub fn get_or_create(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
-    let t = t?;
+pub async fn get_or_create(st: &AppState, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
+    let mut t = t?;
+    let re = settle(st, &mut t).await?;
     let now = now_ms();
     match t.with(|id| t.ctx.sessions.get(id, true, now)) {
-        Ok((_, s)) => Ok(session_response(t.ctx, StatusCode::OK, &s.meta, &s.attributes)),
+        Ok((id, s)) => {
+            accessed(st, t.ctx, &id, true);
+            Ok(reissue(session_response(t.ctx, StatusCode::OK, &s.meta, &s.attributes), t.ctx, re))
+        }
         Err(e) if e.status == StatusCode::NOT_FOUND => {
-            let m = t.ctx.sessions.create(now)?;
+            let m = create_in(st, t.ctx, now).await?;
             Ok(with_cookie(session_response(t.ctx, StatusCode::CREATED, &m, &[]), t.ctx, Some(&m.id)))
         }
         Err(e) => Err(e),
@@ -158,26 +243,38 @@ pub fn get_or_create(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> 
 }
 
 /// `GET /v1/sessions/{id}` and `GET /v1/session`.
-pub fn get(_st: &AppState, req: &Request<Incoming>, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
-    let t = t?;
+pub async fn get(st: &AppState, req: &Request<Incoming>, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
+    let mut t = t?;
+    let re = settle(st, &mut t).await?;
     let (now, touch) = (now_ms(), touch_param(req));
-    let (_, s) = t.with(|id| t.ctx.sessions.get(id, touch, now))?;
-    Ok(session_response(t.ctx, StatusCode::OK, &s.meta, &s.attributes))
+    let (id, s) = t.with(|id| t.ctx.sessions.get(id, touch, now))?;
+    accessed(st, t.ctx, &id, touch);
+    Ok(reissue(session_response(t.ctx, StatusCode::OK, &s.meta, &s.attributes), t.ctx, re))
 }
 
 /// `DELETE` of a session.
-pub fn delete(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
-    let t = t?;
+pub async fn delete(st: &AppState, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
+    let mut t = t?;
+    settle(st, &mut t).await?;
+    writable(st)?;
     let now = now_ms();
-    t.with(|id| t.ctx.sessions.invalidate(id, now))?;
+    let (id, ()) = t.with(|id| t.ctx.sessions.invalidate(id, now))?;
+    if let Some(c) = &st.cluster {
+        c.invalidated(&t.ctx.sessions, &id, now).await.map_err(cluster_error)?;
+    }
     Ok(with_cookie(empty(StatusCode::NO_CONTENT), t.ctx, None))
 }
 
 /// `POST …/rotate`.
-pub fn rotate(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
-    let t = t?;
+pub async fn rotate(st: &AppState, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
+    let mut t = t?;
+    settle(st, &mut t).await?;
+    writable(st)?;
     let now = now_ms();
-    let (_, m) = t.with(|id| t.ctx.sessions.rotate(id, now))?;
+    let (old, m) = t.with(|id| t.ctx.sessions.rotate(id, now))?;
+    if let Some(c) = &st.cluster {
+        c.rotated(&t.ctx.sessions, &old, &m.id, now).await.map_err(cluster_error)?;
+    }
     let mut o = meta_json(t.ctx, &m);
     o.insert("values".into(), m.values.into());
     Ok(with_cookie(json(StatusCode::OK, Value::Object(o)), t.ctx, Some(&m.id)))
@@ -246,7 +343,7 @@ struct PatchBody {
 }
 
 /// `PATCH`: set and remove several attributes atomically.
-pub async fn patch(st: &AppState, t: Target<'_>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn patch(st: &AppState, mut t: Target<'_>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let timeout = Duration::from_secs_f64(st.config.request_timeout);
     let body = read_body(req, patch_limit(t.ctx), timeout, "PATCH body").await?;
     let parsed: PatchBody = serde_json::from_slice(&body)
@@ -273,56 +370,72 @@ pub async fn patch(st: &AppState, t: Target<'_>, req: Request<Incoming>) -> Resu
             ));
         }
     }
+    let re = settle(st, &mut t).await?;
+    writable(st)?;
     let now = now_ms();
-    t.with(|id| t.ctx.sessions.update(id, &changes, now))?;
-    Ok(empty(StatusCode::NO_CONTENT))
+    let (id, ()) = t.with(|id| t.ctx.sessions.update(id, &changes, now))?;
+    written(st, t.ctx, &id).await?;
+    Ok(reissue(empty(StatusCode::NO_CONTENT), t.ctx, re))
 }
 
 /// `GET …/attributes/{name}`: the raw value.
-pub fn attr_get(
-    _st: &AppState,
+pub async fn attr_get(
+    st: &AppState,
     req: &Request<Incoming>,
     t: Result<Target<'_>, ApiError>,
     name: Result<Cow<'_, str>, ApiError>,
 ) -> Result<Resp, ApiError> {
-    let (t, name) = (t?, name?);
+    let (mut t, name) = (t?, name?);
     t.ctx.sessions.check_change(&name, None)?;
+    let re = settle(st, &mut t).await?;
     let (now, touch) = (now_ms(), touch_param(req));
     let mut buf = Vec::new();
-    let (_, found) = t.with(|id| t.ctx.sessions.get_attr(id, &name, touch, now, &mut buf))?;
+    let (id, found) = t.with(|id| t.ctx.sessions.get_attr(id, &name, touch, now, &mut buf))?;
+    accessed(st, t.ctx, &id, touch);
     if !found {
         let shown: String = name.chars().take(64).collect();
-        return Err(ApiError::new(
+        let e = ApiError::new(
             StatusCode::NOT_FOUND,
             "attribute_not_found",
             format!("the session has no attribute named {shown:?}"),
-        ));
+        );
+        return Ok(reissue(e.into_response(), t.ctx, re));
     }
-    Ok(respond(StatusCode::OK, Some("application/octet-stream"), buf))
+    Ok(reissue(respond(StatusCode::OK, Some("application/octet-stream"), buf), t.ctx, re))
 }
 
 /// `PUT …/attributes/{name}`: the raw body becomes the value.
 pub async fn attr_put(
     st: &AppState,
-    t: Target<'_>,
+    mut t: Target<'_>,
     name: Cow<'_, str>,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     t.ctx.sessions.check_change(&name, None)?;
     let timeout = Duration::from_secs_f64(st.config.request_timeout);
     let body = read_body(req, t.ctx.cfg.max_value_size as usize, timeout, "value").await?;
+    let re = settle(st, &mut t).await?;
+    writable(st)?;
     let now = now_ms();
-    t.with(|id| t.ctx.sessions.set_attr(id, &name, &body, now))?;
-    Ok(empty(StatusCode::NO_CONTENT))
+    let (id, ()) = t.with(|id| t.ctx.sessions.set_attr(id, &name, &body, now))?;
+    written(st, t.ctx, &id).await?;
+    Ok(reissue(empty(StatusCode::NO_CONTENT), t.ctx, re))
 }
 
 /// `DELETE …/attributes/{name}`: 204 also when absent.
-pub fn attr_delete(t: Result<Target<'_>, ApiError>, name: Result<Cow<'_, str>, ApiError>) -> Result<Resp, ApiError> {
-    let (t, name) = (t?, name?);
+pub async fn attr_delete(
+    st: &AppState,
+    t: Result<Target<'_>, ApiError>,
+    name: Result<Cow<'_, str>, ApiError>,
+) -> Result<Resp, ApiError> {
+    let (mut t, name) = (t?, name?);
     t.ctx.sessions.check_change(&name, None)?;
+    let re = settle(st, &mut t).await?;
+    writable(st)?;
     let now = now_ms();
-    t.with(|id| t.ctx.sessions.remove_attr(id, &name, now))?;
-    Ok(empty(StatusCode::NO_CONTENT))
+    let (id, ()) = t.with(|id| t.ctx.sessions.remove_attr(id, &name, now))?;
+    written(st, t.ctx, &id).await?;
+    Ok(reissue(empty(StatusCode::NO_CONTENT), t.ctx, re))
 }
 
 /// `GET /v1/sessions?context=&limit=&cursor=`: ids and metadata, no values.

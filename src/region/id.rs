@@ -47,6 +47,14 @@ impl SessionId {
         Ok(SessionId { node, context, slot, token })
     }
 
+    /// The first 12 characters of the printed id, for logs: node, context
+    /// and slot only, never any of the token.
+    pub fn short(&self) -> String {
+        let mut s = self.to_string();
+        s.truncate(12);
+        s
+    }
+
     /// Raw 27-byte form.
     pub fn to_bytes(&self) -> [u8; ID_BYTES] {
         let mut b = [0u8; ID_BYTES];

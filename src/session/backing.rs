@@ -38,6 +38,12 @@ pub fn store_key(context_tag: u16, token: &[u8; TOKEN_LEN]) -> StoreKey {
     h.finalize().into()
 }
 
+/// The slot an event's id carries when the store sweep removed the
+/// session: its token field then holds the store key's first bytes, not a
+/// token (the store never has tokens), and webhook session keys are
+/// derived from the store key so both kinds of events agree.
+pub const SWEPT_SLOT: u32 = u32::MAX;
+
 /// A boxed future, as a store's methods return.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 

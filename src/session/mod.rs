@@ -245,6 +245,11 @@ impl Sessions {
         self.region.acknowledge(slot, seq)
     }
 
+    /// How many slots carry a change mark (a store has yet to hear of them).
+    pub fn pending_changes(&self) -> u64 {
+        self.region.changed_count()
+    }
+
     /// Slots with a change mark, from `from` on, at most `limit`.
     pub fn changed_slots(&self, from: u32, limit: usize) -> Vec<u32> {
         self.region.changed_slots(from, limit)

@@ -53,8 +53,14 @@ fn session_key_secret(secret: &[u8]) -> Vec<u8> {
 }
 
 /// The session key of `id` (see the module doc): 22 base64url characters.
+///
+/// It is derived from the session's store key (`backing::store_key`), so
+/// an `expired` event of the cluster's store sweep, which knows only that
+/// key, carries the same session key as the session's other events.
 pub fn session_key(key: &[u8], id: &SessionId) -> String {
-    let mac = crate::webhook::hmac_sha256(key, &[&id.context.to_be_bytes(), &id.token]);
+    let sk = super::backing::store_key(id.context, &id.token);
+    let part: &[u8] = if id.slot == super::backing::SWEPT_SLOT { &id.token } else { &sk[..crate::region::TOKEN_LEN] };
+    let mac = crate::webhook::hmac_sha256(key, &[&id.context.to_be_bytes(), part]);
     URL_SAFE_NO_PAD.encode(&mac[..16])
 }
 

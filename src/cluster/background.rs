@@ -1,0 +1,246 @@
+//! The reaper's part of cluster mode, run on the reaper's own runtime:
+//!
+//! 1. **Prepare and reconcile at start.** Create the schema if missing
+//!    (and refuse a newer one), then check every session in this node's
+//!    regions against the store: a copy another node took over while this
+//!    one was away, or one the store no longer has and that carries no
+//!    change mark, is dropped. Until this is done, workers ask the store
+//!    before serving a local copy.
+//! 2. **Flush change marks.** Slots whose change the store has not
+//!    acknowledged (an outage under `serve-local`, a worker killed between
+//!    its region write and its store write) are saved, or removed when the
+//!    session ended, and acknowledged, in slot order, oldest first.
+//! 3. **The store sweep.** Under `reaper = "elect"` one node at a time
+//!    (a PostgreSQL advisory lock, a Redis lease) deletes expired sessions
+//!    in bounded batches, and publishes an `expired` event for each
+//!    session it removed (owner nodes publish their own when their region
+//!    expires them; the store sweep covers nodes that are gone).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Cluster;
+use super::shared::Word;
+use crate::config::StoreReaper;
+use crate::contexts::Contexts;
+use crate::region::{EventKind, RegionEvent, SessionId, TOKEN_LEN};
+use crate::session::backing::{Owner, SWEPT_SLOT, StoreError, store_key};
+use crate::session::{EventHub, Sessions};
+
+/// Slots flushed per pass per context.
+const FLUSH_BATCH: usize = 512;
+/// Sessions whose owner one reconciliation query asks for.
+const RECONCILE_BATCH: usize = 500;
+/// Most sweep batches in one round (the next round goes on).
+const SWEEP_ROUNDS: usize = 100;
+
+
+/// Runs the reaper's cluster duties until the process stops.
+pub async fn run(cluster: Arc<Cluster>, contexts: Arc<Contexts>, hub: Option<Arc<EventHub>>) {
+    let store = cluster.store().describe();
+    // 1. Schema, then reconciliation; both retry until the store answers.
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match cluster.store().prepare().await {
+            Ok(()) => break,
+            Err(e @ StoreError::SchemaTooNew { .. }) => {
+                log::error!("session store {store}: {e}; this node serves only sessions it owns until then");
+                // Nothing below may write to a store of a newer schema.
+                return;
+            }
+            Err(e) => {
+                cluster.note(&Err::<(), _>(e));
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    loop {
+        match reconcile(&cluster, &contexts).await {
+            Ok(dropped) => {
+                cluster.state().set(Word::Reconciled, 1);
+                log::info!(
+                    "session store {store}: reconciled this node's sessions with the store; dropped {dropped} stale cop{}",
+                    if dropped == 1 { "y" } else { "ies" }
+                );
+                break;
+            }
+            Err(e) => {
+                log::warn!("session store {store}: reconciliation waits for the store: {e}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    // 2 and 3 on their own periods.
+    let sweep_every = Duration::from_secs_f64(cluster.settings().sweep_interval);
+    let mut next_sweep = tokio::time::Instant::now();
+    let mut flush_tick = tokio::time::interval(Duration::from_millis(250));
+    flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        flush_tick.tick().await;
+        for c in contexts.iter() {
+            flush(&cluster, &c.sessions).await;
+        }
+        if tokio::time::Instant::now() >= next_sweep {
+            next_sweep = tokio::time::Instant::now() + sweep_every;
+            sweep(&cluster, &contexts, hub.as_ref()).await;
+        }
+    }
+}
+
+/// Checks every live local session against the store; returns how many
+/// stale copies were dropped.
+pub async fn reconcile(cluster: &Cluster, contexts: &Contexts) -> Result<u64, StoreError> {
+    let mut dropped = 0;
+    for c in contexts.iter() {
+        let s = &c.sessions;
+        let mut cursor = 0;
+        loop {
+            let now = crate::clock::now_ms();
+            let (metas, next) = match s.list(cursor, RECONCILE_BATCH, now) {
+                Ok(v) => v,
+                Err(e) => {
+                    log::warn!("context {}: reconciliation stopped early: {e}", s.context());
+                    break;
+                }
+            };
+            let keys: Vec<_> = metas.iter().map(|m| store_key(m.id.context, &m.id.token)).collect();
+            let owners = cluster.store().owners(&keys).await?;
+            for (m, o) in metas.iter().zip(owners) {
+                let want = cluster.owner_of(&m.id);
+                let keep = match o {
+                    Some(o) => o == want,
+                    // Not in the store: ours only if a change of it is
+                    // still waiting to be flushed (made while it was away).
+                    None => s.change_mark(m.id.slot).ok().flatten().is_some(),
+                };
+                if !keep && s.drop_stale(&m.id, now).is_ok() {
+                    dropped += 1;
+                }
+            }
+            match next {
+                Some(n) => cursor = n,
+                None => break,
+            }
+        }
+    }
+    cluster.state().add(Word::Dropped, dropped);
+    Ok(dropped)
+}
+
+/// Saves or removes every change-marked slot of one context; stops at the
+/// first store failure (the marks stay for the next pass).
+pub async fn flush(cluster: &Cluster, s: &Sessions) -> usize {
+    let mut done = 0;
+    let mut from = 0;
+    loop {
+        let slots = s.changed_slots(from, FLUSH_BATCH);
+        let Some(&last) = slots.last() else { break };
+        for slot in slots {
+            let now = crate::clock::now_ms();
+            let Ok(Some(seq)) = s.change_mark(slot) else { continue };
+            let r = match s.snapshot_slot(slot, now) {
+                Ok(Some(sess)) => {
+                    let id = sess.meta.id;
+                    let rec = cluster.record(&sess, seq, cluster.owner_of(&id).epoch);
+                    let r = cluster.store().save(&rec).await;
+                    if let Err(StoreError::Fenced { .. }) = r {
+                        let _ = s.drop_stale(&id, now);
+                        cluster.state().add(Word::Dropped, 1);
+                    }
+                    r
+                }
+                Ok(None) => match s.ended_id(slot) {
+                    Ok(Some(id)) => {
+                        let owner = Owner { node: cluster.node(), slot, epoch: cluster.owner_of(&id).epoch };
+                        cluster.store().remove(&store_key(id.context, &id.token), owner).await
+                    }
+                    // Live but expired: the region's reaper frees it, then
+                    // it is flushed as ended.
+                    _ => continue,
+                },
+                Err(_) => continue,
+            };
+            cluster.note(&r);
+            match r {
+                Ok(()) => {
+                    cluster.state().add(Word::Writes, 1);
+                    if s.acknowledge(slot, seq).unwrap_or(false) {
+                        done += 1;
+                    }
+                }
+                // Another node owns it: nothing of ours to write.
+                Err(StoreError::Fenced { .. }) => {
+                    let _ = s.acknowledge(slot, seq);
+                }
+                Err(_) => return done,
+            }
+        }
+        from = last + 1;
+    }
+    if done > 0 {
+        cluster.state().add(Word::Flushed, done as u64);
+        log::info!("context {}: flushed {done} change(s) to the session store", s.context());
+    }
+    done
+}
+
+/// One sweep round, if this node is the reaper.
+async fn sweep(cluster: &Cluster, contexts: &Contexts, hub: Option<&Arc<EventHub>>) {
+    let cfg = cluster.settings();
+    let lead = match cfg.reaper {
+        StoreReaper::Never => false,
+        StoreReaper::Always => true,
+        StoreReaper::Elect => {
+            let lease_ms = (cfg.sweep_interval * 3000.0) as u64 + 1000;
+            let r = cluster.store().elect(cluster.node(), lease_ms).await;
+            cluster.note(&r);
+            r.unwrap_or(false)
+        }
+    };
+    let was = cluster.state().get(Word::Leader) == 1;
+    cluster.state().set(Word::Leader, u64::from(lead));
+    if lead != was {
+        if lead {
+            log::info!("session store {}: this node sweeps expired sessions now (reaper = {:?})", cluster.store().describe(), cfg.reaper);
+        } else {
+            log::info!("session store {}: another node sweeps expired sessions now", cluster.store().describe());
+        }
+    }
+    if !lead {
+        return;
+    }
+    cluster.state().add(Word::Sweeps, 1);
+    // The store's last access lags by up to save_period: give owners that
+    // long (twice, plus clock skew) before their sessions count as expired.
+    let grace = 2 * u64::from(cfg.save_period) * 1000 + 5000;
+    for _ in 0..SWEEP_ROUNDS {
+        let before = crate::clock::now_ms().saturating_sub(grace);
+        let r = cluster.store().sweep(before, cfg.sweep_batch).await;
+        cluster.note(&r);
+        let Ok(swept) = r else { return };
+        let n = swept.len();
+        cluster.state().add(Word::Swept, n as u64);
+        if let Some(hub) = hub {
+            let now = crate::clock::now_ms();
+            let mut v: Vec<RegionEvent> = swept
+                .iter()
+                .filter(|w| contexts.by_tag(w.context).is_some())
+                .map(|w| {
+                    let mut token = [0u8; TOKEN_LEN];
+                    token.copy_from_slice(&w.key[..TOKEN_LEN]);
+                    let id = SessionId { node: w.owner, context: w.context, slot: SWEPT_SLOT, token };
+                    RegionEvent { kind: EventKind::Expired, id, old: None, seq: 0, at_ms: now }
+                })
+                .collect();
+            hub.publish(&mut v, None, 0);
+        }
+        if n > 0 {
+            log::debug!("session store {}: swept {n} expired session(s)", cluster.store().describe());
+        }
+        if n < cfg.sweep_batch as usize {
+            break;
+        }
+    }
+}

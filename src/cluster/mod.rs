@@ -1,0 +1,507 @@
+//! Cluster mode: nodes share sessions through PostgreSQL or Redis, with
+//! smart ids and failover (docs/cluster.md is the protocol).
+//!
+//! The region stays the fast path: a request for a session this node owns
+//! is served from the region without asking the store. The store is
+//! written through before a change is acknowledged, and told of last
+//! accesses at most once per `save_period` per session. A request whose id
+//! names another node, or whose slot here no longer holds it, loads the
+//! session from the store, takes ownership with a fenced compare-and-set
+//! on the owner epoch, and answers with the id re-issued for this node
+//! (same token, this node and slot).
+//!
+//! | module | concept |
+//! | --- | --- |
+//! | [`shared`] | what a node's processes share: owner epochs per slot, store state, counters |
+//! | [`record`] | the attribute blob a store keeps, tombstones |
+//! | [`postgres`] | the PostgreSQL store |
+//! | [`redis`] | the Redis store |
+//! | [`background`] | the reaper's part: reconcile at start, flush change marks, the elected store sweep |
+//!
+//! A [`Cluster`] is built by each child after `fork`, inside its runtime;
+//! nothing here connects before a store call is made from that runtime.
+//! No call here holds a stripe lock across an await: every region call
+//! returns before the store is asked.
+
+pub mod background;
+pub mod postgres;
+pub mod record;
+pub mod redis;
+pub mod shared;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::store_url::StoreKind;
+use crate::config::{ClusterConfig, Config, StoreDown, read_secret_file};
+use crate::contexts::Contexts;
+use crate::region::{Adopt, RegionError, Session, SessionId, SessionMeta};
+use crate::session::Sessions;
+use crate::session::backing::{BackingStore, Owner, Record, StoreError, store_key};
+use shared::{NodeState, Owners, Word};
+
+/// What a cluster step can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The store cannot be reached and this step needs it.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Another node owns the session now: this node's write was refused.
+    #[error("session is owned by node {owner} now; this node's change was refused by the store")]
+    Moved {
+        /// The node that owns it (0: it ended).
+        owner: u32,
+    },
+    /// The region refused (full, damaged, limits).
+    #[error(transparent)]
+    Region(#[from] RegionError),
+}
+
+/// One node's view of the cluster, per process.
+pub struct Cluster {
+    store: Arc<dyn BackingStore>,
+    cfg: ClusterConfig,
+    node: u32,
+    state: NodeState,
+    /// The owner table of each context, by id tag.
+    owners: Vec<(u16, Owners)>,
+}
+
+/// A found session: the id this node holds it under, and whether that id
+/// differs from the one the client sent (the answer must re-issue it).
+#[derive(Clone, Copy, Debug)]
+pub struct Found {
+    /// The id here.
+    pub id: SessionId,
+    /// Whether the client must be given `id`.
+    pub reissued: bool,
+}
+
+/// Builds the store a config names (no connection yet).
+pub fn open_store(cfg: &ClusterConfig) -> Result<Arc<dyn BackingStore>, String> {
+    let password = match &cfg.store_password_file {
+        Some(p) => Some(read_secret_file("cluster.store_password_file", p).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let timeout = Duration::from_secs_f64(cfg.store_timeout);
+    let shown = cfg.store.shown();
+    Ok(match cfg.store.kind {
+        StoreKind::Postgres => Arc::new(postgres::PgStore::new(cfg.store.raw(), shown, password, timeout)?),
+        StoreKind::Redis => Arc::new(redis::RedisStore::new(cfg.store.raw(), shown, password, timeout)?),
+    })
+}
+
+/// Creates or resizes the node's shared cluster files (the master, before
+/// it forks) and marks the node unreconciled: until the reaper has checked
+/// this node's sessions against the store, workers ask the store before
+/// serving a local copy.
+pub fn prepare_files(config: &Config, contexts: &Contexts) -> std::io::Result<()> {
+    if config.cluster.is_none() {
+        return Ok(());
+    }
+    for c in contexts.iter() {
+        Owners::open(&config.data_dir, &c.cfg.name, c.sessions.geometry().params.max_sessions)?;
+    }
+    let st = NodeState::open(&config.data_dir)?;
+    st.set(Word::Reconciled, 0);
+    st.set(Word::Leader, 0);
+    Ok(())
+}
+
+impl Cluster {
+    /// This process's cluster view, or `None` without `[cluster]`.
+    pub fn open(config: &Config, contexts: &Contexts) -> Result<Option<Arc<Cluster>>, String> {
+        let Some(cfg) = &config.cluster else { return Ok(None) };
+        let store = open_store(cfg)?;
+        Self::with_store(config, contexts, store).map(Some)
+    }
+
+    /// [`Self::open`] with a given store (tests).
+    pub fn with_store(config: &Config, contexts: &Contexts, store: Arc<dyn BackingStore>) -> Result<Arc<Cluster>, String> {
+        let Some(cfg) = &config.cluster else { return Err("no [cluster] table".into()) };
+        let dir: &Path = &config.data_dir;
+        let state = NodeState::open(dir).map_err(|e| format!("{}: {e}", dir.join("cluster/state").display()))?;
+        let mut owners = Vec::new();
+        for c in contexts.iter() {
+            let o = Owners::open(dir, &c.cfg.name, c.sessions.geometry().params.max_sessions)
+                .map_err(|e| format!("{}: {e}", Owners::path(dir, &c.cfg.name).display()))?;
+            owners.push((c.sessions.tag(), o));
+        }
+        Ok(Arc::new(Cluster { store, cfg: cfg.clone(), node: config.node_id, state, owners }))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn BackingStore> {
+        &self.store
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &ClusterConfig {
+        &self.cfg
+    }
+
+    /// The node's shared state.
+    pub fn state(&self) -> &NodeState {
+        &self.state
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> u32 {
+        self.node
+    }
+
+    fn owners(&self, tag: u16) -> Option<&Owners> {
+        self.owners.iter().find(|(t, _)| *t == tag).map(|(_, o)| o)
+    }
+
+    fn owner_of(&self, id: &SessionId) -> Owner {
+        let epoch = self.owners(id.context).map_or(0, |o| o.epoch(id.slot));
+        Owner { node: self.node, slot: id.slot, epoch }
+    }
+
+    /// Whether `/healthz` should say "degraded": the store is down.
+    pub fn degraded(&self) -> bool {
+        self.state.is_down()
+    }
+
+    fn note(&self, r: &Result<impl Sized, StoreError>) {
+        let now = crate::clock::now_ms();
+        match r {
+            Ok(_) | Err(StoreError::Fenced { .. }) => {
+                if self.state.store_ok(now) {
+                    log::warn!("session store {}: reachable again", self.store.describe());
+                }
+            }
+            Err(e) => {
+                if self.state.store_failed(now) {
+                    log::error!(
+                        "{e}; {}",
+                        match self.cfg.when_store_down {
+                            StoreDown::ServeLocal => "serving owned sessions from the region and keeping their changes marked until it returns (when_store_down = serve-local)",
+                            StoreDown::FailClosed => "changes answer 503 until it returns (when_store_down = fail-closed)",
+                        }
+                    );
+                }
+            }
+        }
+    }
+
+    fn unavailable(&self, e: &StoreError) -> ClusterError {
+        ClusterError::Unavailable(format!("{e}; retry shortly"))
+    }
+
+    /// Refuses a change up front while the store is known to be down
+    /// under `when_store_down = "fail-closed"`.
+    pub fn check_writable(&self) -> Result<(), ClusterError> {
+        if self.cfg.when_store_down == StoreDown::FailClosed && self.state.is_down() {
+            return Err(ClusterError::Unavailable(format!(
+                "session store {} is down and when_store_down = fail-closed; retry shortly",
+                self.store.describe()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The record of a session as this node holds it.
+    fn record(&self, s: &Session, seq: u64, epoch: u64) -> Record {
+        let id = s.meta.id;
+        Record {
+            key: store_key(id.context, &id.token),
+            context: id.context,
+            owner: Owner { node: self.node, slot: id.slot, epoch },
+            seq,
+            created_ms: s.meta.created_ms,
+            last_access_ms: s.meta.last_access_ms,
+            expires_ms: s.meta.expires_ms,
+            is_new: s.meta.is_new,
+            attributes: s.attributes.clone(),
+        }
+    }
+
+    /// Finds the session of the first candidate that names one: from the
+    /// region when this node owns it, else from the store with a takeover.
+    /// `Ok(None)`: no candidate names a live session.
+    pub async fn resolve(&self, sessions: &Sessions, ids: &[SessionId], now_ms: u64) -> Result<Option<Found>, ClusterError> {
+        for id in ids {
+            if id.context != sessions.tag() {
+                continue;
+            }
+            if let Some(f) = self.resolve_one(sessions, id, now_ms).await? {
+                return Ok(Some(f));
+            }
+        }
+        Ok(None)
+    }
+
+    fn holds(sessions: &Sessions, id: &SessionId, now_ms: u64) -> Result<Option<SessionId>, RegionError> {
+        Ok(sessions.id_in_slot(id.slot, now_ms)?.filter(|l| id.token_matches(&l.token)))
+    }
+
+    async fn resolve_one(&self, sessions: &Sessions, id: &SessionId, now_ms: u64) -> Result<Option<Found>, ClusterError> {
+        let tag = sessions.tag();
+        let key = store_key(tag, &id.token);
+        if id.node == self.node
+            && let Some(local) = Self::holds(sessions, id, now_ms)?
+        {
+            if self.state.get(Word::Reconciled) == 1 {
+                return Ok(Some(Found { id: local, reissued: false }));
+            }
+            // Not yet reconciled after a start: the store says whether this
+            // copy is still ours.
+            let want = self.owner_of(&local);
+            let r = self.store.owners(std::slice::from_ref(&key)).await;
+            self.note(&r);
+            match r {
+                Ok(v) if v.first().copied().flatten() == Some(want) => {
+                    return Ok(Some(Found { id: local, reissued: false }));
+                }
+                Ok(v) if v.first().copied().flatten().is_none() && sessions.change_mark(local.slot)?.is_some() => {
+                    // Created or changed while the store was away: ours.
+                    return Ok(Some(Found { id: local, reissued: false }));
+                }
+                Ok(_) => {
+                    let _ = sessions.drop_stale(&local, now_ms);
+                    self.state.add(Word::Dropped, 1);
+                }
+                Err(e) => return Err(self.unavailable(&e)),
+            }
+        }
+        for _attempt in 0..2 {
+            let r = self.store.load(&key, now_ms).await;
+            self.note(&r);
+            let rec = match r {
+                Ok(Some(rec)) if rec.context == tag => rec,
+                Ok(_) => return Ok(None),
+                Err(e) => return Err(self.unavailable(&e)),
+            };
+            if rec.owner.node == self.node
+                && let Some(o) = self.owners(tag)
+                && o.epoch(rec.owner.slot) == rec.owner.epoch
+            {
+                let here = SessionId { node: self.node, context: tag, slot: rec.owner.slot, token: id.token };
+                if let Some(local) = Self::holds(sessions, &here, now_ms)? {
+                    return Ok(Some(Found { id: local, reissued: local != *id }));
+                }
+            }
+            match self.take_over(sessions, &rec, id.token, now_ms).await {
+                Ok(local) => return Ok(Some(Found { id: local, reissued: true })),
+                // A sibling worker of this node won: find its copy.
+                Err(ClusterError::Moved { owner }) if owner == self.node => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Installs `rec` here and takes ownership in the store.
+    /// The store keeps only the key, never the token: the session is
+    /// rebuilt with the token the client presented, whose key matched.
+    async fn take_over(
+        &self,
+        sessions: &Sessions,
+        rec: &Record,
+        token: [u8; crate::region::TOKEN_LEN],
+        now_ms: u64,
+    ) -> Result<SessionId, ClusterError> {
+        if store_key(rec.context, &token) != rec.key {
+            return Err(ClusterError::Moved { owner: 0 });
+        }
+        let a = Adopt {
+            token,
+            created_ms: rec.created_ms,
+            last_access_ms: rec.last_access_ms,
+            is_new: rec.is_new,
+            attributes: &rec.attributes,
+        };
+        let meta: SessionMeta = sessions.adopt(&a, now_ms)?;
+        let slot = meta.id.slot;
+        let mark = sessions.change_mark(slot)?;
+        let r = self.store.take_over(&rec.key, rec.owner.epoch, self.node, slot, now_ms).await;
+        self.note(&r);
+        match r {
+            Ok(epoch) => {
+                if let Some(o) = self.owners(meta.id.context) {
+                    o.set(slot, epoch, rec.last_access_ms);
+                }
+                if let Some(seq) = mark {
+                    sessions.acknowledge(slot, seq)?;
+                }
+                self.state.add(Word::Takeovers, 1);
+                log::info!(
+                    "context {}: took over session {}… from node {} (epoch {epoch})",
+                    sessions.context(),
+                    meta.id.short(),
+                    rec.owner.node
+                );
+                Ok(meta.id)
+            }
+            Err(e) => {
+                let _ = sessions.drop_stale(&meta.id, now_ms);
+                match e {
+                    StoreError::Fenced { owner } => {
+                        self.state.add(Word::Fenced, 1);
+                        Err(ClusterError::Moved { owner })
+                    }
+                    e => Err(self.unavailable(&e)),
+                }
+            }
+        }
+    }
+
+    /// Write-through after a change to `id` (set, remove, create): saves
+    /// the slot as of its change mark and clears the mark. Under
+    /// `serve-local` an unreachable store leaves the mark for the reaper's
+    /// flush; under `fail-closed` it is an error.
+    pub async fn changed(&self, sessions: &Sessions, id: &SessionId, now_ms: u64) -> Result<(), ClusterError> {
+        let slot = id.slot;
+        let Some(seq) = sessions.change_mark(slot)? else { return Ok(()) };
+        let Some(s) = sessions.snapshot_slot(slot, now_ms)? else { return Ok(()) };
+        if !id.token_matches(&s.meta.id.token) {
+            return Ok(());
+        }
+        let rec = self.record(&s, seq, self.owner_of(id).epoch);
+        let r = self.store.save(&rec).await;
+        self.settle(sessions, id, seq, r, now_ms)
+    }
+
+    /// Write-through of a new session: this node owns it at epoch 1.
+    pub async fn created(&self, sessions: &Sessions, meta: &SessionMeta, now_ms: u64) -> Result<(), ClusterError> {
+        if let Some(o) = self.owners(meta.id.context) {
+            o.set(meta.id.slot, 1, meta.created_ms);
+        }
+        self.changed(sessions, &meta.id, now_ms).await
+    }
+
+    /// Write-through of a rotation from `old` to `new` (same slot).
+    pub async fn rotated(&self, sessions: &Sessions, old: &SessionId, new: &SessionId, now_ms: u64) -> Result<(), ClusterError> {
+        let slot = new.slot;
+        let Some(seq) = sessions.change_mark(slot)? else { return Ok(()) };
+        let Some(s) = sessions.snapshot_slot(slot, now_ms)? else { return Ok(()) };
+        if !new.token_matches(&s.meta.id.token) {
+            return Ok(());
+        }
+        let rec = self.record(&s, seq, self.owner_of(new).epoch);
+        let r = self.store.rotate(&store_key(old.context, &old.token), &rec).await;
+        self.settle(sessions, new, seq, r, now_ms)
+    }
+
+    /// Write-through of an invalidation.
+    pub async fn invalidated(&self, sessions: &Sessions, id: &SessionId, _now_ms: u64) -> Result<(), ClusterError> {
+        let seq = sessions.change_mark(id.slot)?;
+        let r = self.store.remove(&store_key(id.context, &id.token), self.owner_of(id)).await;
+        self.note(&r);
+        self.state.add(Word::Writes, 1);
+        match r {
+            Ok(()) | Err(StoreError::Fenced { .. }) => {
+                // Clear the mark only while the slot still holds the ended
+                // session: a create that reused it has a newer sequence.
+                if let Some(seq) = seq
+                    && sessions.ended_id(id.slot)?.is_some_and(|e| id.token_matches(&e.token))
+                {
+                    sessions.acknowledge(id.slot, seq)?;
+                }
+                Ok(())
+            }
+            Err(e) => self.down_outcome(&e),
+        }
+    }
+
+    fn down_outcome(&self, e: &StoreError) -> Result<(), ClusterError> {
+        match self.cfg.when_store_down {
+            StoreDown::ServeLocal => Ok(()),
+            StoreDown::FailClosed => Err(self.unavailable(e)),
+        }
+    }
+
+    fn settle(
+        &self,
+        sessions: &Sessions,
+        id: &SessionId,
+        seq: u64,
+        r: Result<(), StoreError>,
+        now_ms: u64,
+    ) -> Result<(), ClusterError> {
+        self.note(&r);
+        self.state.add(Word::Writes, 1);
+        match r {
+            Ok(()) => {
+                sessions.acknowledge(id.slot, seq)?;
+                Ok(())
+            }
+            Err(StoreError::Fenced { owner }) => {
+                // Another node owns it: this copy is stale and goes.
+                let _ = sessions.drop_stale(id, now_ms);
+                self.state.add(Word::Fenced, 1);
+                self.state.add(Word::Dropped, 1);
+                log::warn!(
+                    "context {}: the store refused a change to session {}… (owned by node {owner} now); dropped this node's copy",
+                    sessions.context(),
+                    id.short()
+                );
+                Err(ClusterError::Moved { owner })
+            }
+            Err(e) => self.down_outcome(&e),
+        }
+    }
+
+    /// A read that touched `id`: sends its last access to the store at
+    /// most once per `save_period` across the node's processes, in the
+    /// background (the answer does not wait for it).
+    pub fn accessed(self: &Arc<Self>, sessions: &Sessions, id: &SessionId, now_ms: u64) {
+        let Some(o) = self.owners(id.context) else { return };
+        if !o.claim_touch(id.slot, now_ms, u64::from(self.cfg.save_period) * 1000) {
+            return;
+        }
+        let Ok(Some(s)) = sessions.snapshot_slot(id.slot, now_ms) else { return };
+        if !id.token_matches(&s.meta.id.token) {
+            return;
+        }
+        let me = self.clone();
+        let owner = self.owner_of(id);
+        let rec = self.record(&s, 0, owner.epoch);
+        tokio::spawn(async move {
+            let r = me.store.touch(&rec.key, owner, rec.last_access_ms, rec.expires_ms).await;
+            me.note(&r);
+            me.state.add(Word::Touches, 1);
+            me.state.add(Word::Writes, 1);
+            if let Ok(false) = r {
+                // The store lost it (swept while this node could not reach
+                // it): write it whole again.
+                let r = me.store.save(&Record { seq: 1, ..rec }).await;
+                me.note(&r);
+            }
+        });
+    }
+}
+
+/// The cluster's lines of `/metrics` (Prometheus text format).
+pub fn metrics_text(c: &Cluster, pending: u64, now_ms: u64) -> String {
+    use std::fmt::Write;
+    let st = c.state();
+    let mut o = String::new();
+    let mut line = |name: &str, kind: &str, help: &str, v: u64| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    };
+    line("sessiond_store_up", "gauge", "1 while the session store answers.", u64::from(!st.is_down()));
+    let since = st.get(Word::DownSinceMs);
+    line(
+        "sessiond_store_lag_seconds",
+        "gauge",
+        "How long the store has been unreachable (changes wait that long at most).",
+        if st.is_down() && since > 0 { now_ms.saturating_sub(since) / 1000 } else { 0 },
+    );
+    line("sessiond_store_pending_changes", "gauge", "Sessions changed here that the store has not acknowledged.", pending);
+    line("sessiond_store_reconciled", "gauge", "1 once this node's sessions were checked against the store after start.", st.get(Word::Reconciled));
+    line("sessiond_store_leader", "gauge", "1 while this node sweeps the store.", st.get(Word::Leader));
+    line("sessiond_store_writes_total", "counter", "Store writes (saves, touches, removals).", st.get(Word::Writes));
+    line("sessiond_store_touches_total", "counter", "Coalesced last-access writes.", st.get(Word::Touches));
+    line("sessiond_store_takeovers_total", "counter", "Sessions this node took over from another.", st.get(Word::Takeovers));
+    line("sessiond_store_fenced_total", "counter", "Takeovers lost and writes the store refused (another owner).", st.get(Word::Fenced));
+    line("sessiond_store_errors_total", "counter", "Store calls that failed.", st.get(Word::Errors));
+    line("sessiond_store_flushed_total", "counter", "Changes flushed after an outage or a crash.", st.get(Word::Flushed));
+    line("sessiond_store_dropped_total", "counter", "Stale local copies dropped.", st.get(Word::Dropped));
+    line("sessiond_store_sweeps_total", "counter", "Store sweeps this node ran.", st.get(Word::Sweeps));
+    line("sessiond_store_swept_total", "counter", "Expired sessions this node's sweeps removed.", st.get(Word::Swept));
+    o
+}

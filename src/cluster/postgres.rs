@@ -1,0 +1,468 @@
+//! The PostgreSQL session store (tokio-postgres).
+//!
+//! One table holds each session as one row keyed by its store key, with an
+//! indexed `expires_ms` column as the expiry map (docs/cluster.md has the
+//! schema). Each process holds one pipelined connection, made lazily from
+//! its own runtime after `fork` and remade after a failure, plus, in the
+//! reaper, a dedicated connection that holds the reaper's advisory lock
+//! (a session-level lock must not sit behind a pooler or a shared
+//! connection). Statements are prepared once per connection.
+//!
+//! Every write is fenced in its `WHERE` clause (owner node and epoch, and
+//! `seq` for saves); a write that changes no row is then classified by one
+//! read: already newer (success), removed, or owned by another node
+//! (`Fenced`). Removal leaves a tombstone row for
+//! [`super::record::TOMBSTONE_MS`] so a racing save cannot bring the
+//! session back; the sweep deletes both expired sessions and old
+//! tombstones in bounded batches (`FOR UPDATE SKIP LOCKED`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::record::{self, TOMBSTONE_MS};
+use crate::session::backing::{BackingStore, Owner, Record, StoreError, StoreFuture, StoreKey, Swept};
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sessiond_meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS sessiond_session (
+    key_hash    bytea   PRIMARY KEY,
+    ctx         integer NOT NULL,
+    owner_node  integer NOT NULL,
+    owner_slot  integer NOT NULL,
+    owner_epoch bigint  NOT NULL,
+    seq         bigint  NOT NULL,
+    created_ms  bigint  NOT NULL,
+    accessed_ms bigint  NOT NULL,
+    expires_ms  bigint  NOT NULL,
+    is_new      boolean NOT NULL,
+    removed     boolean NOT NULL DEFAULT false,
+    attrs       bytea   NOT NULL
+) WITH (fillfactor = 80);
+CREATE INDEX IF NOT EXISTS sessiond_session_expires ON sessiond_session (expires_ms);
+INSERT INTO sessiond_meta (key, value) VALUES ('schema_version', '1') ON CONFLICT (key) DO NOTHING;
+";
+
+const COLS: &str = "key_hash, ctx, owner_node, owner_slot, owner_epoch, seq, created_ms, accessed_ms, expires_ms, is_new, attrs";
+
+/// The statements of one connection.
+struct Prepared {
+    save: Statement,
+    probe: Statement,
+    tomb: Statement,
+    touch: Statement,
+    load: Statement,
+    take: Statement,
+    owners: Statement,
+    sweep: Statement,
+}
+
+/// One live connection with its statements.
+struct Conn {
+    client: Client,
+    st: Prepared,
+}
+
+/// The PostgreSQL store of one process.
+pub struct PgStore {
+    cfg: tokio_postgres::Config,
+    shown: String,
+    timeout: Duration,
+    conn: Mutex<Option<Arc<Conn>>>,
+    connecting: tokio::sync::Mutex<()>,
+    /// The reaper's dedicated connection holding the advisory lock.
+    lock_conn: tokio::sync::Mutex<Option<Client>>,
+}
+
+fn i64_of(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
+}
+
+impl PgStore {
+    /// A store for `url` (checked by the config), with the password from
+    /// `password` when given. Nothing connects until the first call.
+    pub fn new(url: &str, shown: String, password: Option<Vec<u8>>, timeout: Duration) -> Result<PgStore, String> {
+        let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("{shown}: {e}"))?;
+        if let Some(p) = password {
+            cfg.password(p);
+        }
+        cfg.connect_timeout(timeout);
+        cfg.application_name("sessiond");
+        Ok(PgStore {
+            cfg,
+            shown,
+            timeout,
+            conn: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            lock_conn: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    fn down(&self, why: impl std::fmt::Display) -> StoreError {
+        StoreError::Unavailable { store: self.shown.clone(), why: why.to_string() }
+    }
+
+    fn cached(&self) -> Option<Arc<Conn>> {
+        let g = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        g.as_ref().filter(|c| !c.client.is_closed()).cloned()
+    }
+
+    async fn connect(&self) -> Result<Client, StoreError> {
+        let (client, connection) = tokio::time::timeout(self.timeout, self.cfg.connect(NoTls))
+            .await
+            .map_err(|_| self.down(format!("no connection within {:?} (cluster.store_timeout)", self.timeout)))?
+            .map_err(|e| self.down(e))?;
+        let shown = self.shown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                log::warn!("session store {shown}: connection closed: {e}");
+            }
+        });
+        Ok(client)
+    }
+
+    /// The process's connection, made on first use and after a failure.
+    async fn conn(&self) -> Result<Arc<Conn>, StoreError> {
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let _g = self.connecting.lock().await;
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let client = self.connect().await?;
+        let st = self.with_timeout(prepare(&client)).await?;
+        let c = Arc::new(Conn { client, st });
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn with_timeout<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Err(_) => {
+                // A stalled connection is dropped so the next call reconnects.
+                *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                Err(self.down(format!("no answer within {:?} (cluster.store_timeout)", self.timeout)))
+            }
+            Ok(Err(e)) => {
+                if e.is_closed() {
+                    *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+                Err(self.down(e))
+            }
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
+    /// After a fenced write changed no row: success if this owner still
+    /// holds it, `Fenced` otherwise (owner 0: removed or gone).
+    async fn classify(&self, c: &Conn, key: &StoreKey, owner: Owner, gone_ok: bool) -> Result<(), StoreError> {
+        let rows = self.with_timeout(c.client.query(&c.st.probe, &[&key.as_slice()])).await?;
+        match rows.first() {
+            None if gone_ok => Ok(()),
+            None => Err(StoreError::Fenced { owner: 0 }),
+            Some(r) => {
+                let (node, epoch, removed): (i32, i64, bool) = (r.get(0), r.get(1), r.get(2));
+                if removed {
+                    if gone_ok { Ok(()) } else { Err(StoreError::Fenced { owner: 0 }) }
+                } else if node as u32 == owner.node && epoch as u64 == owner.epoch {
+                    Ok(())
+                } else {
+                    Err(StoreError::Fenced { owner: node as u32 })
+                }
+            }
+        }
+    }
+
+    async fn save_inner(&self, rec: &Record) -> Result<(), StoreError> {
+        let c = self.conn().await?;
+        let blob = record::encode(&rec.attributes);
+        let rows = self
+            .with_timeout(c.client.query(
+                &c.st.save,
+                &[
+                    &rec.key.as_slice(),
+                    &i32::from(rec.context),
+                    &(rec.owner.node as i32),
+                    &(rec.owner.slot as i32),
+                    &i64_of(rec.owner.epoch),
+                    &i64_of(rec.seq),
+                    &i64_of(rec.created_ms),
+                    &i64_of(rec.last_access_ms),
+                    &i64_of(rec.expires_ms),
+                    &rec.is_new,
+                    &blob,
+                ],
+            ))
+            .await?;
+        if rows.is_empty() {
+            return self.classify(&c, &rec.key, rec.owner, false).await;
+        }
+        Ok(())
+    }
+
+    async fn remove_inner(&self, key: &StoreKey, owner: Owner) -> Result<(), StoreError> {
+        let c = self.conn().await?;
+        let until = i64_of(crate::clock::now_ms() + TOMBSTONE_MS);
+        let rows = self
+            .with_timeout(c.client.query(
+                &c.st.tomb,
+                &[&key.as_slice(), &(owner.node as i32), &i64_of(owner.epoch), &until],
+            ))
+            .await?;
+        if rows.is_empty() {
+            return self.classify(&c, key, owner, true).await;
+        }
+        Ok(())
+    }
+}
+
+async fn prepare(c: &Client) -> Result<Prepared, tokio_postgres::Error> {
+    Ok(Prepared {
+        save: c
+            .prepare(&format!(
+                "INSERT INTO sessiond_session AS s ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) \
+                 ON CONFLICT (key_hash) DO UPDATE SET owner_slot = EXCLUDED.owner_slot, seq = EXCLUDED.seq, \
+                 accessed_ms = GREATEST(s.accessed_ms, EXCLUDED.accessed_ms), \
+                 expires_ms = GREATEST(s.expires_ms, EXCLUDED.expires_ms), is_new = EXCLUDED.is_new, \
+                 attrs = EXCLUDED.attrs \
+                 WHERE s.owner_node = EXCLUDED.owner_node AND s.owner_epoch = EXCLUDED.owner_epoch \
+                 AND s.seq < EXCLUDED.seq AND NOT s.removed RETURNING 1"
+            ))
+            .await?,
+        probe: c
+            .prepare("SELECT owner_node, owner_epoch, removed FROM sessiond_session WHERE key_hash = $1")
+            .await?,
+        tomb: c
+            .prepare(
+                "UPDATE sessiond_session SET removed = true, attrs = '\\x'::bytea, expires_ms = $4 \
+                 WHERE key_hash = $1 AND owner_node = $2 AND owner_epoch = $3 AND NOT removed RETURNING 1",
+            )
+            .await?,
+        touch: c
+            .prepare(
+                "UPDATE sessiond_session SET accessed_ms = GREATEST(accessed_ms, $2), \
+                 expires_ms = GREATEST(expires_ms, $3), is_new = false \
+                 WHERE key_hash = $1 AND owner_node = $4 AND owner_epoch = $5 AND NOT removed RETURNING 1",
+            )
+            .await?,
+        load: c
+            .prepare(&format!(
+                "SELECT {COLS} FROM sessiond_session WHERE key_hash = $1 AND NOT removed AND expires_ms > $2"
+            ))
+            .await?,
+        take: c
+            .prepare(
+                "UPDATE sessiond_session SET owner_node = $2, owner_slot = $3, owner_epoch = owner_epoch + 1, \
+                 seq = 0 WHERE key_hash = $1 AND owner_epoch = $4 AND NOT removed AND expires_ms > $5 \
+                 RETURNING owner_epoch",
+            )
+            .await?,
+        owners: c
+            .prepare(
+                "SELECT key_hash, owner_node, owner_slot, owner_epoch FROM sessiond_session \
+                 WHERE key_hash = ANY($1) AND NOT removed",
+            )
+            .await?,
+        sweep: c
+            .prepare(
+                "DELETE FROM sessiond_session WHERE ctid = ANY(ARRAY(SELECT ctid FROM sessiond_session \
+                 WHERE expires_ms < $1 ORDER BY expires_ms LIMIT $2 FOR UPDATE SKIP LOCKED)) \
+                 RETURNING ctx, key_hash, owner_node, removed",
+            )
+            .await?,
+    })
+}
+
+fn key_of(b: &[u8]) -> Option<StoreKey> {
+    b.try_into().ok()
+}
+
+impl BackingStore for PgStore {
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn prepare(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let client = self.connect().await?;
+            // One node creates the schema at a time; IF NOT EXISTS makes a
+            // second run harmless anyway.
+            let ddl = format!(
+                "SET client_min_messages = warning; BEGIN; SELECT pg_advisory_xact_lock(hashtext('sessiond.schema')); {SCHEMA} COMMIT;"
+            );
+            self.with_timeout(client.batch_execute(&ddl)).await?;
+            let row = self
+                .with_timeout(client.query_one("SELECT value FROM sessiond_meta WHERE key = 'schema_version'", &[]))
+                .await?;
+            let v: String = row.get(0);
+            let found: u32 = v.trim().parse().map_err(|_| self.down(format!("schema_version {v:?} is not a number")))?;
+            if found > SCHEMA_VERSION {
+                return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
+            }
+            Ok(())
+        })
+    }
+
+    fn save<'a>(&'a self, rec: &'a Record) -> StoreFuture<'a, ()> {
+        Box::pin(self.save_inner(rec))
+    }
+
+    fn rotate<'a>(&'a self, old: &'a StoreKey, rec: &'a Record) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            // The old key goes first: a crash in between loses the store
+            // copy (the slot stays change-marked and is saved again), never
+            // leaves the old id working elsewhere.
+            self.remove_inner(old, rec.owner).await?;
+            self.save_inner(rec).await
+        })
+    }
+
+    fn touch<'a>(&'a self, key: &'a StoreKey, owner: Owner, last_access_ms: u64, expires_ms: u64) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let c = self.conn().await?;
+            let rows = self
+                .with_timeout(c.client.query(
+                    &c.st.touch,
+                    &[
+                        &key.as_slice(),
+                        &i64_of(last_access_ms),
+                        &i64_of(expires_ms),
+                        &(owner.node as i32),
+                        &i64_of(owner.epoch),
+                    ],
+                ))
+                .await?;
+            if rows.is_empty() {
+                self.classify(&c, key, owner, false).await?;
+                return Ok(false);
+            }
+            Ok(true)
+        })
+    }
+
+    fn remove<'a>(&'a self, key: &'a StoreKey, owner: Owner) -> StoreFuture<'a, ()> {
+        Box::pin(self.remove_inner(key, owner))
+    }
+
+    fn load<'a>(&'a self, key: &'a StoreKey, now_ms: u64) -> StoreFuture<'a, Option<Record>> {
+        Box::pin(async move {
+            let c = self.conn().await?;
+            let rows = self.with_timeout(c.client.query(&c.st.load, &[&key.as_slice(), &i64_of(now_ms)])).await?;
+            let Some(r) = rows.first() else { return Ok(None) };
+            let blob: &[u8] = r.get(10);
+            let attributes = record::decode(blob).map_err(|e| self.down(format!("stored session damaged: {e}")))?;
+            let ctx: i32 = r.get(1);
+            Ok(Some(Record {
+                key: *key,
+                context: ctx as u16,
+                owner: Owner {
+                    node: r.get::<_, i32>(2) as u32,
+                    slot: r.get::<_, i32>(3) as u32,
+                    epoch: r.get::<_, i64>(4) as u64,
+                },
+                seq: r.get::<_, i64>(5) as u64,
+                created_ms: r.get::<_, i64>(6) as u64,
+                last_access_ms: r.get::<_, i64>(7) as u64,
+                expires_ms: r.get::<_, i64>(8) as u64,
+                is_new: r.get(9),
+                attributes,
+            }))
+        })
+    }
+
+    fn take_over<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        seen_epoch: u64,
+        node: u32,
+        slot: u32,
+        now_ms: u64,
+    ) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let c = self.conn().await?;
+            let rows = self
+                .with_timeout(c.client.query(
+                    &c.st.take,
+                    &[&key.as_slice(), &(node as i32), &(slot as i32), &i64_of(seen_epoch), &i64_of(now_ms)],
+                ))
+                .await?;
+            match rows.first() {
+                Some(r) => Ok(r.get::<_, i64>(0) as u64),
+                None => {
+                    let probe = self.with_timeout(c.client.query(&c.st.probe, &[&key.as_slice()])).await?;
+                    let owner = probe.first().map_or(0, |r| r.get::<_, i32>(0) as u32);
+                    Err(StoreError::Fenced { owner })
+                }
+            }
+        })
+    }
+
+    fn owners<'a>(&'a self, keys: &'a [StoreKey]) -> StoreFuture<'a, Vec<Option<Owner>>> {
+        Box::pin(async move {
+            let c = self.conn().await?;
+            let list: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+            let rows = self.with_timeout(c.client.query(&c.st.owners, &[&list])).await?;
+            let mut found = std::collections::HashMap::with_capacity(rows.len());
+            for r in &rows {
+                if let Some(k) = key_of(r.get::<_, &[u8]>(0)) {
+                    let o = Owner {
+                        node: r.get::<_, i32>(1) as u32,
+                        slot: r.get::<_, i32>(2) as u32,
+                        epoch: r.get::<_, i64>(3) as u64,
+                    };
+                    found.insert(k, o);
+                }
+            }
+            Ok(keys.iter().map(|k| found.get(k).copied()).collect())
+        })
+    }
+
+    fn sweep(&self, before_ms: u64, batch: u32) -> StoreFuture<'_, Vec<Swept>> {
+        Box::pin(async move {
+            let c = self.conn().await?;
+            let rows =
+                self.with_timeout(c.client.query(&c.st.sweep, &[&i64_of(before_ms), &i64::from(batch)])).await?;
+            Ok(rows
+                .iter()
+                .filter(|r| !r.get::<_, bool>(3))
+                .filter_map(|r| {
+                    Some(Swept {
+                        context: r.get::<_, i32>(0) as u16,
+                        key: key_of(r.get::<_, &[u8]>(1))?,
+                        owner: r.get::<_, i32>(2) as u32,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    fn elect(&self, _node: u32, _lease_ms: u64) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let mut g = self.lock_conn.lock().await;
+            if let Some(c) = g.as_ref() {
+                // The lock lives as long as this connection: check it is alive.
+                match tokio::time::timeout(self.timeout, c.simple_query("SELECT 1")).await {
+                    Ok(Ok(_)) => return Ok(true),
+                    _ => *g = None,
+                }
+            }
+            let c = self.connect().await?;
+            let row = self
+                .with_timeout(c.query_one("SELECT pg_try_advisory_lock(hashtext('sessiond.reaper'))", &[]))
+                .await?;
+            let got: bool = row.get(0);
+            if got {
+                *g = Some(c);
+            }
+            Ok(got)
+        })
+    }
+}

@@ -1,0 +1,520 @@
+//! The Redis session store (redis-rs with tokio).
+//!
+//! Each session is one hash, `sd:{<hex store key>}` (the braces pin it to
+//! one Redis Cluster slot), with fields `o` owner node, `s` slot, `e`
+//! epoch, `q` change sequence, `c` created, `a` last access, `x` expiry,
+//! `n` new, `g` context tag, `d` the attribute blob and `r` removed. Its
+//! native TTL (`PEXPIREAT` expiry + grace) is the expiry map; a sorted set
+//! `sd:exp` (score = expiry) lets the elected sweep find expired sessions
+//! to report them, 500 at a time, without `KEYS`, `SCAN` of the keyspace,
+//! `CONFIG` or keyspace notifications, which managed Redis forbids.
+//!
+//! Every write is one Lua script on the session's own key, which checks
+//! the owner and epoch (and the sequence, for saves) and returns 0 when it
+//! changes nothing, so fencing is atomic in Redis itself. Scripts are
+//! loaded at connect and called by SHA; a `NOSCRIPT` answer (a restarted
+//! Redis) reloads them once. The reaper lease is `SET sd:reaper NX PX`,
+//! renewed by a compare-and-extend script.
+//!
+//! One multiplexed connection per process, made lazily from its own
+//! runtime after `fork` and remade after a failure.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Value};
+
+use super::record::{self, TOMBSTONE_MS};
+use crate::session::backing::{BackingStore, Owner, Record, StoreError, StoreFuture, StoreKey, Swept};
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+/// The expiry index.
+const EXP: &str = "sd:exp";
+/// The reaper lease.
+const LEASE: &str = "sd:reaper";
+/// The key layout version.
+const SCHEMA: &str = "sd:schema";
+/// A hash outlives its expiry by this much, so the sweep sees it first
+/// and reports it.
+const TTL_GRACE_MS: u64 = 10 * 60 * 1000;
+
+const SAVE: &str = r#"
+local o = redis.call('HMGET', KEYS[1], 'o', 'e', 'q', 'r', 'a', 'x')
+if o[1] then
+  if o[4] == '1' then return {-1, 0} end
+  if o[1] ~= ARGV[1] or o[2] ~= ARGV[3] then return {-1, tonumber(o[1])} end
+  if tonumber(o[3]) >= tonumber(ARGV[4]) then return {0, 0} end
+end
+local a = tonumber(ARGV[6])
+if o[5] and tonumber(o[5]) > a then a = tonumber(o[5]) end
+local x = tonumber(ARGV[7])
+if o[6] and tonumber(o[6]) > x then x = tonumber(o[6]) end
+redis.call('HSET', KEYS[1], 'o', ARGV[1], 's', ARGV[2], 'e', ARGV[3], 'q', ARGV[4], 'c', ARGV[5],
+  'a', string.format('%d', a), 'x', string.format('%d', x), 'n', ARGV[8], 'd', ARGV[9], 'g', ARGV[11], 'r', '0')
+redis.call('PEXPIREAT', KEYS[1], x + tonumber(ARGV[10]))
+return {1, 0}
+"#;
+
+const REMOVE: &str = r#"
+local o = redis.call('HMGET', KEYS[1], 'o', 'e', 'r')
+if not o[1] or o[3] == '1' then return {1, 0} end
+if o[1] ~= ARGV[1] or o[2] ~= ARGV[2] then return {-1, tonumber(o[1])} end
+redis.call('HSET', KEYS[1], 'r', '1', 'd', '')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {1, 0}
+"#;
+
+const TOUCH: &str = r#"
+local o = redis.call('HMGET', KEYS[1], 'o', 'e', 'r', 'a', 'x')
+if not o[1] or o[3] == '1' then return {0, 0} end
+if o[1] ~= ARGV[1] or o[2] ~= ARGV[2] then return {-1, tonumber(o[1])} end
+local a = tonumber(ARGV[3])
+if tonumber(o[4]) > a then a = tonumber(o[4]) end
+local x = tonumber(ARGV[4])
+if tonumber(o[5]) > x then x = tonumber(o[5]) end
+redis.call('HSET', KEYS[1], 'a', string.format('%d', a), 'x', string.format('%d', x), 'n', '0')
+redis.call('PEXPIREAT', KEYS[1], x + tonumber(ARGV[5]))
+return {1, 0}
+"#;
+
+const TAKE: &str = r#"
+local o = redis.call('HMGET', KEYS[1], 'o', 'e', 'r', 'x')
+if not o[1] or o[3] == '1' then return {-1, 0} end
+if o[2] ~= ARGV[1] or tonumber(o[4]) <= tonumber(ARGV[4]) then return {-1, tonumber(o[1])} end
+local e = tonumber(o[2]) + 1
+redis.call('HSET', KEYS[1], 'o', ARGV[2], 's', ARGV[3], 'e', string.format('%d', e), 'q', '0')
+return {1, e}
+"#;
+
+const SWEEP_ONE: &str = r#"
+local o = redis.call('HMGET', KEYS[1], 'x', 'r', 'g', 'o')
+if not o[1] then return {0, 0, 0} end
+if o[2] == '1' then return {0, 0, 0} end
+if tonumber(o[1]) >= tonumber(ARGV[1]) then return {2, tonumber(o[1]), 0} end
+redis.call('DEL', KEYS[1])
+return {1, tonumber(o[3]), tonumber(o[4])}
+"#;
+
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"#;
+
+/// The scripts, loaded per connection.
+const SCRIPTS: [&str; 6] = [SAVE, REMOVE, TOUCH, TAKE, SWEEP_ONE, RENEW];
+#[derive(Clone, Copy)]
+enum S {
+    Save = 0,
+    Remove,
+    Touch,
+    Take,
+    SweepOne,
+    Renew,
+}
+
+struct Conn {
+    con: MultiplexedConnection,
+    shas: Vec<String>,
+}
+
+/// The Redis store of one process.
+pub struct RedisStore {
+    client: Client,
+    shown: String,
+    timeout: Duration,
+    conn: Mutex<Option<Arc<Conn>>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+fn hex(k: &StoreKey) -> String {
+    k.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn key_name(k: &StoreKey) -> String {
+    format!("sd:{{{}}}", hex(k))
+}
+
+fn unhex(s: &str) -> Option<StoreKey> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(k)
+}
+
+impl RedisStore {
+    /// A store for `url` (checked by the config), with the password from
+    /// `password` when given. Nothing connects until the first call.
+    pub fn new(url: &str, shown: String, password: Option<Vec<u8>>, timeout: Duration) -> Result<RedisStore, String> {
+        use redis::IntoConnectionInfo;
+        let mut info = url.into_connection_info().map_err(|e| format!("{shown}: {e}"))?;
+        if let Some(p) = password {
+            let p = String::from_utf8(p).map_err(|_| format!("{shown}: the password file is not UTF-8"))?;
+            info.redis.password = Some(p);
+        }
+        let client = Client::open(info).map_err(|e| format!("{shown}: {e}"))?;
+        Ok(RedisStore {
+            client,
+            shown,
+            timeout,
+            conn: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn down(&self, why: impl std::fmt::Display) -> StoreError {
+        StoreError::Unavailable { store: self.shown.clone(), why: why.to_string() }
+    }
+
+    fn forget(&self) {
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    async fn conn(&self) -> Result<Arc<Conn>, StoreError> {
+        if let Some(c) = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(c);
+        }
+        let _g = self.connecting.lock().await;
+        if let Some(c) = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(c);
+        }
+        let cfg =
+            AsyncConnectionConfig::new().set_connection_timeout(self.timeout).set_response_timeout(self.timeout);
+        let mut con = tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection_with_config(&cfg))
+            .await
+            .map_err(|_| self.down(format!("no connection within {:?} (cluster.store_timeout)", self.timeout)))?
+            .map_err(|e| self.down(e))?;
+        let mut shas = Vec::with_capacity(SCRIPTS.len());
+        for s in SCRIPTS {
+            let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(s).query_async(&mut con).await.map_err(|e| self.down(e))?;
+            shas.push(sha);
+        }
+        let c = Arc::new(Conn { con, shas });
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Runs `f` on the connection with the timeout; a failure drops the
+    /// connection so the next call reconnects. `NOSCRIPT` reloads once.
+    async fn run<T: redis::FromRedisValue>(&self, build: impl Fn(&Conn) -> redis::Pipeline) -> Result<T, StoreError> {
+        for attempt in 0..2 {
+            let c = self.conn().await?;
+            let mut con = c.con.clone();
+            let pipe = build(&c);
+            match tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut con)).await {
+                Err(_) => {
+                    self.forget();
+                    return Err(self.down(format!("no answer within {:?} (cluster.store_timeout)", self.timeout)));
+                }
+                Ok(Err(e)) if e.kind() == redis::ErrorKind::NoScriptError && attempt == 0 => self.forget(),
+                Ok(Err(e)) => {
+                    if e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout() {
+                        self.forget();
+                    }
+                    return Err(self.down(e));
+                }
+                Ok(Ok(v)) => return Ok(v),
+            }
+        }
+        Err(self.down("scripts could not be loaded"))
+    }
+
+    fn script(c: &Conn, s: S, key: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&c.shas[s as usize]).arg(1).arg(key);
+        cmd
+    }
+
+    /// A script answer `{code, n}`: 1 done, 0 nothing to do, -1 fenced (n: owner).
+    fn fenced(&self, (code, n): (i64, i64)) -> Result<i64, StoreError> {
+        if code < 0 { Err(StoreError::Fenced { owner: n.max(0) as u32 }) } else { Ok(code) }
+    }
+
+    async fn save_inner(&self, rec: &Record) -> Result<(), StoreError> {
+        let k = key_name(&rec.key);
+        let blob = record::encode(&rec.attributes);
+        let member = hex(&rec.key);
+        let r: ((i64, i64), i64) = self
+            .run(|c| {
+                let mut p = redis::pipe();
+                let mut cmd = Self::script(c, S::Save, &k);
+                cmd.arg(rec.owner.node)
+                    .arg(rec.owner.slot)
+                    .arg(rec.owner.epoch)
+                    .arg(rec.seq)
+                    .arg(rec.created_ms)
+                    .arg(rec.last_access_ms)
+                    .arg(rec.expires_ms)
+                    .arg(u8::from(rec.is_new))
+                    .arg(&blob)
+                    .arg(TTL_GRACE_MS)
+                    .arg(rec.context);
+                p.add_command(cmd);
+                // Only the sweep reads the index, and it re-checks the hash:
+                // an entry for a refused save is harmless.
+                p.cmd("ZADD").arg(EXP).arg(rec.expires_ms).arg(&member);
+                p
+            })
+            .await?;
+        self.fenced(r.0).map(drop)
+    }
+
+    async fn remove_inner(&self, key: &StoreKey, owner: Owner) -> Result<(), StoreError> {
+        let k = key_name(key);
+        let member = hex(key);
+        let r: ((i64, i64), i64) = self
+            .run(|c| {
+                let mut p = redis::pipe();
+                let mut cmd = Self::script(c, S::Remove, &k);
+                cmd.arg(owner.node).arg(owner.epoch).arg(TOMBSTONE_MS);
+                p.add_command(cmd);
+                p.cmd("ZREM").arg(EXP).arg(&member);
+                p
+            })
+            .await?;
+        self.fenced(r.0).map(drop)
+    }
+}
+
+fn field<'a>(m: &'a [(String, Value)], name: &str) -> Option<&'a Value> {
+    m.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+fn num(m: &[(String, Value)], name: &str) -> Option<u64> {
+    match field(m, name)? {
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::Int(i) => u64::try_from(*i).ok(),
+        _ => None,
+    }
+}
+
+impl BackingStore for RedisStore {
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn prepare(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let (v,): (Option<String>,) = self
+                .run(|_| {
+                    let mut p = redis::pipe();
+                    p.cmd("SET").arg(SCHEMA).arg(SCHEMA_VERSION).arg("NX").ignore();
+                    p.cmd("GET").arg(SCHEMA);
+                    p
+                })
+                .await?;
+            let found: u32 = v.as_deref().unwrap_or("1").trim().parse().map_err(|_| self.down("sd:schema is not a number"))?;
+            if found > SCHEMA_VERSION {
+                return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
+            }
+            Ok(())
+        })
+    }
+
+    fn save<'a>(&'a self, rec: &'a Record) -> StoreFuture<'a, ()> {
+        Box::pin(self.save_inner(rec))
+    }
+
+    fn rotate<'a>(&'a self, old: &'a StoreKey, rec: &'a Record) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            // The old key goes first (see the PostgreSQL store).
+            self.remove_inner(old, rec.owner).await?;
+            self.save_inner(rec).await
+        })
+    }
+
+    fn touch<'a>(&'a self, key: &'a StoreKey, owner: Owner, last_access_ms: u64, expires_ms: u64) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let k = key_name(key);
+            let member = hex(key);
+            let r: ((i64, i64), i64) = self
+                .run(|c| {
+                    let mut p = redis::pipe();
+                    let mut cmd = Self::script(c, S::Touch, &k);
+                    cmd.arg(owner.node).arg(owner.epoch).arg(last_access_ms).arg(expires_ms).arg(TTL_GRACE_MS);
+                    p.add_command(cmd);
+                    p.cmd("ZADD").arg(EXP).arg("GT").arg(expires_ms).arg(&member);
+                    p
+                })
+                .await?;
+            Ok(self.fenced(r.0)? == 1)
+        })
+    }
+
+    fn remove<'a>(&'a self, key: &'a StoreKey, owner: Owner) -> StoreFuture<'a, ()> {
+        Box::pin(self.remove_inner(key, owner))
+    }
+
+    fn load<'a>(&'a self, key: &'a StoreKey, now_ms: u64) -> StoreFuture<'a, Option<Record>> {
+        Box::pin(async move {
+            let k = key_name(key);
+            let (m,): (Vec<(String, Value)>,) = self
+                .run(|_| {
+                    let mut p = redis::pipe();
+                    p.cmd("HGETALL").arg(&k);
+                    p
+                })
+                .await?;
+            if m.is_empty() || num(&m, "r") == Some(1) {
+                return Ok(None);
+            }
+            let damaged = || self.down(format!("stored session {}… damaged", &k[..12]));
+            let expires_ms = num(&m, "x").ok_or_else(damaged)?;
+            if expires_ms <= now_ms {
+                return Ok(None);
+            }
+            let blob = match field(&m, "d") {
+                Some(Value::BulkString(b)) => b.as_slice(),
+                _ => return Err(damaged()),
+            };
+            let attributes = record::decode(blob).map_err(|e| self.down(format!("stored session damaged: {e}")))?;
+            Ok(Some(Record {
+                key: *key,
+                context: num(&m, "g").ok_or_else(damaged)? as u16,
+                owner: Owner {
+                    node: num(&m, "o").ok_or_else(damaged)? as u32,
+                    slot: num(&m, "s").ok_or_else(damaged)? as u32,
+                    epoch: num(&m, "e").ok_or_else(damaged)?,
+                },
+                seq: num(&m, "q").unwrap_or(0),
+                created_ms: num(&m, "c").ok_or_else(damaged)?,
+                last_access_ms: num(&m, "a").ok_or_else(damaged)?,
+                expires_ms,
+                is_new: num(&m, "n") == Some(1),
+                attributes,
+            }))
+        })
+    }
+
+    fn take_over<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        seen_epoch: u64,
+        node: u32,
+        slot: u32,
+        now_ms: u64,
+    ) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let k = key_name(key);
+            let (r,): ((i64, i64),) = self
+                .run(|c| {
+                    let mut p = redis::pipe();
+                    let mut cmd = Self::script(c, S::Take, &k);
+                    cmd.arg(seen_epoch).arg(node).arg(slot).arg(now_ms);
+                    p.add_command(cmd);
+                    p
+                })
+                .await?;
+            self.fenced(r)?;
+            Ok(r.1 as u64)
+        })
+    }
+
+    fn owners<'a>(&'a self, keys: &'a [StoreKey]) -> StoreFuture<'a, Vec<Option<Owner>>> {
+        Box::pin(async move {
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let rows: Vec<(Option<u64>, Option<u64>, Option<u64>, Option<u8>)> = self
+                .run(|_| {
+                    let mut p = redis::pipe();
+                    for k in keys {
+                        p.cmd("HMGET").arg(key_name(k)).arg("o").arg("s").arg("e").arg("r");
+                    }
+                    p
+                })
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(o, s, e, r)| match (o, s, e, r) {
+                    (Some(node), Some(slot), Some(epoch), r) if r != Some(1) => {
+                        Some(Owner { node: node as u32, slot: slot as u32, epoch })
+                    }
+                    _ => None,
+                })
+                .collect())
+        })
+    }
+
+    fn sweep(&self, before_ms: u64, batch: u32) -> StoreFuture<'_, Vec<Swept>> {
+        Box::pin(async move {
+            let (members,): (Vec<String>,) = self
+                .run(|_| {
+                    let mut p = redis::pipe();
+                    p.cmd("ZRANGE").arg(EXP).arg("-inf").arg(before_ms).arg("BYSCORE").arg("LIMIT").arg(0).arg(batch);
+                    p
+                })
+                .await?;
+            if members.is_empty() {
+                return Ok(Vec::new());
+            }
+            let answers: Vec<(i64, i64, i64)> = self
+                .run(|c| {
+                    let mut p = redis::pipe();
+                    for m in &members {
+                        let mut cmd = Self::script(c, S::SweepOne, &format!("sd:{{{m}}}"));
+                        cmd.arg(before_ms);
+                        p.add_command(cmd);
+                    }
+                    p
+                })
+                .await?;
+            // Drop index entries of sessions deleted, gone or removed; keep
+            // those whose hash moved its expiry forward (code 2) but fix
+            // their score so the next sweep does not see them again.
+            let mut out = Vec::new();
+            let mut drop_members = Vec::new();
+            for (m, (code, ctx, owner)) in members.iter().zip(&answers) {
+                match code {
+                    2 => {}
+                    1 => {
+                        drop_members.push(m.clone());
+                        if let Some(key) = unhex(m) {
+                            out.push(Swept { context: *ctx as u16, key, owner: *owner as u32 });
+                        }
+                    }
+                    _ => drop_members.push(m.clone()),
+                }
+            }
+            let still: Vec<(&String, i64)> =
+                members.iter().zip(&answers).filter(|(_, a)| a.0 == 2).map(|(m, a)| (m, a.1)).collect();
+            let _: () = self
+                .run(|_| {
+                    let mut p = redis::pipe();
+                    if !drop_members.is_empty() {
+                        p.cmd("ZREM").arg(EXP).arg(&drop_members).ignore();
+                    }
+                    for (m, x) in &still {
+                        // The hash's own expiry is the truth.
+                        p.cmd("ZADD").arg(EXP).arg("XX").arg(*x).arg(m.as_str()).ignore();
+                    }
+                    p
+                })
+                .await?;
+            Ok(out)
+        })
+    }
+
+    fn elect(&self, node: u32, lease_ms: u64) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let (r,): (i64,) = self
+                .run(|c| {
+                    let mut p = redis::pipe();
+                    let mut cmd = Self::script(c, S::Renew, LEASE);
+                    cmd.arg(format!("node {node}")).arg(lease_ms);
+                    p.add_command(cmd);
+                    p
+                })
+                .await?;
+            Ok(r == 1)
+        })
+    }
+}
