@@ -235,6 +235,11 @@ impl Master {
                 self.shutdown();
                 return 1;
             }
+            if self.slots.iter().any(|s| matches!(s.kind, Kind::Reaper) && s.fatal) {
+                log::error!("the reaper failed fatally; stopping");
+                self.shutdown();
+                return 1;
+            }
         }
     }
 

@@ -65,15 +65,33 @@ pub fn run(contexts: Arc<Contexts>, config: Arc<Config>, stats: Arc<ServerStats>
         Err(e) => log::error!("reaper: the gateway's destroy notices will not be delivered: {e}"),
     }
     // Cluster mode: reconcile at start, flush change marks, sweep the store.
-    match crate::cluster::Cluster::open(&config, &contexts) {
+    let cluster = match crate::cluster::Cluster::open(&config, &contexts) {
         Ok(Some(c)) => {
             let hub = contexts.iter().next().and_then(|c| c.sessions.hub().cloned());
-            rt.spawn(crate::cluster::background::run(c, contexts.clone(), hub));
+            Some(rt.spawn(crate::cluster::background::run(c, contexts.clone(), hub)))
         }
-        Ok(None) => {}
-        Err(e) => log::error!("reaper: cluster: {e}; this node neither reconciles, flushes nor sweeps the store"),
+        Ok(None) => None,
+        Err(e) => {
+            log::error!("reaper: cluster: {e}");
+            return crate::worker::EXIT_FATAL;
+        }
+    };
+    let fatal = rt.block_on(async {
+        match cluster {
+            None => {
+                sweep_loop(&contexts, &stop).await;
+                false
+            }
+            Some(task) => tokio::select! {
+                _ = sweep_loop(&contexts, &stop) => false,
+                // The cluster task ends only on a fatal error (logged).
+                r = task => r.is_ok(),
+            },
+        }
+    });
+    if fatal {
+        return crate::worker::EXIT_FATAL;
     }
-    rt.block_on(sweep_loop(&contexts, &stop));
     // Give the dispatcher one last pass so the final sweep's events are
     // offered before the process exits.
     // The sleep is built inside block_on: a timer needs the runtime's context.

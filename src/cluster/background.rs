@@ -34,8 +34,8 @@ const RECONCILE_BATCH: usize = 500;
 /// Most sweep batches in one round (the next round goes on).
 const SWEEP_ROUNDS: usize = 100;
 
-
-/// Runs the reaper's cluster duties until the process stops.
+/// Runs the reaper's cluster duties until the process stops; returns only
+/// on a fatal error (a store schema newer than this build), logged.
 pub async fn run(cluster: Arc<Cluster>, contexts: Arc<Contexts>, hub: Option<Arc<EventHub>>) {
     let store = cluster.store().describe();
     // 1. Schema, then reconciliation; both retry until the store answers.
@@ -44,8 +44,9 @@ pub async fn run(cluster: Arc<Cluster>, contexts: Arc<Contexts>, hub: Option<Arc
         match cluster.store().prepare().await {
             Ok(()) => break,
             Err(e @ StoreError::SchemaTooNew { .. }) => {
-                log::error!("session store {store}: {e}; this node serves only sessions it owns until then");
-                // Nothing below may write to a store of a newer schema.
+                // Nothing may write to a store of a newer schema: the
+                // reaper exits fatally and the master stops the node.
+                log::error!("session store {store}: {e}; stopping this node");
                 return;
             }
             Err(e) => {
@@ -55,6 +56,11 @@ pub async fn run(cluster: Arc<Cluster>, contexts: Arc<Contexts>, hub: Option<Arc
             }
         }
     }
+    // Takeover notices: subscribe before reconciling, so nothing that moves
+    // after the reconciliation's reads is missed.
+    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(listen(cluster.clone(), contexts.clone(), subscribed_tx));
+    let _ = subscribed_rx.await;
     loop {
         match reconcile(&cluster, &contexts).await {
             Ok(dropped) => {
@@ -85,6 +91,54 @@ pub async fn run(cluster: Arc<Cluster>, contexts: Arc<Contexts>, hub: Option<Arc
         if tokio::time::Instant::now() >= next_sweep {
             next_sweep = tokio::time::Instant::now() + sweep_every;
             sweep(&cluster, &contexts, hub.as_ref()).await;
+        }
+    }
+}
+
+/// Drops this node's copies of sessions other nodes took over, as their
+/// notices arrive. A subscription that ends (a lost connection, a full
+/// queue) may have missed notices: the next one reconciles in full.
+async fn listen(cluster: Arc<Cluster>, contexts: Arc<Contexts>, subscribed: tokio::sync::oneshot::Sender<()>) {
+    let mut subscribed = Some(subscribed);
+    let mut wait = Duration::from_millis(200);
+    loop {
+        let mut feed = match cluster.store().subscribe().await {
+            Ok(f) => f,
+            Err(e) => {
+                cluster.note(&Err::<(), _>(e));
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        wait = Duration::from_millis(200);
+        match subscribed.take() {
+            Some(tx) => drop(tx.send(())),
+            None => match reconcile(&cluster, &contexts).await {
+                Ok(n) => log::info!(
+                    "session store {}: takeover notices resumed; reconciled, dropped {n} stale cop{}",
+                    cluster.store().describe(),
+                    if n == 1 { "y" } else { "ies" }
+                ),
+                Err(e) => {
+                    cluster.note(&Err::<(), _>(e));
+                    continue;
+                }
+            },
+        }
+        while let Ok(Some(m)) = feed.next().await {
+            if m.from != cluster.node() {
+                continue;
+            }
+            let Some(c) = contexts.by_tag(m.context) else { continue };
+            let now = crate::clock::now_ms();
+            if let Ok(Some(id)) = c.sessions.id_in_slot(m.slot, now)
+                && store_key(id.context, &id.token) == m.key
+                && c.sessions.drop_stale(&id, now).is_ok()
+            {
+                cluster.state().add(Word::Dropped, 1);
+                log::debug!("context {}: session {}… moved to another node; dropped this copy", c.cfg.name, id.short());
+            }
         }
     }
 }
@@ -203,7 +257,11 @@ async fn sweep(cluster: &Cluster, contexts: &Contexts, hub: Option<&Arc<EventHub
     cluster.state().set(Word::Leader, u64::from(lead));
     if lead != was {
         if lead {
-            log::info!("session store {}: this node sweeps expired sessions now (reaper = {:?})", cluster.store().describe(), cfg.reaper);
+            log::info!(
+                "session store {}: this node sweeps expired sessions now (reaper = {:?})",
+                cluster.store().describe(),
+                cfg.reaper
+            );
         } else {
             log::info!("session store {}: another node sweeps expired sessions now", cluster.store().describe());
         }

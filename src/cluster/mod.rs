@@ -38,7 +38,7 @@ use crate::config::{ClusterConfig, Config, StoreDown, read_secret_file};
 use crate::contexts::Contexts;
 use crate::region::{Adopt, RegionError, Session, SessionId, SessionMeta};
 use crate::session::Sessions;
-use crate::session::backing::{BackingStore, Owner, Record, StoreError, store_key};
+use crate::session::backing::{BackingStore, Moved, Owner, Record, StoreError, store_key};
 use shared::{NodeState, Owners, Word};
 
 /// What a cluster step can answer besides success.
@@ -53,6 +53,10 @@ pub enum ClusterError {
         /// The node that owns it (0: it ended).
         owner: u32,
     },
+    /// The session moved or ended while the change was being made; the
+    /// change did not reach the store.
+    #[error("the session moved to another node or ended while this change was made; the change was not applied")]
+    Raced,
     /// The region refused (full, damaged, limits).
     #[error(transparent)]
     Region(#[from] RegionError),
@@ -118,7 +122,11 @@ impl Cluster {
     }
 
     /// [`Self::open`] with a given store (tests).
-    pub fn with_store(config: &Config, contexts: &Contexts, store: Arc<dyn BackingStore>) -> Result<Arc<Cluster>, String> {
+    pub fn with_store(
+        config: &Config,
+        contexts: &Contexts,
+        store: Arc<dyn BackingStore>,
+    ) -> Result<Arc<Cluster>, String> {
         let Some(cfg) = &config.cluster else { return Err("no [cluster] table".into()) };
         let dir: &Path = &config.data_dir;
         let state = NodeState::open(dir).map_err(|e| format!("{}: {e}", dir.join("cluster/state").display()))?;
@@ -178,8 +186,10 @@ impl Cluster {
                     log::error!(
                         "{e}; {}",
                         match self.cfg.when_store_down {
-                            StoreDown::ServeLocal => "serving owned sessions from the region and keeping their changes marked until it returns (when_store_down = serve-local)",
-                            StoreDown::FailClosed => "changes answer 503 until it returns (when_store_down = fail-closed)",
+                            StoreDown::ServeLocal =>
+                                "serving owned sessions from the region and keeping their changes marked until it returns (when_store_down = serve-local)",
+                            StoreDown::FailClosed =>
+                                "changes answer 503 until it returns (when_store_down = fail-closed)",
                         }
                     );
                 }
@@ -222,7 +232,12 @@ impl Cluster {
     /// Finds the session of the first candidate that names one: from the
     /// region when this node owns it, else from the store with a takeover.
     /// `Ok(None)`: no candidate names a live session.
-    pub async fn resolve(&self, sessions: &Sessions, ids: &[SessionId], now_ms: u64) -> Result<Option<Found>, ClusterError> {
+    pub async fn resolve(
+        &self,
+        sessions: &Sessions,
+        ids: &[SessionId],
+        now_ms: u64,
+    ) -> Result<Option<Found>, ClusterError> {
         for id in ids {
             if id.context != sessions.tag() {
                 continue;
@@ -238,7 +253,12 @@ impl Cluster {
         Ok(sessions.id_in_slot(id.slot, now_ms)?.filter(|l| id.token_matches(&l.token)))
     }
 
-    async fn resolve_one(&self, sessions: &Sessions, id: &SessionId, now_ms: u64) -> Result<Option<Found>, ClusterError> {
+    async fn resolve_one(
+        &self,
+        sessions: &Sessions,
+        id: &SessionId,
+        now_ms: u64,
+    ) -> Result<Option<Found>, ClusterError> {
         let tag = sessions.tag();
         let key = store_key(tag, &id.token);
         if id.node == self.node
@@ -328,6 +348,13 @@ impl Cluster {
                     sessions.acknowledge(slot, seq)?;
                 }
                 self.state.add(Word::Takeovers, 1);
+                if rec.owner.node != self.node {
+                    // The node it came from drops its copy now, not at its
+                    // next write or restart.
+                    let m = Moved { from: rec.owner.node, context: rec.context, slot: rec.owner.slot, key: rec.key };
+                    let r = self.store.announce(&m).await;
+                    self.note(&r);
+                }
                 log::info!(
                     "context {}: took over session {}… from node {} (epoch {epoch})",
                     sessions.context(),
@@ -355,11 +382,11 @@ impl Cluster {
     /// flush; under `fail-closed` it is an error.
     pub async fn changed(&self, sessions: &Sessions, id: &SessionId, now_ms: u64) -> Result<(), ClusterError> {
         let slot = id.slot;
+        // No mark: a later change was saved with this one in it.
         let Some(seq) = sessions.change_mark(slot)? else { return Ok(()) };
-        let Some(s) = sessions.snapshot_slot(slot, now_ms)? else { return Ok(()) };
-        if !id.token_matches(&s.meta.id.token) {
-            return Ok(());
-        }
+        let Some(s) = sessions.snapshot_slot(slot, now_ms)?.filter(|s| id.token_matches(&s.meta.id.token)) else {
+            return Err(ClusterError::Raced);
+        };
         let rec = self.record(&s, seq, self.owner_of(id).epoch);
         let r = self.store.save(&rec).await;
         self.settle(sessions, id, seq, r, now_ms)
@@ -374,13 +401,18 @@ impl Cluster {
     }
 
     /// Write-through of a rotation from `old` to `new` (same slot).
-    pub async fn rotated(&self, sessions: &Sessions, old: &SessionId, new: &SessionId, now_ms: u64) -> Result<(), ClusterError> {
+    pub async fn rotated(
+        &self,
+        sessions: &Sessions,
+        old: &SessionId,
+        new: &SessionId,
+        now_ms: u64,
+    ) -> Result<(), ClusterError> {
         let slot = new.slot;
         let Some(seq) = sessions.change_mark(slot)? else { return Ok(()) };
-        let Some(s) = sessions.snapshot_slot(slot, now_ms)? else { return Ok(()) };
-        if !new.token_matches(&s.meta.id.token) {
-            return Ok(());
-        }
+        let Some(s) = sessions.snapshot_slot(slot, now_ms)?.filter(|s| new.token_matches(&s.meta.id.token)) else {
+            return Err(ClusterError::Raced);
+        };
         let rec = self.record(&s, seq, self.owner_of(new).epoch);
         let r = self.store.rotate(&store_key(old.context, &old.token), &rec).await;
         self.settle(sessions, new, seq, r, now_ms)
@@ -491,15 +523,40 @@ pub fn metrics_text(c: &Cluster, pending: u64, now_ms: u64) -> String {
         "How long the store has been unreachable (changes wait that long at most).",
         if st.is_down() && since > 0 { now_ms.saturating_sub(since) / 1000 } else { 0 },
     );
-    line("sessiond_store_pending_changes", "gauge", "Sessions changed here that the store has not acknowledged.", pending);
-    line("sessiond_store_reconciled", "gauge", "1 once this node's sessions were checked against the store after start.", st.get(Word::Reconciled));
+    line(
+        "sessiond_store_pending_changes",
+        "gauge",
+        "Sessions changed here that the store has not acknowledged.",
+        pending,
+    );
+    line(
+        "sessiond_store_reconciled",
+        "gauge",
+        "1 once this node's sessions were checked against the store after start.",
+        st.get(Word::Reconciled),
+    );
     line("sessiond_store_leader", "gauge", "1 while this node sweeps the store.", st.get(Word::Leader));
     line("sessiond_store_writes_total", "counter", "Store writes (saves, touches, removals).", st.get(Word::Writes));
     line("sessiond_store_touches_total", "counter", "Coalesced last-access writes.", st.get(Word::Touches));
-    line("sessiond_store_takeovers_total", "counter", "Sessions this node took over from another.", st.get(Word::Takeovers));
-    line("sessiond_store_fenced_total", "counter", "Takeovers lost and writes the store refused (another owner).", st.get(Word::Fenced));
+    line(
+        "sessiond_store_takeovers_total",
+        "counter",
+        "Sessions this node took over from another.",
+        st.get(Word::Takeovers),
+    );
+    line(
+        "sessiond_store_fenced_total",
+        "counter",
+        "Takeovers lost and writes the store refused (another owner).",
+        st.get(Word::Fenced),
+    );
     line("sessiond_store_errors_total", "counter", "Store calls that failed.", st.get(Word::Errors));
-    line("sessiond_store_flushed_total", "counter", "Changes flushed after an outage or a crash.", st.get(Word::Flushed));
+    line(
+        "sessiond_store_flushed_total",
+        "counter",
+        "Changes flushed after an outage or a crash.",
+        st.get(Word::Flushed),
+    );
     line("sessiond_store_dropped_total", "counter", "Stale local copies dropped.", st.get(Word::Dropped));
     line("sessiond_store_sweeps_total", "counter", "Store sweeps this node ran.", st.get(Word::Sweeps));
     line("sessiond_store_swept_total", "counter", "Expired sessions this node's sweeps removed.", st.get(Word::Swept));

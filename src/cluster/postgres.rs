@@ -22,7 +22,9 @@ use std::time::Duration;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::record::{self, TOMBSTONE_MS};
-use crate::session::backing::{BackingStore, Owner, Record, StoreError, StoreFuture, StoreKey, Swept};
+use crate::session::backing::{
+    BackingStore, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey, Swept,
+};
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -47,7 +49,8 @@ CREATE INDEX IF NOT EXISTS sessiond_session_expires ON sessiond_session (expires
 INSERT INTO sessiond_meta (key, value) VALUES ('schema_version', '1') ON CONFLICT (key) DO NOTHING;
 ";
 
-const COLS: &str = "key_hash, ctx, owner_node, owner_slot, owner_epoch, seq, created_ms, accessed_ms, expires_ms, is_new, attrs";
+const COLS: &str =
+    "key_hash, ctx, owner_node, owner_slot, owner_epoch, seq, created_ms, accessed_ms, expires_ms, is_new, attrs";
 
 /// The statements of one connection.
 struct Prepared {
@@ -212,10 +215,9 @@ impl PgStore {
         let c = self.conn().await?;
         let until = i64_of(crate::clock::now_ms() + TOMBSTONE_MS);
         let rows = self
-            .with_timeout(c.client.query(
-                &c.st.tomb,
-                &[&key.as_slice(), &(owner.node as i32), &i64_of(owner.epoch), &until],
-            ))
+            .with_timeout(
+                c.client.query(&c.st.tomb, &[&key.as_slice(), &(owner.node as i32), &i64_of(owner.epoch), &until]),
+            )
             .await?;
         if rows.is_empty() {
             return self.classify(&c, key, owner, true).await;
@@ -237,9 +239,7 @@ async fn prepare(c: &Client) -> Result<Prepared, tokio_postgres::Error> {
                  AND s.seq < EXCLUDED.seq AND NOT s.removed RETURNING 1"
             ))
             .await?,
-        probe: c
-            .prepare("SELECT owner_node, owner_epoch, removed FROM sessiond_session WHERE key_hash = $1")
-            .await?,
+        probe: c.prepare("SELECT owner_node, owner_epoch, removed FROM sessiond_session WHERE key_hash = $1").await?,
         tomb: c
             .prepare(
                 "UPDATE sessiond_session SET removed = true, attrs = '\\x'::bytea, expires_ms = $4 \
@@ -303,7 +303,8 @@ impl BackingStore for PgStore {
                 .with_timeout(client.query_one("SELECT value FROM sessiond_meta WHERE key = 'schema_version'", &[]))
                 .await?;
             let v: String = row.get(0);
-            let found: u32 = v.trim().parse().map_err(|_| self.down(format!("schema_version {v:?} is not a number")))?;
+            let found: u32 =
+                v.trim().parse().map_err(|_| self.down(format!("schema_version {v:?} is not a number")))?;
             if found > SCHEMA_VERSION {
                 return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
             }
@@ -325,7 +326,13 @@ impl BackingStore for PgStore {
         })
     }
 
-    fn touch<'a>(&'a self, key: &'a StoreKey, owner: Owner, last_access_ms: u64, expires_ms: u64) -> StoreFuture<'a, bool> {
+    fn touch<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        owner: Owner,
+        last_access_ms: u64,
+        expires_ms: u64,
+    ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let c = self.conn().await?;
             let rows = self
@@ -428,8 +435,7 @@ impl BackingStore for PgStore {
     fn sweep(&self, before_ms: u64, batch: u32) -> StoreFuture<'_, Vec<Swept>> {
         Box::pin(async move {
             let c = self.conn().await?;
-            let rows =
-                self.with_timeout(c.client.query(&c.st.sweep, &[&i64_of(before_ms), &i64::from(batch)])).await?;
+            let rows = self.with_timeout(c.client.query(&c.st.sweep, &[&i64_of(before_ms), &i64::from(batch)])).await?;
             Ok(rows
                 .iter()
                 .filter(|r| !r.get::<_, bool>(3))
@@ -455,14 +461,70 @@ impl BackingStore for PgStore {
                 }
             }
             let c = self.connect().await?;
-            let row = self
-                .with_timeout(c.query_one("SELECT pg_try_advisory_lock(hashtext('sessiond.reaper'))", &[]))
-                .await?;
+            let row =
+                self.with_timeout(c.query_one("SELECT pg_try_advisory_lock(hashtext('sessiond.reaper'))", &[])).await?;
             let got: bool = row.get(0);
             if got {
                 *g = Some(c);
             }
             Ok(got)
+        })
+    }
+
+    fn announce<'a>(&'a self, m: &'a Moved) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let c = self.conn().await?;
+            let payload = m.encode();
+            self.with_timeout(c.client.execute("SELECT pg_notify('sessiond_moved', $1)", &[&payload])).await?;
+            Ok(())
+        })
+    }
+
+    fn subscribe(&self) -> StoreFuture<'_, Box<dyn MovedFeed>> {
+        Box::pin(async move {
+            let (client, mut connection) = tokio::time::timeout(self.timeout, self.cfg.connect(NoTls))
+                .await
+                .map_err(|_| self.down(format!("no connection within {:?} (cluster.store_timeout)", self.timeout)))?
+                .map_err(|e| self.down(e))?;
+            let (tx, rx) = tokio::sync::mpsc::channel(FEED_QUEUE);
+            tokio::spawn(async move {
+                while let Some(Ok(msg)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    if let tokio_postgres::AsyncMessage::Notification(n) = msg
+                        && tx.try_send(n.payload().to_string()).is_err()
+                    {
+                        // Full: end the feed; the subscriber reconciles.
+                        break;
+                    }
+                }
+            });
+            self.with_timeout(client.batch_execute("LISTEN sessiond_moved")).await?;
+            Ok(Box::new(PgFeed { _client: client, rx }) as Box<dyn MovedFeed>)
+        })
+    }
+}
+
+/// Notices queued per subscription before it is ended (and reconciled).
+const FEED_QUEUE: usize = 65_536;
+
+/// A `LISTEN sessiond_moved` subscription on its own connection.
+struct PgFeed {
+    _client: Client,
+    rx: tokio::sync::mpsc::Receiver<String>,
+}
+
+impl MovedFeed for PgFeed {
+    fn next(&mut self) -> StoreFuture<'_, Option<Moved>> {
+        Box::pin(async move {
+            loop {
+                match self.rx.recv().await {
+                    None => return Ok(None),
+                    Some(p) => {
+                        if let Some(m) = Moved::decode(&p) {
+                            return Ok(Some(m));
+                        }
+                    }
+                }
+            }
         })
     }
 }

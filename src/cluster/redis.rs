@@ -26,7 +26,9 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
 
 use super::record::{self, TOMBSTONE_MS};
-use crate::session::backing::{BackingStore, Owner, Record, StoreError, StoreFuture, StoreKey, Swept};
+use crate::session::backing::{
+    BackingStore, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey, Swept,
+};
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -36,6 +38,8 @@ const EXP: &str = "sd:exp";
 const LEASE: &str = "sd:reaper";
 /// The key layout version.
 const SCHEMA: &str = "sd:schema";
+/// The takeover notices' channel.
+const MOVED: &str = "sd:moved";
 /// A hash outlives its expiry by this much, so the sweep sees it first
 /// and reports it.
 const TTL_GRACE_MS: u64 = 10 * 60 * 1000;
@@ -117,6 +121,9 @@ enum S {
     Renew,
 }
 
+/// `HMGET o s e r` of one session.
+type OwnerFields = (Option<u64>, Option<u64>, Option<u64>, Option<u8>);
+
 struct Conn {
     con: MultiplexedConnection,
     shas: Vec<String>,
@@ -161,13 +168,7 @@ impl RedisStore {
             info.redis.password = Some(p);
         }
         let client = Client::open(info).map_err(|e| format!("{shown}: {e}"))?;
-        Ok(RedisStore {
-            client,
-            shown,
-            timeout,
-            conn: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-        })
+        Ok(RedisStore { client, shown, timeout, conn: Mutex::new(None), connecting: tokio::sync::Mutex::new(()) })
     }
 
     fn down(&self, why: impl std::fmt::Display) -> StoreError {
@@ -186,15 +187,16 @@ impl RedisStore {
         if let Some(c) = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Ok(c);
         }
-        let cfg =
-            AsyncConnectionConfig::new().set_connection_timeout(self.timeout).set_response_timeout(self.timeout);
-        let mut con = tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection_with_config(&cfg))
-            .await
-            .map_err(|_| self.down(format!("no connection within {:?} (cluster.store_timeout)", self.timeout)))?
-            .map_err(|e| self.down(e))?;
+        let cfg = AsyncConnectionConfig::new().set_connection_timeout(self.timeout).set_response_timeout(self.timeout);
+        let mut con =
+            tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection_with_config(&cfg))
+                .await
+                .map_err(|_| self.down(format!("no connection within {:?} (cluster.store_timeout)", self.timeout)))?
+                .map_err(|e| self.down(e))?;
         let mut shas = Vec::with_capacity(SCRIPTS.len());
         for s in SCRIPTS {
-            let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(s).query_async(&mut con).await.map_err(|e| self.down(e))?;
+            let sha: String =
+                redis::cmd("SCRIPT").arg("LOAD").arg(s).query_async(&mut con).await.map_err(|e| self.down(e))?;
             shas.push(sha);
         }
         let c = Arc::new(Conn { con, shas });
@@ -311,7 +313,8 @@ impl BackingStore for RedisStore {
                     p
                 })
                 .await?;
-            let found: u32 = v.as_deref().unwrap_or("1").trim().parse().map_err(|_| self.down("sd:schema is not a number"))?;
+            let found: u32 =
+                v.as_deref().unwrap_or("1").trim().parse().map_err(|_| self.down("sd:schema is not a number"))?;
             if found > SCHEMA_VERSION {
                 return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
             }
@@ -331,7 +334,13 @@ impl BackingStore for RedisStore {
         })
     }
 
-    fn touch<'a>(&'a self, key: &'a StoreKey, owner: Owner, last_access_ms: u64, expires_ms: u64) -> StoreFuture<'a, bool> {
+    fn touch<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        owner: Owner,
+        last_access_ms: u64,
+        expires_ms: u64,
+    ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let k = key_name(key);
             let member = hex(key);
@@ -423,7 +432,7 @@ impl BackingStore for RedisStore {
             if keys.is_empty() {
                 return Ok(Vec::new());
             }
-            let rows: Vec<(Option<u64>, Option<u64>, Option<u64>, Option<u8>)> = self
+            let rows: Vec<OwnerFields> = self
                 .run(|_| {
                     let mut p = redis::pipe();
                     for k in keys {
@@ -515,6 +524,53 @@ impl BackingStore for RedisStore {
                 })
                 .await?;
             Ok(r == 1)
+        })
+    }
+
+    fn announce<'a>(&'a self, m: &'a Moved) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let payload = m.encode();
+            let _: (i64,) = self
+                .run(|_| {
+                    let mut p = redis::pipe();
+                    p.cmd("PUBLISH").arg(MOVED).arg(&payload);
+                    p
+                })
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn subscribe(&self) -> StoreFuture<'_, Box<dyn MovedFeed>> {
+        Box::pin(async move {
+            let mut ps = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
+                .await
+                .map_err(|_| self.down(format!("no connection within {:?} (cluster.store_timeout)", self.timeout)))?
+                .map_err(|e| self.down(e))?;
+            tokio::time::timeout(self.timeout, ps.subscribe(MOVED))
+                .await
+                .map_err(|_| self.down("SUBSCRIBE not answered"))?
+                .map_err(|e| self.down(e))?;
+            Ok(Box::new(RedisFeed { stream: ps.into_on_message() }) as Box<dyn MovedFeed>)
+        })
+    }
+}
+
+/// A `SUBSCRIBE sd:moved` subscription on its own connection.
+struct RedisFeed {
+    stream: redis::aio::PubSubStream,
+}
+
+impl MovedFeed for RedisFeed {
+    fn next(&mut self) -> StoreFuture<'_, Option<Moved>> {
+        Box::pin(async move {
+            use futures_util::StreamExt;
+            while let Some(msg) = self.stream.next().await {
+                if let Some(m) = std::str::from_utf8(msg.get_payload_bytes()).ok().and_then(Moved::decode) {
+                    return Ok(Some(m));
+                }
+            }
+            Ok(None)
         })
     }
 }

@@ -43,7 +43,7 @@ impl Words {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let f = OpenOptions::new().read(true).write(true).create(true).mode(0o600).open(path)?;
+        let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
         let bytes = (len.max(1) * 8) as u64;
         if f.metadata()?.len() != bytes {
             f.set_len(0)?;

@@ -182,7 +182,9 @@ impl Rule {
             }
             Rule::IpNet => "an IP address or CIDR block",
             Rule::FilterItem => "1–1024 bytes, no control characters",
-            Rule::StoreUrl => "`postgres://user@host/db` (libpq's URL form), `redis://host:port/db`, `rediss://…` or `redis+unix:///path`",
+            Rule::StoreUrl => {
+                "`postgres://user@host/db` (libpq's URL form), `redis://host:port/db`, `rediss://…` or `redis+unix:///path`"
+            }
         }
     }
 
@@ -1178,6 +1180,8 @@ impl KeyDef {
             }
             (Kind::Text { rule, .. }, Value::Text(s)) => match rule.check(&s) {
                 Ok(()) => Ok(Value::Text(s)),
+                // A store URL may carry a password: never show it.
+                Err(reason) if rule == Rule::StoreUrl => Err(invalid(key, super::store_url::redact(&s), reason)),
                 Err(reason) => Err(invalid(key, shown, reason)),
             },
             (Kind::List { max, .. }, Value::List(items)) if items.len() > max => Err(invalid(

@@ -592,7 +592,13 @@ fn gateway_input(source_name: &str, t: &toml::Table) -> Result<GatewayInput, Con
 impl Input {
     /// Walks the file's TOML by [`KEYS`].
     fn from_toml(source_name: &str, t: &toml::Table) -> Result<Input, ConfigError> {
-        let top = read_table(source_name, "", &[Scope::Server], t, &["sessions", "contexts", "events", "gateway", "cluster"])?;
+        let top = read_table(
+            source_name,
+            "",
+            &[Scope::Server],
+            t,
+            &["sessions", "contexts", "events", "gateway", "cluster"],
+        )?;
         let mut input = Input {
             top,
             sessions: Given::new("sessions."),
@@ -602,7 +608,8 @@ impl Input {
             cluster: None,
         };
         if let Some(v) = t.get("cluster") {
-            input.cluster = Some(read_table(source_name, "cluster.", &[Scope::Cluster], sub_table("cluster", v)?, &[])?);
+            input.cluster =
+                Some(read_table(source_name, "cluster.", &[Scope::Cluster], sub_table("cluster", v)?, &[])?);
         }
         if let Some(v) = t.get("gateway") {
             input.gateway = Some(gateway_input(source_name, sub_table("gateway", v)?)?);
@@ -1092,7 +1099,8 @@ fn cluster_from(c: &Given, node_id: u32, contexts: &[ContextConfig]) -> Result<C
              \"redis://cache:6379/0\"",
         ));
     };
-    let store = store_url::StoreUrl::parse(&raw).map_err(|why| invalid("cluster.store", store_url::redact(&raw), why))?;
+    let store =
+        store_url::StoreUrl::parse(&raw).map_err(|why| invalid("cluster.store", store_url::redact(&raw), why))?;
     if node_id == 0 {
         return Err(invalid(
             "node_id",

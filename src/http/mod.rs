@@ -146,7 +146,9 @@ async fn dispatch(st: &AppState, req: Request<Incoming>) -> (Route, Result<Resp,
                 _ => (Route::Other, Err(method_not_allowed("GET, PATCH, DELETE"))),
             }
         }
-        (["v1", "sessions", id, "rotate"], &Method::POST) => (Route::Rotate, s::rotate(st, s::Target::by_id(st, id)).await),
+        (["v1", "sessions", id, "rotate"], &Method::POST) => {
+            (Route::Rotate, s::rotate(st, s::Target::by_id(st, id)).await)
+        }
         (["v1", "sessions", id, "attributes", name], _) => {
             let t = s::Target::by_id(st, id);
             attr_route(st, req, t, name).await

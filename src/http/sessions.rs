@@ -21,8 +21,8 @@ use serde_json::{Map, Value};
 use super::{ApiError, AppState, Resp, lookup, read_body, respond};
 use crate::clock::now_ms;
 use crate::clock::rfc3339_millis as rfc3339;
-use crate::contexts::Context;
 use crate::cluster::ClusterError;
+use crate::contexts::Context;
 use crate::region::{RegionError, SessionId, SessionMeta};
 
 /// Largest page of `GET /v1/sessions`.
@@ -136,9 +136,8 @@ fn with_cookie(mut r: Resp, ctx: &Context, id: Option<&SessionId>) -> Resp {
 /// A cluster step's refusal as an HTTP answer.
 fn cluster_error(e: ClusterError) -> ApiError {
     match e {
-        ClusterError::Unavailable(msg) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", msg).with_header("retry-after", "1".into())
-        }
+        ClusterError::Unavailable(msg) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", msg)
+            .with_header("retry-after", "1".into()),
         ClusterError::Moved { owner: 0 } => ApiError::session_not_found(),
         ClusterError::Moved { owner } => ApiError::new(
             StatusCode::CONFLICT,
@@ -148,6 +147,7 @@ fn cluster_error(e: ClusterError) -> ApiError {
                  (the front proxy routes it to the owner)"
             ),
         ),
+        ClusterError::Raced => ApiError::new(StatusCode::CONFLICT, "session_moved", ClusterError::Raced.to_string()),
         ClusterError::Region(e) => ApiError::from(e),
     }
 }
@@ -168,6 +168,34 @@ async fn settle(st: &AppState, t: &mut Target<'_>) -> Result<Option<SessionId>, 
             Ok(f.reissued.then_some(f.id))
         }
     }
+}
+
+/// Settles `t` (cluster mode) and runs `op` on its session; with `write`,
+/// refuses up front while the store is down under `fail-closed`. A session
+/// that moved to another node between the two (its copy here was dropped
+/// on that node's notice) is settled once more, so the op lands on the
+/// current copy instead of answering 404. Returns the id, the op's value
+/// and the id to re-issue.
+async fn settled<T>(
+    st: &AppState,
+    t: &mut Target<'_>,
+    write: bool,
+    mut op: impl FnMut(&SessionId) -> Result<T, RegionError>,
+) -> Result<(SessionId, T, Option<SessionId>), ApiError> {
+    let asked = t.ids;
+    let mut re = settle(st, t).await?;
+    if write {
+        writable(st)?;
+    }
+    let mut r = t.with(&mut op);
+    if st.cluster.is_some() && !t.ids.as_slice().is_empty() && matches!(&r, Err(e) if e.status == StatusCode::NOT_FOUND)
+    {
+        t.ids = asked;
+        re = settle(st, t).await?;
+        r = t.with(&mut op);
+    }
+    let (id, v) = r?;
+    Ok((id, v, re))
 }
 
 /// Adds the re-issued id's cookie, if any.
@@ -227,10 +255,10 @@ pub async fn create(st: &AppState, req: &Request<Incoming>) -> Result<Resp, ApiE
 /// `POST /v1/session`: the current valid session (200) or a new one (201).
 pub async fn get_or_create(st: &AppState, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
     let mut t = t?;
-    let re = settle(st, &mut t).await?;
     let now = now_ms();
-    match t.with(|id| t.ctx.sessions.get(id, true, now)) {
-        Ok((id, s)) => {
+    let ctx = t.ctx;
+    match settled(st, &mut t, false, |id| ctx.sessions.get(id, true, now)).await {
+        Ok((id, s, re)) => {
             accessed(st, t.ctx, &id, true);
             Ok(reissue(session_response(t.ctx, StatusCode::OK, &s.meta, &s.attributes), t.ctx, re))
         }
@@ -245,9 +273,9 @@ pub async fn get_or_create(st: &AppState, t: Result<Target<'_>, ApiError>) -> Re
 /// `GET /v1/sessions/{id}` and `GET /v1/session`.
 pub async fn get(st: &AppState, req: &Request<Incoming>, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
     let mut t = t?;
-    let re = settle(st, &mut t).await?;
     let (now, touch) = (now_ms(), touch_param(req));
-    let (id, s) = t.with(|id| t.ctx.sessions.get(id, touch, now))?;
+    let ctx = t.ctx;
+    let (id, s, re) = settled(st, &mut t, false, |id| ctx.sessions.get(id, touch, now)).await?;
     accessed(st, t.ctx, &id, touch);
     Ok(reissue(session_response(t.ctx, StatusCode::OK, &s.meta, &s.attributes), t.ctx, re))
 }
@@ -255,10 +283,9 @@ pub async fn get(st: &AppState, req: &Request<Incoming>, t: Result<Target<'_>, A
 /// `DELETE` of a session.
 pub async fn delete(st: &AppState, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
     let mut t = t?;
-    settle(st, &mut t).await?;
-    writable(st)?;
     let now = now_ms();
-    let (id, ()) = t.with(|id| t.ctx.sessions.invalidate(id, now))?;
+    let ctx = t.ctx;
+    let (id, (), _) = settled(st, &mut t, true, |id| ctx.sessions.invalidate(id, now)).await?;
     if let Some(c) = &st.cluster {
         c.invalidated(&t.ctx.sessions, &id, now).await.map_err(cluster_error)?;
     }
@@ -268,10 +295,9 @@ pub async fn delete(st: &AppState, t: Result<Target<'_>, ApiError>) -> Result<Re
 /// `POST …/rotate`.
 pub async fn rotate(st: &AppState, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
     let mut t = t?;
-    settle(st, &mut t).await?;
-    writable(st)?;
     let now = now_ms();
-    let (old, m) = t.with(|id| t.ctx.sessions.rotate(id, now))?;
+    let ctx = t.ctx;
+    let (old, m, _) = settled(st, &mut t, true, |id| ctx.sessions.rotate(id, now)).await?;
     if let Some(c) = &st.cluster {
         c.rotated(&t.ctx.sessions, &old, &m.id, now).await.map_err(cluster_error)?;
     }
@@ -370,10 +396,9 @@ pub async fn patch(st: &AppState, mut t: Target<'_>, req: Request<Incoming>) -> 
             ));
         }
     }
-    let re = settle(st, &mut t).await?;
-    writable(st)?;
     let now = now_ms();
-    let (id, ()) = t.with(|id| t.ctx.sessions.update(id, &changes, now))?;
+    let ctx = t.ctx;
+    let (id, (), re) = settled(st, &mut t, true, |id| ctx.sessions.update(id, &changes, now)).await?;
     written(st, t.ctx, &id).await?;
     Ok(reissue(empty(StatusCode::NO_CONTENT), t.ctx, re))
 }
@@ -387,10 +412,11 @@ pub async fn attr_get(
 ) -> Result<Resp, ApiError> {
     let (mut t, name) = (t?, name?);
     t.ctx.sessions.check_change(&name, None)?;
-    let re = settle(st, &mut t).await?;
     let (now, touch) = (now_ms(), touch_param(req));
     let mut buf = Vec::new();
-    let (id, found) = t.with(|id| t.ctx.sessions.get_attr(id, &name, touch, now, &mut buf))?;
+    let ctx = t.ctx;
+    let (id, found, re) =
+        settled(st, &mut t, false, |id| ctx.sessions.get_attr(id, &name, touch, now, &mut buf)).await?;
     accessed(st, t.ctx, &id, touch);
     if !found {
         let shown: String = name.chars().take(64).collect();
@@ -414,10 +440,9 @@ pub async fn attr_put(
     t.ctx.sessions.check_change(&name, None)?;
     let timeout = Duration::from_secs_f64(st.config.request_timeout);
     let body = read_body(req, t.ctx.cfg.max_value_size as usize, timeout, "value").await?;
-    let re = settle(st, &mut t).await?;
-    writable(st)?;
     let now = now_ms();
-    let (id, ()) = t.with(|id| t.ctx.sessions.set_attr(id, &name, &body, now))?;
+    let ctx = t.ctx;
+    let (id, (), re) = settled(st, &mut t, true, |id| ctx.sessions.set_attr(id, &name, &body, now)).await?;
     written(st, t.ctx, &id).await?;
     Ok(reissue(empty(StatusCode::NO_CONTENT), t.ctx, re))
 }
@@ -430,10 +455,9 @@ pub async fn attr_delete(
 ) -> Result<Resp, ApiError> {
     let (mut t, name) = (t?, name?);
     t.ctx.sessions.check_change(&name, None)?;
-    let re = settle(st, &mut t).await?;
-    writable(st)?;
     let now = now_ms();
-    let (id, ()) = t.with(|id| t.ctx.sessions.remove_attr(id, &name, now))?;
+    let ctx = t.ctx;
+    let (id, (), re) = settled(st, &mut t, true, |id| ctx.sessions.remove_attr(id, &name, now)).await?;
     written(st, t.ctx, &id).await?;
     Ok(reissue(empty(StatusCode::NO_CONTENT), t.ctx, re))
 }

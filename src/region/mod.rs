@@ -923,7 +923,12 @@ impl Region {
         self.create_inner(now_ms, Some(a), &mut ev)
     }
 
-    fn create_inner(&self, now_ms: u64, seed: Option<&Adopt<'_>>, ev: &mut EventBuf<'_>) -> Result<SessionMeta, RegionError> {
+    fn create_inner(
+        &self,
+        now_ms: u64,
+        seed: Option<&Adopt<'_>>,
+        ev: &mut EventBuf<'_>,
+    ) -> Result<SessionMeta, RegionError> {
         let n = self.geo.params.max_locks;
         // One getrandom call: 18 bytes of token, 4 more (never shown in the
         // id) to pick the first stripe to try.

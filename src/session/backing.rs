@@ -120,6 +120,49 @@ pub struct Swept {
     pub owner: u32,
 }
 
+/// A takeover's notice to the node that held the session before: drop
+/// your copy (it is stale now).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Moved {
+    /// The node that held the session.
+    pub from: u32,
+    /// The context's id tag.
+    pub context: u16,
+    /// The slot it held the session in.
+    pub slot: u32,
+    /// The session's store key (the holder checks its slot still holds it).
+    pub key: StoreKey,
+}
+
+impl Moved {
+    /// The notice as a message: `from slot context keyhex`.
+    pub fn encode(&self) -> String {
+        let hex: String = self.key.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{} {} {} {hex}", self.from, self.slot, self.context)
+    }
+
+    /// Parses [`Self::encode`]'s form; anything else is `None`.
+    pub fn decode(s: &str) -> Option<Moved> {
+        let mut it = s.split(' ');
+        let (from, slot, context, hex) = (it.next()?, it.next()?, it.next()?, it.next()?);
+        if it.next().is_some() || hex.len() != 64 {
+            return None;
+        }
+        let mut key = [0u8; 32];
+        for (i, b) in key.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Moved { from: from.parse().ok()?, slot: slot.parse().ok()?, context: context.parse().ok()?, key })
+    }
+}
+
+/// A subscription to takeover notices.
+pub trait MovedFeed: Send {
+    /// The next notice; `Ok(None)` when the subscription ended (notices
+    /// may have been missed: reconcile, then subscribe again).
+    fn next(&mut self) -> StoreFuture<'_, Option<Moved>>;
+}
+
 /// A shared store behind the local regions.
 pub trait BackingStore: Send + Sync {
     /// A short description for logs (URL without credentials).
@@ -179,6 +222,13 @@ pub trait BackingStore: Send + Sync {
     /// Takes or renews the store-wide reaper lease for `node`; `Ok(true)`
     /// while this node holds it.
     fn elect(&self, node: u32, lease_ms: u64) -> StoreFuture<'_, bool>;
+
+    /// Tells every node that a session moved (PostgreSQL `NOTIFY`, Redis
+    /// `PUBLISH`); the node it moved from drops its copy.
+    fn announce<'a>(&'a self, m: &'a Moved) -> StoreFuture<'a, ()>;
+
+    /// Subscribes to takeover notices (a dedicated connection).
+    fn subscribe(&self) -> StoreFuture<'_, Box<dyn MovedFeed>>;
 }
 
 #[cfg(test)]
@@ -193,6 +243,10 @@ mod tests {
         assert_eq!(store_key(1, &t), store_key(1, &t));
         assert_ne!(store_key(1, &t), store_key(2, &t));
         assert_ne!(store_key(1, &t), store_key(1, &u));
+        let m = Moved { from: 3, context: 9, slot: 77, key: store_key(1, &t) };
+        assert_eq!(Moved::decode(&m.encode()), Some(m));
+        assert_eq!(Moved::decode("3 77 9 zz"), None);
+        assert_eq!(Moved::decode(&format!("{} extra", m.encode())), None);
         // The key never contains the token.
         let k = store_key(1, &t);
         assert!(!k.windows(TOKEN_LEN).any(|w| w == t));

@@ -31,8 +31,8 @@ use std::sync::Arc;
 pub use events::{ContextNames, Event, EventHub, HubMetrics, LogSubscriber, Subscriber};
 
 use crate::region::{
-    Adopt, Change, EventBuf, Geometry, ReapReport, Region, RegionConfig, RegionError, RegionEvent, RegionStats, Session,
-    SessionId, SessionMeta,
+    Adopt, Change, EventBuf, Geometry, ReapReport, Region, RegionConfig, RegionError, RegionEvent, RegionStats,
+    Session, SessionId, SessionMeta,
 };
 
 /// Attribute names starting with this character are reserved for sessiond

@@ -4,6 +4,7 @@
 //! or 5xx as an error.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod gateway;
 
 use std::io::{BufRead, BufReader};
