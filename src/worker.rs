@@ -87,6 +87,15 @@ pub fn run(
         },
         None => None,
     };
+    // Cluster mode: this worker's store client, made now (after fork) and
+    // connected on first use from this runtime.
+    let cluster = match crate::cluster::Cluster::open(&config, &contexts) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("worker {n}: cluster: {e}");
+            return EXIT_FATAL;
+        }
+    };
     let core = match crate::gateway::GatewayCore::new(&config, &contexts) {
         Ok(c) => c,
         Err(e) => {
@@ -97,7 +106,12 @@ pub fn run(
     let gateway = match (&core, gateway_listener) {
         (Some(core), Some(l)) => {
             let _rt = rt.enter();
-            match crate::gateway::public::Gateway::start(core.clone(), contexts.clone(), config.clone()) {
+            match crate::gateway::public::Gateway::start(
+                core.clone(),
+                contexts.clone(),
+                config.clone(),
+                cluster.clone(),
+            ) {
                 Ok(g) => Some((Arc::new(g), l)),
                 Err(e) => {
                     log::error!("worker {n}: cannot start the gateway: {e}");
@@ -110,15 +124,6 @@ pub fn run(
             return EXIT_FATAL;
         }
         _ => None,
-    };
-    // Cluster mode: this worker's store client, made now (after fork) and
-    // connected on first use from this runtime.
-    let cluster = match crate::cluster::Cluster::open(&config, &contexts) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!("worker {n}: cluster: {e}");
-            return EXIT_FATAL;
-        }
     };
     let state =
         Arc::new(AppState { contexts, config: config.clone(), stats, worker: n, gateway: core, api_token, cluster });

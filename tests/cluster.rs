@@ -383,3 +383,63 @@ fn start_refuses_node_zero_and_newer_schema() {
     s.wait_log("schema is version 99; this sessiond understands up to 1", Duration::from_secs(10));
     assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(1), "a node must not run against a newer schema");
 }
+
+/// The gateway in cluster mode: a user logged in through node 1's gateway
+/// stays logged in through node 2's (takeover, re-issued cookie), node 2
+/// forwards to the upstream, and a logout on node 2 ends the session in
+/// the store.
+fn gateway_login_moves_between_nodes(kind: Kind) {
+    use common::gateway::{cookie_of, serve_http, start_gateway};
+    let store = Store::new(kind, false);
+    let upstream = serve_http(|seen, _r, w| {
+        let body =
+            format!("hello {}", seen.headers.iter().find(|(k, _)| k == "x-sessiond-user").map_or("", |(_, v)| v));
+        let _ = write!(w, "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+    });
+    let sets = |n: u32| {
+        vec!["--set".to_string(), format!("node_id={n}"), "--set".to_string(), format!("cluster.store={}", store.url)]
+    };
+    let a1 = sets(1);
+    let a2 = sets(2);
+    let g1 = start_gateway(upstream, None, "", "", &a1.iter().map(String::as_str).collect::<Vec<_>>());
+    let g2 = start_gateway(upstream, None, "", "", &a2.iter().map(String::as_str).collect::<Vec<_>>());
+    for g in [&g1, &g2] {
+        g.server.wait_log("reconciled this node's sessions", Duration::from_secs(20));
+    }
+    let r = request(
+        "POST",
+        &g1.url("/.sessiond/login"),
+        &[("content-type", "application/json")],
+        Some(br#"{"user": "alice", "password": "secret"}"#),
+    );
+    assert_eq!(r.status, 204, "login: {}", r.text());
+    let c1 = cookie_of(&r);
+    assert_eq!(store.sessions(), 1, "the login is in the store before the cookie is sent");
+
+    // Node 1 is gone for this user; node 2 serves them without a new login.
+    let r = request("GET", &g2.url("/app/page"), &[("cookie", &c1)], None);
+    assert_eq!((r.status, r.text().as_str()), (200, "hello alice"), "node 2 forwards the logged-in user");
+    let c2 = cookie_of(&r);
+    let id2 = c2.split_once('=').unwrap().1.to_string();
+    assert_eq!(node_of(&id2), 2, "re-issued for node 2: {c2}");
+    let r = request("GET", &g2.url("/.sessiond/session"), &[("cookie", &c2)], None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["user"], "alice");
+
+    // Logout on node 2 ends it everywhere.
+    let r = request("POST", &g2.url("/.sessiond/logout"), &[("cookie", &c2)], None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(store.sessions(), 0);
+    let r = request("GET", &g1.url("/app/page"), &[("cookie", &c1)], None);
+    assert_eq!(r.status, 401, "the old cookie on node 1 must not come back: {}", r.text());
+}
+
+#[test]
+fn pg_gateway_login_moves_between_nodes() {
+    gateway_login_moves_between_nodes(Kind::Pg);
+}
+
+#[test]
+fn redis_gateway_login_moves_between_nodes() {
+    gateway_login_moves_between_nodes(Kind::Redis);
+}

@@ -68,11 +68,22 @@ pub struct Gateway {
     pub login_page: String,
     /// Bounds concurrent password checks (the blocking pool is shared).
     pub hashing: tokio::sync::Semaphore,
+    /// Cluster mode: the worker's view of the shared store.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
+
+/// The session a request's cookie names: its id here, its gateway data,
+/// and the id to re-issue when a cluster takeover gave it a new one.
+type Current = (SessionId, GatewaySession, Option<SessionId>);
 
 impl Gateway {
     /// Builds one worker's gateway, after `fork`, inside its runtime.
-    pub fn start(core: Arc<GatewayCore>, contexts: Arc<Contexts>, config: Arc<Config>) -> Result<Gateway, String> {
+    pub fn start(
+        core: Arc<GatewayCore>,
+        contexts: Arc<Contexts>,
+        config: Arc<Config>,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> Result<Gateway, String> {
         let g = &core.cfg;
         let verifier = Verifier::load(&g.verifier).map_err(|e| e.to_string())?;
         let upstreams =
@@ -99,6 +110,7 @@ impl Gateway {
             upstreams,
             login_page,
             hashing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+            cluster,
         })
     }
 
@@ -117,23 +129,54 @@ impl Gateway {
     }
 
     /// The session named by the request's cookie, with its gateway data
-    /// (touching it when `touch`).
-    fn current(&self, req: &Request<Incoming>, touch: bool) -> Option<(SessionId, GatewaySession)> {
+    /// (touching it when `touch`). In cluster mode a session another node
+    /// held is taken over from the store first; a store that cannot be
+    /// reached for that answers 503 (never "log in again", which would
+    /// leave the session behind).
+    async fn current(&self, req: &Request<Incoming>, touch: bool) -> Result<Option<Current>, GwResp> {
         let ctx = self.ctx();
-        let ids = crate::web::lookup::cookie_candidates(req.headers(), &ctx.cfg.cookie_name);
+        let mut ids = crate::web::lookup::cookie_candidates(req.headers(), &ctx.cfg.cookie_name);
+        let tag = ctx.sessions.tag();
+        ids.retain(|id| id.context == tag);
         let now = crate::clock::now_ms();
-        for id in ids.as_slice() {
-            if id.context != ctx.sessions.tag() {
-                continue;
+        let mut reissued = None;
+        if let Some(c) = &self.cluster {
+            match c.resolve(&ctx.sessions, ids.as_slice(), now).await {
+                Ok(None) => return Ok(None),
+                Ok(Some(f)) => {
+                    reissued = f.reissued.then_some(f.id);
+                    ids = crate::web::lookup::Ids::one(f.id);
+                }
+                Err(crate::cluster::ClusterError::Unavailable(m)) => {
+                    return Err(with_header(
+                        json_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", &m),
+                        "retry-after",
+                        "1",
+                    ));
+                }
+                Err(_) => return Ok(None),
             }
+        }
+        for id in ids.as_slice() {
             let mut buf = Vec::new();
             if let Ok(true) = ctx.sessions.get_attr(id, GATEWAY_ATTR, touch, now, &mut buf)
                 && let Some(gw) = GatewaySession::decode(&buf)
             {
-                return Some((*id, gw));
+                if let (true, Some(c)) = (touch, &self.cluster) {
+                    c.accessed(&ctx.sessions, id, now);
+                }
+                return Ok(Some((*id, gw, reissued)));
             }
         }
-        None
+        Ok(None)
+    }
+
+    /// Adds the re-issued id's cookie to `r`, if any.
+    fn reissue(&self, r: GwResp, id: Option<SessionId>) -> GwResp {
+        match id {
+            Some(id) => with_header(r, "set-cookie", &crate::web::set_cookie(self.ctx(), Some(&id))),
+            None => r,
+        }
     }
 }
 
@@ -201,8 +244,8 @@ pub async fn handle(
             ("/.sessiond/login", Method::GET) => login_page(&gw, &req, None, StatusCode::OK),
             ("/.sessiond/login", Method::POST) => login(&gw, peer, req).await,
             ("/.sessiond/logout", Method::POST) => logout(&gw, &req).await,
-            ("/.sessiond/session", Method::GET) => session(&gw, &req),
-            ("/.sessiond/auth", _) => auth(&gw, &req),
+            ("/.sessiond/session", Method::GET) => session(&gw, &req).await,
+            ("/.sessiond/auth", _) => auth(&gw, &req).await,
             ("/.sessiond/login", _) => with_header(status(StatusCode::METHOD_NOT_ALLOWED), "allow", "GET, POST"),
             ("/.sessiond/logout", _) => with_header(status(StatusCode::METHOD_NOT_ALLOWED), "allow", "POST"),
             ("/.sessiond/session", _) => with_header(status(StatusCode::METHOD_NOT_ALLOWED), "allow", "GET"),
@@ -223,8 +266,10 @@ fn unauthenticated(req: &Request<Incoming>) -> GwResp {
 }
 
 async fn forward(gw: &Arc<Gateway>, peer: Option<SocketAddr>, path: NormalPath, req: Request<Incoming>) -> GwResp {
-    let Some((id, session)) = gw.current(&req, true) else {
-        return unauthenticated(&req);
+    let (id, session, re) = match gw.current(&req, true).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return unauthenticated(&req),
+        Err(r) => return r,
     };
     let Some(upstream) = proxy::route(&gw.upstreams, &path) else {
         return json_error(StatusCode::NOT_FOUND, "no_upstream", "no upstream serves this path");
@@ -256,23 +301,27 @@ async fn forward(gw: &Arc<Gateway>, peer: Option<SocketAddr>, path: NormalPath, 
         alive,
         max_tunnels: gw.config.max_connections as usize,
     };
-    proxy::forward(f, req).await
+    gw.reissue(proxy::forward(f, req).await, re)
 }
 
-fn session(gw: &Gateway, req: &Request<Incoming>) -> GwResp {
-    let Some((id, _)) = gw.current(req, true) else {
-        return json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "no session");
+async fn session(gw: &Gateway, req: &Request<Incoming>) -> GwResp {
+    let (id, _, re) = match gw.current(req, true).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "no session"),
+        Err(r) => return r,
     };
     match control::read(&gw.ctx().sessions, &id) {
-        Ok((meta, s)) => json_resp(StatusCode::OK, control::view(&meta, &s)),
+        Ok((meta, s)) => gw.reissue(json_resp(StatusCode::OK, control::view(&meta, &s)), re),
         Err(_) => json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "no session"),
     }
 }
 
 /// Forward-auth: nginx `auth_request` and Traefik `forwardAuth`.
-fn auth(gw: &Gateway, req: &Request<Incoming>) -> GwResp {
-    let Some((id, session)) = gw.current(req, true) else {
-        return json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "no session");
+async fn auth(gw: &Gateway, req: &Request<Incoming>) -> GwResp {
+    let (id, session, re) = match gw.current(req, true).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "no session"),
+        Err(r) => return r,
     };
     // Traefik sets X-Forwarded-Uri, nginx's snippet X-Original-URI; a
     // client may send either itself, and a proxy may pass the other one
@@ -312,7 +361,7 @@ fn auth(gw: &Gateway, req: &Request<Incoming>) -> GwResp {
     if !session.filters.allows(&path, adapter) {
         return json_error(StatusCode::FORBIDDEN, "filtered", "this session may not reach this path");
     }
-    let r = status(StatusCode::NO_CONTENT);
+    let r = gw.reissue(status(StatusCode::NO_CONTENT), re);
     let mut r = with_header(r, "x-sessiond-session", &gw.core.handle_of(&id));
     r.headers_mut().insert("x-sessiond-user", proxy::header_user(&session.user));
     r
@@ -423,7 +472,7 @@ async fn login(gw: &Arc<Gateway>, peer: Option<SocketAddr>, req: Request<Incomin
     }
     let trusted = gw.trusted(peer);
     let addr = proxy::client_addr(peer, req.headers(), trusted).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-    let old = gw.current(&req, false);
+    let old = gw.current(&req, false).await.ok().flatten().map(|(id, s, _)| (id, s));
     let user_agent =
         req.headers().get(hyper::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let timeout = Duration::from_secs_f64(gw.config.request_timeout);
@@ -534,6 +583,18 @@ async fn login(gw: &Arc<Gateway>, peer: Option<SocketAddr>, req: Request<Incomin
         let e = crate::web::ApiError::from(e);
         return json_error(e.status, e.code, &e.message);
     }
+    // Cluster mode: the login is in the store before the cookie is sent.
+    if let Some(cl) = &gw.cluster
+        && let Err(e) = cl.created(&ctx.sessions, &meta, crate::clock::now_ms()).await
+    {
+        let _ = ctx.sessions.invalidate(&id, crate::clock::now_ms());
+        log::warn!("gateway: login of {:?} refused: {e}", c.user);
+        return with_header(
+            json_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", &e.to_string()),
+            "retry-after",
+            "1",
+        );
+    }
     gw.core.record_live(&handle, &c.user).await;
     // A login with a valid session replaces it: a new id on login, against fixation.
     if let Some((oid, old_gw)) = old
@@ -584,9 +645,14 @@ async fn logout(gw: &Gateway, req: &Request<Incoming>) -> GwResp {
         return json_error(StatusCode::FORBIDDEN, "bad_origin", "a logout must come from this site's own page");
     }
     let ctx = gw.ctx();
-    if let Some((id, s)) = gw.current(req, false)
+    if let Ok(Some((id, s, _))) = gw.current(req, false).await
         && ctx.sessions.invalidate(&id, crate::clock::now_ms()).is_ok()
     {
+        if let Some(cl) = &gw.cluster
+            && let Err(e) = cl.invalidated(&ctx.sessions, &id, crate::clock::now_ms()).await
+        {
+            log::warn!("gateway: logout of {:?}: {e}; the change is kept and flushed when the store returns", s.user);
+        }
         gw.core.notify_destroyed(&gw.core.handle_of(&id), &s.user, "logout").await;
         log::info!("gateway: user {:?} logged out", s.user);
     }

@@ -58,6 +58,11 @@ pub async fn route(st: &AppState, req: Request<Incoming>, rest: &[&str]) -> Resu
                 Ok(id) => {
                     let user = control::read(sessions, &id).map(|(_, g)| g.user).unwrap_or_default();
                     if sessions.invalidate(&id, crate::clock::now_ms()).is_ok() {
+                        if let Some(c) = &st.cluster
+                            && let Err(e) = c.invalidated(sessions, &id, crate::clock::now_ms()).await
+                        {
+                            log::warn!("gateway: destroy of user {user:?}'s session: {e}");
+                        }
                         // The canonical handle, whatever spelling the caller used.
                         core.notify_destroyed(&core.handle_of(&id), &user, "control").await;
                         log::info!("gateway: session of user {user:?} destroyed through the control API");
@@ -89,7 +94,17 @@ pub async fn route(st: &AppState, req: Request<Incoming>, rest: &[&str]) -> Resu
             }
             let items: Items = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::bad_request("bad_json", format!("expected {{\"items\": [\"…\"]}}: {e}")))?;
+            if let Some(c) = &st.cluster {
+                c.check_writable()
+                    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))?;
+            }
             let result = control::change_filters(sessions, &id, kind, &items.items, add)?;
+            // Cluster mode: the narrowed filters are in the store before the answer.
+            if let Some(c) = &st.cluster {
+                c.changed(sessions, &id, crate::clock::now_ms())
+                    .await
+                    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))?;
+            }
             Ok(json(StatusCode::OK, json!({"items": result})))
         }
         ([_, "filters", _], _) | ([_, "filters", _, "add" | "remove"], _) => Err(ApiError::new(
