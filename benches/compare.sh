@@ -25,6 +25,10 @@
 #                                                        -> fill_rate.png, memory.png
 #   6. region scale sessiond-bench-scale, region API only; no peer has such a
 #                   layer, so it is printed as a table and not plotted.
+#   7. cluster      benches/cluster.sh: cluster mode over Redis and PostgreSQL
+#                   vs the same node without [cluster]: owner-local reads,
+#                   written-through writes, failover latency, store writes
+#                   under reads (its own section)  -> cluster.png
 #
 # Writes the results between the markers in docs/benchmarks.md (DOC) and the
 # plots under docs/img/ (IMG). Everything it starts is stopped on exit.
@@ -589,3 +593,7 @@ else
   { echo; echo "## sessiond vs nginx vs Redis (benches/compare.sh)"; echo; cat "$WORK/section.md"; } >> "$DOC"
 fi
 echo "wrote $DOC and $IMG/*.png in $SECONDS s" >&2
+
+# --- 7. cluster mode (same run; its own section and plot) ------------------------
+cleanup; trap - EXIT
+DURATION=$DURATION ROUNDS=$ROUNDS CONNS=$CONNS SESSIONS=$SESSIONS DOC=$DOC IMG=$IMG bash "$ROOT/benches/cluster.sh"
