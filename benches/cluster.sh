@@ -104,7 +104,7 @@ EOF
   if [ -n "$4" ]; then
     printf '[cluster]\nstore = "%s"\nsave_period = %s\n' "$4" "${5:-60}" >> "$dir/sd.toml"
   fi
-  "$ROOT/target/release/sessiond" --config "$dir/sd.toml" 2>"$dir/log" &
+  "$ROOT/target/release/sessiond" --config "$dir/sd.toml" >/dev/null 2>"$dir/log" &
   PIDS+=("$!"); eval "PID_$1=$!"
   wait_port "$2"
   if [ -n "$4" ]; then
@@ -138,10 +138,9 @@ errs() { awk -v n="$1" '$1==n {s+=$6+$7} END {print s+0}' "$WORK/rounds.txt"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "n/a" }'; }
 
 # --- 3: failover latency --------------------------------------------------------
-failover() { # $1 = store name, $2 = owner port, $3 = store URL, $4 = survivor port
-  start_node "${1}2" "$4" 2 "$3"
+failover() { # $1 = store name, $2 = survivor port (node 2, started by the caller)
   head -n "$FAILOVER" "$WORK/ids_$1.txt" > "$WORK/fo_ids.txt"
-  python3 - "$4" "$WORK/fo_ids.txt" <<'PY'
+  python3 - "$2" "$WORK/fo_ids.txt" <<'PY'
 import http.client, sys, time
 port, ids = int(sys.argv[1]), open(sys.argv[2]).read().split()
 c = http.client.HTTPConnection("127.0.0.1", port)
@@ -159,8 +158,10 @@ print(f"{q(0.5):.0f} {q(0.99):.0f} {lat[-1]:.0f} {bad}")
 PY
 }
 echo "cluster: failover ..." >&2
-read -r FO_R50 FO_R99 FO_RMAX FO_RBAD <<<"$(failover redis 18282 "$RD_URL" 18284)"
-read -r FO_P50 FO_P99 FO_PMAX FO_PBAD <<<"$(failover pg 18283 "$PG_URL" 18285)"
+start_node redis2 18284 2 "$RD_URL"
+start_node pg2 18285 2 "$PG_URL"
+read -r FO_R50 FO_R99 FO_RMAX FO_RBAD <<<"$(failover redis 18284)"
+read -r FO_P50 FO_P99 FO_PMAX FO_PBAD <<<"$(failover pg 18285)"
 # The same client against sessions the node already owns: the client's own cost.
 read -r FO_L50 FO_L99 FO_LMAX _ <<<"$(python3 - 18281 "$WORK/ids_local.txt" "$FAILOVER" <<'PY'
 import http.client, sys, time
@@ -181,8 +182,7 @@ PY
 # --- 4: store writes under a read-only load -----------------------------------------
 echo "cluster: store writes under reads (${WRITES_SECONDS}s, save_period=$SAVE_PERIOD) ..." >&2
 stop_node redis2; stop_node pg2
-writes_per_min() { # $1 = name, $2 = port, $3 = URL
-  start_node "${1}w" "$2" 3 "$3" "$SAVE_PERIOD"
+writes_per_min() { # $1 = name, $2 = port (node "${1}w", started by the caller)
   python3 "$ROOT/benches/prepare_sessions.py" 127.0.0.1 "$2" 1000 > "$WORK/ids.txt"
   sleep 1
   local before after rps
@@ -190,12 +190,15 @@ writes_per_min() { # $1 = name, $2 = port, $3 = URL
   read -r rps _ <<<"$(run_wrk read.lua "http://127.0.0.1:$2" "$WRITES_SECONDS")"
   sleep 0.5
   after=$(metric "$2" sessiond_store_writes_total)
-  stop_node "${1}w"
   awk -v b="$before" -v a="$after" -v s="$WRITES_SECONDS" -v r="$rps" \
     'BEGIN { printf "%d %d %.2f %.1f\n", a - b, r, (a - b) / 1000 / (s / 60), r * s / 1000 }'
 }
-read -r W_R W_RRPS W_RPM W_RREADS <<<"$(writes_per_min redis 18286 "$RD_URL")"
-read -r W_P W_PRPS W_PPM W_PREADS <<<"$(writes_per_min pg 18287 "$PG_URL")"
+start_node redisw 18286 3 "$RD_URL" "$SAVE_PERIOD"
+read -r W_R W_RRPS W_RPM W_RREADS <<<"$(writes_per_min redis 18286)"
+stop_node redisw
+start_node pgw 18287 3 "$PG_URL" "$SAVE_PERIOD"
+read -r W_P W_PRPS W_PPM W_PREADS <<<"$(writes_per_min pg 18287)"
+stop_node pgw
 
 # --- plot ------------------------------------------------------------------------
 mkdir -p "$IMG"

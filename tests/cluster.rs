@@ -160,7 +160,7 @@ fn elected_sweep(kind: Kind) {
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let ev_url = format!("events.url={url}");
     let ev_secret = format!("events.secret_file={}", secret.display());
-    let extra = ["timeout=2", "cluster.save_period=1", ev_url.as_str(), ev_secret.as_str()];
+    let extra = ["timeout=2", "reap_interval=1", "cluster.save_period=1", ev_url.as_str(), ev_secret.as_str()];
     let mut nodes: Vec<Server> = (1..=3).map(|n| node(&store, n, &extra)).collect();
     let leaders = |nodes: &[Server]| nodes.iter().filter(|s| metric(s, "sessiond_store_leader") == 1).count();
     wait_until("one leader", Duration::from_secs(10), || leaders(&nodes) == 1);
@@ -327,6 +327,12 @@ fn store_down(kind: Kind) {
     assert!(statuses.iter().all(|s| *s == 503), "fail-closed writes: {statuses:?}");
     assert_eq!(common::get(&nf.url("/healthz")).json()["status"], "degraded");
 
+    // A rotation during the outage: the old id must not come back through
+    // the store once it returns.
+    let r = request("POST", &n1.url(&format!("/v1/sessions/{}/rotate", ids[1])), &[], None);
+    assert_eq!(r.status, 200, "serve-local rotation: {}", r.text());
+    let rotated = r.json()["id"].as_str().unwrap().to_string();
+
     // The store returns: every change is flushed, in order, and nothing is lost.
     proxy.up();
     wait_until("pending changes flushed", Duration::from_secs(20), || {
@@ -334,10 +340,54 @@ fn store_down(kind: Kind) {
     });
     assert_eq!(common::get(&n1.url("/healthz")).json()["status"], "ok");
     for id in &ids {
+        if *id == ids[1] {
+            continue;
+        }
         let r = attr(&n2, id, "v");
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.text(), last[id], "the last change made during the outage reached the store");
     }
+    let r = attr(&n2, &ids[1], "v");
+    assert_eq!(r.status, 404, "the id rotated away during the outage came back: {}", r.text());
+    let r = attr(&n2, &rotated, "v");
+    assert_eq!((r.status, r.text()), (200, last[&ids[1]].clone()), "the rotated session moved with its data");
+}
+
+/// A logout (DELETE) on a node whose copy is stale (it has not heard of
+/// the takeover yet) still ends the session on its owner and in the store.
+fn stale_logout_ends_the_session(kind: Kind) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let store = Store::new(kind, false);
+    let n1 = node(&store, 1, &[]);
+    let n2 = node(&store, 2, &[]);
+    let id = common::create(&n1);
+    assert_eq!(put(&n1, &id, "user", "ann").status, 204);
+    // Node 1's reaper (which hears takeover notices) is paused.
+    let reaper = n1.children("sessiond: reaper");
+    assert_eq!(reaper.len(), 1);
+    kill(Pid::from_raw(reaper[0]), Signal::SIGSTOP).unwrap();
+    let r = attr(&n2, &id, "user");
+    assert_eq!(r.status, 200);
+    let id2 = reissued(&r).unwrap();
+    // The logout lands on node 1, whose copy is stale.
+    let r = request("DELETE", &n1.url(&format!("/v1/sessions/{id}")), &[], None);
+    kill(Pid::from_raw(reaper[0]), Signal::SIGCONT).unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(store.sessions(), 0, "the session is ended in the store");
+    wait_until("node 2 dropped its copy", Duration::from_secs(5), || metric(&n2, "sessiond_store_dropped_total") >= 1);
+    assert_eq!(attr(&n2, &id2, "user").status, 404, "the owner's copy is gone too");
+    assert_eq!(attr(&n2, &id, "user").status, 404);
+}
+
+#[test]
+fn pg_stale_logout_ends_the_session() {
+    stale_logout_ends_the_session(Kind::Pg);
+}
+
+#[test]
+fn redis_stale_logout_ends_the_session() {
+    stale_logout_ends_the_session(Kind::Redis);
 }
 
 #[test]

@@ -197,7 +197,13 @@ pub async fn flush(cluster: &Cluster, s: &Sessions) -> usize {
             let r = match s.snapshot_slot(slot, now) {
                 Ok(Some(sess)) => {
                     let id = sess.meta.id;
-                    let rec = cluster.record(&sess, seq, cluster.owner_of(&id).epoch);
+                    let owner = cluster.owner_of(&id);
+                    if owner.epoch == 0 {
+                        // Its worker has not recorded it yet (a create or a
+                        // takeover in flight): the worker writes it itself.
+                        continue;
+                    }
+                    let rec = cluster.record(&sess, seq, owner.epoch);
                     let r = cluster.store().save(&rec).await;
                     if let Err(StoreError::Fenced { .. }) = r {
                         let _ = s.drop_stale(&id, now);
@@ -208,6 +214,11 @@ pub async fn flush(cluster: &Cluster, s: &Sessions) -> usize {
                 Ok(None) => match s.ended_id(slot) {
                     Ok(Some(id)) => {
                         let owner = Owner { node: cluster.node(), slot, epoch: cluster.owner_of(&id).epoch };
+                        if owner.epoch == 0 {
+                            // Never recorded as ours: nothing of ours in the store.
+                            let _ = s.acknowledge(slot, seq);
+                            continue;
+                        }
                         cluster.store().remove(&store_key(id.context, &id.token), owner).await
                     }
                     // Live but expired: the region's reaper frees it, then
@@ -220,6 +231,17 @@ pub async fn flush(cluster: &Cluster, s: &Sessions) -> usize {
             match r {
                 Ok(()) => {
                     cluster.state().add(Word::Writes, 1);
+                    // A key a rotation retired while the store was away goes now.
+                    if let Some(o) = cluster.owners(s.tag())
+                        && let Some((key, epoch)) = o.retired(slot)
+                    {
+                        let r = cluster.store().remove(&key, Owner { node: cluster.node(), slot, epoch }).await;
+                        cluster.note(&r);
+                        match r {
+                            Ok(()) | Err(StoreError::Fenced { .. }) => o.clear_retired(slot),
+                            Err(_) => return done,
+                        }
+                    }
                     if s.acknowledge(slot, seq).unwrap_or(false) {
                         done += 1;
                     }
@@ -238,6 +260,16 @@ pub async fn flush(cluster: &Cluster, s: &Sessions) -> usize {
         log::info!("context {}: flushed {done} change(s) to the session store", s.context());
     }
     done
+}
+
+/// How long after its expiry the store sweep takes a session: a live owner
+/// expires its own sessions at its region's next reap (so the owner, not
+/// the sweep, reports them), and the store's last access lags by up to
+/// `save_period`; plus clock skew. The sweep thus collects what nodes that
+/// are gone left behind.
+pub fn sweep_grace_ms(cfg: &crate::config::ClusterConfig, contexts: &Contexts) -> u64 {
+    let reap = contexts.iter().map(|c| c.cfg.reap_interval).max().unwrap_or(0);
+    (reap + 2 * u64::from(cfg.save_period)) * 1000 + 5000
 }
 
 /// One sweep round, if this node is the reaper.
@@ -270,9 +302,7 @@ async fn sweep(cluster: &Cluster, contexts: &Contexts, hub: Option<&Arc<EventHub
         return;
     }
     cluster.state().add(Word::Sweeps, 1);
-    // The store's last access lags by up to save_period: give owners that
-    // long (twice, plus clock skew) before their sessions count as expired.
-    let grace = 2 * u64::from(cfg.save_period) * 1000 + 5000;
+    let grace = sweep_grace_ms(cfg, contexts);
     for _ in 0..SWEEP_ROUNDS {
         let before = crate::clock::now_ms().saturating_sub(grace);
         let r = cluster.store().sweep(before, cfg.sweep_batch).await;

@@ -39,7 +39,7 @@ use crate::contexts::Contexts;
 use crate::region::{Adopt, RegionError, Session, SessionId, SessionMeta};
 use crate::session::Sessions;
 use crate::session::backing::{BackingStore, Moved, Owner, Record, StoreError, store_key};
-use shared::{NodeState, Owners, Word};
+use shared::{NodeState, Owners, Word, tag_of};
 
 /// What a cluster step can answer besides success.
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +82,10 @@ pub struct Found {
     pub reissued: bool,
 }
 
-/// Builds the store a config names (no connection yet).
-pub fn open_store(cfg: &ClusterConfig) -> Result<Arc<dyn BackingStore>, String> {
+/// Builds the store a config names (no connection yet); `sweep_grace_ms`
+/// is how long after expiry the store sweep takes a session (Redis keeps
+/// each hash 10 minutes longer, so the sweep finds it to report it).
+pub fn open_store(cfg: &ClusterConfig, sweep_grace_ms: u64) -> Result<Arc<dyn BackingStore>, String> {
     let password = match &cfg.store_password_file {
         Some(p) => Some(read_secret_file("cluster.store_password_file", p).map_err(|e| e.to_string())?),
         None => None,
@@ -92,7 +94,13 @@ pub fn open_store(cfg: &ClusterConfig) -> Result<Arc<dyn BackingStore>, String> 
     let shown = cfg.store.shown();
     Ok(match cfg.store.kind {
         StoreKind::Postgres => Arc::new(postgres::PgStore::new(cfg.store.raw(), shown, password, timeout)?),
-        StoreKind::Redis => Arc::new(redis::RedisStore::new(cfg.store.raw(), shown, password, timeout)?),
+        StoreKind::Redis => Arc::new(redis::RedisStore::new(
+            cfg.store.raw(),
+            shown,
+            password,
+            timeout,
+            sweep_grace_ms + 10 * 60 * 1000,
+        )?),
     })
 }
 
@@ -110,6 +118,7 @@ pub fn prepare_files(config: &Config, contexts: &Contexts) -> std::io::Result<()
     let st = NodeState::open(&config.data_dir)?;
     st.set(Word::Reconciled, 0);
     st.set(Word::Leader, 0);
+    st.set(Word::StartedMs, crate::clock::now_ms());
     Ok(())
 }
 
@@ -117,7 +126,7 @@ impl Cluster {
     /// This process's cluster view, or `None` without `[cluster]`.
     pub fn open(config: &Config, contexts: &Contexts) -> Result<Option<Arc<Cluster>>, String> {
         let Some(cfg) = &config.cluster else { return Ok(None) };
-        let store = open_store(cfg)?;
+        let store = open_store(cfg, background::sweep_grace_ms(cfg, contexts))?;
         Self::with_store(config, contexts, store).map(Some)
     }
 
@@ -163,9 +172,29 @@ impl Cluster {
         self.owners.iter().find(|(t, _)| *t == tag).map(|(_, o)| o)
     }
 
+    /// This node as the owner of `id` (epoch 0 when it has no record of
+    /// holding it: the store refuses writes carrying that).
     fn owner_of(&self, id: &SessionId) -> Owner {
-        let epoch = self.owners(id.context).map_or(0, |o| o.epoch(id.slot));
+        let tag = tag_of(&store_key(id.context, &id.token));
+        let epoch = self.owners(id.context).map_or(0, |o| o.epoch(id.slot, tag));
         Owner { node: self.node, slot: id.slot, epoch }
+    }
+
+    /// Records that this node holds `id` at `epoch` from now on.
+    fn record_owner(&self, id: &SessionId, epoch: u64, saved_access_ms: u64) {
+        if let Some(o) = self.owners(id.context) {
+            let tag = tag_of(&store_key(id.context, &id.token));
+            o.set(id.slot, epoch, saved_access_ms, tag, crate::clock::now_ms());
+        }
+    }
+
+    /// Whether this node took or created `id` since it started (so it is
+    /// its own without asking the store, even before reconciliation).
+    fn fresh(&self, id: &SessionId) -> bool {
+        let tag = tag_of(&store_key(id.context, &id.token));
+        self.owners(id.context)
+            .and_then(|o| o.entry(id.slot, tag))
+            .is_some_and(|e| e.since_ms >= self.state.get(Word::StartedMs))
     }
 
     /// Whether `/healthz` should say "degraded": the store is down.
@@ -264,7 +293,7 @@ impl Cluster {
         if id.node == self.node
             && let Some(local) = Self::holds(sessions, id, now_ms)?
         {
-            if self.state.get(Word::Reconciled) == 1 {
+            if self.state.get(Word::Reconciled) == 1 || self.fresh(&local) {
                 return Ok(Some(Found { id: local, reissued: false }));
             }
             // Not yet reconciled after a start: the store says whether this
@@ -287,7 +316,7 @@ impl Cluster {
                 Err(e) => return Err(self.unavailable(&e)),
             }
         }
-        for _attempt in 0..2 {
+        for _attempt in 0..3 {
             let r = self.store.load(&key, now_ms).await;
             self.note(&r);
             let rec = match r {
@@ -297,7 +326,7 @@ impl Cluster {
             };
             if rec.owner.node == self.node
                 && let Some(o) = self.owners(tag)
-                && o.epoch(rec.owner.slot) == rec.owner.epoch
+                && o.epoch(rec.owner.slot, tag_of(&key)) == rec.owner.epoch
             {
                 let here = SessionId { node: self.node, context: tag, slot: rec.owner.slot, token: id.token };
                 if let Some(local) = Self::holds(sessions, &here, now_ms)? {
@@ -306,8 +335,9 @@ impl Cluster {
             }
             match self.take_over(sessions, &rec, id.token, now_ms).await {
                 Ok(local) => return Ok(Some(Found { id: local, reissued: true })),
-                // A sibling worker of this node won: find its copy.
-                Err(ClusterError::Moved { owner }) if owner == self.node => continue,
+                // A sibling worker of this node won (find its copy), or the
+                // owner wrote after the load (take the newer data).
+                Err(ClusterError::Moved { owner }) if owner == self.node || owner == rec.owner.node => continue,
                 Err(e) => return Err(e),
             }
         }
@@ -337,13 +367,11 @@ impl Cluster {
         let meta: SessionMeta = sessions.adopt(&a, now_ms)?;
         let slot = meta.id.slot;
         let mark = sessions.change_mark(slot)?;
-        let r = self.store.take_over(&rec.key, rec.owner.epoch, self.node, slot, now_ms).await;
+        let r = self.store.take_over(&rec.key, rec.owner.epoch, rec.seq, self.node, slot, now_ms).await;
         self.note(&r);
         match r {
             Ok(epoch) => {
-                if let Some(o) = self.owners(meta.id.context) {
-                    o.set(slot, epoch, rec.last_access_ms);
-                }
+                self.record_owner(&meta.id, epoch, rec.last_access_ms);
                 if let Some(seq) = mark {
                     sessions.acknowledge(slot, seq)?;
                 }
@@ -394,13 +422,14 @@ impl Cluster {
 
     /// Write-through of a new session: this node owns it at epoch 1.
     pub async fn created(&self, sessions: &Sessions, meta: &SessionMeta, now_ms: u64) -> Result<(), ClusterError> {
-        if let Some(o) = self.owners(meta.id.context) {
-            o.set(meta.id.slot, 1, meta.created_ms);
-        }
+        self.record_owner(&meta.id, 1, meta.created_ms);
         self.changed(sessions, &meta.id, now_ms).await
     }
 
-    /// Write-through of a rotation from `old` to `new` (same slot).
+    /// Write-through of a rotation from `old` to `new` (same slot). If the
+    /// store cannot be told, the old key is remembered in the owner table
+    /// and removed by the reaper's flush when the store returns, so the
+    /// old id never comes back through the store.
     pub async fn rotated(
         &self,
         sessions: &Sessions,
@@ -409,21 +438,38 @@ impl Cluster {
         now_ms: u64,
     ) -> Result<(), ClusterError> {
         let slot = new.slot;
+        let old_key = store_key(old.context, &old.token);
+        let epoch = self
+            .owners(new.context)
+            .map_or(0, |o| o.retag(slot, tag_of(&old_key), tag_of(&store_key(new.context, &new.token))));
         let Some(seq) = sessions.change_mark(slot)? else { return Ok(()) };
         let Some(s) = sessions.snapshot_slot(slot, now_ms)?.filter(|s| new.token_matches(&s.meta.id.token)) else {
             return Err(ClusterError::Raced);
         };
-        let rec = self.record(&s, seq, self.owner_of(new).epoch);
-        let r = self.store.rotate(&store_key(old.context, &old.token), &rec).await;
+        let rec = self.record(&s, seq, epoch);
+        let r = self.store.rotate(&old_key, &rec).await;
+        if let Err(StoreError::Unavailable { .. }) = &r
+            && let Some(o) = self.owners(new.context)
+        {
+            o.retire(slot, &old_key, epoch);
+        }
         self.settle(sessions, new, seq, r, now_ms)
     }
 
-    /// Write-through of an invalidation.
-    pub async fn invalidated(&self, sessions: &Sessions, id: &SessionId, _now_ms: u64) -> Result<(), ClusterError> {
+    /// Write-through of an invalidation. When another node owns the
+    /// session now (this copy was stale), it is ended in the store all the
+    /// same: taken over there and removed, and its holder told, so a
+    /// logout on any node ends the session everywhere.
+    pub async fn invalidated(&self, sessions: &Sessions, id: &SessionId, now_ms: u64) -> Result<(), ClusterError> {
         let seq = sessions.change_mark(id.slot)?;
-        let r = self.store.remove(&store_key(id.context, &id.token), self.owner_of(id)).await;
+        let key = store_key(id.context, &id.token);
+        let r = self.store.remove(&key, self.owner_of(id)).await;
         self.note(&r);
         self.state.add(Word::Writes, 1);
+        let r = match r {
+            Err(StoreError::Fenced { owner }) if owner != 0 => self.end_elsewhere(&key, id.slot, now_ms).await,
+            r => r,
+        };
         match r {
             Ok(()) | Err(StoreError::Fenced { .. }) => {
                 // Clear the mark only while the slot still holds the ended
@@ -435,8 +481,40 @@ impl Cluster {
                 }
                 Ok(())
             }
-            Err(e) => self.down_outcome(&e),
+            Err(e) if self.cfg.when_store_down == StoreDown::FailClosed => Err(self.unavailable(&e)),
+            // The mark stays; the flush removes it when the store returns.
+            Err(_) => Ok(()),
         }
+    }
+
+    /// Ends a session another node holds: takes it over in the store
+    /// (fenced), removes it, and tells the holder to drop its copy.
+    async fn end_elsewhere(
+        &self,
+        key: &crate::session::backing::StoreKey,
+        slot: u32,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        for _ in 0..3 {
+            let rec = match self.store.load(key, now_ms).await? {
+                Some(rec) => rec,
+                None => return Ok(()),
+            };
+            match self.store.take_over(key, rec.owner.epoch, rec.seq, self.node, slot, now_ms).await {
+                Ok(epoch) => {
+                    self.store.remove(key, Owner { node: self.node, slot, epoch }).await?;
+                    if rec.owner.node != self.node {
+                        let m = Moved { from: rec.owner.node, context: rec.context, slot: rec.owner.slot, key: *key };
+                        let r = self.store.announce(&m).await;
+                        self.note(&r);
+                    }
+                    return Ok(());
+                }
+                Err(StoreError::Fenced { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable { store: self.store.describe(), why: "the session kept moving; retry".into() })
     }
 
     fn down_outcome(&self, e: &StoreError) -> Result<(), ClusterError> {

@@ -261,7 +261,7 @@ async fn prepare(c: &Client) -> Result<Prepared, tokio_postgres::Error> {
         take: c
             .prepare(
                 "UPDATE sessiond_session SET owner_node = $2, owner_slot = $3, owner_epoch = owner_epoch + 1, \
-                 seq = 0 WHERE key_hash = $1 AND owner_epoch = $4 AND NOT removed AND expires_ms > $5 \
+                 seq = 0 WHERE key_hash = $1 AND owner_epoch = $4 AND seq = $6 AND NOT removed AND expires_ms > $5 \
                  RETURNING owner_epoch",
             )
             .await?,
@@ -348,6 +348,13 @@ impl BackingStore for PgStore {
                 ))
                 .await?;
             if rows.is_empty() {
+                // Gone from the store (swept while this node could not reach
+                // it): `Ok(false)`, and the caller writes it whole again. A
+                // tombstone or another owner: `Fenced`.
+                let probe = self.with_timeout(c.client.query(&c.st.probe, &[&key.as_slice()])).await?;
+                if probe.is_empty() {
+                    return Ok(false);
+                }
                 self.classify(&c, key, owner, false).await?;
                 return Ok(false);
             }
@@ -389,6 +396,7 @@ impl BackingStore for PgStore {
         &'a self,
         key: &'a StoreKey,
         seen_epoch: u64,
+        seen_seq: u64,
         node: u32,
         slot: u32,
         now_ms: u64,
@@ -398,7 +406,14 @@ impl BackingStore for PgStore {
             let rows = self
                 .with_timeout(c.client.query(
                     &c.st.take,
-                    &[&key.as_slice(), &(node as i32), &(slot as i32), &i64_of(seen_epoch), &i64_of(now_ms)],
+                    &[
+                        &key.as_slice(),
+                        &(node as i32),
+                        &(slot as i32),
+                        &i64_of(seen_epoch),
+                        &i64_of(now_ms),
+                        &i64_of(seen_seq),
+                    ],
                 ))
                 .await?;
             match rows.first() {

@@ -40,9 +40,6 @@ const LEASE: &str = "sd:reaper";
 const SCHEMA: &str = "sd:schema";
 /// The takeover notices' channel.
 const MOVED: &str = "sd:moved";
-/// A hash outlives its expiry by this much, so the sweep sees it first
-/// and reports it.
-const TTL_GRACE_MS: u64 = 10 * 60 * 1000;
 
 const SAVE: &str = r#"
 local o = redis.call('HMGET', KEYS[1], 'o', 'e', 'q', 'r', 'a', 'x')
@@ -72,7 +69,8 @@ return {1, 0}
 
 const TOUCH: &str = r#"
 local o = redis.call('HMGET', KEYS[1], 'o', 'e', 'r', 'a', 'x')
-if not o[1] or o[3] == '1' then return {0, 0} end
+if not o[1] then return {0, 0} end
+if o[3] == '1' then return {-1, 0} end
 if o[1] ~= ARGV[1] or o[2] ~= ARGV[2] then return {-1, tonumber(o[1])} end
 local a = tonumber(ARGV[3])
 if tonumber(o[4]) > a then a = tonumber(o[4]) end
@@ -84,9 +82,9 @@ return {1, 0}
 "#;
 
 const TAKE: &str = r#"
-local o = redis.call('HMGET', KEYS[1], 'o', 'e', 'r', 'x')
+local o = redis.call('HMGET', KEYS[1], 'o', 'e', 'r', 'x', 'q')
 if not o[1] or o[3] == '1' then return {-1, 0} end
-if o[2] ~= ARGV[1] or tonumber(o[4]) <= tonumber(ARGV[4]) then return {-1, tonumber(o[1])} end
+if o[2] ~= ARGV[1] or o[5] ~= ARGV[5] or tonumber(o[4]) <= tonumber(ARGV[4]) then return {-1, tonumber(o[1])} end
 local e = tonumber(o[2]) + 1
 redis.call('HSET', KEYS[1], 'o', ARGV[2], 's', ARGV[3], 'e', string.format('%d', e), 'q', '0')
 return {1, e}
@@ -131,6 +129,9 @@ struct Conn {
 
 /// The Redis store of one process.
 pub struct RedisStore {
+    /// A hash outlives its expiry by this much (more than the sweep's
+    /// grace), so the sweep sees it first and reports it.
+    ttl_grace_ms: u64,
     client: Client,
     shown: String,
     timeout: Duration,
@@ -160,7 +161,13 @@ fn unhex(s: &str) -> Option<StoreKey> {
 impl RedisStore {
     /// A store for `url` (checked by the config), with the password from
     /// `password` when given. Nothing connects until the first call.
-    pub fn new(url: &str, shown: String, password: Option<Vec<u8>>, timeout: Duration) -> Result<RedisStore, String> {
+    pub fn new(
+        url: &str,
+        shown: String,
+        password: Option<Vec<u8>>,
+        timeout: Duration,
+        ttl_grace_ms: u64,
+    ) -> Result<RedisStore, String> {
         use redis::IntoConnectionInfo;
         let mut info = url.into_connection_info().map_err(|e| format!("{shown}: {e}"))?;
         if let Some(p) = password {
@@ -168,7 +175,14 @@ impl RedisStore {
             info.redis.password = Some(p);
         }
         let client = Client::open(info).map_err(|e| format!("{shown}: {e}"))?;
-        Ok(RedisStore { client, shown, timeout, conn: Mutex::new(None), connecting: tokio::sync::Mutex::new(()) })
+        Ok(RedisStore {
+            ttl_grace_ms,
+            client,
+            shown,
+            timeout,
+            conn: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        })
     }
 
     fn down(&self, why: impl std::fmt::Display) -> StoreError {
@@ -257,7 +271,7 @@ impl RedisStore {
                     .arg(rec.expires_ms)
                     .arg(u8::from(rec.is_new))
                     .arg(&blob)
-                    .arg(TTL_GRACE_MS)
+                    .arg(self.ttl_grace_ms)
                     .arg(rec.context);
                 p.add_command(cmd);
                 // Only the sweep reads the index, and it re-checks the hash:
@@ -348,7 +362,7 @@ impl BackingStore for RedisStore {
                 .run(|c| {
                     let mut p = redis::pipe();
                     let mut cmd = Self::script(c, S::Touch, &k);
-                    cmd.arg(owner.node).arg(owner.epoch).arg(last_access_ms).arg(expires_ms).arg(TTL_GRACE_MS);
+                    cmd.arg(owner.node).arg(owner.epoch).arg(last_access_ms).arg(expires_ms).arg(self.ttl_grace_ms);
                     p.add_command(cmd);
                     p.cmd("ZADD").arg(EXP).arg("GT").arg(expires_ms).arg(&member);
                     p
@@ -407,6 +421,7 @@ impl BackingStore for RedisStore {
         &'a self,
         key: &'a StoreKey,
         seen_epoch: u64,
+        seen_seq: u64,
         node: u32,
         slot: u32,
         now_ms: u64,
@@ -417,7 +432,7 @@ impl BackingStore for RedisStore {
                 .run(|c| {
                     let mut p = redis::pipe();
                     let mut cmd = Self::script(c, S::Take, &k);
-                    cmd.arg(seen_epoch).arg(node).arg(slot).arg(now_ms);
+                    cmd.arg(seen_epoch).arg(node).arg(slot).arg(now_ms).arg(seen_seq);
                     p.add_command(cmd);
                     p
                 })

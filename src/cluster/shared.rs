@@ -6,10 +6,14 @@
 //! no lock is needed and a process killed at any point leaves nothing
 //! half-written that matters:
 //!
-//! - `cluster/<context>.owners`: per slot of the context's region, the owner
-//!   epoch this node holds the session at (the fencing token of its store
-//!   writes) and the last access this node sent to the store (the
-//!   `save_period` coalescing, across every worker).
+//! - `cluster/<context>.owners`: per slot of the context's region, which
+//!   session the entry is about (a tag: the first 8 bytes of its store key,
+//!   so an entry left by the slot's previous occupant is never taken for
+//!   the current one), the owner epoch this node holds it at (the fencing
+//!   token of its store writes), when this node started holding it, the
+//!   last access it sent to the store (the `save_period` coalescing, across
+//!   every worker), and a store key a rotation retired while the store was
+//!   away, to be removed when it returns.
 //! - `cluster/state`: the store's state as the processes last saw it, the
 //!   reconciliation flag, and counters for `/metrics`.
 //!
@@ -27,8 +31,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::MmapMut;
 
-/// Words per slot in an owner table.
-const SLOT_WORDS: usize = 2;
+/// Words per slot in an owner table: epoch, saved access, tag, since,
+/// retired flag, retired epoch, then the retired key's 4 words.
+const SLOT_WORDS: usize = 10;
+const W_EPOCH: usize = 0;
+const W_SAVED: usize = 1;
+const W_TAG: usize = 2;
+const W_SINCE: usize = 3;
+const W_RETIRED: usize = 4;
+const W_RETIRED_EPOCH: usize = 5;
+const W_RETIRED_KEY: usize = 6;
+
+/// The tag of a store key: its first 8 bytes.
+pub fn tag_of(key: &[u8; 32]) -> u64 {
+    u64::from_le_bytes([key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7]])
+}
+
+/// What this node knows of the session in one slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The owner epoch this node holds it at.
+    pub epoch: u64,
+    /// When this node started holding it, ms.
+    pub since_ms: u64,
+}
 
 /// One fixed-size array of atomic words in a shared file.
 struct Words {
@@ -38,15 +64,17 @@ struct Words {
 
 impl Words {
     /// Opens (creating or resizing to `len` words) the file at `path`. A
-    /// file of another size is reset to zeros.
+    /// file of another size is extended with zeros or cut: entries of slots
+    /// that remain are kept.
     fn open(path: &Path, len: usize) -> io::Result<Words> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
+            // Like every directory under data_dir: the owner only.
+            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         }
         let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
         let bytes = (len.max(1) * 8) as u64;
         if f.metadata()?.len() != bytes {
-            f.set_len(0)?;
             f.set_len(bytes)?;
         }
         // SAFETY: the file is ours (mode 0600 in data_dir, sized above); every
@@ -85,28 +113,102 @@ impl Owners {
         Ok(Owners { words, slots })
     }
 
-    /// The epoch this node holds `slot`'s session at (0: unknown).
-    pub fn epoch(&self, slot: u32) -> u64 {
-        self.words.word(slot as usize * SLOT_WORDS).map_or(0, |w| w.load(Ordering::Acquire))
+    fn w(&self, slot: u32, k: usize) -> Option<&AtomicU64> {
+        if slot >= self.slots {
+            return None;
+        }
+        self.words.word(slot as usize * SLOT_WORDS + k)
     }
 
-    /// Records the epoch and the last access the store has for `slot`.
-    pub fn set(&self, slot: u32, epoch: u64, saved_access_ms: u64) {
-        if slot >= self.slots {
+    /// What this node recorded for the session with store-key tag `tag`
+    /// in `slot`; `None` when the entry is about another session (or none).
+    pub fn entry(&self, slot: u32, tag: u64) -> Option<Entry> {
+        let epoch = self.w(slot, W_EPOCH)?.load(Ordering::Acquire);
+        if epoch == 0 || self.w(slot, W_TAG)?.load(Ordering::Acquire) != tag {
+            return None;
+        }
+        Some(Entry { epoch, since_ms: self.w(slot, W_SINCE)?.load(Ordering::Acquire) })
+    }
+
+    /// The epoch this node holds the session with tag `tag` in `slot` at
+    /// (0: not recorded; the store refuses a write carrying it).
+    pub fn epoch(&self, slot: u32, tag: u64) -> u64 {
+        self.entry(slot, tag).map_or(0, |e| e.epoch)
+    }
+
+    /// Records that this node holds the session with tag `tag` in `slot`
+    /// at `epoch`, since `since_ms`, and that the store has its last
+    /// access as of `saved_access_ms`. The epoch is written last and
+    /// cleared first, so a reader never pairs one session's tag with
+    /// another's epoch.
+    pub fn set(&self, slot: u32, epoch: u64, saved_access_ms: u64, tag: u64, since_ms: u64) {
+        let (Some(e), Some(sa), Some(t), Some(si)) =
+            (self.w(slot, W_EPOCH), self.w(slot, W_SAVED), self.w(slot, W_TAG), self.w(slot, W_SINCE))
+        else {
+            return;
+        };
+        e.store(0, Ordering::Release);
+        sa.store(saved_access_ms, Ordering::Release);
+        t.store(tag, Ordering::Release);
+        si.store(since_ms, Ordering::Release);
+        e.store(epoch, Ordering::Release);
+    }
+
+    /// A rotation moved `slot`'s session from tag `old` to tag `new`: the
+    /// entry follows it, keeping its epoch. Returns the epoch.
+    pub fn retag(&self, slot: u32, old: u64, new: u64) -> u64 {
+        let Some(e) = self.entry(slot, old) else { return 0 };
+        let saved = self.w(slot, W_SAVED).map_or(0, |w| w.load(Ordering::Acquire));
+        self.set(slot, e.epoch, saved, new, e.since_ms);
+        e.epoch
+    }
+
+    /// Remembers a store key a rotation retired while the store could not
+    /// be told, unless one is already waiting (that one is older and is
+    /// the one the store still holds).
+    pub fn retire(&self, slot: u32, key: &[u8; 32], epoch: u64) {
+        let Some(flag) = self.w(slot, W_RETIRED) else { return };
+        if flag.load(Ordering::Acquire) != 0 {
             return;
         }
-        if let Some(w) = self.words.word(slot as usize * SLOT_WORDS + 1) {
-            w.store(saved_access_ms, Ordering::Release);
-        }
-        if let Some(w) = self.words.word(slot as usize * SLOT_WORDS) {
+        if let Some(w) = self.w(slot, W_RETIRED_EPOCH) {
             w.store(epoch, Ordering::Release);
+        }
+        for (i, c) in key.chunks_exact(8).enumerate() {
+            if let Some(w) = self.w(slot, W_RETIRED_KEY + i) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                w.store(u64::from_le_bytes(b), Ordering::Release);
+            }
+        }
+        flag.store(1, Ordering::Release);
+    }
+
+    /// The retired key waiting in `slot`, with its epoch.
+    pub fn retired(&self, slot: u32) -> Option<([u8; 32], u64)> {
+        if self.w(slot, W_RETIRED)?.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let epoch = self.w(slot, W_RETIRED_EPOCH)?.load(Ordering::Acquire);
+        let mut key = [0u8; 32];
+        for i in 0..4 {
+            let v = self.w(slot, W_RETIRED_KEY + i)?.load(Ordering::Acquire);
+            key[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        Some((key, epoch))
+    }
+
+    /// The retired key of `slot` is gone from the store.
+    pub fn clear_retired(&self, slot: u32) {
+        if let Some(w) = self.w(slot, W_RETIRED) {
+            w.store(0, Ordering::Release);
         }
     }
 
     /// Claims the right to send `slot`'s last access `now_ms` to the store:
     /// true for exactly one caller per `period_ms` across every process.
     pub fn claim_touch(&self, slot: u32, now_ms: u64, period_ms: u64) -> bool {
-        let Some(w) = self.words.word(slot as usize * SLOT_WORDS + 1) else { return false };
+        let Some(w) = self.w(slot, W_SAVED) else { return false };
         let saved = w.load(Ordering::Acquire);
         now_ms >= saved.saturating_add(period_ms)
             && w.compare_exchange(saved, now_ms, Ordering::AcqRel, Ordering::Acquire).is_ok()
@@ -128,6 +230,9 @@ pub enum Word {
     Reconciled,
     /// 1 while this node holds the store-wide reaper lease.
     Leader,
+    /// When the master started, ms: sessions this node took or created
+    /// since are its own without asking the store.
+    StartedMs,
     /// Store writes (saves, touches, removes, rotations) sent.
     Writes,
     /// Of which: last-access touches.
@@ -217,15 +322,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = Owners::open(dir.path(), "default", 8).unwrap();
         let b = Owners::open(dir.path(), "default", 8).unwrap();
-        a.set(3, 7, 1_000);
-        assert_eq!(b.epoch(3), 7);
+        a.set(3, 7, 1_000, 0xabc, 500);
+        assert_eq!(b.epoch(3, 0xabc), 7);
+        assert_eq!(b.epoch(3, 0xdef), 0, "an entry about another session is not this one's");
+        assert_eq!(b.entry(3, 0xabc), Some(Entry { epoch: 7, since_ms: 500 }));
         assert!(!b.claim_touch(3, 1_500, 1_000));
         assert!(b.claim_touch(3, 2_000, 1_000));
         assert!(!a.claim_touch(3, 2_000, 1_000));
-        assert_eq!(a.epoch(99), 0);
-        a.set(99, 1, 1);
+        assert_eq!(a.epoch(99, 0xabc), 0);
+        a.set(99, 1, 1, 1, 1);
+        assert_eq!(a.retag(3, 0xabc, 0x123), 7);
+        assert_eq!(b.epoch(3, 0x123), 7);
+        assert_eq!(b.epoch(3, 0xabc), 0);
+        assert_eq!(a.retired(3), None);
+        a.retire(3, &[5; 32], 7);
+        a.retire(3, &[6; 32], 8);
+        assert_eq!(b.retired(3), Some(([5; 32], 7)), "the older retired key is kept");
+        b.clear_retired(3);
+        assert_eq!(a.retired(3), None);
         let c = Owners::open(dir.path(), "default", 16).unwrap();
-        assert_eq!(c.epoch(3), 0, "a resized table starts empty");
+        assert_eq!(c.epoch(3, 0x123), 7, "a resized table keeps the slots that remain");
         let mode = std::fs::metadata(Owners::path(dir.path(), "default")).unwrap().permissions();
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
     }

@@ -95,15 +95,12 @@ pub async fn route(st: &AppState, req: Request<Incoming>, rest: &[&str]) -> Resu
             let items: Items = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::bad_request("bad_json", format!("expected {{\"items\": [\"…\"]}}: {e}")))?;
             if let Some(c) = &st.cluster {
-                c.check_writable()
-                    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))?;
+                c.check_writable().map_err(super::sessions::cluster_error)?;
             }
             let result = control::change_filters(sessions, &id, kind, &items.items, add)?;
             // Cluster mode: the narrowed filters are in the store before the answer.
             if let Some(c) = &st.cluster {
-                c.changed(sessions, &id, crate::clock::now_ms())
-                    .await
-                    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))?;
+                c.changed(sessions, &id, crate::clock::now_ms()).await.map_err(super::sessions::cluster_error)?;
             }
             Ok(json(StatusCode::OK, json!({"items": result})))
         }

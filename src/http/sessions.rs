@@ -134,7 +134,7 @@ fn with_cookie(mut r: Resp, ctx: &Context, id: Option<&SessionId>) -> Resp {
 }
 
 /// A cluster step's refusal as an HTTP answer.
-fn cluster_error(e: ClusterError) -> ApiError {
+pub(super) fn cluster_error(e: ClusterError) -> ApiError {
     match e {
         ClusterError::Unavailable(msg) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", msg)
             .with_header("retry-after", "1".into()),

@@ -201,12 +201,17 @@ pub trait BackingStore: Send + Sync {
 
     /// Takes a session over: succeeds only if its epoch is still
     /// `seen_epoch` (so of two nodes taking over at once exactly one
-    /// wins) and it has not expired; sets the owner to `node`/`slot` with
-    /// the next epoch and returns that epoch. `Fenced` when it lost.
+    /// wins) and its change sequence still `seen_seq` (so a write the old
+    /// owner made after the load is not overwritten by the older copy),
+    /// and it has not expired; sets the owner to `node`/`slot` with the
+    /// next epoch and returns that epoch. `Fenced` (naming the current
+    /// owner) when either moved.
+    #[allow(clippy::too_many_arguments)]
     fn take_over<'a>(
         &'a self,
         key: &'a StoreKey,
         seen_epoch: u64,
+        seen_seq: u64,
         node: u32,
         slot: u32,
         now_ms: u64,
