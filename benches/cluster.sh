@@ -225,9 +225,10 @@ plot "$WORK/cluster.dat" using 2:xtic(1) title "read (GET attribute)" lc rgb "#1
 EOF
 
 # --- results section ------------------------------------------------------------
-LR=$(med local read 2) LW=$(med local write 2)
-RR=$(med redis read 2) RW=$(med redis write 2)
-PR=$(med pg read 2) PW=$(med pg write 2)
+# rounds.txt columns: node, workload, req/s (3), p50 µs (4), p99 µs (5), errors, non-2xx.
+LR=$(med local read 3) LW=$(med local write 3)
+RR=$(med redis read 3) RW=$(med redis write 3)
+PR=$(med pg read 3) PW=$(med pg write 3)
 {
   echo "<!-- cluster:begin -->"
   echo "### Cluster mode (benches/cluster.sh)"
@@ -236,9 +237,9 @@ PR=$(med pg read 2) PW=$(med pg write 2)
   echo
   echo "| node | read req/s | read p99 µs | vs local | write req/s | write p99 µs | vs local |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-  echo "| local | $LR | $(med local read 4) | 1.00 | $LW | $(med local write 4) | 1.00 |"
-  echo "| cluster, Redis | $RR | $(med redis read 4) | $(ratio "$RR" "$LR") | $RW | $(med redis write 4) | $(ratio "$RW" "$LW") |"
-  echo "| cluster, PostgreSQL | $PR | $(med pg read 4) | $(ratio "$PR" "$LR") | $PW | $(med pg write 4) | $(ratio "$PW" "$LW") |"
+  echo "| local | $LR | $(med local read 5) | 1.00 | $LW | $(med local write 5) | 1.00 |"
+  echo "| cluster, Redis | $RR | $(med redis read 5) | $(ratio "$RR" "$LR") | $RW | $(med redis write 5) | $(ratio "$RW" "$LW") |"
+  echo "| cluster, PostgreSQL | $PR | $(med pg read 5) | $(ratio "$PR" "$LR") | $PW | $(med pg write 5) | $(ratio "$PW" "$LW") |"
   echo
   echo "Targets: owner-local read ≥ 0.9× local; write-through to Redis ≥ 0.5×, to PostgreSQL ≥ 0.3×. Errors or non-2xx over all rounds: local $(errs local), Redis $(errs redis), PostgreSQL $(errs pg)."
   echo
