@@ -465,6 +465,15 @@ impl Master {
             }
             _ => {}
         }
+        // Cluster mode is fixed at start: its files, its reconciliation and
+        // every node's fencing assume the same store and node id throughout.
+        if new.cluster != self.cfg.cluster || (self.cfg.cluster.is_some() && new.node_id != self.cfg.node_id) {
+            log::warn!("reload: [cluster] or node_id changed; cluster settings take effect only at the next restart");
+            new.cluster = self.cfg.cluster.clone();
+            if self.cfg.cluster.is_some() {
+                new.node_id = self.cfg.node_id;
+            }
+        }
         new.listen = self.cfg.listen.clone();
         new.reuse_port = self.cfg.reuse_port;
         new.data_dir = self.cfg.data_dir.clone();

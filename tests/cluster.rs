@@ -176,7 +176,7 @@ fn elected_sweep(kind: Kind) {
     drop(victim);
     wait_until("another node leads", Duration::from_secs(15), || leaders(&nodes) == 1);
 
-    // Its session expires (timeout 2 s, grace 2 × save_period + 5 s) and is
+    // Its session expires (timeout 2 s; sweep grace (reap_interval + 2 × save_period) s + 5 s = 8 s) and is
     // swept by the new leader, which reports it.
     wait_until("the dead node's session swept", Duration::from_secs(30), || store.sessions() == 0);
     let swept: u64 = nodes.iter().map(|s| metric(s, "sessiond_store_swept_total")).sum();

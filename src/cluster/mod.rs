@@ -341,7 +341,9 @@ impl Cluster {
                 Err(e) => return Err(e),
             }
         }
-        Ok(None)
+        // It kept moving under us: not "no such session" (that would mint a
+        // new one or log the user out), but try again.
+        Err(ClusterError::Raced)
     }
 
     /// Installs `rec` here and takes ownership in the store.
@@ -467,7 +469,19 @@ impl Cluster {
         self.note(&r);
         self.state.add(Word::Writes, 1);
         let r = match r {
-            Err(StoreError::Fenced { owner }) if owner != 0 => self.end_elsewhere(&key, id.slot, now_ms).await,
+            Err(StoreError::Fenced { owner }) if owner != 0 => {
+                let r = self.end_elsewhere(&key, id.slot, now_ms).await;
+                self.note(&r);
+                // The session lives on at its owner: say so, whatever the
+                // mode, so the client sends the logout again.
+                match &r {
+                    Err(e @ StoreError::Unavailable { .. }) => return Err(self.unavailable(e)),
+                    Err(_) => return Err(ClusterError::Raced),
+                    Ok(()) => {}
+                }
+                self.state.add(Word::Takeovers, 1);
+                r
+            }
             r => r,
         };
         match r {
@@ -503,11 +517,11 @@ impl Cluster {
             match self.store.take_over(key, rec.owner.epoch, rec.seq, self.node, slot, now_ms).await {
                 Ok(epoch) => {
                     self.store.remove(key, Owner { node: self.node, slot, epoch }).await?;
-                    if rec.owner.node != self.node {
-                        let m = Moved { from: rec.owner.node, context: rec.context, slot: rec.owner.slot, key: *key };
-                        let r = self.store.announce(&m).await;
-                        self.note(&r);
-                    }
+                    // The holder drops its copy (a sibling worker's slot on
+                    // this node included).
+                    let m = Moved { from: rec.owner.node, context: rec.context, slot: rec.owner.slot, key: *key };
+                    let r = self.store.announce(&m).await;
+                    self.note(&r);
                     return Ok(());
                 }
                 Err(StoreError::Fenced { .. }) => continue,

@@ -43,17 +43,23 @@ const MOVED: &str = "sd:moved";
 
 const SAVE: &str = r#"
 local o = redis.call('HMGET', KEYS[1], 'o', 'e', 'q', 'r', 'a', 'x')
+local a = tonumber(ARGV[6])
+local x = tonumber(ARGV[7])
 if o[1] then
   if o[4] == '1' then return {-1, 0} end
   if o[1] ~= ARGV[1] or o[2] ~= ARGV[3] then return {-1, tonumber(o[1])} end
   if tonumber(o[3]) >= tonumber(ARGV[4]) then return {0, 0} end
+  if tonumber(o[5]) > a then a = tonumber(o[5]) end
+  if tonumber(o[6]) > x then x = tonumber(o[6]) end
+  -- The owner, creation and context never change under the same epoch.
+  redis.call('HSET', KEYS[1], 's', ARGV[2], 'q', ARGV[4], 'a', string.format('%d', a),
+    'x', string.format('%d', x), 'n', ARGV[8], 'd', ARGV[9])
+else
+  redis.call('HSET', KEYS[1], 'o', ARGV[1], 's', ARGV[2], 'e', ARGV[3], 'q', ARGV[4], 'c', ARGV[5],
+    'a', string.format('%d', a), 'x', string.format('%d', x), 'n', ARGV[8], 'd', ARGV[9], 'g', ARGV[11], 'r', '0')
+  redis.call('PEXPIREAT', KEYS[1], x + tonumber(ARGV[10]))
+  return {1, 1}
 end
-local a = tonumber(ARGV[6])
-if o[5] and tonumber(o[5]) > a then a = tonumber(o[5]) end
-local x = tonumber(ARGV[7])
-if o[6] and tonumber(o[6]) > x then x = tonumber(o[6]) end
-redis.call('HSET', KEYS[1], 'o', ARGV[1], 's', ARGV[2], 'e', ARGV[3], 'q', ARGV[4], 'c', ARGV[5],
-  'a', string.format('%d', a), 'x', string.format('%d', x), 'n', ARGV[8], 'd', ARGV[9], 'g', ARGV[11], 'r', '0')
 redis.call('PEXPIREAT', KEYS[1], x + tonumber(ARGV[10]))
 return {1, 0}
 "#;
@@ -258,7 +264,7 @@ impl RedisStore {
         let k = key_name(&rec.key);
         let blob = record::encode(&rec.attributes);
         let member = hex(&rec.key);
-        let r: ((i64, i64), i64) = self
+        let r: ((i64, i64),) = self
             .run(|c| {
                 let mut p = redis::pipe();
                 let mut cmd = Self::script(c, S::Save, &k);
@@ -274,13 +280,24 @@ impl RedisStore {
                     .arg(self.ttl_grace_ms)
                     .arg(rec.context);
                 p.add_command(cmd);
-                // Only the sweep reads the index, and it re-checks the hash:
-                // an entry for a refused save is harmless.
-                p.cmd("ZADD").arg(EXP).arg(rec.expires_ms).arg(&member);
                 p
             })
             .await?;
-        self.fenced(r.0).map(drop)
+        self.fenced(r.0)?;
+        if (r.0).1 == 1 {
+            // A new session: the expiry index learns of it once (outside the
+            // script, so the script touches only the session's own key). Its
+            // score may fall behind the hash's expiry; the sweep re-reads the
+            // hash and corrects it (code 2 of SWEEP_ONE).
+            let _: () = self
+                .run(|_| {
+                    let mut p = redis::pipe();
+                    p.cmd("ZADD").arg(EXP).arg(rec.expires_ms).arg(&member).ignore();
+                    p
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     async fn remove_inner(&self, key: &StoreKey, owner: Owner) -> Result<(), StoreError> {

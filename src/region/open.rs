@@ -363,7 +363,7 @@ fn migrate(old: &Region, new: &Region) -> Result<(u64, u64), RegionError> {
             dropped += 1;
             continue;
         }
-        new.install(slot, &sess)?;
+        new.install(slot, &sess, old.change_seq(slot))?;
         moved += 1;
     }
     // One pass per stripe rebuilds free lists, live counts and expiry words.
@@ -376,13 +376,27 @@ fn migrate(old: &Region, new: &Region) -> Result<(u64, u64), RegionError> {
 }
 
 impl Region {
+    /// The change sequence of `slot` (0 in a format without one).
+    fn change_seq(&self, slot: u32) -> u64 {
+        if self.geo.dirty_off == 0 || slot >= self.geo.params.max_sessions {
+            return 0;
+        }
+        self.atomic64(self.geo.slot_off(slot) + SL_CHANGE as u64).load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Writes a copied session into a free slot of this region (migration).
     /// The caller rebuilds free lists afterwards.
-    fn install(&self, slot: u32, sess: &super::Session) -> Result<(), RegionError> {
+    /// `seq` is the slot's change sequence in the old region: the copy's
+    /// sequence continues from it, so a store that holds a change at `seq`
+    /// takes the copy as newer.
+    fn install(&self, slot: u32, sess: &super::Session, seq: u64) -> Result<(), RegionError> {
         let s = self.geo.stripe_of(slot);
         let g = self.lock_stripe(s)?;
         let off = self.geo.slot_off(slot);
         self.begin_write(off);
+        if self.geo.dirty_off != 0 {
+            self.atomic64(off + SL_CHANGE as u64).store(seq, std::sync::atomic::Ordering::Relaxed);
+        }
         // A store has not seen this copy: mark it changed.
         self.mark_changed(slot, off);
         self.wr32(off + SL_STATE as u64, STATE_LIVE);

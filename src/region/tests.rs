@@ -364,6 +364,7 @@ fn changed_layout_migrates_what_fits_and_counts_the_rest() {
     r.set_attr(&small, "k", b"short", t0).unwrap();
     let big = r.create(t0).unwrap().id;
     r.set_attr(&big, "k", &[7u8; 60], t0).unwrap();
+    let seq_before = r.change_mark(small.slot).unwrap().unwrap();
     drop(r);
     // Shrink max_value_size below `big`'s value and change the lock count.
     let mut c2 = c.clone();
@@ -373,6 +374,9 @@ fn changed_layout_migrates_what_fits_and_counts_the_rest() {
     assert_eq!(rep.migrated, Some((1, 1)));
     assert_eq!(r.geometry().params.max_value_size, 32);
     assert_eq!(r.get(&small, false, t0).unwrap().attributes[0].1, b"short", "same id still works");
+    // The copy's change sequence continues the old one (a store holding
+    // `seq_before` takes the copy as newer) and the slot is marked.
+    assert_eq!(r.change_mark(small.slot).unwrap(), Some(seq_before + 1));
     assert!(r.get(&big, false, t0).is_err());
     assert!(r.verify().is_empty(), "{:?}", r.verify());
     assert_eq!(r.live(), 1);
