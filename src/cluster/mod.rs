@@ -289,13 +289,14 @@ impl Cluster {
         now_ms: u64,
     ) -> Result<Option<Found>, ClusterError> {
         let tag = sessions.tag();
-        let key = store_key(tag, &id.token);
         if id.node == self.node
             && let Some(local) = Self::holds(sessions, id, now_ms)?
         {
+            // The fast path: no hashing, no store.
             if self.state.get(Word::Reconciled) == 1 || self.fresh(&local) {
                 return Ok(Some(Found { id: local, reissued: false }));
             }
+            let key = store_key(tag, &id.token);
             // Not yet reconciled after a start: the store says whether this
             // copy is still ours.
             let want = self.owner_of(&local);
@@ -316,6 +317,7 @@ impl Cluster {
                 Err(e) => return Err(self.unavailable(&e)),
             }
         }
+        let key = store_key(tag, &id.token);
         for _attempt in 0..3 {
             let r = self.store.load(&key, now_ms).await;
             self.note(&r);
