@@ -14,15 +14,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::cluster::{Kind, Store, metric, node, node_of, reissued, wait_until};
+use common::nginx::{Conf, Nginx};
 use common::{Resp, Server, children_of};
 
 /// The example this test runs.
@@ -47,31 +44,6 @@ const SETTLE: Duration = Duration::from_secs(1);
 /// they run one at a time rather than share two cores with each other.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// The nginx binary: Debian's, or one on `PATH`; a test without it fails.
-fn nginx_bin() -> PathBuf {
-    let debian = PathBuf::from("/usr/sbin/nginx");
-    if debian.is_file() {
-        return debian;
-    }
-    if let Some(p) = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("nginx"))
-        .find(|p| p.is_file())
-    {
-        return p;
-    }
-    panic!(
-        "nginx is not installed (no /usr/sbin/nginx, none on PATH); this test needs it and never skips. \
-         Run the suite with `bash tools/test`, which installs it (or `apt-get install -y nginx` as root)"
-    );
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The example with its node addresses and listen address replaced.
 fn example_for(listen_port: u16, node1: &str, node2: &str) -> String {
     for (needle, n) in [(EX_NODE1, 3), (EX_NODE2, 3), (EX_LISTEN, 1)] {
@@ -90,122 +62,15 @@ fn example_for(listen_port: u16, node1: &str, node2: &str) -> String {
         .replace(EX_LISTEN, &format!("listen 127.0.0.1:{listen_port};"))
 }
 
-/// The whole nginx.conf: everything nginx would write outside `dir` is
-/// pointed inside it, and the example goes in `http`. The access log
-/// records which upstreams each request went to.
-fn nginx_conf(dir: &Path, example: &str) -> String {
-    let d = dir.display();
-    format!(
-        "daemon off;\nmaster_process on;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{\n\
-         log_format upstreams '$request_method $status \"$upstream_addr\" \"$upstream_status\"';\n\
-         access_log {d}/access.log upstreams;\n\
-         client_body_temp_path {d}/client_body_temp;\n\
-         proxy_temp_path {d}/proxy_temp;\n\
-         fastcgi_temp_path {d}/fastcgi_temp;\n\
-         uwsgi_temp_path {d}/uwsgi_temp;\n\
-         scgi_temp_path {d}/scgi_temp;\n\
-         {example}\n}}\n"
-    )
-}
-
-/// A running nginx (master and one worker) with its own prefix directory.
-struct Nginx {
-    child: Child,
-    /// `127.0.0.1:PORT`.
-    addr: String,
-    dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    /// Starts nginx in the foreground with the example pointed at the two
-    /// nodes (`host:port`). Retries with another port if the chosen one was
-    /// taken meanwhile.
-    fn start(node1: &str, node2: &str) -> Nginx {
-        let bin = nginx_bin();
-        let mut last_err = String::new();
-        for _ in 0..5 {
-            let dir = tempfile::tempdir().unwrap();
-            // The worker runs as nobody when the tests run as root: let it
-            // reach its temp directories.
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-            let port = free_port();
-            let conf = nginx_conf(dir.path(), &example_for(port, node1, node2));
-            std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-            let mut child = Command::new(&bin)
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-c")
-                .arg(dir.path().join("nginx.conf"))
-                .arg("-e")
-                .arg(dir.path().join("error.log"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-            let t = Instant::now();
-            loop {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Nginx { child, addr: format!("127.0.0.1:{port}"), dir };
-                }
-                if let Some(st) = child.try_wait().unwrap() {
-                    let mut stderr = String::new();
-                    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
-                    let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
-                    last_err = format!("nginx exited with {st}; stderr:\n{stderr}\nerror.log:\n{log}");
-                    break;
-                }
-                assert!(t.elapsed() < Duration::from_secs(20), "nginx did not listen on {port} within 20 s");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if !last_err.contains("Address already in use") {
-                break;
-            }
-        }
-        panic!("{last_err}");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// nginx's error log so far.
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
-    }
-
-    /// nginx's access log so far (`method status "upstreams" "statuses"`).
-    fn access_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        use nix::sys::signal::{Signal, kill};
-        use nix::unistd::Pid;
-        let pid = self.child.id() as i32;
-        if self.child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        // SIGTERM is nginx's fast shutdown; the master stops its worker.
-        let workers = children_of(pid, "nginx: worker");
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        for w in workers {
-            let _ = kill(Pid::from_raw(w), Signal::SIGKILL);
-        }
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        let _ = self.child.wait();
-    }
+/// Starts nginx with the example pointed at the two nodes (`host:port`).
+/// The access log records which upstreams each request went to
+/// (`method status "upstreams" "statuses"`).
+fn start_nginx(node1: &str, node2: &str) -> Nginx {
+    let conf = Conf {
+        worker_connections: 1024,
+        log_format: Some(("upstreams", "'$request_method $status \"$upstream_addr\" \"$upstream_status\"'")),
+    };
+    Nginx::start(&conf, |port| example_for(port, node1, node2))
 }
 
 /// A keep-alive client (one per thread); redirects are never followed.
@@ -305,7 +170,7 @@ fn failover_under_load(kind: Kind) {
     let store = Store::new(kind, false);
     let mut n1 = node(&store, 1, &[]);
     let n2 = node(&store, 2, &[]);
-    let nginx = Nginx::start(&n1.addr, &n2.addr);
+    let nginx = start_nginx(&n1.addr, &n2.addr);
     let logs = |n1: &Server| {
         format!(
             "node 1:\n{}\nnode 2:\n{}\nnginx error.log:\n{}",

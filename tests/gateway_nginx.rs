@@ -9,15 +9,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use common::gateway::*;
+use common::nginx::{Conf, Nginx};
 use common::*;
 use serde_json::json;
 
@@ -76,148 +72,20 @@ fn start_gateway_for(up: &Upstream, filters: &str) -> Gw {
     start_gateway(up.port, None, "trusted_proxies = [\"127.0.0.1\"]\n", filters, &[])
 }
 
-/// The nginx binary: Debian's, or one on `PATH`; a test without it fails.
-fn nginx_bin() -> PathBuf {
-    let debian = PathBuf::from("/usr/sbin/nginx");
-    if debian.is_file() {
-        return debian;
+/// Starts nginx with the documented block, its addresses pointed at
+/// `gateway` (`host:port`) and the upstream.
+fn start_nginx(gateway: &str, up: &Upstream) -> Nginx {
+    let block = documented_nginx_block();
+    for needle in [DOC_LISTEN, DOC_GATEWAY, DOC_APP] {
+        assert_eq!(block.matches(needle).count(), 1, "the documented nginx block has {needle:?} once:\n{block}");
     }
-    if let Some(p) = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("nginx"))
-        .find(|p| p.is_file())
-    {
-        return p;
-    }
-    panic!(
-        "nginx is not installed (no /usr/sbin/nginx, none on PATH); these tests need it and never skip. \
-         Install it with `apt-get install -y nginx` (as root), or run `bash tools/test`, which installs it"
-    );
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A running nginx (master and one worker) with its own prefix directory.
-struct Nginx {
-    child: Child,
-    /// `127.0.0.1:PORT`.
-    addr: String,
-    dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    /// Starts nginx in the foreground with the documented block, its
-    /// addresses pointed at `gateway` (`host:port`) and the upstream.
-    /// Retries with another port if the chosen one was taken meanwhile.
-    fn start(gateway: &str, up: &Upstream) -> Nginx {
-        let block = documented_nginx_block();
-        for needle in [DOC_LISTEN, DOC_GATEWAY, DOC_APP] {
-            assert_eq!(block.matches(needle).count(), 1, "the documented nginx block has {needle:?} once:\n{block}");
-        }
-        let bin = nginx_bin();
-        let mut last_err = String::new();
-        for _ in 0..5 {
-            let dir = tempfile::tempdir().unwrap();
-            // The worker runs as nobody when the tests run as root: let it
-            // reach its temp directories.
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-            let port = free_port();
-            let server = block
-                .replace(DOC_LISTEN, &format!("listen 127.0.0.1:{port};"))
-                .replace(DOC_GATEWAY, &format!("server {gateway};"))
-                .replace(DOC_APP, &format!("server 127.0.0.1:{};", up.port));
-            let conf = nginx_conf(dir.path(), &server);
-            std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-            let mut child = Command::new(&bin)
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-c")
-                .arg(dir.path().join("nginx.conf"))
-                .arg("-e")
-                .arg(dir.path().join("error.log"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-            let t = Instant::now();
-            loop {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Nginx { child, addr: format!("127.0.0.1:{port}"), dir };
-                }
-                if let Some(st) = child.try_wait().unwrap() {
-                    let mut stderr = String::new();
-                    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
-                    let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
-                    last_err = format!("nginx exited with {st}; stderr:\n{stderr}\nerror.log:\n{log}");
-                    break;
-                }
-                assert!(t.elapsed() < Duration::from_secs(20), "nginx did not listen on {port} within 20 s");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if !last_err.contains("Address already in use") {
-                break;
-            }
-        }
-        panic!("{last_err}");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// nginx's error log so far, for failure messages.
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
-    }
-}
-
-/// The whole nginx.conf: everything nginx would write outside `dir` is
-/// pointed inside it, and the documented `server` block goes in `http`.
-fn nginx_conf(dir: &Path, server: &str) -> String {
-    let d = dir.display();
-    format!(
-        "daemon off;\nmaster_process on;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
-         events {{ worker_connections 256; }}\n\
-         http {{\n\
-         access_log {d}/access.log;\n\
-         client_body_temp_path {d}/client_body_temp;\n\
-         proxy_temp_path {d}/proxy_temp;\n\
-         fastcgi_temp_path {d}/fastcgi_temp;\n\
-         uwsgi_temp_path {d}/uwsgi_temp;\n\
-         scgi_temp_path {d}/scgi_temp;\n\
-         {server}\n}}\n"
-    )
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        use nix::sys::signal::{Signal, kill};
-        use nix::unistd::Pid;
-        let pid = self.child.id() as i32;
-        if self.child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        // SIGTERM is nginx's fast shutdown; the master stops its worker.
-        let workers = children_of(pid, "nginx: worker");
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        for w in workers {
-            let _ = kill(Pid::from_raw(w), Signal::SIGKILL);
-        }
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        let _ = self.child.wait();
-    }
+    let conf = Conf { worker_connections: 256, log_format: None };
+    Nginx::start(&conf, |port| {
+        block
+            .replace(DOC_LISTEN, &format!("listen 127.0.0.1:{port};"))
+            .replace(DOC_GATEWAY, &format!("server {gateway};"))
+            .replace(DOC_APP, &format!("server 127.0.0.1:{};", up.port))
+    })
 }
 
 /// sessiond, the upstream and nginx in front of both.
@@ -230,7 +98,7 @@ struct Stack {
 fn stack(filters: &str) -> Stack {
     let up = Upstream::start();
     let gw = start_gateway_for(&up, filters);
-    let nginx = Nginx::start(&gw.gw, &up);
+    let nginx = start_nginx(&gw.gw, &up);
     Stack { up, gw, nginx }
 }
 

@@ -23,7 +23,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 
 use super::record::{self, TOMBSTONE_MS};
 use crate::session::backing::{
-    BackingStore, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey, Swept,
+    BackingStore, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey, Swept, check_schema,
 };
 
 /// The schema version this build writes and reads.
@@ -305,25 +305,12 @@ impl BackingStore for PgStore {
             let v: String = row.get(0);
             let found: u32 =
                 v.trim().parse().map_err(|_| self.down(format!("schema_version {v:?} is not a number")))?;
-            if found > SCHEMA_VERSION {
-                return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
-            }
-            Ok(())
+            check_schema(found, SCHEMA_VERSION)
         })
     }
 
     fn save<'a>(&'a self, rec: &'a Record) -> StoreFuture<'a, ()> {
         Box::pin(self.save_inner(rec))
-    }
-
-    fn rotate<'a>(&'a self, old: &'a StoreKey, rec: &'a Record) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            // The old key goes first: a crash in between loses the store
-            // copy (the slot stays change-marked and is saved again), never
-            // leaves the old id working elsewhere.
-            self.remove_inner(old, rec.owner).await?;
-            self.save_inner(rec).await
-        })
     }
 
     fn touch<'a>(

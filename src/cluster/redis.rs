@@ -27,7 +27,8 @@ use redis::{AsyncConnectionConfig, Client, Value};
 
 use super::record::{self, TOMBSTONE_MS};
 use crate::session::backing::{
-    BackingStore, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey, Swept,
+    BackingStore, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey, Swept, check_schema,
+    key_from_hex, key_hex,
 };
 
 /// The schema version this build writes and reads.
@@ -145,23 +146,8 @@ pub struct RedisStore {
     connecting: tokio::sync::Mutex<()>,
 }
 
-fn hex(k: &StoreKey) -> String {
-    k.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn key_name(k: &StoreKey) -> String {
-    format!("sd:{{{}}}", hex(k))
-}
-
-fn unhex(s: &str) -> Option<StoreKey> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut k = [0u8; 32];
-    for (i, b) in k.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(k)
+    format!("sd:{{{}}}", key_hex(k))
 }
 
 impl RedisStore {
@@ -263,7 +249,7 @@ impl RedisStore {
     async fn save_inner(&self, rec: &Record) -> Result<(), StoreError> {
         let k = key_name(&rec.key);
         let blob = record::encode(&rec.attributes);
-        let member = hex(&rec.key);
+        let member = key_hex(&rec.key);
         let r: ((i64, i64),) = self
             .run(|c| {
                 let mut p = redis::pipe();
@@ -302,7 +288,7 @@ impl RedisStore {
 
     async fn remove_inner(&self, key: &StoreKey, owner: Owner) -> Result<(), StoreError> {
         let k = key_name(key);
-        let member = hex(key);
+        let member = key_hex(key);
         let r: ((i64, i64), i64) = self
             .run(|c| {
                 let mut p = redis::pipe();
@@ -346,23 +332,12 @@ impl BackingStore for RedisStore {
                 .await?;
             let found: u32 =
                 v.as_deref().unwrap_or("1").trim().parse().map_err(|_| self.down("sd:schema is not a number"))?;
-            if found > SCHEMA_VERSION {
-                return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
-            }
-            Ok(())
+            check_schema(found, SCHEMA_VERSION)
         })
     }
 
     fn save<'a>(&'a self, rec: &'a Record) -> StoreFuture<'a, ()> {
         Box::pin(self.save_inner(rec))
-    }
-
-    fn rotate<'a>(&'a self, old: &'a StoreKey, rec: &'a Record) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            // The old key goes first (see the PostgreSQL store).
-            self.remove_inner(old, rec.owner).await?;
-            self.save_inner(rec).await
-        })
     }
 
     fn touch<'a>(
@@ -374,7 +349,7 @@ impl BackingStore for RedisStore {
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let k = key_name(key);
-            let member = hex(key);
+            let member = key_hex(key);
             let r: ((i64, i64), i64) = self
                 .run(|c| {
                     let mut p = redis::pipe();
@@ -518,7 +493,7 @@ impl BackingStore for RedisStore {
                     2 => {}
                     1 => {
                         drop_members.push(m.clone());
-                        if let Some(key) = unhex(m) {
+                        if let Some(key) = key_from_hex(m) {
                             out.push(Swept { context: *ctx as u16, key, owner: *owner as u32 });
                         }
                     }

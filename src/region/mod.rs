@@ -1065,34 +1065,13 @@ impl Region {
         let seq = self.mark_changed(head, off);
         self.wr32(so + S_FREE_HEAD as u64, self.rd32(off + SL_NEXT_FREE as u64));
         self.wr32(off + SL_STATE as u64, STATE_LIVE);
-        self.wr32(off + SL_FLAGS as u64, FLAG_NEW);
         self.copy_in(off + SL_TOKEN as u64, &id.token);
         self.wr32(off + SL_NEXT_FREE as u64, NO_SLOT);
-        self.wr64(off + SL_CREATED as u64, now_ms);
-        self.wr64(off + SL_LAST_ACCESS as u64, now_ms);
-        let abs = self.cfg.absolute_timeout_s;
-        self.wr64(
-            off + SL_ABS_DEADLINE as u64,
-            if abs == 0 { 0 } else { now_ms.saturating_add(abs.saturating_mul(1000)) },
-        );
         self.wr32(off + SL_TIMEOUT as u64, self.cfg.timeout_s);
-        self.wr32(off + SL_NVALUES as u64, 0);
-        if let Some(a) = seed {
+        match seed {
             // Checked by `adopt` before the lock: counts and sizes fit.
-            self.wr32(off + SL_FLAGS as u64, if a.is_new { FLAG_NEW } else { 0 });
-            self.wr64(off + SL_CREATED as u64, a.created_ms);
-            self.wr64(off + SL_LAST_ACCESS as u64, a.last_access_ms.min(now_ms));
-            self.wr64(
-                off + SL_ABS_DEADLINE as u64,
-                if abs == 0 { 0 } else { a.created_ms.saturating_add(abs.saturating_mul(1000)) },
-            );
-            for (k, (name, value)) in a.attributes.iter().enumerate() {
-                let eo = off + self.geo.entry_off(k as u32);
-                self.wr32(eo + E_NAME_LEN as u64, name.len() as u32);
-                self.copy_in(eo + E_NAME as u64, name.as_bytes());
-                self.write_value(eo, value);
-            }
-            self.wr32(off + SL_NVALUES as u64, a.attributes.len() as u32);
+            Some(a) => self.write_copy(off, a.created_ms, a.last_access_ms.min(now_ms), a.is_new, a.attributes),
+            None => self.write_copy(off, now_ms, now_ms, true, &[]),
         }
         self.end_write(off);
         self.expiry(head).store(self.deadline_of(off), Ordering::Relaxed);
@@ -1327,6 +1306,34 @@ impl Region {
         self.bump(g.s, StripeCounter::Writes, changes.len() as u64);
         self.emit(g.s, ev, RegionEvent { kind: EventKind::Changed, id: *id, old: None, seq, at_ms: now_ms });
         Ok(())
+    }
+
+    /// Writes a copied session's flag, times and attributes into the slot
+    /// at `off` (a takeover or a migration). The caller holds the stripe
+    /// lock, is inside `begin_write`, and checked that the attributes fit.
+    pub(super) fn write_copy(
+        &self,
+        off: u64,
+        created_ms: u64,
+        last_access_ms: u64,
+        is_new: bool,
+        attrs: &[(String, Vec<u8>)],
+    ) {
+        self.wr32(off + SL_FLAGS as u64, if is_new { FLAG_NEW } else { 0 });
+        self.wr64(off + SL_CREATED as u64, created_ms);
+        self.wr64(off + SL_LAST_ACCESS as u64, last_access_ms);
+        let abs = self.cfg.absolute_timeout_s;
+        self.wr64(
+            off + SL_ABS_DEADLINE as u64,
+            if abs == 0 { 0 } else { created_ms.saturating_add(abs.saturating_mul(1000)) },
+        );
+        for (k, (name, value)) in attrs.iter().enumerate() {
+            let eo = off + self.geo.entry_off(k as u32);
+            self.wr32(eo + E_NAME_LEN as u64, name.len() as u32);
+            self.copy_in(eo + E_NAME as u64, name.as_bytes());
+            self.write_value(eo, value);
+        }
+        self.wr32(off + SL_NVALUES as u64, attrs.len() as u32);
     }
 
     fn write_value(&self, eo: u64, v: &[u8]) {

@@ -400,23 +400,9 @@ impl Region {
         // A store has not seen this copy: mark it changed.
         self.mark_changed(slot, off);
         self.wr32(off + SL_STATE as u64, STATE_LIVE);
-        self.wr32(off + SL_FLAGS as u64, if sess.meta.is_new { FLAG_NEW } else { 0 });
         self.copy_in(off + SL_TOKEN as u64, &sess.meta.id.token);
-        self.wr64(off + SL_CREATED as u64, sess.meta.created_ms);
-        self.wr64(off + SL_LAST_ACCESS as u64, sess.meta.last_access_ms);
-        let abs = self.cfg.absolute_timeout_s;
-        self.wr64(
-            off + SL_ABS_DEADLINE as u64,
-            if abs == 0 { 0 } else { sess.meta.created_ms.saturating_add(abs.saturating_mul(1000)) },
-        );
         self.wr32(off + SL_TIMEOUT as u64, self.cfg.timeout_s);
-        for (e, (name, value)) in sess.attributes.iter().enumerate() {
-            let eo = off + self.geo.entry_off(e as u32);
-            self.wr32(eo + E_NAME_LEN as u64, name.len() as u32);
-            self.copy_in(eo + E_NAME as u64, name.as_bytes());
-            self.write_value(eo, value);
-        }
-        self.wr32(off + SL_NVALUES as u64, sess.attributes.len() as u32);
+        self.write_copy(off, sess.meta.created_ms, sess.meta.last_access_ms, sess.meta.is_new, &sess.attributes);
         self.end_write(off);
         drop(g);
         Ok(())

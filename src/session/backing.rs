@@ -38,6 +38,29 @@ pub fn store_key(context_tag: u16, token: &[u8; TOKEN_LEN]) -> StoreKey {
     h.finalize().into()
 }
 
+/// A store key as 64 lower-case hex digits (Redis key names, notices).
+pub fn key_hex(k: &StoreKey) -> String {
+    k.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses [`key_hex`]'s form; anything else is `None`.
+pub fn key_from_hex(s: &str) -> Option<StoreKey> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(k)
+}
+
+/// Refuses a store whose recorded schema (`found`) is newer than the one
+/// this build writes (`supported`).
+pub fn check_schema(found: u32, supported: u32) -> Result<(), StoreError> {
+    if found > supported { Err(StoreError::SchemaTooNew { found, supported }) } else { Ok(()) }
+}
+
 /// The slot an event's id carries when the store sweep removed the
 /// session: its token field then holds the store key's first bytes, not a
 /// token (the store never has tokens), and webhook session keys are
@@ -137,21 +160,17 @@ pub struct Moved {
 impl Moved {
     /// The notice as a message: `from slot context keyhex`.
     pub fn encode(&self) -> String {
-        let hex: String = self.key.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{} {} {} {hex}", self.from, self.slot, self.context)
+        format!("{} {} {} {}", self.from, self.slot, self.context, key_hex(&self.key))
     }
 
     /// Parses [`Self::encode`]'s form; anything else is `None`.
     pub fn decode(s: &str) -> Option<Moved> {
         let mut it = s.split(' ');
         let (from, slot, context, hex) = (it.next()?, it.next()?, it.next()?, it.next()?);
-        if it.next().is_some() || hex.len() != 64 {
+        if it.next().is_some() {
             return None;
         }
-        let mut key = [0u8; 32];
-        for (i, b) in key.iter_mut().enumerate() {
-            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
+        let key = key_from_hex(hex)?;
         Some(Moved { from: from.parse().ok()?, slot: slot.parse().ok()?, context: context.parse().ok()?, key })
     }
 }
@@ -179,8 +198,15 @@ pub trait BackingStore: Send + Sync {
     fn save<'a>(&'a self, rec: &'a Record) -> StoreFuture<'a, ()>;
 
     /// A rotation: removes `old` and writes `rec` under its new key, both
-    /// fenced by `rec.owner`. The old key never outlives the call.
-    fn rotate<'a>(&'a self, old: &'a StoreKey, rec: &'a Record) -> StoreFuture<'a, ()>;
+    /// fenced by `rec.owner`. The old key goes first: a crash in between
+    /// loses the store copy (the slot stays change-marked and is saved
+    /// again), never leaves the old id working elsewhere.
+    fn rotate<'a>(&'a self, old: &'a StoreKey, rec: &'a Record) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.remove(old, rec.owner).await?;
+            self.save(rec).await
+        })
+    }
 
     /// Moves the last access forward (never back) and the expiry with it,
     /// if `owner` owns the session; `Ok(false)` if it is gone.
