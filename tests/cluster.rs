@@ -493,3 +493,34 @@ fn pg_gateway_login_moves_between_nodes() {
 fn redis_gateway_login_moves_between_nodes() {
     gateway_login_moves_between_nodes(Kind::Redis);
 }
+
+/// A session whose worker died between its region write and recording it
+/// as this node's (simulated: another process creates it in the region
+/// directly) is claimed by the reaper's flush and reaches the store.
+fn unrecorded_create_is_claimed_by_the_flush(kind: Kind) {
+    let store = Store::new(kind, false);
+    let n1 = node(&store, 1, &["cluster.store_timeout=0.5"]);
+    let region = n1.data_dir.join("contexts/default/sessions.region");
+    let r = sessiond::region::Region::attach(&region, Duration::from_secs(5)).unwrap();
+    let m = r.create(sessiond::clock::now_ms()).unwrap();
+    r.set_attr(&m.id, "user", b"ann", sessiond::clock::now_ms()).unwrap();
+    drop(r);
+    wait_until("the flush claimed and saved it", Duration::from_secs(15), || store.sessions() == 1);
+    let n2 = node(&store, 2, &[]);
+    let r = attr(&n2, &m.id.to_string(), "user");
+    assert_eq!((r.status, r.text().as_str()), (200, "ann"), "another node reads it from the store");
+    // Node 1 drops its copy on node 2's notice and clears the slot's mark.
+    wait_until("node 1 has nothing pending", Duration::from_secs(10), || {
+        metric(&n1, "sessiond_store_pending_changes") == 0
+    });
+}
+
+#[test]
+fn pg_unrecorded_create_is_claimed_by_the_flush() {
+    unrecorded_create_is_claimed_by_the_flush(Kind::Pg);
+}
+
+#[test]
+fn redis_unrecorded_create_is_claimed_by_the_flush() {
+    unrecorded_create_is_claimed_by_the_flush(Kind::Redis);
+}

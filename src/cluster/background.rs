@@ -83,10 +83,15 @@ pub async fn run(cluster: Arc<Cluster>, contexts: Arc<Contexts>, hub: Option<Arc
     let mut next_sweep = tokio::time::Instant::now();
     let mut flush_tick = tokio::time::interval(Duration::from_millis(250));
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut unrecorded = Unrecorded::new();
     loop {
         flush_tick.tick().await;
         for c in contexts.iter() {
-            flush(&cluster, &c.sessions).await;
+            flush(&cluster, &c.sessions, &mut unrecorded).await;
+        }
+        // Forget what was recorded or saved meanwhile (bounded by the marks).
+        if unrecorded.len() > 4096 {
+            unrecorded.clear();
         }
         if tokio::time::Instant::now() >= next_sweep {
             next_sweep = tokio::time::Instant::now() + sweep_every;
@@ -183,9 +188,13 @@ pub async fn reconcile(cluster: &Cluster, contexts: &Contexts) -> Result<u64, St
     Ok(dropped)
 }
 
+/// Slots seen change-marked but not recorded by their worker, with when
+/// the flush first saw them so (by context tag, slot and change sequence).
+pub type Unrecorded = std::collections::HashMap<(u16, u32, u64), u64>;
+
 /// Saves or removes every change-marked slot of one context; stops at the
 /// first store failure (the marks stay for the next pass).
-pub async fn flush(cluster: &Cluster, s: &Sessions) -> usize {
+pub async fn flush(cluster: &Cluster, s: &Sessions, unrecorded: &mut Unrecorded) -> usize {
     let mut done = 0;
     let mut from = 0;
     loop {
@@ -197,11 +206,24 @@ pub async fn flush(cluster: &Cluster, s: &Sessions) -> usize {
             let r = match s.snapshot_slot(slot, now) {
                 Ok(Some(sess)) => {
                     let id = sess.meta.id;
-                    let owner = cluster.owner_of(&id);
+                    let mut owner = cluster.owner_of(&id);
                     if owner.epoch == 0 {
                         // Its worker has not recorded it yet (a create or a
                         // takeover in flight): the worker writes it itself.
-                        continue;
+                        // Unless the worker died first: a slot still
+                        // unrecorded well after its last change is claimed
+                        // as a create (epoch 1). Were it a takeover the
+                        // store knows under a newer epoch, the save is
+                        // fenced and the copy dropped; its client takes it
+                        // over again.
+                        let quiet_ms = 2 * (cluster.settings().store_timeout * 1000.0) as u64 + 1000;
+                        let since = *unrecorded.entry((s.tag(), slot, seq)).or_insert(now);
+                        if now < since.saturating_add(quiet_ms) {
+                            continue;
+                        }
+                        unrecorded.remove(&(s.tag(), slot, seq));
+                        cluster.record_owner(&id, 1, sess.meta.created_ms);
+                        owner = cluster.owner_of(&id);
                     }
                     let rec = cluster.record(&sess, seq, owner.epoch);
                     let r = cluster.store().save(&rec).await;

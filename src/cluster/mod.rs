@@ -261,15 +261,25 @@ impl Cluster {
     /// Finds the session of the first candidate that names one: from the
     /// region when this node owns it, else from the store with a takeover.
     /// `Ok(None)`: no candidate names a live session.
+    ///
+    /// With `verify_local` false, an id that names this node is trusted
+    /// once the node is reconciled, without looking at the region: the
+    /// caller's own region call finds out whether the slot holds it, and
+    /// asks again with `verify_local` when it does not (one stripe lock
+    /// per owner-local request instead of two).
     pub async fn resolve(
         &self,
         sessions: &Sessions,
         ids: &[SessionId],
         now_ms: u64,
+        verify_local: bool,
     ) -> Result<Option<Found>, ClusterError> {
         for id in ids {
             if id.context != sessions.tag() {
                 continue;
+            }
+            if !verify_local && id.node == self.node && self.state.get(Word::Reconciled) == 1 {
+                return Ok(Some(Found { id: *id, reissued: false }));
             }
             if let Some(f) = self.resolve_one(sessions, id, now_ms).await? {
                 return Ok(Some(f));

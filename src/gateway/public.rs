@@ -141,7 +141,7 @@ impl Gateway {
         let now = crate::clock::now_ms();
         let mut reissued = None;
         if let Some(c) = &self.cluster {
-            match c.resolve(&ctx.sessions, ids.as_slice(), now).await {
+            match c.resolve(&ctx.sessions, ids.as_slice(), now, true).await {
                 Ok(None) => return Ok(None),
                 Ok(Some(f)) => {
                     reissued = f.reissued.then_some(f.id);

@@ -156,9 +156,9 @@ pub(super) fn cluster_error(e: ClusterError) -> ApiError {
 /// taking it over from the store when another node held it. Returns the
 /// id the answer must re-issue (in `Set-Cookie`) when it differs from the
 /// one the client sent.
-async fn settle(st: &AppState, t: &mut Target<'_>) -> Result<Option<SessionId>, ApiError> {
+async fn settle(st: &AppState, t: &mut Target<'_>, verify_local: bool) -> Result<Option<SessionId>, ApiError> {
     let Some(c) = &st.cluster else { return Ok(None) };
-    match c.resolve(&t.ctx.sessions, t.ids.as_slice(), now_ms()).await.map_err(cluster_error)? {
+    match c.resolve(&t.ctx.sessions, t.ids.as_slice(), now_ms(), verify_local).await.map_err(cluster_error)? {
         None => {
             t.ids = lookup::Ids::new();
             Ok(None)
@@ -171,10 +171,12 @@ async fn settle(st: &AppState, t: &mut Target<'_>) -> Result<Option<SessionId>, 
 }
 
 /// Settles `t` (cluster mode) and runs `op` on its session; with `write`,
-/// refuses up front while the store is down under `fail-closed`. A session
-/// that moved to another node between the two (its copy here was dropped
-/// on that node's notice) is settled once more, so the op lands on the
-/// current copy instead of answering 404. Returns the id, the op's value
+/// refuses up front while the store is down under `fail-closed`. The first
+/// settle trusts an id that names this node (the op itself looks at the
+/// slot); if the op finds no session there (a slot that no longer holds
+/// it, or a copy dropped on another node's takeover notice), the target
+/// is settled once more, checking the region and then the store, so the
+/// op lands on the current copy instead of answering 404. Returns the id, the op's value
 /// and the id to re-issue.
 async fn settled<T>(
     st: &AppState,
@@ -183,7 +185,7 @@ async fn settled<T>(
     mut op: impl FnMut(&SessionId) -> Result<T, RegionError>,
 ) -> Result<(SessionId, T, Option<SessionId>), ApiError> {
     let asked = t.ids;
-    let mut re = settle(st, t).await?;
+    let mut re = settle(st, t, false).await?;
     if write {
         writable(st)?;
     }
@@ -191,7 +193,7 @@ async fn settled<T>(
     if st.cluster.is_some() && !t.ids.as_slice().is_empty() && matches!(&r, Err(e) if e.status == StatusCode::NOT_FOUND)
     {
         t.ids = asked;
-        re = settle(st, t).await?;
+        re = settle(st, t, true).await?;
         r = t.with(&mut op);
     }
     let (id, v) = r?;
