@@ -147,7 +147,11 @@ pub struct RedisStore {
 }
 
 fn key_name(k: &StoreKey) -> String {
-    format!("sd:{{{}}}", key_hex(k))
+    let mut s = String::with_capacity(69);
+    s.push_str("sd:{");
+    s.push_str(&key_hex(k));
+    s.push('}');
+    s
 }
 
 impl RedisStore {

@@ -40,7 +40,13 @@ pub fn store_key(context_tag: u16, token: &[u8; TOKEN_LEN]) -> StoreKey {
 
 /// A store key as 64 lower-case hex digits (Redis key names, notices).
 pub fn key_hex(k: &StoreKey) -> String {
-    k.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in k {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// Parses [`key_hex`]'s form; anything else is `None`.
@@ -276,6 +282,10 @@ mod tests {
         assert_ne!(store_key(1, &t), store_key(1, &u));
         let m = Moved { from: 3, context: 9, slot: 77, key: store_key(1, &t) };
         assert_eq!(Moved::decode(&m.encode()), Some(m));
+        let hex = key_hex(&m.key);
+        assert_eq!(hex.len(), 64);
+        assert_eq!(hex, m.key.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        assert_eq!(key_from_hex(&hex), Some(m.key));
         assert_eq!(Moved::decode("3 77 9 zz"), None);
         assert_eq!(Moved::decode(&format!("{} extra", m.encode())), None);
         // The key never contains the token.
