@@ -55,29 +55,29 @@ pub fn run(contexts: Arc<Contexts>, config: Arc<Config>, stats: Arc<ServerStats>
         rt.spawn(h.clone().run());
     }
     let contexts = Arc::new(contexts.with_hub(hub));
-    // The gateway's destroy notices: reconcile and deliver (one process
-    // delivers, so a notice is never claimed twice).
-    match crate::gateway::GatewayCore::new(&config, &contexts) {
-        Ok(Some(core)) => {
-            rt.spawn(crate::gateway::run_outbox(core, contexts.clone()));
-        }
-        Ok(None) => {}
-        Err(e) => log::error!("reaper: the gateway's destroy notices will not be delivered: {e}"),
-    }
     // Cluster mode: reconcile at start, flush change marks, sweep the store.
     let cluster = match crate::cluster::Cluster::open(&config, &contexts) {
-        Ok(Some(c)) => {
-            let hub = contexts.iter().next().and_then(|c| c.sessions.hub().cloned());
-            Some(rt.spawn(crate::cluster::background::run(c, contexts.clone(), hub)))
-        }
-        Ok(None) => None,
+        Ok(c) => c,
         Err(e) => {
             log::error!("reaper: cluster: {e}");
             return crate::worker::EXIT_FATAL;
         }
     };
+    let cluster_task = cluster.clone().map(|c| {
+        let hub = contexts.iter().next().and_then(|c| c.sessions.hub().cloned());
+        rt.spawn(crate::cluster::background::run(c, contexts.clone(), hub))
+    });
+    // The gateway's destroy notices: reconcile and deliver (one process
+    // delivers, so a notice is never claimed twice).
+    match crate::gateway::GatewayCore::new(&config, &contexts) {
+        Ok(Some(core)) => {
+            rt.spawn(crate::gateway::run_outbox(core, contexts.clone(), cluster.clone()));
+        }
+        Ok(None) => {}
+        Err(e) => log::error!("reaper: the gateway's destroy notices will not be delivered: {e}"),
+    }
     let fatal = rt.block_on(async {
-        match cluster {
+        match cluster_task {
             None => {
                 sweep_loop(&contexts, &stop).await;
                 false

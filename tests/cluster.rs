@@ -449,10 +449,30 @@ fn gateway_login_moves_between_nodes(kind: Kind) {
     let sets = |n: u32| {
         vec!["--set".to_string(), format!("node_id={n}"), "--set".to_string(), format!("cluster.store={}", store.url)]
     };
+    // A session manager that answers each create after 400 ms (a slow login
+    // must not race the reaper's flush) and records every notice.
+    let notices: Arc<Mutex<Vec<serde_json::Value>>> = Default::default();
+    let n2 = notices.clone();
+    let manager = serve_http(move |seen, _r, w| {
+        let v: serde_json::Value = serde_json::from_slice(&seen.body).unwrap_or(serde_json::Value::Null);
+        let body = if v["type"] == "session.create" {
+            std::thread::sleep(Duration::from_millis(400));
+            r#"{"allow":true}"#.to_string()
+        } else {
+            String::new()
+        };
+        n2.lock().unwrap().push(v);
+        let _ = write!(
+            w,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    });
+    let manager_url = format!("http://127.0.0.1:{manager}/hook");
     let a1 = sets(1);
     let a2 = sets(2);
-    let g1 = start_gateway(upstream, None, "", "", &a1.iter().map(String::as_str).collect::<Vec<_>>());
-    let g2 = start_gateway(upstream, None, "", "", &a2.iter().map(String::as_str).collect::<Vec<_>>());
+    let g1 = start_gateway(upstream, Some(&manager_url), "", "", &a1.iter().map(String::as_str).collect::<Vec<_>>());
+    let g2 = start_gateway(upstream, Some(&manager_url), "", "", &a2.iter().map(String::as_str).collect::<Vec<_>>());
     for g in [&g1, &g2] {
         g.server.wait_log("reconciled this node's sessions", Duration::from_secs(20));
     }
@@ -475,6 +495,14 @@ fn gateway_login_moves_between_nodes(kind: Kind) {
     let r = request("GET", &g2.url("/.sessiond/session"), &[("cookie", &c2)], None);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["user"], "alice");
+    // Node 1 dropped its copy on node 2's notice; its reaper must not tell
+    // the session manager that the session expired (it moved).
+    wait_until("node 1 dropped its copy", Duration::from_secs(5), || {
+        metric(&g1.server, "sessiond_store_dropped_total") >= 1
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    let destroys: Vec<_> = notices.lock().unwrap().iter().filter(|v| v["type"] == "session.destroy").cloned().collect();
+    assert!(destroys.is_empty(), "a session that moved was reported ended: {destroys:?}");
 
     // Logout on node 2 ends it everywhere.
     let r = request("POST", &g2.url("/.sessiond/logout"), &[("cookie", &c2)], None);

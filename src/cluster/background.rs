@@ -139,7 +139,7 @@ async fn listen(cluster: Arc<Cluster>, contexts: Arc<Contexts>, subscribed: toki
             let now = crate::clock::now_ms();
             if let Ok(Some(id)) = c.sessions.id_in_slot(m.slot, now)
                 && store_key(id.context, &id.token) == m.key
-                && c.sessions.drop_stale(&id, now).is_ok()
+                && cluster.drop_moved(&c.sessions, &id, now)
             {
                 cluster.state().add(Word::Dropped, 1);
                 log::debug!("context {}: session {}… moved to another node; dropped this copy", c.cfg.name, id.short());
@@ -174,7 +174,7 @@ pub async fn reconcile(cluster: &Cluster, contexts: &Contexts) -> Result<u64, St
                     // still waiting to be flushed (made while it was away).
                     None => s.change_mark(m.id.slot).ok().flatten().is_some(),
                 };
-                if !keep && s.drop_stale(&m.id, now).is_ok() {
+                if !keep && cluster.drop_moved(s, &m.id, now) {
                     dropped += 1;
                 }
             }
@@ -228,7 +228,7 @@ pub async fn flush(cluster: &Cluster, s: &Sessions, unrecorded: &mut Unrecorded)
                     let rec = cluster.record(&sess, seq, owner.epoch);
                     let r = cluster.store().save(&rec).await;
                     if let Err(StoreError::Fenced { .. }) = r {
-                        let _ = s.drop_stale(&id, now);
+                        cluster.drop_moved(s, &id, now);
                         cluster.state().add(Word::Dropped, 1);
                     }
                     r

@@ -188,6 +188,22 @@ impl Cluster {
         }
     }
 
+    /// Drops this node's copy of `id` because another node holds the
+    /// session now (not because it ended), and says so in the owner table
+    /// for the gateway's expiry reconciliation.
+    pub fn drop_moved(&self, sessions: &Sessions, id: &SessionId, now_ms: u64) -> bool {
+        if let Some(o) = self.owners(id.context) {
+            o.mark_moved(id.slot, tag_of(&store_key(id.context, &id.token)));
+        }
+        sessions.drop_stale(id, now_ms).is_ok()
+    }
+
+    /// Whether the session `id` (which ended in its slot here) left because
+    /// another node took it over.
+    pub fn moved_away(&self, id: &SessionId) -> bool {
+        self.owners(id.context).is_some_and(|o| o.moved(id.slot, tag_of(&store_key(id.context, &id.token))))
+    }
+
     /// Whether this node took or created `id` since it started (so it is
     /// its own without asking the store, even before reconciliation).
     fn fresh(&self, id: &SessionId) -> bool {
@@ -321,7 +337,7 @@ impl Cluster {
                     return Ok(Some(Found { id: local, reissued: false }));
                 }
                 Ok(_) => {
-                    let _ = sessions.drop_stale(&local, now_ms);
+                    self.drop_moved(sessions, &local, now_ms);
                     self.state.add(Word::Dropped, 1);
                 }
                 Err(e) => return Err(self.unavailable(&e)),
@@ -567,7 +583,7 @@ impl Cluster {
             }
             Err(StoreError::Fenced { owner }) => {
                 // Another node owns it: this copy is stale and goes.
-                let _ = sessions.drop_stale(id, now_ms);
+                self.drop_moved(sessions, id, now_ms);
                 self.state.add(Word::Fenced, 1);
                 self.state.add(Word::Dropped, 1);
                 log::warn!(

@@ -32,8 +32,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use memmap2::MmapMut;
 
 /// Words per slot in an owner table: epoch, saved access, tag, since,
-/// retired flag, retired epoch, then the retired key's 4 words.
-const SLOT_WORDS: usize = 10;
+/// retired flag, retired epoch, the retired key's 4 words, then the tag of
+/// the last session that left the slot because another node took it.
+const SLOT_WORDS: usize = 11;
 const W_EPOCH: usize = 0;
 const W_SAVED: usize = 1;
 const W_TAG: usize = 2;
@@ -41,6 +42,7 @@ const W_SINCE: usize = 3;
 const W_RETIRED: usize = 4;
 const W_RETIRED_EPOCH: usize = 5;
 const W_RETIRED_KEY: usize = 6;
+const W_MOVED: usize = 10;
 
 /// The tag of a store key: its first 8 bytes.
 pub fn tag_of(key: &[u8; 32]) -> u64 {
@@ -198,6 +200,19 @@ impl Owners {
         Some((key, epoch))
     }
 
+    /// The session with tag `tag` left `slot` because another node took it
+    /// over (not because it ended): the gateway does not report it expired.
+    pub fn mark_moved(&self, slot: u32, tag: u64) {
+        if let Some(w) = self.w(slot, W_MOVED) {
+            w.store(tag, Ordering::Release);
+        }
+    }
+
+    /// Whether the session with tag `tag` left `slot` by moving away.
+    pub fn moved(&self, slot: u32, tag: u64) -> bool {
+        tag != 0 && self.w(slot, W_MOVED).is_some_and(|w| w.load(Ordering::Acquire) == tag)
+    }
+
     /// The retired key of `slot` is gone from the store.
     pub fn clear_retired(&self, slot: u32) {
         if let Some(w) = self.w(slot, W_RETIRED) {
@@ -340,6 +355,9 @@ mod tests {
         assert_eq!(b.retired(3), Some(([5; 32], 7)), "the older retired key is kept");
         b.clear_retired(3);
         assert_eq!(a.retired(3), None);
+        assert!(!a.moved(3, 0x123));
+        b.mark_moved(3, 0x123);
+        assert!(a.moved(3, 0x123) && !a.moved(3, 0x124));
         let c = Owners::open(dir.path(), "default", 16).unwrap();
         assert_eq!(c.epoch(3, 0x123), 7, "a resized table keeps the slots that remain");
         let mode = std::fs::metadata(Owners::path(dir.path(), "default")).unwrap().permissions();

@@ -161,6 +161,14 @@ impl Outbox {
         Ok(queued)
     }
 
+    /// Forgets a live record without a notice: the session did not end
+    /// here, it moved to another node (cluster mode).
+    pub fn forget_live(&self, handle: &str) {
+        if safe_name(handle) {
+            let _ = std::fs::remove_file(self.live.join(handle));
+        }
+    }
+
     /// Every queued notice, oldest first, with its file.
     pub fn pending(&self) -> Vec<(PathBuf, Notice)> {
         let Ok(rd) = std::fs::read_dir(&self.outbox) else { return Vec::new() };
