@@ -206,8 +206,9 @@ pub async fn flush(cluster: &Cluster, s: &Sessions, unrecorded: &mut Unrecorded)
             let r = match s.snapshot_slot(slot, now) {
                 Ok(Some(sess)) => {
                     let id = sess.meta.id;
-                    let mut owner = cluster.owner_of(&id);
-                    if owner.epoch == 0 {
+                    let created_ms = sess.meta.created_ms;
+                    let mut rec = cluster.record(sess, seq, None);
+                    if rec.owner.epoch == 0 {
                         // Its worker has not recorded it yet (a create or a
                         // takeover in flight): the worker writes it itself.
                         // Unless the worker died first: a slot still
@@ -222,10 +223,9 @@ pub async fn flush(cluster: &Cluster, s: &Sessions, unrecorded: &mut Unrecorded)
                             continue;
                         }
                         unrecorded.remove(&(s.tag(), slot, seq));
-                        cluster.record_owner(&id, 1, sess.meta.created_ms);
-                        owner = cluster.owner_of(&id);
+                        cluster.record_owner(&id, 1, created_ms);
+                        rec.owner.epoch = 1;
                     }
-                    let rec = cluster.record(&sess, seq, owner.epoch);
                     let r = cluster.store().save(&rec).await;
                     if let Err(StoreError::Fenced { .. }) = r {
                         cluster.drop_moved(s, &id, now);
@@ -235,13 +235,14 @@ pub async fn flush(cluster: &Cluster, s: &Sessions, unrecorded: &mut Unrecorded)
                 }
                 Ok(None) => match s.ended_id(slot) {
                     Ok(Some(id)) => {
-                        let owner = Owner { node: cluster.node(), slot, epoch: cluster.owner_of(&id).epoch };
+                        let key = store_key(id.context, &id.token);
+                        let owner = cluster.owner_at(&id, &key);
                         if owner.epoch == 0 {
                             // Never recorded as ours: nothing of ours in the store.
                             let _ = s.acknowledge(slot, seq);
                             continue;
                         }
-                        cluster.store().remove(&store_key(id.context, &id.token), owner).await
+                        cluster.store().remove(&key, owner).await
                     }
                     // Live but expired: the region's reaper frees it, then
                     // it is flushed as ended.

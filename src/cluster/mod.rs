@@ -38,7 +38,7 @@ use crate::config::{ClusterConfig, Config, StoreDown, read_secret_file};
 use crate::contexts::Contexts;
 use crate::region::{Adopt, RegionError, Session, SessionId, SessionMeta};
 use crate::session::Sessions;
-use crate::session::backing::{BackingStore, Moved, Owner, Record, StoreError, store_key};
+use crate::session::backing::{BackingStore, Moved, Owner, Record, StoreError, StoreKey, store_key};
 use shared::{NodeState, Owners, Word, tag_of};
 
 /// What a cluster step can answer besides success.
@@ -172,19 +172,28 @@ impl Cluster {
         self.owners.iter().find(|(t, _)| *t == tag).map(|(_, o)| o)
     }
 
-    /// This node as the owner of `id` (epoch 0 when it has no record of
-    /// holding it: the store refuses writes carrying that).
-    fn owner_of(&self, id: &SessionId) -> Owner {
-        let tag = tag_of(&store_key(id.context, &id.token));
-        let epoch = self.owners(id.context).map_or(0, |o| o.epoch(id.slot, tag));
+    /// The owner-table tag of `id`'s session.
+    fn tag(id: &SessionId) -> u64 {
+        tag_of(&store_key(id.context, &id.token))
+    }
+
+    /// This node as the owner of the session with store key `key` in `id`'s
+    /// slot (epoch 0 when it has no record of holding it: the store refuses
+    /// writes carrying that).
+    fn owner_at(&self, id: &SessionId, key: &StoreKey) -> Owner {
+        let epoch = self.owners(id.context).map_or(0, |o| o.epoch(id.slot, tag_of(key)));
         Owner { node: self.node, slot: id.slot, epoch }
+    }
+
+    /// [`Self::owner_at`] for `id`'s own key.
+    fn owner_of(&self, id: &SessionId) -> Owner {
+        self.owner_at(id, &store_key(id.context, &id.token))
     }
 
     /// Records that this node holds `id` at `epoch` from now on.
     fn record_owner(&self, id: &SessionId, epoch: u64, saved_access_ms: u64) {
         if let Some(o) = self.owners(id.context) {
-            let tag = tag_of(&store_key(id.context, &id.token));
-            o.set(id.slot, epoch, saved_access_ms, tag, crate::clock::now_ms());
+            o.set(id.slot, epoch, saved_access_ms, Self::tag(id), crate::clock::now_ms());
         }
     }
 
@@ -193,7 +202,7 @@ impl Cluster {
     /// for the gateway's expiry reconciliation.
     pub fn drop_moved(&self, sessions: &Sessions, id: &SessionId, now_ms: u64) -> bool {
         if let Some(o) = self.owners(id.context) {
-            o.mark_moved(id.slot, tag_of(&store_key(id.context, &id.token)));
+            o.mark_moved(id.slot, Self::tag(id));
         }
         sessions.drop_stale(id, now_ms).is_ok()
     }
@@ -201,15 +210,14 @@ impl Cluster {
     /// Whether the session `id` (which ended in its slot here) left because
     /// another node took it over.
     pub fn moved_away(&self, id: &SessionId) -> bool {
-        self.owners(id.context).is_some_and(|o| o.moved(id.slot, tag_of(&store_key(id.context, &id.token))))
+        self.owners(id.context).is_some_and(|o| o.moved(id.slot, Self::tag(id)))
     }
 
     /// Whether this node took or created `id` since it started (so it is
     /// its own without asking the store, even before reconciliation).
     fn fresh(&self, id: &SessionId) -> bool {
-        let tag = tag_of(&store_key(id.context, &id.token));
         self.owners(id.context)
-            .and_then(|o| o.entry(id.slot, tag))
+            .and_then(|o| o.entry(id.slot, Self::tag(id)))
             .is_some_and(|e| e.since_ms >= self.state.get(Word::StartedMs))
     }
 
@@ -222,7 +230,7 @@ impl Cluster {
         let now = crate::clock::now_ms();
         match r {
             Ok(_) | Err(StoreError::Fenced { .. }) => {
-                if self.state.store_ok(now) {
+                if self.state.store_ok() {
                     log::warn!("session store {}: reachable again", self.store.describe());
                 }
             }
@@ -258,19 +266,26 @@ impl Cluster {
         Ok(())
     }
 
-    /// The record of a session as this node holds it.
-    fn record(&self, s: &Session, seq: u64, epoch: u64) -> Record {
+    /// The record of a session copied out of this node's region, owned at
+    /// `epoch`, or at the epoch the owner table records for it when `None`
+    /// (its store key is hashed once for both).
+    fn record(&self, s: Session, seq: u64, epoch: Option<u64>) -> Record {
         let id = s.meta.id;
+        let key = store_key(id.context, &id.token);
+        let owner = match epoch {
+            Some(epoch) => Owner { node: self.node, slot: id.slot, epoch },
+            None => self.owner_at(&id, &key),
+        };
         Record {
-            key: store_key(id.context, &id.token),
+            key,
             context: id.context,
-            owner: Owner { node: self.node, slot: id.slot, epoch },
+            owner,
             seq,
             created_ms: s.meta.created_ms,
             last_access_ms: s.meta.last_access_ms,
             expires_ms: s.meta.expires_ms,
             is_new: s.meta.is_new,
-            attributes: s.attributes.clone(),
+            attributes: s.attributes,
         }
     }
 
@@ -445,7 +460,7 @@ impl Cluster {
         let Some(s) = sessions.snapshot_slot(slot, now_ms)?.filter(|s| id.token_matches(&s.meta.id.token)) else {
             return Err(ClusterError::Raced);
         };
-        let rec = self.record(&s, seq, self.owner_of(id).epoch);
+        let rec = self.record(s, seq, None);
         let r = self.store.save(&rec).await;
         self.settle(sessions, id, seq, r, now_ms)
     }
@@ -469,14 +484,12 @@ impl Cluster {
     ) -> Result<(), ClusterError> {
         let slot = new.slot;
         let old_key = store_key(old.context, &old.token);
-        let epoch = self
-            .owners(new.context)
-            .map_or(0, |o| o.retag(slot, tag_of(&old_key), tag_of(&store_key(new.context, &new.token))));
+        let epoch = self.owners(new.context).map_or(0, |o| o.retag(slot, tag_of(&old_key), Self::tag(new)));
         let Some(seq) = sessions.change_mark(slot)? else { return Ok(()) };
         let Some(s) = sessions.snapshot_slot(slot, now_ms)?.filter(|s| new.token_matches(&s.meta.id.token)) else {
             return Err(ClusterError::Raced);
         };
-        let rec = self.record(&s, seq, epoch);
+        let rec = self.record(s, seq, Some(epoch));
         let r = self.store.rotate(&old_key, &rec).await;
         if let Err(StoreError::Unavailable { .. }) = &r
             && let Some(o) = self.owners(new.context)
@@ -493,7 +506,7 @@ impl Cluster {
     pub async fn invalidated(&self, sessions: &Sessions, id: &SessionId, now_ms: u64) -> Result<(), ClusterError> {
         let seq = sessions.change_mark(id.slot)?;
         let key = store_key(id.context, &id.token);
-        let r = self.store.remove(&key, self.owner_of(id)).await;
+        let r = self.store.remove(&key, self.owner_at(id, &key)).await;
         self.note(&r);
         self.state.add(Word::Writes, 1);
         let r = match r {
@@ -531,12 +544,7 @@ impl Cluster {
 
     /// Ends a session another node holds: takes it over in the store
     /// (fenced), removes it, and tells the holder to drop its copy.
-    async fn end_elsewhere(
-        &self,
-        key: &crate::session::backing::StoreKey,
-        slot: u32,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
+    async fn end_elsewhere(&self, key: &StoreKey, slot: u32, now_ms: u64) -> Result<(), StoreError> {
         for _ in 0..3 {
             let rec = match self.store.load(key, now_ms).await? {
                 Some(rec) => rec,
@@ -610,10 +618,9 @@ impl Cluster {
             return;
         }
         let me = self.clone();
-        let owner = self.owner_of(id);
-        let rec = self.record(&s, 0, owner.epoch);
+        let rec = self.record(s, 0, None);
         tokio::spawn(async move {
-            let r = me.store.touch(&rec.key, owner, rec.last_access_ms, rec.expires_ms).await;
+            let r = me.store.touch(&rec.key, rec.owner, rec.last_access_ms, rec.expires_ms).await;
             me.note(&r);
             me.state.add(Word::Touches, 1);
             me.state.add(Word::Writes, 1);

@@ -234,12 +234,9 @@ impl Owners {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
 pub enum Word {
-    /// 1 while the last store call of any process failed (the store is down).
-    Down = 0,
-    /// When the store last answered, ms.
-    LastOkMs,
-    /// When the store went down (0 while up), ms.
-    DownSinceMs,
+    /// When the store went down, ms; 0 while it answers (the last store
+    /// call of any process decides).
+    DownSinceMs = 0,
     /// 1 once the reaper reconciled this node's sessions with the store
     /// after start; until then workers check ownership with the store.
     Reconciled,
@@ -303,28 +300,21 @@ impl NodeState {
     }
 
     /// Records a store answer; returns true if the store was down before.
-    pub fn store_ok(&self, now_ms: u64) -> bool {
-        self.set(Word::LastOkMs, now_ms);
-        if self.get(Word::Down) == 0 {
-            return false;
-        }
-        self.set(Word::DownSinceMs, 0);
-        self.w(Word::Down).swap(0, Ordering::AcqRel) == 1
+    pub fn store_ok(&self) -> bool {
+        self.get(Word::DownSinceMs) != 0 && self.w(Word::DownSinceMs).swap(0, Ordering::AcqRel) != 0
     }
 
     /// Records a failed store call; returns true if the store was up before.
     pub fn store_failed(&self, now_ms: u64) -> bool {
         self.add(Word::Errors, 1);
-        let was_up = self.w(Word::Down).swap(1, Ordering::AcqRel) == 0;
-        if was_up {
-            let _ = self.w(Word::DownSinceMs).compare_exchange(0, now_ms, Ordering::AcqRel, Ordering::Acquire);
-        }
-        was_up
+        // A clock at 0 ms cannot be: 1 stands in so that "down" stays nonzero.
+        let since = now_ms.max(1);
+        self.w(Word::DownSinceMs).compare_exchange(0, since, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
     /// Whether the store is down as far as this node knows.
     pub fn is_down(&self) -> bool {
-        self.get(Word::Down) != 0
+        self.get(Word::DownSinceMs) != 0
     }
 }
 
@@ -372,7 +362,7 @@ mod tests {
         assert!(s.store_failed(10));
         assert!(!s.store_failed(20));
         assert_eq!(s.get(Word::DownSinceMs), 10);
-        assert!(s.store_ok(30));
+        assert!(s.store_ok());
         assert!(!s.is_down());
         assert_eq!(s.get(Word::Errors), 2);
     }

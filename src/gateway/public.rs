@@ -135,37 +135,46 @@ impl Gateway {
     /// leave the session behind).
     async fn current(&self, req: &Request<Incoming>, touch: bool) -> Result<Option<Current>, GwResp> {
         let ctx = self.ctx();
-        let mut ids = crate::web::lookup::cookie_candidates(req.headers(), &ctx.cfg.cookie_name);
+        let mut asked = crate::web::lookup::cookie_candidates(req.headers(), &ctx.cfg.cookie_name);
         let tag = ctx.sessions.tag();
-        ids.retain(|id| id.context == tag);
+        asked.retain(|id| id.context == tag);
         let now = crate::clock::now_ms();
-        let mut reissued = None;
-        if let Some(c) = &self.cluster {
-            match c.resolve(&ctx.sessions, ids.as_slice(), now, true).await {
-                Ok(None) => return Ok(None),
-                Ok(Some(f)) => {
-                    reissued = f.reissued.then_some(f.id);
-                    ids = crate::web::lookup::Ids::one(f.id);
+        // Cluster mode: first trust an id that names this node (the region
+        // call below checks the slot); on a miss, resolve it again through
+        // the region and the store, as the session API does.
+        for verify_local in [false, true] {
+            let mut ids = asked;
+            let mut reissued = None;
+            if let Some(c) = &self.cluster {
+                match c.resolve(&ctx.sessions, asked.as_slice(), now, verify_local).await {
+                    Ok(None) => return Ok(None),
+                    Ok(Some(f)) => {
+                        reissued = f.reissued.then_some(f.id);
+                        ids = crate::web::lookup::Ids::one(f.id);
+                    }
+                    Err(crate::cluster::ClusterError::Unavailable(m)) => {
+                        return Err(with_header(
+                            json_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", &m),
+                            "retry-after",
+                            "1",
+                        ));
+                    }
+                    Err(_) => return Ok(None),
                 }
-                Err(crate::cluster::ClusterError::Unavailable(m)) => {
-                    return Err(with_header(
-                        json_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", &m),
-                        "retry-after",
-                        "1",
-                    ));
-                }
-                Err(_) => return Ok(None),
             }
-        }
-        for id in ids.as_slice() {
-            let mut buf = Vec::new();
-            if let Ok(true) = ctx.sessions.get_attr(id, GATEWAY_ATTR, touch, now, &mut buf)
-                && let Some(gw) = GatewaySession::decode(&buf)
-            {
-                if let (true, Some(c)) = (touch, &self.cluster) {
-                    c.accessed(&ctx.sessions, id, now);
+            for id in ids.as_slice() {
+                let mut buf = Vec::new();
+                if let Ok(true) = ctx.sessions.get_attr(id, GATEWAY_ATTR, touch, now, &mut buf)
+                    && let Some(gw) = GatewaySession::decode(&buf)
+                {
+                    if let (true, Some(c)) = (touch, &self.cluster) {
+                        c.accessed(&ctx.sessions, id, now);
+                    }
+                    return Ok(Some((*id, gw, reissued)));
                 }
-                return Ok(Some((*id, gw, reissued)));
+            }
+            if self.cluster.is_none() {
+                break;
             }
         }
         Ok(None)
