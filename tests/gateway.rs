@@ -17,59 +17,44 @@ use serde_json::{Value, json};
 /// The upstream: answers every request with 200 and a JSON echo of the
 /// method, target and headers; a WebSocket upgrade gets 101 and an echo
 /// of every byte.
-struct Upstream {
-    port: u16,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
+type Upstream = Recorder;
 
-impl Upstream {
-    fn start() -> Upstream {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s2 = seen.clone();
-        let port = serve_http(move |req, r, w| {
-            s2.lock().unwrap().push(req.clone());
-            if req.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
-                let _ = write!(
-                    w,
-                    "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: x\r\n\r\n"
-                );
-                let mut buf = [0u8; 1024];
-                loop {
-                    match r.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if w.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
+/// Starts the upstream.
+fn start_upstream() -> Upstream {
+    Recorder::start(move |req, r, w| {
+        if req.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+            let _ = write!(
+                w,
+                "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: x\r\n\r\n"
+            );
+            let mut buf = [0u8; 1024];
+            loop {
+                match r.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if w.write_all(&buf[..n]).is_err() {
+                            return;
                         }
                     }
                 }
             }
-            let cookie_hdr = if req.target.contains("setcookie") {
-                "set-cookie: SESSIONID=from-the-app; Path=/\r\nset-cookie: app=1; Path=/\r\n"
-            } else {
-                ""
-            };
-            let body = json!({
-                "method": req.method, "target": req.target,
-                "headers": req.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>(),
-            })
-            .to_string();
-            let _ = write!(
-                w,
-                "HTTP/1.1 200 OK\r\n{cookie_hdr}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                body.len()
-            );
-        });
-        Upstream { port, seen }
-    }
-
-    fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("the upstream saw a request")
-    }
-    fn count(&self) -> usize {
-        self.seen.lock().unwrap().len()
-    }
+        }
+        let cookie_hdr = if req.target.contains("setcookie") {
+            "set-cookie: SESSIONID=from-the-app; Path=/\r\nset-cookie: app=1; Path=/\r\n"
+        } else {
+            ""
+        };
+        let body = json!({
+            "method": req.method, "target": req.target,
+            "headers": req.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>(),
+        })
+        .to_string();
+        let _ = write!(
+            w,
+            "HTTP/1.1 200 OK\r\n{cookie_hdr}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    })
 }
 
 /// The session manager: answers `session.create` with the scripted
@@ -161,7 +146,7 @@ fn control(g: &Gw, method: &str, path: &str, body: Option<Value>) -> Resp {
 
 #[test]
 fn login_forward_logout_and_every_login_status() {
-    let up = Upstream::start();
+    let up = start_upstream();
     let g = start(&up, None, "", "", &[]);
     // No session: 401 JSON, or 302 to the login form for a browser.
     let r = get(&g.url("/app/page"));
@@ -236,7 +221,7 @@ fn login_forward_logout_and_every_login_status() {
 
 #[test]
 fn a_login_with_a_valid_session_replaces_it_with_a_new_id() {
-    let up = Upstream::start();
+    let up = start_upstream();
     let m = Manager::start();
     let g = start(&up, Some(&m), "", "", &[]);
     let (_, c1) = login(&g, "alice");
@@ -260,7 +245,7 @@ fn a_login_with_a_valid_session_replaces_it_with_a_new_id() {
 
 #[test]
 fn the_session_manager_can_refuse_grant_or_be_unavailable() {
-    let up = Upstream::start();
+    let up = start_upstream();
     let m = Manager::start();
     let g = start(&up, Some(&m), "", "", &[]);
     m.create.lock().unwrap().push_back(json!({"allow": false, "reason": "account locked"}));
@@ -317,7 +302,7 @@ fn the_session_manager_can_refuse_grant_or_be_unavailable() {
 
 #[test]
 fn filters_match_only_the_normalised_path_and_bypass_attempts_fail() {
-    let up = Upstream::start();
+    let up = start_upstream();
     let g = start(&up, None, "", "categories = [\"public\"]\nidentities = [\"/docs/readme\"]\n", &[]);
     let (_, cookie) = login(&g, "alice");
     assert_eq!(get_with(&g.url("/public/a"), &cookie).status, 200);
@@ -360,7 +345,7 @@ fn filters_match_only_the_normalised_path_and_bypass_attempts_fail() {
 
 #[test]
 fn client_identity_headers_are_stripped_and_forwarded_headers_rewritten() {
-    let up = Upstream::start();
+    let up = start_upstream();
     let g = start(&up, None, "", "", &[]);
     let (_, cookie) = login(&g, "alice");
     let r = request(
@@ -419,7 +404,7 @@ fn client_identity_headers_are_stripped_and_forwarded_headers_rewritten() {
 
 #[test]
 fn open_redirects_are_refused() {
-    let up = Upstream::start();
+    let up = start_upstream();
     let g = start(&up, None, "", "", &[]);
     for rd in ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)", "http:/evil"] {
         let body = format!("user=alice&password=secret&rd={}", percent(rd));
@@ -448,7 +433,7 @@ fn percent(s: &str) -> String {
 
 #[test]
 fn forward_auth_answers_nginx_and_traefik() {
-    let up = Upstream::start();
+    let up = start_upstream();
     let g = start(&up, None, "", "categories = [\"app\"]\n", &[]);
     let (_, cookie) = login(&g, "alice");
     let auth =
@@ -477,7 +462,7 @@ fn forward_auth_answers_nginx_and_traefik() {
 
 #[test]
 fn control_api_reads_and_changes_filters_live_across_workers() {
-    let up = Upstream::start();
+    let up = start_upstream();
     let g = start(&up, None, "", "categories = [\"app\"]\n", &["--max-procs", "2"]);
     let (_, cookie) = login(&g, "alice");
     let r = request("GET", &g.url("/.sessiond/auth"), &[("cookie", &cookie), ("x-forwarded-uri", "/app")], None);
@@ -535,7 +520,7 @@ fn control_api_reads_and_changes_filters_live_across_workers() {
 
 #[test]
 fn destroy_notices_reach_the_manager_for_logout_control_and_expiry() {
-    let up = Upstream::start();
+    let up = start_upstream();
     let m = Manager::start();
     let g = start(&up, Some(&m), "", "", &["--set", "timeout=2", "--set", "reap_interval=1"]);
     let (_, c1) = login(&g, "alice");
@@ -557,7 +542,7 @@ fn destroy_notices_reach_the_manager_for_logout_control_and_expiry() {
 
 #[test]
 fn a_destroy_notice_survives_killed_processes_and_a_manager_outage() {
-    let up = Upstream::start();
+    let up = start_upstream();
     let m = Manager::start();
     let g = start(&up, Some(&m), "", "", &[]);
     // The manager fails every destroy for a while.
@@ -588,7 +573,7 @@ fn a_destroy_notice_survives_killed_processes_and_a_manager_outage() {
 
 #[test]
 fn repeated_login_failures_are_throttled() {
-    let up = Upstream::start();
+    let up = start_upstream();
     let g = start(&up, None, "login_max_failures = 3\nlogin_window = 60\n", "", &["--max-procs", "1"]);
     for _ in 0..3 {
         let r = request(
@@ -611,7 +596,7 @@ fn repeated_login_failures_are_throttled() {
 
 #[test]
 fn upstream_down_is_502_and_a_websocket_closes_at_logout() {
-    let up = Upstream::start();
+    let up = start_upstream();
     let dead = TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_port = dead.local_addr().unwrap().port();
     drop(dead);
@@ -652,7 +637,7 @@ fn upstream_down_is_502_and_a_websocket_closes_at_logout() {
     assert!(closed, "the tunnel must close when its session is destroyed (waited {:?})", t.elapsed());
     // An upstream that is down: 502 JSON; one that never answers: 504.
     drop(g);
-    let down = Upstream { port: dead_port, seen: Default::default() };
+    let down = Recorder::at(dead_port);
     let g = start(&down, None, "", "", &[]);
     let (_, cookie) = login(&g, "alice");
     let r = get_with(&g.url("/app"), &cookie);
@@ -660,7 +645,7 @@ fn upstream_down_is_502_and_a_websocket_closes_at_logout() {
     assert_eq!(r.json()["error"], "upstream_unreachable");
     drop(g);
     let mute = TcpListener::bind("127.0.0.1:0").unwrap();
-    let silent = Upstream { port: mute.local_addr().unwrap().port(), seen: Default::default() };
+    let silent = Recorder::at(mute.local_addr().unwrap().port());
     let g = start(&silent, None, "upstream_timeout = 1\n", "", &[]);
     let (_, cookie) = login(&g, "alice");
     let r = get_with(&g.url("/app"), &cookie);
@@ -671,7 +656,7 @@ fn upstream_down_is_502_and_a_websocket_closes_at_logout() {
 
 #[test]
 fn a_bad_password_file_stops_the_start_naming_the_line() {
-    let up = Upstream::start();
+    let up = start_upstream();
     let g = start(&up, None, "", "", &[]);
     let cfg = g.dir.path().join("sessiond.toml");
     // An Apache MD5 hash on line 3: refused, by line, without the hash.
@@ -698,7 +683,7 @@ fn a_bad_password_file_stops_the_start_naming_the_line() {
 
 #[test]
 fn an_api_token_guards_the_whole_private_listener() {
-    let up = Upstream::start();
+    let up = start_upstream();
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("api.token");
     std::fs::write(&token, "s3cr3t-token-for-the-private-api\n").unwrap();

@@ -10,7 +10,6 @@
 mod common;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
 
 use common::gateway::*;
 use common::nginx::{Conf, Nginx};
@@ -36,33 +35,18 @@ fn documented_nginx_block() -> &'static str {
 
 /// The application behind nginx: answers every request with 200 and a
 /// JSON echo of its target, and records what it saw.
-struct Upstream {
-    port: u16,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
+type Upstream = Recorder;
 
-impl Upstream {
-    fn start() -> Upstream {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s2 = seen.clone();
-        let port = serve_http(move |req, _, w| {
-            s2.lock().unwrap().push(req.clone());
-            let body = json!({"target": req.target}).to_string();
-            let _ = write!(
-                w,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                body.len()
-            );
-        });
-        Upstream { port, seen }
-    }
-
-    fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("the upstream saw a request")
-    }
-    fn count(&self) -> usize {
-        self.seen.lock().unwrap().len()
-    }
+/// Starts the upstream.
+fn start_upstream() -> Upstream {
+    Recorder::start(move |req, _, w| {
+        let body = json!({"target": req.target}).to_string();
+        let _ = write!(
+            w,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    })
 }
 
 /// Starts sessiond with a gateway whose upstreams point at `up` (`app` at
@@ -96,7 +80,7 @@ struct Stack {
 }
 
 fn stack(filters: &str) -> Stack {
-    let up = Upstream::start();
+    let up = start_upstream();
     let gw = start_gateway_for(&up, filters);
     let nginx = start_nginx(&gw.gw, &up);
     Stack { up, gw, nginx }

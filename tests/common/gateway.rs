@@ -90,6 +90,46 @@ where
     port
 }
 
+/// A test HTTP server that records every request it sees, then lets
+/// `answer` reply (as [`serve_http`]).
+pub struct Recorder {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+}
+
+impl Recorder {
+    /// Starts it.
+    pub fn start<F>(answer: F) -> Recorder
+    where
+        F: Fn(&Seen, &mut BufReader<TcpStream>, &mut TcpStream) + Send + Sync + 'static,
+    {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let port = serve_http(move |req, r, w| {
+            s2.lock().unwrap().push(req.clone());
+            answer(&req, r, w);
+        });
+        Recorder { port, seen }
+    }
+
+    /// A stand-in for an upstream at `port` that this test does not serve
+    /// (a dead or a silent one): it records nothing.
+    pub fn at(port: u16) -> Recorder {
+        Recorder { port, seen: Default::default() }
+    }
+
+    /// The last request it saw.
+    pub fn last(&self) -> Seen {
+        self.seen.lock().unwrap().last().cloned().expect("the upstream saw a request")
+    }
+
+    /// How many requests it saw.
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
 /// sessiond with a gateway; its public listener's address.
 pub struct Gw {
     /// The server (private listener: `server.url`).
