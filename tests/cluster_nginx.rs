@@ -13,14 +13,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::cluster::{Kind, Store, metric, node, node_of, reissued, wait_until};
 use common::nginx::{Conf, Nginx};
-use common::{Resp, Server, children_of};
+use common::{Resp, Server, children_of, request_on};
 
 /// The example this test runs.
 const EXAMPLE: &str = include_str!("../examples/cluster-nginx.conf");
@@ -81,27 +80,9 @@ fn agent() -> ureq::Agent {
 /// Sends a request with the session cookie `cookie`; 4xx/5xx are
 /// answers. Status 0: no answer (the connection failed).
 fn call(a: &ureq::Agent, method: &str, url: &str, cookie: Option<&str>, body: Option<&[u8]>) -> Resp {
-    let mut req = a.request(method, url);
-    if let Some(c) = cookie {
-        req = req.set("cookie", &format!("SESSIONID={c}"));
-    }
-    let r = match body {
-        Some(b) => req.send_bytes(b),
-        None => req.call(),
-    };
-    let resp = match r {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-        Err(_) => return Resp { status: 0, headers: vec![], body: vec![] },
-    };
-    let status = resp.status();
-    let headers = resp
-        .headers_names()
-        .into_iter()
-        .flat_map(|n| resp.all(&n).into_iter().map(|v| (n.clone(), v.to_string())).collect::<Vec<_>>())
-        .collect();
-    let mut body = Vec::new();
-    let _ = resp.into_reader().read_to_end(&mut body);
-    Resp { status, headers, body }
+    let cookie = cookie.map(|c| format!("SESSIONID={c}"));
+    let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("cookie", c.as_str())).collect();
+    request_on(a, method, url, &headers, body)
 }
 
 /// One counter of `sessiond_http_requests_total`.

@@ -245,7 +245,12 @@ fn agent() -> ureq::Agent {
 /// Sends a request; 4xx/5xx are returned, not errors. Status 0 means the
 /// connection failed.
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
-    let mut req = agent().request(method, url);
+    request_on(&agent(), method, url, headers, body)
+}
+
+/// [`request`] on a given agent (a kept-alive client of its own).
+pub fn request_on(a: &ureq::Agent, method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
+    let mut req = a.request(method, url);
     for (k, v) in headers {
         req = req.set(k, v);
     }
