@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, ContextConfig};
 use crate::datadir::{self, DataDirError, DataDirLock, InitLock};
+use crate::session::cluster::Cluster;
 use crate::session::{EventHub, Sessions};
 
 /// One context: its settings and its sessions.
@@ -92,7 +93,7 @@ impl Contexts {
             .list
             .iter()
             .zip(cfgs)
-            .map(|(c, cfg)| Context { cfg: cfg.clone(), sessions: c.sessions.with_hub(None) })
+            .map(|(c, cfg)| Context { cfg: cfg.clone(), sessions: c.sessions.with_hub(None).with_cluster(None) })
             .collect();
         Contexts { list }
     }
@@ -107,6 +108,32 @@ impl Contexts {
             .map(|c| Context { cfg: c.cfg.clone(), sessions: c.sessions.with_hub(hub.clone()) })
             .collect();
         Contexts { list }
+    }
+
+    /// This process's cluster view over every context's sessions, or
+    /// `None` without `[cluster]`. Each child builds its own after `fork`
+    /// (nothing connects until its runtime makes a store call), then
+    /// installs it with [`Self::with_cluster`].
+    pub fn open_cluster(&self, config: &Config) -> Result<Option<Arc<Cluster>>, String> {
+        let all: Vec<&Sessions> = self.list.iter().map(|c| &c.sessions).collect();
+        let reap = self.list.iter().map(|c| c.cfg.reap_interval).max().unwrap_or(0);
+        Cluster::open(config, &all, reap)
+    }
+
+    /// The same contexts with this process's cluster view installed in
+    /// every session service (after [`Self::with_hub`]).
+    pub fn with_cluster(&self, cluster: Option<Arc<Cluster>>) -> Contexts {
+        let list = self
+            .list
+            .iter()
+            .map(|c| Context { cfg: c.cfg.clone(), sessions: c.sessions.with_cluster(cluster.clone()) })
+            .collect();
+        Contexts { list }
+    }
+
+    /// Every context's session service, for the reaper's store jobs.
+    pub fn all_sessions(&self) -> Arc<[Sessions]> {
+        self.list.iter().map(|c| c.sessions.clone()).collect()
     }
 
     /// (tag, name) of every context, for event subscribers.

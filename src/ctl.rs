@@ -259,7 +259,7 @@ fn hex(v: &[u8]) -> String {
 /// `sessionctl show ID`.
 pub fn show(a: &Attached, id: &str, out: Out) -> Result<String, CtlError> {
     let (r, id) = a.find(id)?;
-    let s = r.get(&id, false, now_ms()).map_err(region_err)?;
+    let s = r.peek(&id, now_ms()).map_err(region_err)?;
     if out.json {
         let mut m = meta_json(&s.meta, true);
         m["context"] = r.context().into();
@@ -301,7 +301,7 @@ pub fn show(a: &Attached, id: &str, out: Out) -> Result<String, CtlError> {
 /// `sessionctl expire ID`.
 pub fn expire(a: &Attached, id: &str) -> Result<String, CtlError> {
     let (r, sid) = a.find(id)?;
-    r.invalidate(&sid, now_ms()).map_err(region_err)?;
+    r.invalidate_local(&sid, now_ms()).map_err(region_err)?;
     Ok(format!("session {} invalidated\n", sid.log_hash()))
 }
 

@@ -38,7 +38,6 @@ compile_error!(
 );
 
 pub mod clock;
-pub mod cluster;
 pub mod config;
 pub mod contexts;
 pub mod ctl;
@@ -52,6 +51,7 @@ pub mod metrics;
 pub mod reaper;
 pub mod region;
 pub mod session;
+pub mod store;
 pub mod sys;
 pub mod syscalls;
 pub mod web;

@@ -95,7 +95,7 @@ pub fn run(overrides: Overrides, cfg: Config) -> i32 {
 fn start(overrides: Overrides, cfg: Config) -> Result<Master, String> {
     let lock = DataDirLock::acquire(&cfg.data_dir).map_err(|e| e.to_string())?;
     let contexts = Contexts::open(&lock, &cfg).map_err(|e| format!("cannot open the session regions: {e}"))?;
-    crate::cluster::prepare_files(&cfg, &contexts)
+    crate::session::cluster::prepare_files(&cfg, contexts.iter().map(|c| &c.sessions))
         .map_err(|e| format!("cannot prepare the cluster files in {}: {e}", cfg.data_dir.display()))?;
     let stats = ServerStats::create(&cfg.data_dir, (cfg.max_procs as usize * 2).max(2)).map_err(|e| e.to_string())?;
     stats.set_master(MasterCounter::StartTime, crate::clock::now_ms() / 1000);

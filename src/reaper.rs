@@ -54,24 +54,23 @@ pub fn run(contexts: Arc<Contexts>, config: Arc<Config>, stats: Arc<ServerStats>
     if let Some(h) = &hub {
         rt.spawn(h.clone().run());
     }
-    let contexts = Arc::new(contexts.with_hub(hub));
+    let contexts = contexts.with_hub(hub.clone());
     // Cluster mode: reconcile at start, flush change marks, sweep the store.
-    let cluster = match crate::cluster::Cluster::open(&config, &contexts) {
+    let cluster = match contexts.open_cluster(&config) {
         Ok(c) => c,
         Err(e) => {
             log::error!("reaper: cluster: {e}");
             return crate::worker::EXIT_FATAL;
         }
     };
-    let cluster_task = cluster.clone().map(|c| {
-        let hub = contexts.iter().next().and_then(|c| c.sessions.hub().cloned());
-        rt.spawn(crate::cluster::background::run(c, contexts.clone(), hub))
-    });
+    let contexts = Arc::new(contexts.with_cluster(cluster.clone()));
+    let cluster_task =
+        cluster.map(|c| rt.spawn(crate::session::cluster::background::run(c, contexts.all_sessions(), hub)));
     // The gateway's destroy notices: reconcile and deliver (one process
     // delivers, so a notice is never claimed twice).
     match crate::gateway::GatewayCore::new(&config, &contexts) {
         Ok(Some(core)) => {
-            rt.spawn(crate::gateway::run_outbox(core, contexts.clone(), cluster.clone()));
+            rt.spawn(crate::gateway::run_outbox(core, contexts.clone()));
         }
         Ok(None) => {}
         Err(e) => log::error!("reaper: the gateway's destroy notices will not be delivered: {e}"),

@@ -76,7 +76,7 @@ pub fn run(
     if let Some(h) = &hub {
         rt.spawn(h.clone().run());
     }
-    let contexts = Arc::new(contexts.with_hub(hub));
+    let contexts = contexts.with_hub(hub);
     let api_token = match &config.api_token_file {
         Some(p) => match crate::config::read_secret_file("api_token_file", p) {
             Ok(t) => Some(t),
@@ -89,8 +89,8 @@ pub fn run(
     };
     // Cluster mode: this worker's store client, made now (after fork) and
     // connected on first use from this runtime.
-    let cluster = match crate::cluster::Cluster::open(&config, &contexts) {
-        Ok(c) => c,
+    let contexts = match contexts.open_cluster(&config) {
+        Ok(c) => Arc::new(contexts.with_cluster(c)),
         Err(e) => {
             log::error!("worker {n}: cluster: {e}");
             return EXIT_FATAL;
@@ -106,12 +106,7 @@ pub fn run(
     let gateway = match (&core, gateway_listener) {
         (Some(core), Some(l)) => {
             let _rt = rt.enter();
-            match crate::gateway::public::Gateway::start(
-                core.clone(),
-                contexts.clone(),
-                config.clone(),
-                cluster.clone(),
-            ) {
+            match crate::gateway::public::Gateway::start(core.clone(), contexts.clone(), config.clone()) {
                 Ok(g) => Some((Arc::new(g), l)),
                 Err(e) => {
                     log::error!("worker {n}: cannot start the gateway: {e}");
@@ -125,8 +120,7 @@ pub fn run(
         }
         _ => None,
     };
-    let state =
-        Arc::new(AppState { contexts, config: config.clone(), stats, worker: n, gateway: core, api_token, cluster });
+    let state = Arc::new(AppState { contexts, config: config.clone(), stats, worker: n, gateway: core, api_token });
     rt.block_on(serve(n, listener, gateway, state, stop))
 }
 

@@ -36,6 +36,18 @@ pub enum ControlError {
     /// A region error (lock timeout, I/O).
     #[error(transparent)]
     Region(RegionError),
+    /// The store refused or cannot be reached (cluster mode).
+    #[error(transparent)]
+    Session(crate::session::SessionError),
+}
+
+impl From<crate::session::SessionError> for ControlError {
+    fn from(e: crate::session::SessionError) -> ControlError {
+        match e {
+            crate::session::SessionError::Region(r) => r.into(),
+            e => ControlError::Session(e),
+        }
+    }
 }
 
 impl From<RegionError> for ControlError {
@@ -55,9 +67,10 @@ pub fn resolve(core: &GatewayCore, sessions: &Sessions, handle: &str) -> Result<
     if h.names(&core.secret, &id) { Ok(id) } else { Err(ControlError::NotFound) }
 }
 
-/// Reads a gateway session without touching it.
+/// Reads a gateway session without touching it (the session this node
+/// holds in the handle's slot: no store call).
 pub fn read(sessions: &Sessions, id: &SessionId) -> Result<(SessionMeta, GatewaySession), ControlError> {
-    let s = sessions.get(id, false, crate::clock::now_ms())?;
+    let s = sessions.peek(id, crate::clock::now_ms())?;
     let gw = s
         .attributes
         .iter()
@@ -83,8 +96,9 @@ pub fn view(meta: &SessionMeta, gw: &GatewaySession) -> Value {
     })
 }
 
-/// Adds or removes filter items atomically; returns the resulting set.
-pub fn change_filters(
+/// Adds or removes filter items atomically, written through in cluster
+/// mode; returns the resulting set.
+pub async fn change_filters(
     sessions: &Sessions,
     id: &SessionId,
     kind: FilterKind,
@@ -92,15 +106,17 @@ pub fn change_filters(
     add: bool,
 ) -> Result<Vec<String>, ControlError> {
     let mut result = Vec::new();
-    sessions.modify_attr(id, GATEWAY_ATTR, crate::clock::now_ms(), |cur| {
-        let mut gw = cur.and_then(GatewaySession::decode).ok_or(ControlError::NotFound)?;
-        if add {
-            gw.filters.add(kind, items)?;
-        } else {
-            gw.filters.remove(kind, items)?;
-        }
-        result = gw.filters.get(kind);
-        Ok::<_, ControlError>(Some(gw.encode()))
-    })?;
+    sessions
+        .modify_attr(id, GATEWAY_ATTR, crate::clock::now_ms(), |cur| {
+            let mut gw = cur.and_then(GatewaySession::decode).ok_or(ControlError::NotFound)?;
+            if add {
+                gw.filters.add(kind, items)?;
+            } else {
+                gw.filters.remove(kind, items)?;
+            }
+            result = gw.filters.get(kind);
+            Ok::<_, ControlError>(Some(gw.encode()))
+        })
+        .await?;
     Ok(result)
 }

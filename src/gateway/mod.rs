@@ -152,11 +152,7 @@ pub const OUTBOX_BATCH: usize = 32;
 /// The reaper's share of the gateway: reconcile live records against the
 /// region (every session gone without a notice gets an `expired` one), then
 /// deliver due notices. Runs on the reaper's runtime until the process ends.
-pub async fn run_outbox(
-    core: Arc<GatewayCore>,
-    contexts: Arc<Contexts>,
-    cluster: Option<Arc<crate::cluster::Cluster>>,
-) {
+pub async fn run_outbox(core: Arc<GatewayCore>, contexts: Arc<Contexts>) {
     let Some(outbox) = core.outbox.clone() else { return };
     let hook = hook::HookClient::new(
         core.cfg.session_manager.clone(),
@@ -181,10 +177,9 @@ pub async fn run_outbox(
             if !alive {
                 // Cluster mode: a session that moved to another node did not
                 // end; its record goes without a notice.
-                if let Some(c) = &cluster
-                    && let Ok(Some(gone)) = sessions.ended_id(parsed.slot)
+                if let Ok(Some(gone)) = sessions.ended_id(parsed.slot)
                     && parsed.names(&core.secret, &gone)
-                    && c.moved_away(&gone)
+                    && sessions.moved_away(&gone)
                 {
                     outbox.forget_live(&h);
                     continue;

@@ -33,6 +33,7 @@ use super::{GATEWAY_ATTR, GatewayCore, GatewaySession, control, initial_filters}
 use crate::config::Config;
 use crate::contexts::{Context, Contexts};
 use crate::region::{Change, SessionId};
+use crate::session::SessionError;
 
 /// Largest login body.
 pub const MAX_LOGIN_BODY: usize = 8 * 1024;
@@ -68,8 +69,6 @@ pub struct Gateway {
     pub login_page: String,
     /// Bounds concurrent password checks (the blocking pool is shared).
     pub hashing: tokio::sync::Semaphore,
-    /// Cluster mode: the worker's view of the shared store.
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// The session a request's cookie names: its id here, its gateway data,
@@ -78,12 +77,7 @@ type Current = (SessionId, GatewaySession, Option<SessionId>);
 
 impl Gateway {
     /// Builds one worker's gateway, after `fork`, inside its runtime.
-    pub fn start(
-        core: Arc<GatewayCore>,
-        contexts: Arc<Contexts>,
-        config: Arc<Config>,
-        cluster: Option<Arc<crate::cluster::Cluster>>,
-    ) -> Result<Gateway, String> {
+    pub fn start(core: Arc<GatewayCore>, contexts: Arc<Contexts>, config: Arc<Config>) -> Result<Gateway, String> {
         let g = &core.cfg;
         let verifier = Verifier::load(&g.verifier).map_err(|e| e.to_string())?;
         let upstreams =
@@ -110,7 +104,6 @@ impl Gateway {
             upstreams,
             login_page,
             hashing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
-            cluster,
         })
     }
 
@@ -138,46 +131,13 @@ impl Gateway {
         let mut asked = crate::web::lookup::cookie_candidates(req.headers(), &ctx.cfg.cookie_name);
         let tag = ctx.sessions.tag();
         asked.retain(|id| id.context == tag);
-        let now = crate::clock::now_ms();
-        // Cluster mode: first trust an id that names this node (the region
-        // call below checks the slot); on a miss, resolve it again through
-        // the region and the store, as the session API does.
-        for verify_local in [false, true] {
-            let mut ids = asked;
-            let mut reissued = None;
-            if let Some(c) = &self.cluster {
-                match c.resolve(&ctx.sessions, asked.as_slice(), now, verify_local).await {
-                    Ok(None) => return Ok(None),
-                    Ok(Some(f)) => {
-                        reissued = f.reissued.then_some(f.id);
-                        ids = crate::web::lookup::Ids::one(f.id);
-                    }
-                    Err(crate::cluster::ClusterError::Unavailable(m)) => {
-                        return Err(with_header(
-                            json_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", &m),
-                            "retry-after",
-                            "1",
-                        ));
-                    }
-                    Err(_) => return Ok(None),
-                }
-            }
-            for id in ids.as_slice() {
-                let mut buf = Vec::new();
-                if let Ok(true) = ctx.sessions.get_attr(id, GATEWAY_ATTR, touch, now, &mut buf)
-                    && let Some(gw) = GatewaySession::decode(&buf)
-                {
-                    if let (true, Some(c)) = (touch, &self.cluster) {
-                        c.accessed(&ctx.sessions, id, now);
-                    }
-                    return Ok(Some((*id, gw, reissued)));
-                }
-            }
-            if self.cluster.is_none() {
-                break;
-            }
+        let mut buf = Vec::new();
+        match ctx.sessions.get_attr(asked.as_slice(), GATEWAY_ATTR, touch, crate::clock::now_ms(), &mut buf).await {
+            Ok(f) if f.value => Ok(GatewaySession::decode(&buf).map(|gw| (f.id, gw, f.reissued))),
+            Ok(_) => Ok(None),
+            Err(e @ SessionError::Unavailable(_)) => Err(api_error(e.into())),
+            Err(_) => Ok(None),
         }
-        Ok(None)
     }
 
     /// Adds the re-issued id's cookie to `r`, if any.
@@ -294,7 +254,7 @@ async fn forward(gw: &Arc<Gateway>, peer: Option<SocketAddr>, path: NormalPath, 
         let (tunnel_path, adapter) = (path.clone(), upstream.name.clone());
         Arc::new(move || {
             let mut buf = Vec::new();
-            matches!(g2.ctx().sessions.get_attr(&id, GATEWAY_ATTR, false, crate::clock::now_ms(), &mut buf), Ok(true))
+            matches!(g2.ctx().sessions.peek_attr(&id, GATEWAY_ATTR, crate::clock::now_ms(), &mut buf), Ok(true))
                 && GatewaySession::decode(&buf).is_some_and(|s| s.filters.allows(&tunnel_path, Some(&adapter)))
         }) as Arc<dyn Fn() -> bool + Send + Sync>
     });
@@ -520,20 +480,19 @@ async fn login(gw: &Arc<Gateway>, peer: Option<SocketAddr>, req: Request<Incomin
     gw.throttle.success(addr, &c.user);
     let ctx = gw.ctx();
     let now = crate::clock::now_ms();
-    let meta = match ctx.sessions.create(now) {
-        Ok(m) => m,
-        Err(e) => {
-            let e = crate::web::ApiError::from(e);
-            return json_error(e.status, e.code, &e.message);
-        }
+    // The new session is announced (events) only once it is complete and
+    // in the store: every refusal below drops it as if it never was.
+    let pending = match ctx.sessions.begin_create(now) {
+        Ok(p) => p,
+        Err(e) => return api_error(e.into()),
     };
-    let id = meta.id;
+    let id = pending.meta().id;
     let handle = gw.core.handle_of(&id);
     let old_handle = old.as_ref().map(|(oid, _)| gw.core.handle_of(oid));
     let mut filters = match initial_filters(&gw.core, &c.user) {
         Ok(f) => f,
         Err(e) => {
-            let _ = ctx.sessions.invalidate(&id, now);
+            pending.abort();
             log::error!("gateway: the configured filters are invalid: {e}");
             return json_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -558,7 +517,7 @@ async fn login(gw: &Arc<Gateway>, peer: Option<SocketAddr>, req: Request<Incomin
                     match filters_from_json(&f) {
                         Ok(f) => filters = f,
                         Err(e) => {
-                            let _ = ctx.sessions.invalidate(&id, crate::clock::now_ms());
+                            pending.abort();
                             log::warn!("gateway: the session manager's filters were refused: {e}");
                             return manager_unavailable();
                         }
@@ -567,12 +526,12 @@ async fn login(gw: &Arc<Gateway>, peer: Option<SocketAddr>, req: Request<Incomin
                 attributes = a;
             }
             Ok(Decision::Refuse { reason }) => {
-                let _ = ctx.sessions.invalidate(&id, crate::clock::now_ms());
+                pending.abort();
                 log::info!("gateway: the session manager refused user {:?}: {reason}", c.user);
                 return json_resp(StatusCode::FORBIDDEN, json!({"error": "session_refused", "reason": reason}));
             }
             Err(e) => {
-                let _ = ctx.sessions.invalidate(&id, crate::clock::now_ms());
+                pending.abort();
                 log::warn!("gateway: login of user {:?} failed: {e}", c.user);
                 return manager_unavailable();
             }
@@ -586,28 +545,15 @@ async fn login(gw: &Arc<Gateway>, peer: Option<SocketAddr>, req: Request<Incomin
         .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().as_bytes().to_vec()))
         .collect();
     changes.extend(kept.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice()))));
-    if let Err(e) = ctx.sessions.update(&id, &changes, crate::clock::now_ms()) {
-        let _ = ctx.sessions.invalidate(&id, crate::clock::now_ms());
-        log::warn!("gateway: cannot store the new session of {:?}: {e}", c.user);
-        let e = crate::web::ApiError::from(e);
-        return json_error(e.status, e.code, &e.message);
-    }
     // Cluster mode: the login is in the store before the cookie is sent.
-    if let Some(cl) = &gw.cluster
-        && let Err(e) = cl.created(&ctx.sessions, &meta, crate::clock::now_ms()).await
-    {
-        let _ = ctx.sessions.invalidate(&id, crate::clock::now_ms());
-        log::warn!("gateway: login of {:?} refused: {e}", c.user);
-        return with_header(
-            json_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", &e.to_string()),
-            "retry-after",
-            "1",
-        );
+    if let Err(e) = pending.commit(&changes, crate::clock::now_ms()).await {
+        log::warn!("gateway: cannot store the new session of {:?}: {e}", c.user);
+        return api_error(e.into());
     }
     gw.core.record_live(&handle, &c.user).await;
     // A login with a valid session replaces it: a new id on login, against fixation.
     if let Some((oid, old_gw)) = old
-        && ctx.sessions.invalidate(&oid, crate::clock::now_ms()).is_ok()
+        && ctx.sessions.invalidate(std::slice::from_ref(&oid), crate::clock::now_ms()).await.is_ok()
     {
         gw.core.notify_destroyed(&gw.core.handle_of(&oid), &old_gw.user, "replaced").await;
     }
@@ -618,6 +564,16 @@ async fn login(gw: &Arc<Gateway>, peer: Option<SocketAddr>, req: Request<Incomin
         None => status(StatusCode::NO_CONTENT),
     };
     with_header(with_header(resp, "set-cookie", &cookie), "cache-control", "no-store")
+}
+
+/// A session-layer refusal as the gateway's JSON answer (the same status,
+/// code and `Retry-After` as on the private listener).
+fn api_error(e: crate::web::ApiError) -> GwResp {
+    let r = json_error(e.status, e.code, &e.message);
+    match &e.header {
+        Some((name, value)) => with_header(r, name, value),
+        None => r,
+    }
 }
 
 fn manager_unavailable() -> GwResp {
@@ -655,11 +611,9 @@ async fn logout(gw: &Gateway, req: &Request<Incoming>) -> GwResp {
     }
     let ctx = gw.ctx();
     if let Ok(Some((id, s, _))) = gw.current(req, false).await
-        && ctx.sessions.invalidate(&id, crate::clock::now_ms()).is_ok()
+        && let Ok(ended) = ctx.sessions.invalidate(std::slice::from_ref(&id), crate::clock::now_ms()).await
     {
-        if let Some(cl) = &gw.cluster
-            && let Err(e) = cl.invalidated(&ctx.sessions, &id, crate::clock::now_ms()).await
-        {
+        if let Err(e) = ended.store {
             log::warn!("gateway: logout of {:?}: {e}; the change is kept and flushed when the store returns", s.user);
         }
         gw.core.notify_destroyed(&gw.core.handle_of(&id), &s.user, "logout").await;

@@ -14,13 +14,13 @@ fn body(status: StatusCode, content_type: &'static str, b: String) -> Resp {
 /// says `"degraded"` while the store is down (the node still serves the
 /// sessions it owns under `serve-local`), with the pending changes.
 pub fn healthz(st: &AppState) -> Result<Resp, ApiError> {
-    let Some(c) = &st.cluster else {
+    let Some(h) = st.contexts.default_context().sessions.store_health() else {
         return Ok(body(StatusCode::OK, "application/json", "{\"status\":\"ok\"}".into()));
     };
     let pending: u64 = st.contexts.iter().map(|c| c.sessions.pending_changes()).sum();
-    let v = if c.degraded() {
+    let v = if h.down {
         serde_json::json!({"status": "degraded", "store": "down", "pending_changes": pending,
-            "when_store_down": c.settings().when_store_down})
+            "when_store_down": h.when_store_down})
     } else {
         serde_json::json!({"status": "ok", "store": "up", "pending_changes": pending})
     };
@@ -58,9 +58,7 @@ pub fn contexts(st: &AppState) -> Result<Resp, ApiError> {
 pub fn metrics(st: &AppState) -> Result<Resp, ApiError> {
     let regions: Vec<_> = st.contexts.iter().map(|c| c.sessions.stats()).collect();
     let mut text = st.stats.render(&regions, st.config.max_procs);
-    if let Some(c) = &st.cluster {
-        let pending: u64 = st.contexts.iter().map(|c| c.sessions.pending_changes()).sum();
-        text.push_str(&crate::cluster::metrics_text(c, pending, crate::clock::now_ms()));
-    }
+    let pending: u64 = st.contexts.iter().map(|c| c.sessions.pending_changes()).sum();
+    text.push_str(&st.contexts.default_context().sessions.store_metrics(pending, crate::clock::now_ms()));
     Ok(body(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text))
 }

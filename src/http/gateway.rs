@@ -34,6 +34,7 @@ impl From<ControlError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large", e.to_string())
             }
             ControlError::Region(r) => ApiError::from(r),
+            ControlError::Session(e) => ApiError::from(e),
         }
     }
 }
@@ -57,10 +58,8 @@ pub async fn route(st: &AppState, req: Request<Incoming>, rest: &[&str]) -> Resu
             match control::resolve(core, sessions, handle) {
                 Ok(id) => {
                     let user = control::read(sessions, &id).map(|(_, g)| g.user).unwrap_or_default();
-                    if sessions.invalidate(&id, crate::clock::now_ms()).is_ok() {
-                        if let Some(c) = &st.cluster
-                            && let Err(e) = c.invalidated(sessions, &id, crate::clock::now_ms()).await
-                        {
+                    if let Ok(ended) = sessions.invalidate(std::slice::from_ref(&id), crate::clock::now_ms()).await {
+                        if let Err(e) = ended.store {
                             log::warn!("gateway: destroy of user {user:?}'s session: {e}");
                         }
                         // The canonical handle, whatever spelling the caller used.
@@ -94,14 +93,8 @@ pub async fn route(st: &AppState, req: Request<Incoming>, rest: &[&str]) -> Resu
             }
             let items: Items = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::bad_request("bad_json", format!("expected {{\"items\": [\"…\"]}}: {e}")))?;
-            if let Some(c) = &st.cluster {
-                c.check_writable().map_err(super::sessions::cluster_error)?;
-            }
-            let result = control::change_filters(sessions, &id, kind, &items.items, add)?;
             // Cluster mode: the narrowed filters are in the store before the answer.
-            if let Some(c) = &st.cluster {
-                c.changed(sessions, &id, crate::clock::now_ms()).await.map_err(super::sessions::cluster_error)?;
-            }
+            let result = control::change_filters(sessions, &id, kind, &items.items, add).await?;
             Ok(json(StatusCode::OK, json!({"items": result})))
         }
         ([_, "filters", _], _) | ([_, "filters", _, "add" | "remove"], _) => Err(ApiError::new(

@@ -48,8 +48,6 @@ pub struct AppState {
     pub gateway: Option<Arc<crate::gateway::GatewayCore>>,
     /// The bearer token the private listener requires (`api_token_file`).
     pub api_token: Option<Vec<u8>>,
-    /// Cluster mode: this worker's view of the shared store.
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// A response with a fully buffered body.
@@ -140,15 +138,13 @@ async fn dispatch(st: &AppState, req: Request<Incoming>) -> (Route, Result<Resp,
         (["v1", "sessions", id], _) => {
             let t = s::Target::by_id(st, id);
             match m {
-                Method::GET => (Route::Get, s::get(st, &req, t).await),
+                Method::GET => (Route::Get, s::get(&req, t).await),
                 Method::PATCH => (Route::Patch, async { s::patch(st, t?, req).await }.await),
-                Method::DELETE => (Route::Delete, s::delete(st, t).await),
+                Method::DELETE => (Route::Delete, s::delete(t).await),
                 _ => (Route::Other, Err(method_not_allowed("GET, PATCH, DELETE"))),
             }
         }
-        (["v1", "sessions", id, "rotate"], &Method::POST) => {
-            (Route::Rotate, s::rotate(st, s::Target::by_id(st, id)).await)
-        }
+        (["v1", "sessions", id, "rotate"], &Method::POST) => (Route::Rotate, s::rotate(s::Target::by_id(st, id)).await),
         (["v1", "sessions", id, "attributes", name], _) => {
             let t = s::Target::by_id(st, id);
             attr_route(st, req, t, name).await
@@ -157,15 +153,15 @@ async fn dispatch(st: &AppState, req: Request<Incoming>) -> (Route, Result<Resp,
         (["v1", "session"], _) => {
             let t = s::Target::current(st, &req, sp.params());
             match m {
-                Method::POST => (Route::Current, s::get_or_create(st, t).await),
-                Method::GET => (Route::Get, s::get(st, &req, t).await),
+                Method::POST => (Route::Current, s::get_or_create(t).await),
+                Method::GET => (Route::Get, s::get(&req, t).await),
                 Method::PATCH => (Route::Patch, async { s::patch(st, t?, req).await }.await),
-                Method::DELETE => (Route::Delete, s::delete(st, t).await),
+                Method::DELETE => (Route::Delete, s::delete(t).await),
                 _ => (Route::Other, Err(method_not_allowed("GET, POST, PATCH, DELETE"))),
             }
         }
         (["v1", "session", "rotate"], &Method::POST) => {
-            (Route::Rotate, s::rotate(st, s::Target::current(st, &req, sp.params())).await)
+            (Route::Rotate, s::rotate(s::Target::current(st, &req, sp.params())).await)
         }
         (["v1", "session", "attributes", name], _) => {
             let t = s::Target::current(st, &req, sp.params());
@@ -191,9 +187,9 @@ async fn attr_route(
         ApiError::bad_request("invalid_name", format!("{why}: {shown:?} (percent-encoded as sent)"))
     });
     match *req.method() {
-        Method::GET => (Route::AttrGet, sessions::attr_get(st, &req, t, name).await),
+        Method::GET => (Route::AttrGet, sessions::attr_get(&req, t, name).await),
         Method::PUT => (Route::AttrPut, async { sessions::attr_put(st, t?, name?, req).await }.await),
-        Method::DELETE => (Route::AttrDelete, sessions::attr_delete(st, t, name).await),
+        Method::DELETE => (Route::AttrDelete, sessions::attr_delete(t, name).await),
         _ => (Route::Other, Err(method_not_allowed("GET, PUT, DELETE"))),
     }
 }

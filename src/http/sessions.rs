@@ -21,9 +21,8 @@ use serde_json::{Map, Value};
 use super::{ApiError, AppState, Resp, lookup, read_body, respond};
 use crate::clock::now_ms;
 use crate::clock::rfc3339_millis as rfc3339;
-use crate::cluster::ClusterError;
 use crate::contexts::Context;
-use crate::region::{RegionError, SessionId, SessionMeta};
+use crate::region::{SessionId, SessionMeta};
 
 /// Largest page of `GET /v1/sessions`.
 pub const MAX_LIST_LIMIT: usize = 1000;
@@ -70,17 +69,6 @@ impl<'a> Target<'a> {
         let tag = ctx.sessions.tag();
         ids.retain(|id| id.context == tag);
         Ok(Target { ctx, ids })
-    }
-
-    /// Runs `f` on each candidate until one is found.
-    fn with<T>(&self, mut f: impl FnMut(&SessionId) -> Result<T, RegionError>) -> Result<(SessionId, T), ApiError> {
-        for id in self.ids.as_slice() {
-            match f(id) {
-                Err(RegionError::NotFound) => continue,
-                r => return r.map(|v| (*id, v)).map_err(ApiError::from),
-            }
-        }
-        Err(ApiError::session_not_found())
     }
 }
 
@@ -133,114 +121,12 @@ fn with_cookie(mut r: Resp, ctx: &Context, id: Option<&SessionId>) -> Resp {
     r
 }
 
-/// A cluster step's refusal as an HTTP answer.
-pub(super) fn cluster_error(e: ClusterError) -> ApiError {
-    match e {
-        ClusterError::Unavailable(msg) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", msg)
-            .with_header("retry-after", "1".into()),
-        ClusterError::Moved { owner: 0 } => ApiError::session_not_found(),
-        ClusterError::Moved { owner } => ApiError::new(
-            StatusCode::CONFLICT,
-            "session_moved",
-            format!(
-                "node {owner} took this session over; this node's change was not applied: send the request again \
-                 (the front proxy routes it to the owner)"
-            ),
-        ),
-        ClusterError::Raced => ApiError::new(StatusCode::CONFLICT, "session_moved", ClusterError::Raced.to_string()),
-        ClusterError::Region(e) => ApiError::from(e),
-    }
-}
-
-/// Cluster mode: narrows `t` to the id this node holds the session under,
-/// taking it over from the store when another node held it. Returns the
-/// id the answer must re-issue (in `Set-Cookie`) when it differs from the
-/// one the client sent.
-async fn settle(st: &AppState, t: &mut Target<'_>, verify_local: bool) -> Result<Option<SessionId>, ApiError> {
-    let Some(c) = &st.cluster else { return Ok(None) };
-    match c.resolve(&t.ctx.sessions, t.ids.as_slice(), now_ms(), verify_local).await.map_err(cluster_error)? {
-        None => {
-            t.ids = lookup::Ids::new();
-            Ok(None)
-        }
-        Some(f) => {
-            t.ids = lookup::Ids::one(f.id);
-            Ok(f.reissued.then_some(f.id))
-        }
-    }
-}
-
-/// Settles `t` (cluster mode) and runs `op` on its session; with `write`,
-/// refuses up front while the store is down under `fail-closed`. The first
-/// settle trusts an id that names this node (the op itself looks at the
-/// slot); if the op finds no session there (a slot that no longer holds
-/// it, or a copy dropped on another node's takeover notice), the target
-/// is settled once more, checking the region and then the store, so the
-/// op lands on the current copy instead of answering 404. Returns the id, the op's value
-/// and the id to re-issue.
-async fn settled<T>(
-    st: &AppState,
-    t: &mut Target<'_>,
-    write: bool,
-    mut op: impl FnMut(&SessionId) -> Result<T, RegionError>,
-) -> Result<(SessionId, T, Option<SessionId>), ApiError> {
-    let asked = t.ids;
-    let mut re = settle(st, t, false).await?;
-    if write {
-        writable(st)?;
-    }
-    let mut r = t.with(&mut op);
-    if st.cluster.is_some() && !t.ids.as_slice().is_empty() && matches!(&r, Err(e) if e.status == StatusCode::NOT_FOUND)
-    {
-        t.ids = asked;
-        re = settle(st, t, true).await?;
-        r = t.with(&mut op);
-    }
-    let (id, v) = r?;
-    Ok((id, v, re))
-}
-
 /// Adds the re-issued id's cookie, if any.
 fn reissue(r: Resp, ctx: &Context, id: Option<SessionId>) -> Resp {
     match id {
         Some(id) => with_cookie(r, ctx, Some(&id)),
         None => r,
     }
-}
-
-/// Cluster mode: refuses a change up front while the store is down under
-/// `fail-closed`.
-fn writable(st: &AppState) -> Result<(), ApiError> {
-    st.cluster.as_ref().map_or(Ok(()), |c| c.check_writable().map_err(cluster_error))
-}
-
-/// Cluster mode: writes a change of `id` through to the store.
-async fn written(st: &AppState, ctx: &Context, id: &SessionId) -> Result<(), ApiError> {
-    match &st.cluster {
-        Some(c) => c.changed(&ctx.sessions, id, now_ms()).await.map_err(cluster_error),
-        None => Ok(()),
-    }
-}
-
-/// Cluster mode: a read touched `id`.
-fn accessed(st: &AppState, ctx: &Context, id: &SessionId, touch: bool) {
-    if let (true, Some(c)) = (touch, &st.cluster) {
-        c.accessed(&ctx.sessions, id, now_ms());
-    }
-}
-
-/// Creates a session and writes it through; a create the store refused
-/// is undone (the client never saw its id).
-async fn create_in(st: &AppState, ctx: &Context, now: u64) -> Result<SessionMeta, ApiError> {
-    writable(st)?;
-    let m = ctx.sessions.create(now)?;
-    if let Some(c) = &st.cluster
-        && let Err(e) = c.created(&ctx.sessions, &m, now).await
-    {
-        let _ = ctx.sessions.drop_stale(&m.id, now);
-        return Err(cluster_error(e));
-    }
-    Ok(m)
 }
 
 fn touch_param(req: &Request<Incoming>) -> bool {
@@ -250,22 +136,20 @@ fn touch_param(req: &Request<Incoming>) -> bool {
 /// `POST /v1/sessions`.
 pub async fn create(st: &AppState, req: &Request<Incoming>) -> Result<Resp, ApiError> {
     let ctx = context(st, req)?;
-    let m = create_in(st, ctx, now_ms()).await?;
+    let m = ctx.sessions.create(now_ms()).await?;
     Ok(with_cookie(session_response(ctx, StatusCode::CREATED, &m, &[]), ctx, Some(&m.id)))
 }
 
 /// `POST /v1/session`: the current valid session (200) or a new one (201).
-pub async fn get_or_create(st: &AppState, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
-    let mut t = t?;
+pub async fn get_or_create(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
+    let t = t?;
     let now = now_ms();
-    let ctx = t.ctx;
-    match settled(st, &mut t, false, |id| ctx.sessions.get(id, true, now)).await {
-        Ok((id, s, re)) => {
-            accessed(st, t.ctx, &id, true);
-            Ok(reissue(session_response(t.ctx, StatusCode::OK, &s.meta, &s.attributes), t.ctx, re))
+    match t.ctx.sessions.get(t.ids.as_slice(), true, now).await.map_err(ApiError::from) {
+        Ok(f) => {
+            Ok(reissue(session_response(t.ctx, StatusCode::OK, &f.value.meta, &f.value.attributes), t.ctx, f.reissued))
         }
         Err(e) if e.status == StatusCode::NOT_FOUND => {
-            let m = create_in(st, t.ctx, now).await?;
+            let m = t.ctx.sessions.create(now).await?;
             Ok(with_cookie(session_response(t.ctx, StatusCode::CREATED, &m, &[]), t.ctx, Some(&m.id)))
         }
         Err(e) => Err(e),
@@ -273,36 +157,23 @@ pub async fn get_or_create(st: &AppState, t: Result<Target<'_>, ApiError>) -> Re
 }
 
 /// `GET /v1/sessions/{id}` and `GET /v1/session`.
-pub async fn get(st: &AppState, req: &Request<Incoming>, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
-    let mut t = t?;
-    let (now, touch) = (now_ms(), touch_param(req));
-    let ctx = t.ctx;
-    let (id, s, re) = settled(st, &mut t, false, |id| ctx.sessions.get(id, touch, now)).await?;
-    accessed(st, t.ctx, &id, touch);
-    Ok(reissue(session_response(t.ctx, StatusCode::OK, &s.meta, &s.attributes), t.ctx, re))
+pub async fn get(req: &Request<Incoming>, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
+    let t = t?;
+    let f = t.ctx.sessions.get(t.ids.as_slice(), touch_param(req), now_ms()).await?;
+    Ok(reissue(session_response(t.ctx, StatusCode::OK, &f.value.meta, &f.value.attributes), t.ctx, f.reissued))
 }
 
 /// `DELETE` of a session.
-pub async fn delete(st: &AppState, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
-    let mut t = t?;
-    let now = now_ms();
-    let ctx = t.ctx;
-    let (id, (), _) = settled(st, &mut t, true, |id| ctx.sessions.invalidate(id, now)).await?;
-    if let Some(c) = &st.cluster {
-        c.invalidated(&t.ctx.sessions, &id, now).await.map_err(cluster_error)?;
-    }
+pub async fn delete(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
+    let t = t?;
+    t.ctx.sessions.invalidate(t.ids.as_slice(), now_ms()).await?.store?;
     Ok(with_cookie(empty(StatusCode::NO_CONTENT), t.ctx, None))
 }
 
 /// `POST …/rotate`.
-pub async fn rotate(st: &AppState, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
-    let mut t = t?;
-    let now = now_ms();
-    let ctx = t.ctx;
-    let (old, m, _) = settled(st, &mut t, true, |id| ctx.sessions.rotate(id, now)).await?;
-    if let Some(c) = &st.cluster {
-        c.rotated(&t.ctx.sessions, &old, &m.id, now).await.map_err(cluster_error)?;
-    }
+pub async fn rotate(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
+    let t = t?;
+    let m = t.ctx.sessions.rotate(t.ids.as_slice(), now_ms()).await?.value;
     let mut o = meta_json(t.ctx, &m);
     o.insert("values".into(), m.values.into());
     Ok(with_cookie(json(StatusCode::OK, Value::Object(o)), t.ctx, Some(&m.id)))
@@ -371,7 +242,7 @@ struct PatchBody {
 }
 
 /// `PATCH`: set and remove several attributes atomically.
-pub async fn patch(st: &AppState, mut t: Target<'_>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn patch(st: &AppState, t: Target<'_>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let timeout = Duration::from_secs_f64(st.config.request_timeout);
     let body = read_body(req, patch_limit(t.ctx), timeout, "PATCH body").await?;
     let parsed: PatchBody = serde_json::from_slice(&body)
@@ -398,29 +269,22 @@ pub async fn patch(st: &AppState, mut t: Target<'_>, req: Request<Incoming>) -> 
             ));
         }
     }
-    let now = now_ms();
-    let ctx = t.ctx;
-    let (id, (), re) = settled(st, &mut t, true, |id| ctx.sessions.update(id, &changes, now)).await?;
-    written(st, t.ctx, &id).await?;
-    Ok(reissue(empty(StatusCode::NO_CONTENT), t.ctx, re))
+    let f = t.ctx.sessions.update(t.ids.as_slice(), &changes, now_ms()).await?;
+    Ok(reissue(empty(StatusCode::NO_CONTENT), t.ctx, f.reissued))
 }
 
 /// `GET …/attributes/{name}`: the raw value.
 pub async fn attr_get(
-    st: &AppState,
     req: &Request<Incoming>,
     t: Result<Target<'_>, ApiError>,
     name: Result<Cow<'_, str>, ApiError>,
 ) -> Result<Resp, ApiError> {
-    let (mut t, name) = (t?, name?);
+    let (t, name) = (t?, name?);
     t.ctx.sessions.check_change(&name, None)?;
-    let (now, touch) = (now_ms(), touch_param(req));
     let mut buf = Vec::new();
-    let ctx = t.ctx;
-    let (id, found, re) =
-        settled(st, &mut t, false, |id| ctx.sessions.get_attr(id, &name, touch, now, &mut buf)).await?;
-    accessed(st, t.ctx, &id, touch);
-    if !found {
+    let f = t.ctx.sessions.get_attr(t.ids.as_slice(), &name, touch_param(req), now_ms(), &mut buf).await?;
+    let re = f.reissued;
+    if !f.value {
         let shown: String = name.chars().take(64).collect();
         let e = ApiError::new(
             StatusCode::NOT_FOUND,
@@ -435,33 +299,26 @@ pub async fn attr_get(
 /// `PUT …/attributes/{name}`: the raw body becomes the value.
 pub async fn attr_put(
     st: &AppState,
-    mut t: Target<'_>,
+    t: Target<'_>,
     name: Cow<'_, str>,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     t.ctx.sessions.check_change(&name, None)?;
     let timeout = Duration::from_secs_f64(st.config.request_timeout);
     let body = read_body(req, t.ctx.cfg.max_value_size as usize, timeout, "value").await?;
-    let now = now_ms();
-    let ctx = t.ctx;
-    let (id, (), re) = settled(st, &mut t, true, |id| ctx.sessions.set_attr(id, &name, &body, now)).await?;
-    written(st, t.ctx, &id).await?;
-    Ok(reissue(empty(StatusCode::NO_CONTENT), t.ctx, re))
+    let f = t.ctx.sessions.set_attr(t.ids.as_slice(), &name, &body, now_ms()).await?;
+    Ok(reissue(empty(StatusCode::NO_CONTENT), t.ctx, f.reissued))
 }
 
 /// `DELETE …/attributes/{name}`: 204 also when absent.
 pub async fn attr_delete(
-    st: &AppState,
     t: Result<Target<'_>, ApiError>,
     name: Result<Cow<'_, str>, ApiError>,
 ) -> Result<Resp, ApiError> {
-    let (mut t, name) = (t?, name?);
+    let (t, name) = (t?, name?);
     t.ctx.sessions.check_change(&name, None)?;
-    let now = now_ms();
-    let ctx = t.ctx;
-    let (id, (), re) = settled(st, &mut t, true, |id| ctx.sessions.remove_attr(id, &name, now)).await?;
-    written(st, t.ctx, &id).await?;
-    Ok(reissue(empty(StatusCode::NO_CONTENT), t.ctx, re))
+    let f = t.ctx.sessions.remove_attr(t.ids.as_slice(), &name, now_ms()).await?;
+    Ok(reissue(empty(StatusCode::NO_CONTENT), t.ctx, f.reissued))
 }
 
 /// `GET /v1/sessions?context=&limit=&cursor=`: ids and metadata, no values.

@@ -1,11 +1,28 @@
 //! The session layer: one door to sessions.
 //!
 //! [`Sessions`] is the per-context service that every front end calls: the
-//! HTTP API, `sessionctl`, the reaper, and later the gateway. It owns the
+//! HTTP API, the gateway, `sessionctl` and the reaper. It owns the
 //! context's region (`Arc<Region>`), the region's settings, the process's
-//! lifecycle event hub, and an optional backing store. Nothing above it
-//! touches a `Region`.
+//! lifecycle event hub, and in cluster mode the process's [`cluster::Cluster`].
+//! Nothing above it touches a `Region` or a store.
 //!
+//! # The door
+//! A front end asks for an operation on the candidate ids a request
+//! carries: [`Sessions::get`], [`Sessions::get_attr`], [`Sessions::update`],
+//! [`Sessions::rotate`], [`Sessions::invalidate`], [`Sessions::touch`],
+//! [`Sessions::modify_attr`] (a reserved attribute), and
+//! [`Sessions::begin_create`] / [`Pending::commit`] for a new session. The
+//! layer resolves the id (in cluster mode: a session another node holds is
+//! taken over from the store), runs the region operation, settles a miss
+//! once more through the region and the store, writes the change through,
+//! and reports in [`Found::reissued`] the id the client must be given. It
+//! answers with one typed error, [`SessionError`].
+//!
+//! A create the store refuses never happened: its events are held until
+//! the store has it, and dropped with the session otherwise, so no
+//! subscriber hears of a session no client saw.
+//!
+//! # Events
 //! Every operation runs the region call with an event buffer and, once the
 //! call has returned (so its stripe lock is released), publishes what the
 //! call recorded to the hub. Without a hub the buffer discards and the
@@ -15,12 +32,12 @@
 //! | --- | --- |
 //! | [`events`] | the event hub: bounded queue, subscribers, dispatcher, log subscriber |
 //! | [`notify`] | the lifecycle webhook subscriber (Standard Webhooks) |
-//! | [`backing`] | the backing-store trait the cluster implements |
+//! | [`cluster`] | cluster mode's protocol over a [`crate::store`]: write-through, takeover, fencing, re-issue; the reaper's store jobs |
 //!
-//! This module must never hold a lock across a publish, and never block:
-//! the hub's push drops when the queue is full.
+//! This module must never hold a lock across a publish or an await, and
+//! never block: the hub's push drops when the queue is full.
 
-pub mod backing;
+pub mod cluster;
 pub mod events;
 pub mod notify;
 
@@ -52,20 +69,143 @@ thread_local! {
     static EVENTS: RefCell<Vec<RegionEvent>> = RefCell::new(Vec::with_capacity(16));
 }
 
+/// What the door answers besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The session store cannot be reached and this operation needs it.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Another node owns the session now: this node's change was refused.
+    #[error("session is owned by node {owner} now; this node's change was refused by the store")]
+    Moved {
+        /// The node that owns it (0: it ended).
+        owner: u32,
+    },
+    /// The session moved or ended while the change was being made; the
+    /// change did not reach the store.
+    #[error("the session moved to another node or ended while this change was made; the change was not applied")]
+    Raced,
+    /// The region refused (not found, full, damaged, limits).
+    #[error(transparent)]
+    Region(#[from] RegionError),
+}
+
+impl SessionError {
+    /// Whether this is "no such session".
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, SessionError::Region(RegionError::NotFound))
+    }
+}
+
+/// A door operation's result: the id the session is held under here, the
+/// operation's value, and the id the client must be given when it differs
+/// from the one it sent (a cluster takeover re-issued it).
+#[derive(Debug)]
+pub struct Found<T> {
+    /// The id here.
+    pub id: SessionId,
+    /// What the operation returned.
+    pub value: T,
+    /// `Some(id)` when the answer must re-issue the id (`Set-Cookie`).
+    pub reissued: Option<SessionId>,
+}
+
+/// The outcome of an invalidation: it ended here; `store` says whether the
+/// store has heard (cluster mode; `Ok` outside it). The HTTP API answers
+/// the store's error, the gateway logs it: the local end stands either way.
+#[derive(Debug)]
+pub struct Ended {
+    /// The id that ended.
+    pub id: SessionId,
+    /// The write-through's outcome.
+    pub store: Result<(), SessionError>,
+}
+
+/// A session created but not yet announced: its events wait for
+/// [`Pending::commit`] (which also writes it through), and
+/// [`Pending::abort`] (or a drop) ends it without any event.
+pub struct Pending<'a> {
+    sessions: &'a Sessions,
+    meta: SessionMeta,
+    created: Vec<RegionEvent>,
+    lost: u64,
+    done: bool,
+}
+
+impl Pending<'_> {
+    /// The new session's metadata (its id, for a handle or a hook).
+    pub fn meta(&self) -> &SessionMeta {
+        &self.meta
+    }
+
+    /// Sets `changes` (may be empty), writes the session through to the
+    /// store (cluster mode), then announces it. On any refusal the session
+    /// is dropped without an event and the error returned.
+    pub async fn commit(mut self, changes: &[Change<'_>], now_ms: u64) -> Result<SessionMeta, SessionError> {
+        let s = self.sessions;
+        let id = self.meta.id;
+        let mut changed = Vec::new();
+        let mut lost = self.lost;
+        if !changes.is_empty() {
+            let r = {
+                let mut ev = if s.hub.is_some() { EventBuf::collect(&mut changed) } else { EventBuf::discard() };
+                let r = s.region.update_ev(&id, changes, now_ms, &mut ev);
+                lost += ev.lost();
+                r
+            };
+            r?;
+        }
+        if let Some(c) = &s.cluster {
+            c.created(s, &self.meta, now_ms).await?;
+        }
+        self.done = true;
+        if let Some(hub) = &s.hub {
+            hub.publish(&mut self.created, None, lost);
+            hub.publish(&mut changed, Some(changes), 0);
+        }
+        Ok(self.meta.clone())
+    }
+
+    /// Ends the session without an event: it never happened.
+    pub fn abort(mut self) {
+        self.done = true;
+        let _ = self.sessions.region.invalidate(&self.meta.id, crate::clock::now_ms());
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.sessions.region.invalidate(&self.meta.id, crate::clock::now_ms());
+        }
+    }
+}
+
+/// The store's state as `/healthz` reports it.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreHealth {
+    /// The store is unreachable.
+    pub down: bool,
+    /// What the node does meanwhile.
+    pub when_store_down: crate::config::StoreDown,
+}
+
 /// One context's sessions.
+#[derive(Clone)]
 pub struct Sessions {
     /// The shared region.
     region: Arc<Region>,
     /// This process's event hub; `None` discards events.
     hub: Option<Arc<EventHub>>,
-    /// The backing store (cluster mode); `None` keeps sessions local.
-    store: Option<Arc<dyn backing::BackingStore>>,
+    /// Cluster mode: this process's view of the store; `None` keeps
+    /// sessions local.
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 impl Sessions {
-    /// The service over `region`, with no hub and no store.
+    /// The service over `region`, with no hub and no cluster.
     pub fn new(region: Arc<Region>) -> Sessions {
-        Sessions { region, hub: None, store: None }
+        Sessions { region, hub: None, cluster: None }
     }
 
     /// Attaches to an existing region file for a tool: no data-dir lock,
@@ -78,12 +218,13 @@ impl Sessions {
     /// The same region with `hub` installed: each child process builds
     /// its own after `fork`, before it shares the service.
     pub fn with_hub(&self, hub: Option<Arc<EventHub>>) -> Sessions {
-        Sessions { region: self.region.clone(), hub, store: self.store.clone() }
+        Sessions { region: self.region.clone(), hub, cluster: self.cluster.clone() }
     }
 
-    /// The same service with a backing store installed.
-    pub fn with_store(self, store: Arc<dyn backing::BackingStore>) -> Sessions {
-        Sessions { store: Some(store), ..self }
+    /// The same service with this process's cluster view installed (each
+    /// child builds its own after `fork`).
+    pub fn with_cluster(&self, cluster: Option<Arc<cluster::Cluster>>) -> Sessions {
+        Sessions { region: self.region.clone(), hub: self.hub.clone(), cluster }
     }
 
     /// Runs one region operation with an event buffer and publishes what
@@ -109,62 +250,208 @@ impl Sessions {
         })
     }
 
-    // ---------- sessions ----------
+    // ---------- the door ----------
 
-    /// Creates a session.
-    pub fn create(&self, now_ms: u64) -> Result<SessionMeta, RegionError> {
-        self.run(None, |r, ev| r.create_ev(now_ms, ev))
+    /// Runs `op` on the first candidate that names a live session and
+    /// reports which id that was. In cluster mode the candidates are
+    /// resolved first: an id naming this node is trusted once the node is
+    /// reconciled (the op itself looks at the slot); if the op then finds
+    /// no session there (a slot that no longer holds it, or a copy dropped
+    /// on another node's takeover notice), the candidates are resolved once
+    /// more through the region and then the store (a takeover), so the op
+    /// lands on the current copy instead of answering "not found". With
+    /// `write`, a change is refused up front while the store is down under
+    /// `fail-closed`.
+    async fn resolved<T>(
+        &self,
+        ids: &[SessionId],
+        write: bool,
+        now_ms: u64,
+        mut op: impl FnMut(&SessionId) -> Result<T, RegionError>,
+    ) -> Result<Found<T>, SessionError> {
+        let first = |op: &mut dyn FnMut(&SessionId) -> Result<T, RegionError>, ids: &[SessionId]| {
+            for id in ids {
+                match op(id) {
+                    Err(RegionError::NotFound) => continue,
+                    r => return r.map(|v| (*id, v)),
+                }
+            }
+            Err(RegionError::NotFound)
+        };
+        let Some(c) = &self.cluster else {
+            let (id, value) = first(&mut op, ids)?;
+            return Ok(Found { id, value, reissued: None });
+        };
+        let mut r = c.resolve(self, ids, now_ms, false).await?;
+        if write {
+            c.check_writable()?;
+        }
+        for verify_local in [false, true] {
+            let Some(f) = r else { return Err(RegionError::NotFound.into()) };
+            match first(&mut op, std::slice::from_ref(&f.id)) {
+                Err(RegionError::NotFound) if !verify_local => r = c.resolve(self, ids, now_ms, true).await?,
+                res => {
+                    let (id, value) = res?;
+                    return Ok(Found { id, value, reissued: f.reissued.then_some(f.id) });
+                }
+            }
+        }
+        Err(RegionError::NotFound.into())
+    }
+
+    /// Cluster mode: a read that touched `id` (its last access reaches the
+    /// store at most once per `save_period`, in the background).
+    fn accessed(&self, id: &SessionId, touch: bool, now_ms: u64) {
+        if let (true, Some(c)) = (touch, &self.cluster) {
+            c.accessed(self, id, now_ms);
+        }
+    }
+
+    /// Cluster mode: writes a change of `id` through to the store.
+    async fn written(&self, id: &SessionId, now_ms: u64) -> Result<(), SessionError> {
+        match &self.cluster {
+            Some(c) => c.changed(self, id, now_ms).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Creates a session whose events wait for [`Pending::commit`] (see
+    /// there); refused up front while the store is down under
+    /// `fail-closed`.
+    pub fn begin_create(&self, now_ms: u64) -> Result<Pending<'_>, SessionError> {
+        if let Some(c) = &self.cluster {
+            c.check_writable()?;
+        }
+        let mut created = Vec::new();
+        let (meta, lost) = {
+            let mut ev = if self.hub.is_some() { EventBuf::collect(&mut created) } else { EventBuf::discard() };
+            let m = self.region.create_ev(now_ms, &mut ev)?;
+            (m, ev.lost())
+        };
+        Ok(Pending { sessions: self, meta, created, lost, done: false })
+    }
+
+    /// Creates a session and writes it through; a create the store refused
+    /// never happened (no event, no session).
+    pub async fn create(&self, now_ms: u64) -> Result<SessionMeta, SessionError> {
+        self.begin_create(now_ms)?.commit(&[], now_ms).await
     }
 
     /// The whole session; `touch` refreshes it and clears "new".
-    pub fn get(&self, id: &SessionId, touch: bool, now_ms: u64) -> Result<Session, RegionError> {
-        self.run(None, |r, ev| r.get_ev(id, touch, now_ms, ev))
+    pub async fn get(&self, ids: &[SessionId], touch: bool, now_ms: u64) -> Result<Found<Session>, SessionError> {
+        let f = self.resolved(ids, false, now_ms, |id| self.run(None, |r, ev| r.get_ev(id, touch, now_ms, ev))).await?;
+        self.accessed(&f.id, touch, now_ms);
+        Ok(f)
     }
 
-    /// One attribute into `out`; `Ok(false)` if the session lacks it.
-    pub fn get_attr(
+    /// One attribute into `out`; `value` is `false` if the session lacks it.
+    pub async fn get_attr(
         &self,
-        id: &SessionId,
+        ids: &[SessionId],
         name: &str,
         touch: bool,
         now_ms: u64,
         out: &mut Vec<u8>,
-    ) -> Result<bool, RegionError> {
-        self.run(None, |r, ev| r.get_attr_ev(id, name, touch, now_ms, out, ev))
+    ) -> Result<Found<bool>, SessionError> {
+        let f = self
+            .resolved(ids, false, now_ms, |id| self.run(None, |r, ev| r.get_attr_ev(id, name, touch, now_ms, out, ev)))
+            .await?;
+        self.accessed(&f.id, touch, now_ms);
+        Ok(f)
     }
 
-    /// Sets and removes attributes atomically.
-    pub fn update(&self, id: &SessionId, changes: &[Change<'_>], now_ms: u64) -> Result<(), RegionError> {
-        self.run(Some(changes), |r, ev| r.update_ev(id, changes, now_ms, ev))
+    /// Refreshes the last access and clears "new", as a read does.
+    pub async fn touch(&self, ids: &[SessionId], now_ms: u64) -> Result<Found<SessionMeta>, SessionError> {
+        let f = self.resolved(ids, false, now_ms, |id| self.run(None, |r, ev| r.touch_ev(id, now_ms, ev))).await?;
+        self.accessed(&f.id, true, now_ms);
+        Ok(f)
+    }
+
+    /// Sets and removes attributes atomically, and writes the change
+    /// through. Names not in `changes` are left as they are (a merge).
+    pub async fn update(
+        &self,
+        ids: &[SessionId],
+        changes: &[Change<'_>],
+        now_ms: u64,
+    ) -> Result<Found<()>, SessionError> {
+        let f = self
+            .resolved(ids, true, now_ms, |id| self.run(Some(changes), |r, ev| r.update_ev(id, changes, now_ms, ev)))
+            .await?;
+        self.written(&f.id, now_ms).await?;
+        Ok(f)
     }
 
     /// Sets one attribute.
-    pub fn set_attr(&self, id: &SessionId, name: &str, value: &[u8], now_ms: u64) -> Result<(), RegionError> {
-        self.update(id, &[(name, Some(value))], now_ms)
+    pub async fn set_attr(
+        &self,
+        ids: &[SessionId],
+        name: &str,
+        value: &[u8],
+        now_ms: u64,
+    ) -> Result<Found<()>, SessionError> {
+        self.update(ids, &[(name, Some(value))], now_ms).await
     }
 
     /// Removes one attribute (absent is fine).
-    pub fn remove_attr(&self, id: &SessionId, name: &str, now_ms: u64) -> Result<(), RegionError> {
-        self.update(id, &[(name, None)], now_ms)
+    pub async fn remove_attr(&self, ids: &[SessionId], name: &str, now_ms: u64) -> Result<Found<()>, SessionError> {
+        self.update(ids, &[(name, None)], now_ms).await
     }
 
-    /// Atomic read-modify-write of one attribute (see
-    /// `Region::modify_attr_ev`): `f` runs under the stripe lock with a
-    /// copy of the current value and must be quick.
-    pub fn modify_attr<E: From<RegionError>>(
+    /// Atomic read-modify-write of one attribute of the session `id` holds
+    /// here (see `Region::modify_attr_ev`): `f` runs under the stripe lock
+    /// with a copy of the current value and must be quick. Written through
+    /// like any change.
+    pub async fn modify_attr<E: From<RegionError> + From<SessionError>>(
         &self,
         id: &SessionId,
         name: &str,
         now_ms: u64,
         f: impl FnOnce(Option<&[u8]>) -> Result<Option<Vec<u8>>, E>,
     ) -> Result<(), E> {
+        if let Some(c) = &self.cluster {
+            c.check_writable()?;
+        }
         let changes: [Change<'_>; 1] = [(name, None)];
-        self.run(Some(&changes), |r, ev| r.modify_attr_ev(id, name, now_ms, ev, f))
+        self.run(Some(&changes), |r, ev| r.modify_attr_ev(id, name, now_ms, ev, f))?;
+        self.written(id, now_ms).await?;
+        Ok(())
     }
+
+    /// Ends the session now, and tells the store (cluster mode: a stale
+    /// copy's logout ends the session at its owner too). The outcome's
+    /// `store` says whether the store heard.
+    pub async fn invalidate(&self, ids: &[SessionId], now_ms: u64) -> Result<Ended, SessionError> {
+        let f = self.resolved(ids, true, now_ms, |id| self.run(None, |r, ev| r.invalidate_ev(id, now_ms, ev))).await?;
+        let store = match &self.cluster {
+            Some(c) => c.invalidated(self, &f.id, now_ms).await,
+            None => Ok(()),
+        };
+        Ok(Ended { id: f.id, store })
+    }
+
+    /// Gives the session a new id, keeping its data, and writes the
+    /// rotation through; `Found::id` is the old id, `value` the new meta.
+    pub async fn rotate(&self, ids: &[SessionId], now_ms: u64) -> Result<Found<SessionMeta>, SessionError> {
+        let f = self.resolved(ids, true, now_ms, |id| self.run(None, |r, ev| r.rotate_ev(id, now_ms, ev))).await?;
+        if let Some(c) = &self.cluster {
+            c.rotated(self, &f.id, &f.value.id, now_ms).await?;
+        }
+        Ok(f)
+    }
+
+    /// Whether the session `id` (which ended in its slot here) left
+    /// because another node took it over (cluster mode), not because it
+    /// ended.
+    pub fn moved_away(&self, id: &SessionId) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.moved_away(id))
+    }
+
+    // ---------- what the cluster protocol needs of the region ----------
 
     /// Installs a session another node held (a cluster takeover); see
     /// `Region::adopt`. No event: the session moved, it did not start.
-    pub fn adopt(&self, a: &Adopt<'_>, now_ms: u64) -> Result<SessionMeta, RegionError> {
+    fn adopt(&self, a: &Adopt<'_>, now_ms: u64) -> Result<SessionMeta, RegionError> {
         self.region.adopt(a, now_ms)
     }
 
@@ -175,29 +462,34 @@ impl Sessions {
     }
 
     /// Ends the session now without an event: this node's copy was stale
-    /// (another node owns the session).
-    pub fn drop_stale(&self, id: &SessionId, now_ms: u64) -> Result<(), RegionError> {
+    /// (another node owns the session), or a create the store refused.
+    fn drop_stale(&self, id: &SessionId, now_ms: u64) -> Result<(), RegionError> {
         self.region.invalidate(id, now_ms)
+    }
+
+    /// The session `id` names in this node's region, without touching it,
+    /// resolving it or asking the store (a handle's session, a tool's look).
+    pub fn peek(&self, id: &SessionId, now_ms: u64) -> Result<Session, RegionError> {
+        self.region.get_ev(id, false, now_ms, &mut EventBuf::discard())
+    }
+
+    /// One attribute of the session `id` names here, into `out`, without
+    /// touching it (a tunnel's liveness check); `Ok(false)` if it lacks it.
+    pub fn peek_attr(&self, id: &SessionId, name: &str, now_ms: u64, out: &mut Vec<u8>) -> Result<bool, RegionError> {
+        self.region.get_attr_ev(id, name, false, now_ms, out, &mut EventBuf::discard())
+    }
+
+    /// Ends the session `id` names in this node's region, for a tool
+    /// working on the region file (`sessionctl expire`): no store call;
+    /// in cluster mode the slot's change mark carries the end to the store
+    /// at the reaper's next flush.
+    pub fn invalidate_local(&self, id: &SessionId, now_ms: u64) -> Result<(), RegionError> {
+        self.run(None, |r, ev| r.invalidate_ev(id, now_ms, ev))
     }
 
     /// The id of the live session in `slot`, if any (no touch).
     pub fn id_in_slot(&self, slot: u32, now_ms: u64) -> Result<Option<SessionId>, RegionError> {
         self.region.id_in_slot(slot, now_ms)
-    }
-
-    /// Refreshes the last access.
-    pub fn touch(&self, id: &SessionId, now_ms: u64) -> Result<SessionMeta, RegionError> {
-        self.run(None, |r, ev| r.touch_ev(id, now_ms, ev))
-    }
-
-    /// Ends the session now.
-    pub fn invalidate(&self, id: &SessionId, now_ms: u64) -> Result<(), RegionError> {
-        self.run(None, |r, ev| r.invalidate_ev(id, now_ms, ev))
-    }
-
-    /// Gives the session a new id, keeping its data.
-    pub fn rotate(&self, id: &SessionId, now_ms: u64) -> Result<SessionMeta, RegionError> {
-        self.run(None, |r, ev| r.rotate_ev(id, now_ms, ev))
     }
 
     /// Checks one change against the limits, before any lock.
@@ -297,9 +589,17 @@ impl Sessions {
         self.region.verify()
     }
 
-    /// Whether a backing store is installed.
-    pub fn has_store(&self) -> bool {
-        self.store.is_some()
+    /// Cluster mode: the store's health for `/healthz` (`None` outside
+    /// cluster mode).
+    pub fn store_health(&self) -> Option<StoreHealth> {
+        self.cluster.as_ref().map(|c| StoreHealth { down: c.degraded(), when_store_down: c.settings().when_store_down })
+    }
+
+    /// Cluster mode: the store's lines of `/metrics`, with `pending`
+    /// unacknowledged changes across the node's contexts (empty outside
+    /// cluster mode).
+    pub fn store_metrics(&self, pending: u64, now_ms: u64) -> String {
+        self.cluster.as_ref().map(|c| cluster::metrics_text(c, pending, now_ms)).unwrap_or_default()
     }
 
     /// The event hub, if events are collected in this process.

@@ -58,8 +58,8 @@ fn session_key_secret(secret: &[u8]) -> Vec<u8> {
 /// an `expired` event of the cluster's store sweep, which knows only that
 /// key, carries the same session key as the session's other events.
 pub fn session_key(key: &[u8], id: &SessionId) -> String {
-    let sk = super::backing::store_key(id.context, &id.token);
-    let part: &[u8] = if id.slot == super::backing::SWEPT_SLOT { &id.token } else { &sk[..crate::region::TOKEN_LEN] };
+    let sk = crate::store::store_key(id.context, &id.token);
+    let part: &[u8] = if id.slot == crate::store::SWEPT_SLOT { &id.token } else { &sk[..crate::region::TOKEN_LEN] };
     let mac = crate::webhook::hmac_sha256(key, &[&id.context.to_be_bytes(), part]);
     URL_SAFE_NO_PAD.encode(&mac[..16])
 }

@@ -1,7 +1,8 @@
 //! API errors and their JSON form: `{"error": "<code>", "message": "..."}`.
 //!
-//! Owns the mapping from region errors to HTTP statuses, so every handler
-//! answers a given failure the same way. Unknown, forged, malformed, stale
+//! Owns the mapping from region and session-layer errors to HTTP
+//! statuses, so every handler of both listeners answers a given failure the
+//! same way. Unknown, forged, malformed, stale
 //! and expired ids all map to the same 404 body.
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use hyper::header::HeaderValue;
 use hyper::{Response, StatusCode};
 
 use crate::region::RegionError;
+use crate::session::SessionError;
 
 /// An error answered to the client.
 #[derive(Debug)]
@@ -84,6 +86,28 @@ impl From<RegionError> for ApiError {
                 log::error!("{e}");
                 ApiError::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
             }
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> ApiError {
+        match e {
+            SessionError::Unavailable(msg) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", msg)
+                .with_header("retry-after", "1".into()),
+            SessionError::Moved { owner: 0 } => ApiError::session_not_found(),
+            SessionError::Moved { owner } => ApiError::new(
+                StatusCode::CONFLICT,
+                "session_moved",
+                format!(
+                    "node {owner} took this session over; this node's change was not applied: send the request again \
+                     (the front proxy routes it to the owner)"
+                ),
+            ),
+            SessionError::Raced => {
+                ApiError::new(StatusCode::CONFLICT, "session_moved", SessionError::Raced.to_string())
+            }
+            SessionError::Region(e) => ApiError::from(e),
         }
     }
 }

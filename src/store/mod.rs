@@ -1,6 +1,15 @@
-//! The backing-store contract: what a shared store behind the region
-//! (PostgreSQL or Redis, in cluster mode) provides to the session layer.
-//! `crate::cluster` implements it and drives it.
+//! Backing stores: the shared store behind the local regions in cluster
+//! mode (PostgreSQL or Redis), its contract, and its implementations. The
+//! session layer's cluster protocol (`crate::session::cluster`) drives it;
+//! nothing else calls a store.
+//!
+//! | module | concept |
+//! | --- | --- |
+//! | this file | the contract: [`BackingStore`], store keys, records, owners, notices, errors; [`open_store`] |
+//! | [`record`] | the attribute blob a store keeps, tombstone life |
+//! | [`postgres`] | the PostgreSQL store |
+//! | [`redis`] | the Redis store |
+//! | [`memory`] | an in-memory store for unit tests of the protocol |
 //!
 //! The rules a store relies on (docs/design.md §11.3, docs/cluster.md):
 //! - The store is called only from a process's own runtime (connections
@@ -19,11 +28,20 @@
 //!   [`StoreError::Fenced`]. Saves carry the slot's change sequence and a
 //!   store keeps the highest, so two writers racing cannot reorder.
 
+pub mod memory;
+pub mod postgres;
+pub mod record;
+pub mod redis;
+
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::config::store_url::StoreKind;
+use crate::config::{ClusterConfig, read_secret_file};
 use crate::region::TOKEN_LEN;
 
 /// A store key: SHA-256 over a domain string, the context tag and the token.
@@ -72,6 +90,28 @@ pub fn check_schema(found: u32, supported: u32) -> Result<(), StoreError> {
 /// token (the store never has tokens), and webhook session keys are
 /// derived from the store key so both kinds of events agree.
 pub const SWEPT_SLOT: u32 = u32::MAX;
+
+/// Builds the store a config names (no connection yet); `sweep_grace_ms`
+/// is how long after expiry the store sweep takes a session (Redis keeps
+/// each hash 10 minutes longer, so the sweep finds it to report it).
+pub fn open_store(cfg: &ClusterConfig, sweep_grace_ms: u64) -> Result<Arc<dyn BackingStore>, String> {
+    let password = match &cfg.store_password_file {
+        Some(p) => Some(read_secret_file("cluster.store_password_file", p).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let timeout = Duration::from_secs_f64(cfg.store_timeout);
+    let shown = cfg.store.shown();
+    Ok(match cfg.store.kind {
+        StoreKind::Postgres => Arc::new(postgres::PgStore::new(cfg.store.raw(), shown, password, timeout)?),
+        StoreKind::Redis => Arc::new(redis::RedisStore::new(
+            cfg.store.raw(),
+            shown,
+            password,
+            timeout,
+            sweep_grace_ms + 10 * 60 * 1000,
+        )?),
+    })
+}
 
 /// A boxed future, as a store's methods return.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

@@ -10,12 +10,14 @@
 //! on the owner epoch, and answers with the id re-issued for this node
 //! (same token, this node and slot).
 //!
+//! It lives in the session layer because the session layer is the one
+//! door: [`crate::session::Sessions`] calls these steps around its region
+//! operations, and no front end names them. The store itself is
+//! [`crate::store`].
+//!
 //! | module | concept |
 //! | --- | --- |
 //! | [`shared`] | what a node's processes share: owner epochs per slot, store state, counters |
-//! | [`record`] | the attribute blob a store keeps, tombstones |
-//! | [`postgres`] | the PostgreSQL store |
-//! | [`redis`] | the Redis store |
 //! | [`background`] | the reaper's part: reconcile at start, flush change marks, the elected store sweep |
 //!
 //! A [`Cluster`] is built by each child after `fork`, inside its runtime;
@@ -24,43 +26,18 @@
 //! returns before the store is asked.
 
 pub mod background;
-pub mod postgres;
-pub mod record;
-pub mod redis;
 pub mod shared;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::config::store_url::StoreKind;
-use crate::config::{ClusterConfig, Config, StoreDown, read_secret_file};
-use crate::contexts::Contexts;
+use super::{SessionError, Sessions};
+use crate::config::{ClusterConfig, Config, StoreDown};
 use crate::region::{Adopt, RegionError, Session, SessionId, SessionMeta};
-use crate::session::Sessions;
-use crate::session::backing::{BackingStore, Moved, Owner, Record, StoreError, StoreKey, store_key};
+use crate::store::{BackingStore, Moved, Owner, Record, StoreError, StoreKey, store_key};
 use shared::{NodeState, Owners, Word, tag_of};
-
-/// What a cluster step can answer besides success.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// The store cannot be reached and this step needs it.
-    #[error("{0}")]
-    Unavailable(String),
-    /// Another node owns the session now: this node's write was refused.
-    #[error("session is owned by node {owner} now; this node's change was refused by the store")]
-    Moved {
-        /// The node that owns it (0: it ended).
-        owner: u32,
-    },
-    /// The session moved or ended while the change was being made; the
-    /// change did not reach the store.
-    #[error("the session moved to another node or ended while this change was made; the change was not applied")]
-    Raced,
-    /// The region refused (full, damaged, limits).
-    #[error(transparent)]
-    Region(#[from] RegionError),
-}
 
 /// One node's view of the cluster, per process.
 pub struct Cluster {
@@ -70,50 +47,30 @@ pub struct Cluster {
     state: NodeState,
     /// The owner table of each context, by id tag.
     owners: Vec<(u16, Owners)>,
+    /// How long after expiry the store sweep takes a session, ms.
+    sweep_grace_ms: u64,
 }
 
 /// A found session: the id this node holds it under, and whether that id
 /// differs from the one the client sent (the answer must re-issue it).
 #[derive(Clone, Copy, Debug)]
-pub struct Found {
+pub struct Resolved {
     /// The id here.
     pub id: SessionId,
     /// Whether the client must be given `id`.
     pub reissued: bool,
 }
 
-/// Builds the store a config names (no connection yet); `sweep_grace_ms`
-/// is how long after expiry the store sweep takes a session (Redis keeps
-/// each hash 10 minutes longer, so the sweep finds it to report it).
-pub fn open_store(cfg: &ClusterConfig, sweep_grace_ms: u64) -> Result<Arc<dyn BackingStore>, String> {
-    let password = match &cfg.store_password_file {
-        Some(p) => Some(read_secret_file("cluster.store_password_file", p).map_err(|e| e.to_string())?),
-        None => None,
-    };
-    let timeout = Duration::from_secs_f64(cfg.store_timeout);
-    let shown = cfg.store.shown();
-    Ok(match cfg.store.kind {
-        StoreKind::Postgres => Arc::new(postgres::PgStore::new(cfg.store.raw(), shown, password, timeout)?),
-        StoreKind::Redis => Arc::new(redis::RedisStore::new(
-            cfg.store.raw(),
-            shown,
-            password,
-            timeout,
-            sweep_grace_ms + 10 * 60 * 1000,
-        )?),
-    })
-}
-
 /// Creates or resizes the node's shared cluster files (the master, before
 /// it forks) and marks the node unreconciled: until the reaper has checked
 /// this node's sessions against the store, workers ask the store before
 /// serving a local copy.
-pub fn prepare_files(config: &Config, contexts: &Contexts) -> std::io::Result<()> {
+pub fn prepare_files<'a>(config: &Config, contexts: impl Iterator<Item = &'a Sessions>) -> std::io::Result<()> {
     if config.cluster.is_none() {
         return Ok(());
     }
-    for c in contexts.iter() {
-        Owners::open(&config.data_dir, &c.cfg.name, c.sessions.geometry().params.max_sessions)?;
+    for s in contexts {
+        Owners::open(&config.data_dir, s.context(), s.geometry().params.max_sessions)?;
     }
     let st = NodeState::open(&config.data_dir)?;
     st.set(Word::Reconciled, 0);
@@ -123,29 +80,37 @@ pub fn prepare_files(config: &Config, contexts: &Contexts) -> std::io::Result<()
 }
 
 impl Cluster {
-    /// This process's cluster view, or `None` without `[cluster]`.
-    pub fn open(config: &Config, contexts: &Contexts) -> Result<Option<Arc<Cluster>>, String> {
+    /// This process's cluster view over the sessions of `contexts`, or
+    /// `None` without `[cluster]`. `max_reap_interval_s` is the longest
+    /// region reap period of the node's contexts (the store sweep's grace).
+    pub fn open(
+        config: &Config,
+        contexts: &[&Sessions],
+        max_reap_interval_s: u64,
+    ) -> Result<Option<Arc<Cluster>>, String> {
         let Some(cfg) = &config.cluster else { return Ok(None) };
-        let store = open_store(cfg, background::sweep_grace_ms(cfg, contexts))?;
-        Self::with_store(config, contexts, store).map(Some)
+        let grace = background::sweep_grace_ms(cfg, max_reap_interval_s);
+        let store = crate::store::open_store(cfg, grace)?;
+        Self::with_store(config, contexts, store, grace).map(Some)
     }
 
-    /// [`Self::open`] with a given store (tests).
+    /// [`Self::open`] with a given store (tests: [`crate::store::memory`]).
     pub fn with_store(
         config: &Config,
-        contexts: &Contexts,
+        contexts: &[&Sessions],
         store: Arc<dyn BackingStore>,
+        sweep_grace_ms: u64,
     ) -> Result<Arc<Cluster>, String> {
         let Some(cfg) = &config.cluster else { return Err("no [cluster] table".into()) };
         let dir: &Path = &config.data_dir;
         let state = NodeState::open(dir).map_err(|e| format!("{}: {e}", dir.join("cluster/state").display()))?;
         let mut owners = Vec::new();
-        for c in contexts.iter() {
-            let o = Owners::open(dir, &c.cfg.name, c.sessions.geometry().params.max_sessions)
-                .map_err(|e| format!("{}: {e}", Owners::path(dir, &c.cfg.name).display()))?;
-            owners.push((c.sessions.tag(), o));
+        for s in contexts {
+            let o = Owners::open(dir, s.context(), s.geometry().params.max_sessions)
+                .map_err(|e| format!("{}: {e}", Owners::path(dir, s.context()).display()))?;
+            owners.push((s.tag(), o));
         }
-        Ok(Arc::new(Cluster { store, cfg: cfg.clone(), node: config.node_id, state, owners }))
+        Ok(Arc::new(Cluster { store, cfg: cfg.clone(), node: config.node_id, state, owners, sweep_grace_ms }))
     }
 
     /// The store.
@@ -250,15 +215,15 @@ impl Cluster {
         }
     }
 
-    fn unavailable(&self, e: &StoreError) -> ClusterError {
-        ClusterError::Unavailable(format!("{e}; retry shortly"))
+    fn unavailable(&self, e: &StoreError) -> SessionError {
+        SessionError::Unavailable(format!("{e}; retry shortly"))
     }
 
     /// Refuses a change up front while the store is known to be down
     /// under `when_store_down = "fail-closed"`.
-    pub fn check_writable(&self) -> Result<(), ClusterError> {
+    pub fn check_writable(&self) -> Result<(), SessionError> {
         if self.cfg.when_store_down == StoreDown::FailClosed && self.state.is_down() {
-            return Err(ClusterError::Unavailable(format!(
+            return Err(SessionError::Unavailable(format!(
                 "session store {} is down and when_store_down = fail-closed; retry shortly",
                 self.store.describe()
             )));
@@ -304,13 +269,13 @@ impl Cluster {
         ids: &[SessionId],
         now_ms: u64,
         verify_local: bool,
-    ) -> Result<Option<Found>, ClusterError> {
+    ) -> Result<Option<Resolved>, SessionError> {
         for id in ids {
             if id.context != sessions.tag() {
                 continue;
             }
             if !verify_local && id.node == self.node && self.state.get(Word::Reconciled) == 1 {
-                return Ok(Some(Found { id: *id, reissued: false }));
+                return Ok(Some(Resolved { id: *id, reissued: false }));
             }
             if let Some(f) = self.resolve_one(sessions, id, now_ms).await? {
                 return Ok(Some(f));
@@ -328,14 +293,14 @@ impl Cluster {
         sessions: &Sessions,
         id: &SessionId,
         now_ms: u64,
-    ) -> Result<Option<Found>, ClusterError> {
+    ) -> Result<Option<Resolved>, SessionError> {
         let tag = sessions.tag();
         if id.node == self.node
             && let Some(local) = Self::holds(sessions, id, now_ms)?
         {
             // The fast path: no hashing, no store.
             if self.state.get(Word::Reconciled) == 1 || self.fresh(&local) {
-                return Ok(Some(Found { id: local, reissued: false }));
+                return Ok(Some(Resolved { id: local, reissued: false }));
             }
             let key = store_key(tag, &id.token);
             // Not yet reconciled after a start: the store says whether this
@@ -345,11 +310,11 @@ impl Cluster {
             self.note(&r);
             match r {
                 Ok(v) if v.first().copied().flatten() == Some(want) => {
-                    return Ok(Some(Found { id: local, reissued: false }));
+                    return Ok(Some(Resolved { id: local, reissued: false }));
                 }
                 Ok(v) if v.first().copied().flatten().is_none() && sessions.change_mark(local.slot)?.is_some() => {
                     // Created or changed while the store was away: ours.
-                    return Ok(Some(Found { id: local, reissued: false }));
+                    return Ok(Some(Resolved { id: local, reissued: false }));
                 }
                 Ok(_) => {
                     self.drop_moved(sessions, &local, now_ms);
@@ -373,20 +338,20 @@ impl Cluster {
             {
                 let here = SessionId { node: self.node, context: tag, slot: rec.owner.slot, token: id.token };
                 if let Some(local) = Self::holds(sessions, &here, now_ms)? {
-                    return Ok(Some(Found { id: local, reissued: local != *id }));
+                    return Ok(Some(Resolved { id: local, reissued: local != *id }));
                 }
             }
             match self.take_over(sessions, &rec, id.token, now_ms).await {
-                Ok(local) => return Ok(Some(Found { id: local, reissued: true })),
+                Ok(local) => return Ok(Some(Resolved { id: local, reissued: true })),
                 // A sibling worker of this node won (find its copy), or the
                 // owner wrote after the load (take the newer data).
-                Err(ClusterError::Moved { owner }) if owner == self.node || owner == rec.owner.node => continue,
+                Err(SessionError::Moved { owner }) if owner == self.node || owner == rec.owner.node => continue,
                 Err(e) => return Err(e),
             }
         }
         // It kept moving under us: not "no such session" (that would mint a
         // new one or log the user out), but try again.
-        Err(ClusterError::Raced)
+        Err(SessionError::Raced)
     }
 
     /// Installs `rec` here and takes ownership in the store.
@@ -398,9 +363,9 @@ impl Cluster {
         rec: &Record,
         token: [u8; crate::region::TOKEN_LEN],
         now_ms: u64,
-    ) -> Result<SessionId, ClusterError> {
+    ) -> Result<SessionId, SessionError> {
         if store_key(rec.context, &token) != rec.key {
-            return Err(ClusterError::Moved { owner: 0 });
+            return Err(SessionError::Moved { owner: 0 });
         }
         let a = Adopt {
             token,
@@ -441,7 +406,7 @@ impl Cluster {
                 match e {
                     StoreError::Fenced { owner } => {
                         self.state.add(Word::Fenced, 1);
-                        Err(ClusterError::Moved { owner })
+                        Err(SessionError::Moved { owner })
                     }
                     e => Err(self.unavailable(&e)),
                 }
@@ -453,12 +418,12 @@ impl Cluster {
     /// the slot as of its change mark and clears the mark. Under
     /// `serve-local` an unreachable store leaves the mark for the reaper's
     /// flush; under `fail-closed` it is an error.
-    pub async fn changed(&self, sessions: &Sessions, id: &SessionId, now_ms: u64) -> Result<(), ClusterError> {
+    pub async fn changed(&self, sessions: &Sessions, id: &SessionId, now_ms: u64) -> Result<(), SessionError> {
         let slot = id.slot;
         // No mark: a later change was saved with this one in it.
         let Some(seq) = sessions.change_mark(slot)? else { return Ok(()) };
         let Some(s) = sessions.snapshot_slot(slot, now_ms)?.filter(|s| id.token_matches(&s.meta.id.token)) else {
-            return Err(ClusterError::Raced);
+            return Err(SessionError::Raced);
         };
         let rec = self.record(s, seq, None);
         let r = self.store.save(&rec).await;
@@ -466,7 +431,7 @@ impl Cluster {
     }
 
     /// Write-through of a new session: this node owns it at epoch 1.
-    pub async fn created(&self, sessions: &Sessions, meta: &SessionMeta, now_ms: u64) -> Result<(), ClusterError> {
+    pub async fn created(&self, sessions: &Sessions, meta: &SessionMeta, now_ms: u64) -> Result<(), SessionError> {
         self.record_owner(&meta.id, 1, meta.created_ms);
         self.changed(sessions, &meta.id, now_ms).await
     }
@@ -481,13 +446,13 @@ impl Cluster {
         old: &SessionId,
         new: &SessionId,
         now_ms: u64,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<(), SessionError> {
         let slot = new.slot;
         let old_key = store_key(old.context, &old.token);
         let epoch = self.owners(new.context).map_or(0, |o| o.retag(slot, tag_of(&old_key), Self::tag(new)));
         let Some(seq) = sessions.change_mark(slot)? else { return Ok(()) };
         let Some(s) = sessions.snapshot_slot(slot, now_ms)?.filter(|s| new.token_matches(&s.meta.id.token)) else {
-            return Err(ClusterError::Raced);
+            return Err(SessionError::Raced);
         };
         let rec = self.record(s, seq, Some(epoch));
         let r = self.store.rotate(&old_key, &rec).await;
@@ -503,7 +468,7 @@ impl Cluster {
     /// session now (this copy was stale), it is ended in the store all the
     /// same: taken over there and removed, and its holder told, so a
     /// logout on any node ends the session everywhere.
-    pub async fn invalidated(&self, sessions: &Sessions, id: &SessionId, now_ms: u64) -> Result<(), ClusterError> {
+    pub async fn invalidated(&self, sessions: &Sessions, id: &SessionId, now_ms: u64) -> Result<(), SessionError> {
         let seq = sessions.change_mark(id.slot)?;
         let key = store_key(id.context, &id.token);
         let r = self.store.remove(&key, self.owner_at(id, &key)).await;
@@ -517,7 +482,7 @@ impl Cluster {
                 // mode, so the client sends the logout again.
                 match &r {
                     Err(e @ StoreError::Unavailable { .. }) => return Err(self.unavailable(e)),
-                    Err(_) => return Err(ClusterError::Raced),
+                    Err(_) => return Err(SessionError::Raced),
                     Ok(()) => {}
                 }
                 self.state.add(Word::Takeovers, 1);
@@ -567,7 +532,7 @@ impl Cluster {
         Err(StoreError::Unavailable { store: self.store.describe(), why: "the session kept moving; retry".into() })
     }
 
-    fn down_outcome(&self, e: &StoreError) -> Result<(), ClusterError> {
+    fn down_outcome(&self, e: &StoreError) -> Result<(), SessionError> {
         match self.cfg.when_store_down {
             StoreDown::ServeLocal => Ok(()),
             StoreDown::FailClosed => Err(self.unavailable(e)),
@@ -581,7 +546,7 @@ impl Cluster {
         seq: u64,
         r: Result<(), StoreError>,
         now_ms: u64,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<(), SessionError> {
         self.note(&r);
         self.state.add(Word::Writes, 1);
         match r {
@@ -599,7 +564,7 @@ impl Cluster {
                     sessions.context(),
                     id.short()
                 );
-                Err(ClusterError::Moved { owner })
+                Err(SessionError::Moved { owner })
             }
             Err(e) => self.down_outcome(&e),
         }

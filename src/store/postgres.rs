@@ -22,9 +22,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::record::{self, TOMBSTONE_MS};
-use crate::session::backing::{
-    BackingStore, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey, Swept, check_schema,
-};
+use super::{BackingStore, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey, Swept, check_schema};
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;

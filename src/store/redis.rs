@@ -26,7 +26,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
 
 use super::record::{self, TOMBSTONE_MS};
-use crate::session::backing::{
+use super::{
     BackingStore, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey, Swept, check_schema,
     key_from_hex, key_hex,
 };

@@ -22,10 +22,16 @@ use std::time::Duration;
 use super::Cluster;
 use super::shared::Word;
 use crate::config::StoreReaper;
-use crate::contexts::Contexts;
 use crate::region::{EventKind, RegionEvent, SessionId, TOKEN_LEN};
-use crate::session::backing::{Owner, SWEPT_SLOT, StoreError, store_key};
 use crate::session::{EventHub, Sessions};
+use crate::store::{Owner, SWEPT_SLOT, StoreError, store_key};
+
+/// Every context's sessions of this process, as the background jobs walk them.
+pub type AllSessions = Arc<[Sessions]>;
+
+fn by_tag(contexts: &[Sessions], tag: u16) -> Option<&Sessions> {
+    contexts.iter().find(|s| s.tag() == tag)
+}
 
 /// Slots flushed per pass per context.
 const FLUSH_BATCH: usize = 512;
@@ -36,7 +42,7 @@ const SWEEP_ROUNDS: usize = 100;
 
 /// Runs the reaper's cluster duties until the process stops; returns only
 /// on a fatal error (a store schema newer than this build), logged.
-pub async fn run(cluster: Arc<Cluster>, contexts: Arc<Contexts>, hub: Option<Arc<EventHub>>) {
+pub async fn run(cluster: Arc<Cluster>, contexts: AllSessions, hub: Option<Arc<EventHub>>) {
     let store = cluster.store().describe();
     // 1. Schema, then reconciliation; both retry until the store answers.
     let mut wait = Duration::from_millis(200);
@@ -86,8 +92,8 @@ pub async fn run(cluster: Arc<Cluster>, contexts: Arc<Contexts>, hub: Option<Arc
     let mut unrecorded = Unrecorded::new();
     loop {
         flush_tick.tick().await;
-        for c in contexts.iter() {
-            flush(&cluster, &c.sessions, &mut unrecorded).await;
+        for s in contexts.iter() {
+            flush(&cluster, s, &mut unrecorded).await;
         }
         // Forget what was recorded or saved meanwhile (bounded by the marks).
         if unrecorded.len() > 4096 {
@@ -103,7 +109,7 @@ pub async fn run(cluster: Arc<Cluster>, contexts: Arc<Contexts>, hub: Option<Arc
 /// Drops this node's copies of sessions other nodes took over, as their
 /// notices arrive. A subscription that ends (a lost connection, a full
 /// queue) may have missed notices: the next one reconciles in full.
-async fn listen(cluster: Arc<Cluster>, contexts: Arc<Contexts>, subscribed: tokio::sync::oneshot::Sender<()>) {
+async fn listen(cluster: Arc<Cluster>, contexts: AllSessions, subscribed: tokio::sync::oneshot::Sender<()>) {
     let mut subscribed = Some(subscribed);
     let mut wait = Duration::from_millis(200);
     loop {
@@ -135,14 +141,18 @@ async fn listen(cluster: Arc<Cluster>, contexts: Arc<Contexts>, subscribed: toki
             if m.from != cluster.node() {
                 continue;
             }
-            let Some(c) = contexts.by_tag(m.context) else { continue };
+            let Some(s) = by_tag(&contexts, m.context) else { continue };
             let now = crate::clock::now_ms();
-            if let Ok(Some(id)) = c.sessions.id_in_slot(m.slot, now)
+            if let Ok(Some(id)) = s.id_in_slot(m.slot, now)
                 && store_key(id.context, &id.token) == m.key
-                && cluster.drop_moved(&c.sessions, &id, now)
+                && cluster.drop_moved(s, &id, now)
             {
                 cluster.state().add(Word::Dropped, 1);
-                log::debug!("context {}: session {}… moved to another node; dropped this copy", c.cfg.name, id.short());
+                log::debug!(
+                    "context {}: session {}… moved to another node; dropped this copy",
+                    s.context(),
+                    id.short()
+                );
             }
         }
     }
@@ -150,10 +160,9 @@ async fn listen(cluster: Arc<Cluster>, contexts: Arc<Contexts>, subscribed: toki
 
 /// Checks every live local session against the store; returns how many
 /// stale copies were dropped.
-pub async fn reconcile(cluster: &Cluster, contexts: &Contexts) -> Result<u64, StoreError> {
+pub async fn reconcile(cluster: &Cluster, contexts: &[Sessions]) -> Result<u64, StoreError> {
     let mut dropped = 0;
-    for c in contexts.iter() {
-        let s = &c.sessions;
+    for s in contexts.iter() {
         let mut cursor = 0;
         loop {
             let now = crate::clock::now_ms();
@@ -290,13 +299,13 @@ pub async fn flush(cluster: &Cluster, s: &Sessions, unrecorded: &mut Unrecorded)
 /// the sweep, reports them), and the store's last access lags by up to
 /// `save_period`; plus clock skew. The sweep thus collects what nodes that
 /// are gone left behind.
-pub fn sweep_grace_ms(cfg: &crate::config::ClusterConfig, contexts: &Contexts) -> u64 {
-    let reap = contexts.iter().map(|c| c.cfg.reap_interval).max().unwrap_or(0);
-    (reap + 2 * u64::from(cfg.save_period)) * 1000 + 5000
+/// `max_reap_interval_s` is the longest reap period of the node's contexts.
+pub fn sweep_grace_ms(cfg: &crate::config::ClusterConfig, max_reap_interval_s: u64) -> u64 {
+    (max_reap_interval_s + 2 * u64::from(cfg.save_period)) * 1000 + 5000
 }
 
 /// One sweep round, if this node is the reaper.
-async fn sweep(cluster: &Cluster, contexts: &Contexts, hub: Option<&Arc<EventHub>>) {
+async fn sweep(cluster: &Cluster, contexts: &[Sessions], hub: Option<&Arc<EventHub>>) {
     let cfg = cluster.settings();
     let lead = match cfg.reaper {
         StoreReaper::Never => false,
@@ -325,7 +334,7 @@ async fn sweep(cluster: &Cluster, contexts: &Contexts, hub: Option<&Arc<EventHub
         return;
     }
     cluster.state().add(Word::Sweeps, 1);
-    let grace = sweep_grace_ms(cfg, contexts);
+    let grace = cluster.sweep_grace_ms;
     for _ in 0..SWEEP_ROUNDS {
         let before = crate::clock::now_ms().saturating_sub(grace);
         let r = cluster.store().sweep(before, cfg.sweep_batch).await;
@@ -337,7 +346,7 @@ async fn sweep(cluster: &Cluster, contexts: &Contexts, hub: Option<&Arc<EventHub
             let now = crate::clock::now_ms();
             let mut v: Vec<RegionEvent> = swept
                 .iter()
-                .filter(|w| contexts.by_tag(w.context).is_some())
+                .filter(|w| by_tag(contexts, w.context).is_some())
                 .map(|w| {
                     let mut token = [0u8; TOKEN_LEN];
                     token.copy_from_slice(&w.key[..TOKEN_LEN]);

@@ -1,0 +1,139 @@
+//! The cluster protocol through the door, against the in-memory store:
+//! takeover, fencing, re-issue and a refused create, in `cargo test --lib`
+//! with no server. Each "node" is its own data directory and region with
+//! its own [`Cluster`] view; both share one [`MemoryStore`].
+
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+
+use super::Cluster;
+use crate::config::{Config, Overrides};
+use crate::datadir::{self, DataDirLock};
+use crate::session::{ContextNames, Event, EventHub, SessionError, Sessions, Subscriber};
+use crate::store::memory::MemoryStore;
+use crate::store::{BackingStore, store_key};
+
+struct Node {
+    sessions: Sessions,
+    _lock: DataDirLock,
+    _dir: tempfile::TempDir,
+}
+
+struct Quiet;
+impl Subscriber for Quiet {
+    fn name(&self) -> &'static str {
+        "quiet"
+    }
+    fn deliver(&self, _: &ContextNames, _: &[Event]) {}
+}
+
+fn node(id: u32, store: &Arc<MemoryStore>, when_down: &str, hub: Option<Arc<EventHub>>) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("sessiond.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "data_dir = {:?}\nnode_id = {id}\n[cluster]\nstore = \"redis://127.0.0.1:1/\"\nwhen_store_down = \"{when_down}\"\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let cfg = Config::load(&Overrides { config: Some(conf), pairs: Vec::new() }).unwrap();
+    std::fs::create_dir_all(&cfg.data_dir).unwrap();
+    let lock = DataDirLock::acquire(&cfg.data_dir).unwrap();
+    let rc = cfg.contexts[0].region_config(cfg.node_id);
+    let (region, _) = datadir::open_regions(&lock, std::slice::from_ref(&rc)).unwrap().remove(0);
+    let local = Sessions::new(Arc::new(region)).with_hub(hub);
+    super::prepare_files(&cfg, std::iter::once(&local)).unwrap();
+    let store: Arc<dyn BackingStore> = store.clone();
+    let cluster = Cluster::with_store(&cfg, &[&local], store, 0).unwrap();
+    Node { sessions: local.with_cluster(Some(cluster)), _lock: lock, _dir: dir }
+}
+
+/// Every door call here completes without waiting (the memory store
+/// answers at once), so polling once is enough.
+fn now<T>(f: impl std::future::Future<Output = T>) -> T {
+    f.now_or_never().expect("a call against the memory store completes at once")
+}
+
+#[test]
+fn a_session_moves_with_its_token_and_the_stale_copy_is_fenced() {
+    let store = MemoryStore::new();
+    let (n1, n2) = (node(1, &store, "serve-local", None), node(2, &store, "serve-local", None));
+    let t = crate::clock::now_ms();
+    let m = now(n1.sessions.create(t)).unwrap();
+    now(n1.sessions.set_attr(&[m.id], "cart", b"3 apples", t)).unwrap();
+    let key = store_key(m.id.context, &m.id.token);
+    let (rec, removed) = store.peek(&key).expect("written through at create");
+    assert!(!removed);
+    assert_eq!((rec.owner.node, rec.owner.epoch), (1, 1));
+
+    // Node 2 has never seen it: it takes it over and re-issues the id.
+    let f = now(n2.sessions.get(&[m.id], true, t)).unwrap();
+    let re = f.reissued.expect("a takeover re-issues the id");
+    assert_eq!(re.node, 2);
+    assert_eq!(re.token, m.id.token, "the token travels; only node and slot change");
+    assert_eq!(f.value.attributes, vec![("cart".to_string(), b"3 apples".to_vec())]);
+    let (rec, _) = store.peek(&key).unwrap();
+    assert_eq!((rec.owner.node, rec.owner.epoch), (2, 2));
+
+    // Node 1's copy is stale now: its write is fenced and its copy dropped.
+    let e = now(n1.sessions.set_attr(&[m.id], "cart", b"stale", t)).unwrap_err();
+    assert!(matches!(e, SessionError::Moved { owner: 2 }), "{e:?}");
+    let (rec, _) = store.peek(&key).unwrap();
+    assert_eq!(rec.attributes, vec![("cart".to_string(), b"3 apples".to_vec())], "the fenced write never landed");
+
+    // The re-issued id works on node 2 without the store; the old id on
+    // node 1 takes the session back, with node 2's data.
+    now(n2.sessions.set_attr(&[re], "cart", b"4 apples", t)).unwrap();
+    let back = now(n1.sessions.get(&[m.id], false, t)).unwrap();
+    assert_eq!(back.value.attributes, vec![("cart".to_string(), b"4 apples".to_vec())]);
+    assert_eq!(back.reissued.map(|i| i.node), Some(1));
+    assert_eq!(store.peek(&key).unwrap().0.owner.epoch, 3, "every takeover bumps the epoch");
+}
+
+#[test]
+fn a_logout_on_a_stale_node_ends_the_session_at_its_owner() {
+    let store = MemoryStore::new();
+    let (n1, n2) = (node(1, &store, "serve-local", None), node(2, &store, "serve-local", None));
+    let t = crate::clock::now_ms();
+    let m = now(n1.sessions.create(t)).unwrap();
+    let re = now(n2.sessions.get(&[m.id], false, t)).unwrap().reissued.unwrap();
+    // Node 1 still holds a (stale) copy; its logout ends the session in the store.
+    let ended = now(n1.sessions.invalidate(&[m.id], t)).unwrap();
+    ended.store.unwrap();
+    let key = store_key(m.id.context, &m.id.token);
+    assert!(store.peek(&key).unwrap().1, "the store keeps a tombstone");
+    assert_eq!(store.live(), 0);
+    // Node 2's copy is fenced at its next write.
+    let e = now(n2.sessions.set_attr(&[re], "x", b"y", t)).unwrap_err();
+    assert!(matches!(e, SessionError::Moved { .. }), "{e:?}");
+    // And no node can take it over again.
+    let n3 = node(3, &store, "serve-local", None);
+    assert!(now(n3.sessions.get(&[m.id], false, t)).unwrap_err().is_not_found());
+}
+
+#[test]
+fn a_create_the_store_refuses_never_happened() {
+    let store = MemoryStore::new();
+    let hub = Arc::new(EventHub::new(64, vec![Arc::new(Quiet)], ContextNames::default(), None));
+    let n1 = node(1, &store, "fail-closed", Some(hub.clone()));
+    let t = crate::clock::now_ms();
+    store.set_down(true);
+    let e = now(n1.sessions.create(t)).unwrap_err();
+    assert!(matches!(e, SessionError::Unavailable(_)), "{e:?}");
+    assert_eq!(n1.sessions.live(), 0, "the refused session is gone from the region");
+    assert_eq!(hub.published(), 0, "no event for a session no client saw");
+    // Known down: the next create is refused up front.
+    assert!(matches!(now(n1.sessions.create(t)), Err(SessionError::Unavailable(_))));
+    store.set_down(false);
+    // A store call that succeeds marks the store up again; then creates land
+    // with exactly one event each.
+    let stranger =
+        crate::region::SessionId { node: 1, context: n1.sessions.tag(), slot: 0, token: [9; crate::region::TOKEN_LEN] };
+    let _ = now(n1.sessions.get(&[stranger], false, t));
+    let m = now(n1.sessions.create(t)).unwrap();
+    assert_eq!(hub.published(), 1);
+    assert!(store.peek(&store_key(m.id.context, &m.id.token)).is_some());
+}
