@@ -1,31 +1,29 @@
 //! sessiond: web sessions in shared memory.
 //!
 //! # Layout
-//! Layered top to bottom; a module uses only modules below it
-//! (`tests/layering.rs` checks that the graph has no cycle).
+//! Layered top to bottom: a module uses only modules in rows below its own
+//! (`tests/layering.rs` reads this table and fails on any edge that points
+//! up; docs/design.md §2.10 states the same order).
 //!
 //! | layer | module | concept |
 //! | --- | --- | --- |
 //! | processes | [`master`] | the master process: fork, supervise, reload, stop |
+//! | | [`reaper`] | the reaper process: periodic expiry sweeps, the cluster's store jobs, its event hub |
 //! | | [`worker`] | a worker process: tokio current-thread runtime + hyper, its event hub |
-//! | | [`reaper`] | the reaper process: periodic expiry sweeps, its event hub |
 //! | front ends | [`http`] | the HTTP API: routing, handlers, errors, id lookup |
-//! | | [`gateway`] | the public gateway listener: login, filters, forwarding (Glacier2's router for HTTP) |
 //! | | [`ctl`] | `sessionctl` commands: stats, list, show, expire, clear, verify |
+//! | | [`gateway`] | the public gateway listener: login, filters, forwarding (Glacier2's router for HTTP) |
 //! | | [`web`] | what both HTTP front ends share: id lookup, the session cookie, JSON errors |
-//! | cluster | [`cluster`] | cluster mode: the PostgreSQL and Redis stores, write-through, takeover with fencing, reconcile, flush, the elected store sweep |
 //! | contexts | [`contexts`] | the open contexts, each with its settings and its [`session::Sessions`], by name and by id tag |
-//! | session layer | [`session`] | one door to sessions for every front end; lifecycle events, the event hub and its subscribers (log, webhook), the backing-store contract |
+//! | session layer | [`session`] | the one door to sessions for every front end: resolve, operate, write through, re-issue; lifecycle events and their subscribers; the cluster protocol |
 //! | | [`webhook`] | signed (Standard Webhooks), retrying, bounded webhook delivery |
-//! | | [`metrics`] | server-wide shared counters and Prometheus rendering |
+//! | store | [`store`] | the backing-store contract and its PostgreSQL, Redis and in-memory implementations |
 //! | data directory | [`datadir`] | the `Version` file, opening every context's region |
+//! | observability | [`metrics`] | server-wide shared counters and Prometheus rendering |
+//! | system | [`sys`] | fork, prctl, process titles, sockets, privilege drop, counter files |
 //! | configuration | [`config`] | one table of keys: TOML, command line, iPlanet aliases, validation, the reference |
 //! | region | [`region`] | the mmap'd session file of one context: layout, robust stripe locks, ids, expiry, repair, migration, change marks, events recorded under the lock |
-//! | system | [`sys`] | fork, prctl, process titles, sockets, privilege drop, counter files |
-//! | leaves | [`dirlock`] | the data directory's two locks: one server per directory; tools kept out while locks are re-initialised |
-//! | | [`syscalls`] | plain system calls with no policy |
-//! | | [`clock`] | wall-clock milliseconds |
-//! | | [`logging`] | journald-friendly log lines, rate limits |
+//! | leaves | [`dirlock`], [`syscalls`], [`clock`], [`logging`] | the data directory's two locks; plain system calls with no policy; wall-clock milliseconds; journald-friendly log lines and rate limits |
 //!
 //! The crate is Linux-only: robust process-shared mutexes, `prctl` and the
 //! region's little-endian layout are part of its contract.
