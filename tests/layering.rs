@@ -44,8 +44,10 @@ fn crate_refs(code: &str) -> BTreeSet<String> {
                     }
                     b',' if depth == 1 => item_start = true,
                     c if depth == 1 && item_start && (c.is_ascii_lowercase() || c == b'_') => {
-                        let name: String =
-                            code[j..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit()).collect();
+                        let name: String = code[j..]
+                            .chars()
+                            .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                            .collect();
                         j += name.len();
                         item_start = false;
                         if name != "self" {
@@ -60,8 +62,10 @@ fn crate_refs(code: &str) -> BTreeSet<String> {
             }
             at = j;
         } else {
-            let name: String =
-                code[start..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit()).collect();
+            let name: String = code[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                .collect();
             if !name.is_empty() {
                 out.insert(name);
             }
@@ -148,7 +152,9 @@ fn every_crate_path_form_is_read() {
     );
     let got: Vec<String> = crate_refs(&code).into_iter().collect();
     assert_eq!(got, ["a", "c", "d", "h", "j", "l"]);
-    let rows = layout("//! | layer | module | concept |\n//! | --- | --- | --- |\n//! | top | [`x`] | uses [`y::Z`] |\n//! | leaves | [`y`], [`z`] | |");
+    let rows = layout(
+        "//! | layer | module | concept |\n//! | --- | --- | --- |\n//! | top | [`x`] | uses [`y::Z`] |\n//! | leaves | [`y`], [`z`] | |",
+    );
     assert_eq!(rows.get("x"), Some(&0));
     assert_eq!(rows.get("y"), Some(&1));
     assert_eq!(rows.get("z"), Some(&1));
