@@ -41,7 +41,7 @@
 //!    empty segments are gone.
 //! 7. The result has at most [`MAX_SEGMENTS`] segments, and its re-encoded
 //!    form ([`NormalPath::encoded`]) is at most [`MAX_PATH_LEN`] bytes, so
-//!    `normalise(p.encoded())` always gives back `p`.
+//!    normalising `p.encoded()` under the same rules always gives back `p`.
 //!
 //! Characters that are valid UTF-8 are text, whatever they look like: the
 //! fullwidth full stop and solidus (U+FF0E `%ef%bc%8e`, U+FF0F `%ef%bc%8f`)

@@ -10,7 +10,7 @@
 //!
 //! Every route is chosen on the normalised path (under
 //! `gateway.allow_encoded_percent`), and a request's framing is checked
-//! first ([`framing`](super::framing)): a body that is neither forwarded nor
+//! first ([`framing`]): a body that is neither forwarded nor
 //! read by its route is read to its end before the answer, so malformed
 //! framing is always that request's 400. Password hashing runs on the
 //! blocking pool (`spawn_blocking`), never on the worker's runtime thread.
