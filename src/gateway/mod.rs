@@ -7,7 +7,6 @@
 //! | module | concept |
 //! | --- | --- |
 //! | [`path`] | normalising a request path, the only form filters ever see |
-//! | [`framing`] | request framing hyper leaves to sessiond (transfer codings, malformed bodies), on both listeners |
 //! | [`filters`] | Glacier2's per-session filters: categories, adapter ids, identities |
 //! | [`verifier`] | the htpasswd password verifier (bcrypt, argon2id) |
 //! | [`throttle`] | login failure throttling per client address and per user |
@@ -24,7 +23,6 @@
 
 pub mod control;
 pub mod filters;
-pub mod framing;
 pub mod handle;
 pub mod hook;
 pub mod outbox;

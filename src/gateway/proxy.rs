@@ -28,8 +28,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::framing::FramingError;
 use super::path::NormalPath;
+use crate::web::framing::FramingError;
 
 /// The body type of every gateway response.
 pub type GwBody = BoxBody<Bytes, hyper::Error>;

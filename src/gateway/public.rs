@@ -28,7 +28,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::filters::{FilterKind, Filters};
-use super::framing::{self, FramingError};
 use super::hook::{Decision, HookClient};
 use super::path::{NormalPath, PathError, normalise, normalise_with};
 use super::proxy::{self, Forward, GwResp, Identity, Upstream, UpstreamClient, full, json_error};
@@ -39,6 +38,7 @@ use crate::config::Config;
 use crate::contexts::{Context, Contexts};
 use crate::region::{Change, SessionId};
 use crate::session::SessionError;
+use crate::web::framing::{self, FramingError};
 
 /// Largest login body.
 pub const MAX_LOGIN_BODY: usize = 8 * 1024;

@@ -14,7 +14,7 @@
 //! It talks to sessions only through the region's safe API and never
 //! reaches into region bytes. One request's failure is that request's
 //! answer; nothing here can take the worker down. A request's framing is
-//! checked as on the gateway ([`crate::gateway::framing`]): a refused one,
+//! checked as on the gateway ([`crate::web::framing`]): a refused one,
 //! and a malformed body, get 400 with the connection closed.
 
 pub mod admin;
@@ -33,8 +33,8 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::config::Config;
 use crate::contexts::Contexts;
-use crate::gateway::framing::{self, FramingError};
 use crate::metrics::{Route, ServerStats};
+use crate::web::framing::{self, FramingError};
 pub use error::ApiError;
 
 /// What a worker's request handlers share.

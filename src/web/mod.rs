@@ -7,9 +7,11 @@
 //! | module | concept |
 //! | --- | --- |
 //! | [`lookup`] | finding ids in path parameters, headers and cookies |
-//! | [`error`] | JSON errors and the region-error → status mapping |
+//! | [`error`] | JSON errors and the region- and session-error → status mapping |
+//! | [`framing`] | request framing hyper leaves to sessiond (transfer codings, malformed bodies), on both listeners |
 
 pub mod error;
+pub mod framing;
 pub mod lookup;
 
 pub use error::ApiError;
