@@ -102,12 +102,12 @@ impl Contexts {
     /// session service. A child calls it once, after `fork`, before it
     /// shares the result.
     pub fn with_hub(&self, hub: Option<Arc<EventHub>>) -> Contexts {
-        let list = self
-            .list
-            .iter()
-            .map(|c| Context { cfg: c.cfg.clone(), sessions: c.sessions.with_hub(hub.clone()) })
-            .collect();
-        Contexts { list }
+        self.each(|s| s.with_hub(hub.clone()))
+    }
+
+    /// The same contexts, each session service replaced by `f` of it.
+    fn each(&self, f: impl Fn(&Sessions) -> Sessions) -> Contexts {
+        Contexts { list: self.list.iter().map(|c| Context { cfg: c.cfg.clone(), sessions: f(&c.sessions) }).collect() }
     }
 
     /// This process's cluster view over every context's sessions, or
@@ -123,12 +123,7 @@ impl Contexts {
     /// The same contexts with this process's cluster view installed in
     /// every session service (after [`Self::with_hub`]).
     pub fn with_cluster(&self, cluster: Option<Arc<Cluster>>) -> Contexts {
-        let list = self
-            .list
-            .iter()
-            .map(|c| Context { cfg: c.cfg.clone(), sessions: c.sessions.with_cluster(cluster.clone()) })
-            .collect();
-        Contexts { list }
+        self.each(|s| s.with_cluster(cluster.clone()))
     }
 
     /// Every context's session service, for the reaper's store jobs.

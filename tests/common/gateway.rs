@@ -36,15 +36,14 @@ impl Seen {
     }
 }
 
-/// Reads one request from `r`; `None` at end of stream.
-pub fn read_request(r: &mut BufReader<TcpStream>) -> Option<Seen> {
+/// Reads one message (a request or a response): its start line, its
+/// headers (names lowercased, in order) and its body, by `Content-Length`
+/// or chunked; `None` at end of stream or on a malformed one.
+fn read_message(r: &mut impl BufRead) -> Option<(String, Vec<(String, String)>, Vec<u8>)> {
     let mut line = String::new();
     if r.read_line(&mut line).ok()? == 0 {
         return None;
     }
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_string();
-    let target = parts.next()?.to_string();
     let mut headers = Vec::new();
     loop {
         let mut h = String::new();
@@ -69,13 +68,22 @@ pub fn read_request(r: &mut BufReader<TcpStream>) -> Option<Seen> {
         r.read_exact(&mut body).ok()?;
         body
     };
+    Some((line, headers, body))
+}
+
+/// Reads one request from `r`; `None` at end of stream.
+pub fn read_request(r: &mut BufReader<TcpStream>) -> Option<Seen> {
+    let (line, headers, body) = read_message(r)?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
     Some(Seen { method, target, headers, body })
 }
 
 /// Reads a chunked body (what the gateway's client sends for a streamed
 /// request body); `None` at end of stream or on a malformed chunk, which
 /// ends the connection as a strict server would.
-fn read_chunked(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+fn read_chunked(r: &mut impl BufRead) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let mut line = String::new();
@@ -270,45 +278,8 @@ impl RawResp {
 
 /// Reads one response; `None` at end of stream (or on garbage).
 pub fn read_response(r: &mut impl BufRead) -> Option<RawResp> {
-    let mut line = String::new();
-    if r.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
+    let (line, headers, body) = read_message(r)?;
     let status = line.split_whitespace().nth(1)?.parse().ok()?;
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).ok()? == 0 {
-            return None;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            let mut size = String::new();
-            r.read_line(&mut size).ok()?;
-            let n = usize::from_str_radix(size.trim(), 16).ok()?;
-            let mut chunk = vec![0u8; n + 2];
-            r.read_exact(&mut chunk).ok()?;
-            if n == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-    } else {
-        let len: usize =
-            headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-        body.resize(len, 0);
-        r.read_exact(&mut body).ok()?;
-    }
     Some(RawResp { status, headers, body })
 }
 
