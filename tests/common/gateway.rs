@@ -36,10 +36,13 @@ impl Seen {
     }
 }
 
+/// A start line, headers and a body.
+type Message = (String, Vec<(String, String)>, Vec<u8>);
+
 /// Reads one message (a request or a response): its start line, its
 /// headers (names lowercased, in order) and its body, by `Content-Length`
 /// or chunked; `None` at end of stream or on a malformed one.
-fn read_message(r: &mut impl BufRead) -> Option<(String, Vec<(String, String)>, Vec<u8>)> {
+fn read_message(r: &mut impl BufRead) -> Option<Message> {
     let mut line = String::new();
     if r.read_line(&mut line).ok()? == 0 {
         return None;
