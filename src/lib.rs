@@ -16,14 +16,16 @@
 //! | cluster | [`cluster`] | cluster mode: the PostgreSQL and Redis stores, write-through, takeover with fencing, reconcile, flush, the elected store sweep |
 //! | contexts | [`contexts`] | the open contexts, each with its settings and its [`session::Sessions`], by name and by id tag |
 //! | session layer | [`session`] | one door to sessions for every front end; lifecycle events, the event hub and its subscribers (log, webhook), the backing-store contract |
-//! | | [`webhook`] | signed (Standard Webhooks), retrying, bounded webhook delivery |
+//! | | [`webhook`] | the lifecycle webhook's delivery engine: bounded backlog, retries, counters, its settings |
 //! | | [`metrics`] | server-wide shared counters and Prometheus rendering |
 //! | data directory | [`datadir`] | the `Version` file, opening every context's region |
 //! | configuration | [`config`] | one table of keys: TOML, command line, iPlanet aliases, validation, the reference |
 //! | region | [`region`] | the mmap'd session file of one context: layout, robust stripe locks, ids, expiry, repair, migration, change marks, events recorded under the lock |
-//! | system | [`sys`] | fork, prctl, process titles, sockets, privilege drop, counter files |
+//! | outbound | [`outbound`] | every outbound HTTP call: the one client builder, Standard Webhooks signing, back-off, URL checks and redaction |
+//! | system | [`sys`] | fork, prctl, signals, process titles, sockets, privilege drop, counter files |
 //! | leaves | [`dirlock`] | the data directory's two locks: one server per directory; tools kept out while locks are re-initialised |
-//! | | [`syscalls`] | plain system calls with no policy |
+//! | | [`disk`] | reserving a mapped file's blocks (`posix_fallocate`), so a full disk never SIGBUSes |
+//! | | [`crypto`] | HMAC-SHA256 and constant-time comparison |
 //! | | [`clock`] | wall-clock milliseconds |
 //! | | [`logging`] | journald-friendly log lines, rate limits |
 //!
@@ -41,19 +43,21 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod contexts;
+pub mod crypto;
 pub mod ctl;
 pub mod datadir;
 pub mod dirlock;
+pub mod disk;
 pub mod gateway;
 pub mod http;
 pub mod logging;
 pub mod master;
 pub mod metrics;
+pub mod outbound;
 pub mod reaper;
 pub mod region;
 pub mod session;
 pub mod sys;
-pub mod syscalls;
 pub mod web;
 pub mod webhook;
 pub mod worker;

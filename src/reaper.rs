@@ -42,7 +42,7 @@ pub fn run(contexts: Arc<Contexts>, config: Arc<Config>, stats: Arc<ServerStats>
     let metrics = crate::session::HubMetrics { stats, block: config.max_procs as usize };
     let hub = {
         let _rt = rt.enter();
-        crate::session::notify::hub_for_process(&config, contexts.names(), metrics, "sessiond reaper")
+        crate::session::lifecycle_webhook::hub_for_process(&config, contexts.names(), metrics, "sessiond reaper")
     };
     let hub = match hub {
         Ok(h) => h,

@@ -238,10 +238,18 @@ pub fn chown_tree(dir: &Path, user: &str) -> Result<(), SysError> {
     walk(dir, u.uid, u.gid, 0)
 }
 
-pub use crate::syscalls::{fallocate, is_root};
+pub use crate::disk::fallocate;
 
-/// A file of u64 counters, mapped shared, updated atomically by every
-/// process (server-wide HTTP metrics). The file is recreated at each start.
+/// Whether we run as root (effective uid 0).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A file of u64 words, mapped shared, updated atomically by every process:
+/// the server-wide HTTP metrics (recreated at each start, [`CounterFile::create`])
+/// and the cluster's owner tables and node state (kept across restarts,
+/// [`CounterFile::open_sized`]). Its blocks are reserved before it is
+/// mapped, so a full disk is an error at open, never a SIGBUS later.
 pub struct CounterFile {
     map: memmap2::MmapRaw,
     words: usize,
@@ -266,6 +274,30 @@ impl CounterFile {
         f.set_len(len).map_err(err(format!("ftruncate({}, {len})", path.display())))?;
         // Reserve the blocks now: a sparse page that cannot be allocated on
         // a full disk would SIGBUS the first process that writes to it.
+        fallocate(&f, len).map_err(err(format!("fallocate({}, {len} bytes)", path.display())))?;
+        Self::map(&f, path)
+    }
+
+    /// Opens (creating it, mode 0600) the file of `words` counters at
+    /// `path` and keeps what it holds: a file of another size is extended
+    /// with zeros or cut, so the counters that remain keep their values
+    /// (files that outlive a restart, such as the cluster's shared words).
+    pub fn open_sized(path: &Path, words: usize) -> Result<CounterFile, SysError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(err(format!("open({}, O_CREAT, 0600)", path.display())))?;
+        let len = (words.max(1) * 8) as u64;
+        let now = f.metadata().map_err(err(format!("fstat({})", path.display())))?.len();
+        if now != len {
+            f.set_len(len).map_err(err(format!("ftruncate({}, {len})", path.display())))?;
+        }
+        // As in `create`: a full disk must fail here, not SIGBUS a writer later.
         fallocate(&f, len).map_err(err(format!("fallocate({}, {len} bytes)", path.display())))?;
         Self::map(&f, path)
     }
@@ -301,13 +333,20 @@ impl CounterFile {
 
     /// Counter `i`; an index past the end yields a spare counter.
     pub fn at(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
-        if i >= self.words {
+        self.get(i).unwrap_or_else(|| {
             debug_assert!(false, "counter index {i} out of range {}", self.words);
-            return &SPARE;
+            &SPARE
+        })
+    }
+
+    /// Counter `i`, or `None` past the end.
+    pub fn get(&self, i: usize) -> Option<&std::sync::atomic::AtomicU64> {
+        if i >= self.words {
+            return None;
         }
         // SAFETY: i < words, so the 8-byte word lies inside the page-aligned
         // mapping and is 8-aligned; every process accesses it only
         // atomically, and the reference cannot outlive &self (the mapping).
-        unsafe { std::sync::atomic::AtomicU64::from_ptr((self.map.as_mut_ptr() as *mut u64).add(i)) }
+        Some(unsafe { std::sync::atomic::AtomicU64::from_ptr((self.map.as_mut_ptr() as *mut u64).add(i)) })
     }
 }

@@ -64,7 +64,12 @@ pub fn run(
     let metrics = crate::session::HubMetrics { stats: stats.clone(), block: n };
     let hub = {
         let _rt = rt.enter();
-        crate::session::notify::hub_for_process(&config, contexts.names(), metrics, &format!("sessiond worker {n}"))
+        crate::session::lifecycle_webhook::hub_for_process(
+            &config,
+            contexts.names(),
+            metrics,
+            &format!("sessiond worker {n}"),
+        )
     };
     let hub = match hub {
         Ok(h) => h,

@@ -14,7 +14,7 @@
 //! | module | concept |
 //! | --- | --- |
 //! | [`events`] | the event hub: bounded queue, subscribers, dispatcher, log subscriber |
-//! | [`notify`] | the lifecycle webhook subscriber (Standard Webhooks) |
+//! | [`lifecycle_webhook`] | the lifecycle webhook subscriber (Standard Webhooks) |
 //! | [`backing`] | the backing-store trait the cluster implements |
 //!
 //! This module must never hold a lock across a publish, and never block:
@@ -22,7 +22,7 @@
 
 pub mod backing;
 pub mod events;
-pub mod notify;
+pub mod lifecycle_webhook;
 
 use std::cell::RefCell;
 use std::path::Path;

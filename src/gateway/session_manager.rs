@@ -11,19 +11,22 @@
 //!   or 410.
 //!
 //! Every call is a POST signed the Standard Webhooks way with the gateway
-//! secret ([`crate::webhook::sign`]). The client is built per process,
-//! after `fork`, on that process's runtime. It never logs a body, a
-//! secret or a full session id.
+//! secret, over the outbound module's one client and signer
+//! ([`crate::outbound`]). The client is built per process, after `fork`,
+//! on that process's runtime. It never logs a body, a secret, a URL's
+//! credentials or query, or a full session id.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::Uri;
+use hyper::header::HeaderValue;
 use serde_json::Value;
+
+use crate::outbound::sign::{MessageIds, signed_post};
+use crate::outbound::url::{Shown, redact as redact_url};
+use crate::outbound::{ClientOptions, HttpClient};
 
 /// Largest manager answer read (a `create` answer carries filters and
 /// attributes; anything bigger is garbage).
@@ -52,10 +55,8 @@ pub enum Decision {
 #[error("no session manager answered: {0}")]
 pub struct Unavailable(pub String);
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// The hook client of one process.
-pub struct HookClient {
+/// The session-manager client of one process.
+pub struct ManagerClient {
     /// Manager URLs, tried in order.
     urls: Vec<String>,
     /// Per-attempt timeout.
@@ -63,21 +64,23 @@ pub struct HookClient {
     /// Signing key.
     secret: Vec<u8>,
     /// Pooled client.
-    client: HttpsClient,
+    client: HttpClient<Full<Bytes>>,
+    /// Message ids (each call is its own message).
+    ids: Option<MessageIds>,
 }
 
-fn https_client() -> HttpsClient {
-    let connector = super::proxy::https_connector(HttpConnector::new(), "session managers");
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(connector)
-}
-
-impl HookClient {
-    /// A client for `urls` (empty: no hook). Call inside the process's runtime.
-    pub fn new(urls: Vec<String>, timeout: Duration, secret: Vec<u8>) -> HookClient {
-        HookClient { urls, timeout, secret, client: https_client() }
+impl ManagerClient {
+    /// A client for `urls` (empty: no manager). Call inside the process's runtime.
+    pub fn new(urls: Vec<String>, timeout: Duration, secret: Vec<u8>) -> ManagerClient {
+        let opts = ClientOptions { pool_idle_timeout: Duration::from_secs(30), ..ClientOptions::default() };
+        let ids = match MessageIds::new() {
+            Ok(ids) => Some(ids),
+            Err(e) => {
+                log::error!("gateway: getrandom failed ({e}); session-manager calls will fail");
+                None
+            }
+        };
+        ManagerClient { urls, timeout, secret, client: HttpClient::new(opts, "gateway: session managers"), ids }
     }
 
     /// Whether any manager is configured.
@@ -87,17 +90,10 @@ impl HookClient {
 
     /// One signed POST; `Ok((status, body))` or why it failed.
     async fn post(&self, url: &str, body: &Bytes) -> Result<(u16, Bytes), String> {
-        let mut id = [0u8; 12];
-        getrandom::getrandom(&mut id).map_err(|e| format!("getrandom: {e}"))?;
-        let msg_id = format!("msg_{}", id.iter().map(|b| format!("{b:02x}")).collect::<String>());
-        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        let req = Request::post(url)
-            .header("content-type", "application/json")
-            .header("user-agent", concat!("sessiond/", env!("CARGO_PKG_VERSION"), " (gateway)"))
-            .header("webhook-id", &msg_id)
-            .header("webhook-timestamp", ts.to_string())
-            .header("webhook-signature", crate::webhook::sign(&self.secret, &msg_id, ts, body))
-            .body(Full::new(body.clone()))
+        let Some(ids) = &self.ids else { return Err("getrandom failed: no message ids".into()) };
+        let uri: Uri = url.parse().map_err(|e| format!("bad request to {}: {e}", redact(url)))?;
+        let agent = HeaderValue::from_static(concat!("sessiond/", env!("CARGO_PKG_VERSION"), " (gateway)"));
+        let req = signed_post(&self.secret, uri, agent, &ids.next_id(), body)
             .map_err(|e| format!("bad request to {}: {e}", redact(url)))?;
         let fut = async {
             let resp = self.client.request(req).await.map_err(|e| format!("{}: {e}", redact(url)))?;
@@ -147,19 +143,9 @@ impl HookClient {
     }
 }
 
-/// A URL for logs: no user info, no query.
+/// A URL for logs: no user info, no query ([`Shown::PathOnly`]).
 pub fn redact(url: &str) -> String {
-    match url.parse::<hyper::Uri>() {
-        Ok(u) => {
-            format!(
-                "{}://{}{}",
-                u.scheme_str().unwrap_or("http"),
-                u.host().unwrap_or("?"),
-                u.port().map(|p| format!(":{p}")).unwrap_or_default()
-            ) + u.path()
-        }
-        Err(_) => "(bad url)".into(),
-    }
+    redact_url(url, Shown::PathOnly)
 }
 
 /// Parses a `create` answer: `{"allow": true, "filters"?: {…}, "attributes"?: {…}}`
