@@ -39,6 +39,7 @@ compile_error!(
     "sessiond supports little-endian Linux only (robust pthread mutexes, prctl, little-endian region files)"
 );
 
+pub mod bootstrap;
 pub mod clock;
 pub mod cluster;
 pub mod config;

@@ -1,5 +1,6 @@
 //! System calls the server needs around processes: fork, parent-death
-//! signals, process titles, privilege drop, socket setup.
+//! signals, waiting for signals, process titles, privilege drop, socket
+//! setup, counter files.
 //!
 //! This is the only module besides `region` that holds `unsafe`. Every
 //! failure names the call and its arguments (nginx style). It never starts a
@@ -66,6 +67,49 @@ pub fn die_with_parent(parent: Pid) -> Result<(), SysError> {
         std::process::exit(0);
     }
     Ok(())
+}
+
+/// Blocks `signals` for this (single-threaded) process and returns the set,
+/// for [`wait_signal`]: the master takes its signals synchronously, as
+/// nginx's master does in `sigsuspend`, so no handler runs at all. Children
+/// inherit the mask and undo it with [`unblock_signals`].
+pub fn block_signals(signals: &[nix::sys::signal::Signal]) -> Result<nix::sys::signal::SigSet, SysError> {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for s in signals {
+        set.add(*s);
+    }
+    set.thread_block().map_err(|e| SysError { call: "sigprocmask(SIG_BLOCK)".into(), source: e.into() })?;
+    Ok(set)
+}
+
+/// Unblocks every signal (a child, after its handlers are installed).
+pub fn unblock_signals() {
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
+}
+
+/// Waits (`sigtimedwait`) until one of the blocked `set` is pending and
+/// takes it; `None` when `timeout` passed first (or a signal outside the
+/// set interrupted the wait). No timeout: wait as long as it takes.
+pub fn wait_signal(
+    set: &nix::sys::signal::SigSet,
+    timeout: Option<std::time::Duration>,
+) -> Result<Option<nix::sys::signal::Signal>, SysError> {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `set` is a valid, initialised sigset_t; the info pointer may be
+    // null; `ts_ptr` is null or points at `ts`, which outlives the call.
+    let r = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), ts_ptr) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+            _ => Err(SysError { call: "sigtimedwait()".into(), source: e }),
+        };
+    }
+    Ok(nix::sys::signal::Signal::try_from(r).ok())
 }
 
 static ARGV_START: AtomicPtr<c_char> = AtomicPtr::new(std::ptr::null_mut());
