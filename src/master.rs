@@ -278,9 +278,10 @@ impl Master {
             Ok(Some(Signal::SIGHUP)) => self.reload_requested = true,
             Ok(_) => {}
             Err(e) => {
-                // Cannot happen with a valid set; never spin on it.
-                log::error!("{e}");
-                std::thread::sleep(Duration::from_millis(100));
+                // Cannot happen with a valid set and timeout; a master that
+                // cannot wait for signals stops rather than spin.
+                log::error!("{e}; stopping");
+                self.stop_requested = true;
             }
         }
     }

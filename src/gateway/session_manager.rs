@@ -55,6 +55,51 @@ pub enum Decision {
 #[error("no session manager answered: {0}")]
 pub struct Unavailable(pub String);
 
+/// Why no manager took a destroy notice: each manager's reason, joined.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotDelivered(pub String);
+
+/// Why one call to one manager failed (URLs shown without credentials or query).
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    /// The OS random source failed at start: no message ids to sign with.
+    #[error("getrandom failed: no message ids")]
+    NoMessageIds,
+    /// The request could not be built from the URL.
+    #[error("bad request to {url}: {why}")]
+    BadRequest {
+        /// The manager.
+        url: String,
+        /// Why.
+        why: String,
+    },
+    /// Connecting or the exchange failed.
+    #[error("{url}: {source}")]
+    Send {
+        /// The manager.
+        url: String,
+        /// The outbound error.
+        source: crate::outbound::OutboundError,
+    },
+    /// The answer could not be read.
+    #[error("{url}: reading the answer: {why}")]
+    Read {
+        /// The manager.
+        url: String,
+        /// Why.
+        why: String,
+    },
+    /// No answer in time.
+    #[error("{url}: no answer within {timeout:?}")]
+    Timeout {
+        /// The manager.
+        url: String,
+        /// The per-call limit.
+        timeout: Duration,
+    },
+}
+
 /// The session-manager client of one process.
 pub struct ManagerClient {
     /// Manager URLs, tried in order.
@@ -89,25 +134,26 @@ impl ManagerClient {
     }
 
     /// One signed POST; `Ok((status, body))` or why it failed.
-    async fn post(&self, url: &str, body: &Bytes) -> Result<(u16, Bytes), String> {
-        let Some(ids) = &self.ids else { return Err("getrandom failed: no message ids".into()) };
-        let uri: Uri = url.parse().map_err(|e| format!("bad request to {}: {e}", redact(url)))?;
+    async fn post(&self, url: &str, body: &Bytes) -> Result<(u16, Bytes), CallError> {
+        let shown = || redact(url);
+        let Some(ids) = &self.ids else { return Err(CallError::NoMessageIds) };
+        let uri: Uri = url.parse().map_err(|e| CallError::BadRequest { url: shown(), why: format!("{e}") })?;
         let agent = HeaderValue::from_static(concat!("sessiond/", env!("CARGO_PKG_VERSION"), " (gateway)"));
         let req = signed_post(&self.secret, uri, agent, &ids.next_id(), body)
-            .map_err(|e| format!("bad request to {}: {e}", redact(url)))?;
+            .map_err(|e| CallError::BadRequest { url: shown(), why: e.to_string() })?;
         let fut = async {
-            let resp = self.client.request(req).await.map_err(|e| format!("{}: {e}", redact(url)))?;
+            let resp = self.client.request(req).await.map_err(|source| CallError::Send { url: shown(), source })?;
             let status = resp.status().as_u16();
             let body = Limited::new(resp.into_body(), MAX_ANSWER)
                 .collect()
                 .await
-                .map_err(|e| format!("{}: reading the answer: {e}", redact(url)))?
+                .map_err(|e| CallError::Read { url: shown(), why: e.to_string() })?
                 .to_bytes();
             Ok((status, body))
         };
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(format!("{}: no answer within {:?}", redact(url), self.timeout)),
+            Err(_) => Err(CallError::Timeout { url: shown(), timeout: self.timeout }),
         }
     }
 
@@ -122,7 +168,7 @@ impl ManagerClient {
                     Err(e) => why.push(format!("{}: {e}", redact(url))),
                 },
                 Ok((status, _)) => why.push(format!("{}: status {status}", redact(url))),
-                Err(e) => why.push(e),
+                Err(e) => why.push(e.to_string()),
             }
         }
         Err(Unavailable(why.join("; ")))
@@ -130,16 +176,16 @@ impl ManagerClient {
 
     /// Sends one destroy notice; `Ok` when a manager took it (2xx) or
     /// does not know the session (404, 410), `Err` with the reasons otherwise.
-    pub async fn destroy(&self, body: Bytes) -> Result<(), String> {
+    pub async fn destroy(&self, body: Bytes) -> Result<(), NotDelivered> {
         let mut why = Vec::new();
         for url in &self.urls {
             match self.post(url, &body).await {
                 Ok((s, _)) if (200..300).contains(&s) || s == 404 || s == 410 => return Ok(()),
                 Ok((s, _)) => why.push(format!("{}: status {s}", redact(url))),
-                Err(e) => why.push(e),
+                Err(e) => why.push(e.to_string()),
             }
         }
-        Err(why.join("; "))
+        Err(NotDelivered(why.join("; ")))
     }
 }
 
