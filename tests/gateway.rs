@@ -344,6 +344,87 @@ fn filters_match_only_the_normalised_path_and_bypass_attempts_fail() {
 }
 
 #[test]
+fn multiple_encoding_is_refused_as_ambiguous_in_paths_and_forward_auth_unless_allowed() {
+    let up = start_upstream();
+    let g = start(&up, None, "", "categories = [\"public\"]\n", &[]);
+    let (_, cookie) = login(&g, "alice");
+    let send = |g: &Gw, path: &str| {
+        raw(&g.gw, &format!("GET {path} HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"))
+    };
+    let error_of = |text: &str| {
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        serde_json::from_str::<Value>(body).ok().and_then(|v| v["error"].as_str().map(str::to_string))
+    };
+    // Encoded more than once: 400 ambiguous_path, nothing forwarded.
+    let twice = [
+        "/public/..%252fprivate",
+        "/public/%252e%252e/private",
+        "/public/..%255cprivate",
+        "/public/x%2500",
+        "/public/%25c0%25af",
+        "/public/%2561",
+        "/public/%25%32%65%25%32%65/private",
+    ];
+    for path in twice {
+        let before = up.count();
+        let (status, text) = send(&g, path);
+        assert_eq!((status, error_of(&text).as_deref()), (400, Some("ambiguous_path")), "{path}: {text}");
+        assert_eq!(up.count(), before, "{path} must not reach the upstream");
+    }
+    // Overlong and broken UTF-8 stays refused as a bad path.
+    for path in
+        ["/public/%c0%ae%c0%ae/private", "/public/%c0%af", "/public/%e0%80%ae", "/public/a%80", "/public/%u002e"]
+    {
+        let (status, text) = send(&g, path);
+        assert_eq!((status, error_of(&text).as_deref()), (400, Some("bad_path")), "{path}: {text}");
+    }
+    // Single-encoded characters pass as before; fullwidth dots and solidus
+    // are text inside /public/, forwarded encoded.
+    for (path, forwarded) in [
+        ("/public/a%20b/%41/caf%C3%A9", "/public/a%20b/A/caf%C3%A9"),
+        ("/public/%ef%bc%8e%ef%bc%8e%ef%bc%8fprivate", "/public/%EF%BC%8E%EF%BC%8E%EF%BC%8Fprivate"),
+        ("/public/100%25", "/public/100%25"),
+    ] {
+        let (status, text) = send(&g, path);
+        assert_eq!(status, 200, "{path}: {text}");
+        assert_eq!(up.last().target, forwarded, "{path}");
+    }
+    // Forward-auth judges its URI headers by the same rules.
+    for hdr in ["x-forwarded-uri", "x-original-uri"] {
+        for uri in ["/public/%252e%252e/admin", "/public/..%252fadmin?x=1"] {
+            let r = request("GET", &g.url("/.sessiond/auth"), &[("cookie", &cookie), (hdr, uri)], None);
+            assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("ambiguous_path")), "{hdr}: {uri}");
+        }
+        let r = request("GET", &g.url("/.sessiond/auth"), &[("cookie", &cookie), (hdr, "/public/%ef%bc%8e")], None);
+        assert_eq!(r.status, 204, "{hdr}: {}", r.text());
+    }
+
+    // gateway.allow_encoded_percent = true: literal %xx text passes, once
+    // decoded, and is forwarded as it came (the application decodes once).
+    let lit = start(&up, None, "allow_encoded_percent = true\n", "categories = [\"public\"]\n", &[]);
+    let (_, cookie) = login(&lit, "alice");
+    let (status, text) = raw(
+        &lit.gw,
+        &format!("GET /public/%2561 HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(up.last().target, "/public/%2561");
+    let r = request(
+        "GET",
+        &lit.url("/.sessiond/auth"),
+        &[("cookie", &cookie), ("x-forwarded-uri", "/public/%252e%252e/x")],
+        None,
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    // Everything else is still refused.
+    let (status, text) = raw(
+        &lit.gw,
+        &format!("GET /public/a%2fb HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"),
+    );
+    assert_eq!((status, error_of(&text).as_deref()), (400, Some("bad_path")), "{text}");
+}
+
+#[test]
 fn client_identity_headers_are_stripped_and_forwarded_headers_rewritten() {
     let up = start_upstream();
     let g = start(&up, None, "", "", &[]);

@@ -912,6 +912,18 @@ pub const KEYS: &[KeyDef] = &[
         applies: RELOAD,
         doc: "The period over which `login_max_failures` counts.",
     },
+    KeyDef {
+        name: "allow_encoded_percent",
+        aliases: &[],
+        scope: Scope::Gateway,
+        kind: Kind::Bool { default: false },
+        default_doc: "",
+        applies: RELOAD,
+        doc: "Let a path through whose segments, once percent-decoded, still hold `%` and two hex digits \
+              (`%252e` → `%2e`). Off, such a path is encoded more than once and gets 400 `ambiguous_path`, \
+              as an upstream that decodes twice would act on another path; on only for an application that has \
+              literal `%xx` text in its paths and decodes exactly once. Applies to forward-auth URIs too.",
+    },
     // ---- [[gateway.upstreams]]: at least one ----
     KeyDef {
         name: "name",

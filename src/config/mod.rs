@@ -315,6 +315,9 @@ pub struct GatewayConfig {
     pub login_max_failures: u32,
     /// The period failed logins are counted over, seconds.
     pub login_window: f64,
+    /// Paths whose decoded segments hold `%` and two hex digits pass
+    /// (`gateway.allow_encoded_percent`); refused as `ambiguous_path` when false.
+    pub allow_encoded_percent: bool,
     /// `[[gateway.upstreams]]`, in file order; at least one, names and
     /// prefixes unique.
     pub upstreams: Vec<UpstreamConfig>,
@@ -1282,6 +1285,7 @@ fn gateway_from(
         upstream_timeout: l.secs("upstream_timeout"),
         login_max_failures: l.u32("login_max_failures"),
         login_window: l.secs("login_window"),
+        allow_encoded_percent: l.bool("allow_encoded_percent"),
         upstreams,
         filters: FiltersConfig {
             categories: f.list("categories"),
@@ -1774,6 +1778,7 @@ mod tests {
                     ("upstream_timeout", Some("12")),
                     ("login_max_failures", Some("3")),
                     ("login_window", Some("60.5")),
+                    ("allow_encoded_percent", Some("true")),
                 ],
                 "[[gateway.upstreams]]\nname = \"app\"\nurl = \"http://127.0.0.1:9000\"\nprefix = \"/\"\n\
                  [[gateway.upstreams]]\nname = \"api\"\nurl = \"https://api.internal:8443/base\"\nprefix = \"/api/\"\n\
@@ -1800,6 +1805,7 @@ mod tests {
                 upstream_timeout: 12.0,
                 login_max_failures: 3,
                 login_window: 60.5,
+                allow_encoded_percent: true,
                 upstreams: vec![
                     UpstreamConfig { name: "app".into(), url: "http://127.0.0.1:9000".into(), prefix: "/".into() },
                     UpstreamConfig {
@@ -1835,6 +1841,7 @@ mod tests {
         assert_eq!((g.context.as_str(), g.session_manager.len(), g.session_manager_timeout), ("default", 0, 2.0));
         assert_eq!((g.upstream_timeout, g.login_max_failures, g.login_window), (30.0, 5, 300.0));
         assert_eq!((g.login_template, g.trusted_proxies.len()), (None, 0));
+        assert!(!g.allow_encoded_percent, "multiple encoding is refused unless the key says otherwise");
         assert_eq!(g.upstreams[0].prefix, "/", "prefix defaults to /");
         assert_eq!(g.filters, FiltersConfig::default());
         assert_eq!(g.filters.accept_user, AcceptUserConfig::None);

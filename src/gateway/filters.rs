@@ -25,8 +25,9 @@
 //!   without control characters.
 //! - An **identity** is a whole path. It is given in request-path form
 //!   (`/orders/42`, `/files/my%20doc`), normalised with
-//!   [`path::normalise`], and kept as [`NormalPath::as_str`] (decoded, no
-//!   trailing slash), which is what requests are compared against: adding
+//!   [`path::normalise_with`] under [`IDENTITY_RULES`], and kept as
+//!   [`NormalPath::as_str`] (decoded, no trailing slash), which is what
+//!   requests are compared against: adding
 //!   `/a/../b` stores `/b`. [`Filters::get`] hands identities back
 //!   re-encoded (`/files/my%20doc`), so what `get` returns is always valid
 //!   input to `add` and `remove` and names the same identities.
@@ -42,6 +43,14 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::path::{self, NormalPath};
+
+/// How identities are normalised: a decoded `%` and two hex digits are kept
+/// as text, whatever `gateway.allow_encoded_percent` says. Under the
+/// default such a request path is refused before any filter is asked, so an
+/// identity like `/%2561` (decoded `/%61`) matches nothing then; with the
+/// key on it matches as it always did, and sessions stored before the key
+/// existed still decode.
+pub const IDENTITY_RULES: path::Allow = path::Allow { encoded_percent: true };
 
 /// The most items one filter set may hold.
 pub const MAX_ITEMS: usize = 1024;
@@ -189,7 +198,9 @@ fn canonical(kind: FilterKind, item: &str) -> Result<String, FilterError> {
     check_size(kind, item)?;
     let bad = |why: String| FilterError::BadItem { kind, item: item.to_owned(), why };
     match kind {
-        FilterKind::Identities => path::normalise(item).map(|p| p.as_str().to_owned()).map_err(|e| bad(e.to_string())),
+        FilterKind::Identities => {
+            path::normalise_with(item, IDENTITY_RULES).map(|p| p.as_str().to_owned()).map_err(|e| bad(e.to_string()))
+        }
         FilterKind::Categories | FilterKind::AdapterIds => {
             if item.contains('/') {
                 Err(bad("it contains '/', and it is matched against a single name".into()))
@@ -211,7 +222,7 @@ fn check_kept(kind: FilterKind, item: &str) -> Result<(), FilterError> {
             // An identity is kept decoded (it may hold a literal '%'), so it is
             // checked through its encoding: it is a normal form exactly when
             // normalising its encoding gives it back.
-            if path::normalise(&path::encode_text(item)).is_ok_and(|p| p.as_str() == item) {
+            if path::normalise_with(&path::encode_text(item), IDENTITY_RULES).is_ok_and(|p| p.as_str() == item) {
                 Ok(())
             } else {
                 Err(FilterError::BadItem { kind, item: item.to_owned(), why: "it is not a normalised path".into() })
@@ -629,7 +640,7 @@ mod tests {
             f.add(FilterKind::Categories, &cats).unwrap();
             f.add(FilterKind::AdapterIds, &adapters).unwrap();
             f.add(FilterKind::Identities, &ids).unwrap();
-            let p = normalise(&format!("/{}", segs.join("/"))).unwrap();
+            let p = path::normalise_with(&format!("/{}", segs.join("/")), IDENTITY_RULES).unwrap();
             prop_assert_eq!(f.allows(&p, adapter), reference(&f, &p, adapter));
             // The stored form keeps the decision.
             let back = Filters::decode(&f.encode()).unwrap();

@@ -7,6 +7,7 @@
 //! | module | concept |
 //! | --- | --- |
 //! | [`path`] | normalising a request path, the only form filters ever see |
+//! | [`framing`] | request framing hyper leaves to sessiond (transfer codings, malformed bodies), on both listeners |
 //! | [`filters`] | Glacier2's per-session filters: categories, adapter ids, identities |
 //! | [`verifier`] | the htpasswd password verifier (bcrypt, argon2id) |
 //! | [`throttle`] | login failure throttling per client address and per user |
@@ -23,6 +24,7 @@
 
 pub mod control;
 pub mod filters;
+pub mod framing;
 pub mod handle;
 pub mod outbox;
 pub mod path;
@@ -98,6 +100,12 @@ impl GatewayCore {
     /// The gateway context.
     pub fn context<'a>(&self, contexts: &'a Contexts) -> &'a Context {
         contexts.iter().nth(self.ctx).expect("the gateway context index was checked at start")
+    }
+
+    /// What the path normaliser lets through beyond its default rules
+    /// (`gateway.allow_encoded_percent`).
+    pub fn path_rules(&self) -> path::Allow {
+        path::Allow { encoded_percent: self.cfg.allow_encoded_percent }
     }
 
     /// The accept-user rule as the filters module spells it.

@@ -1,20 +1,23 @@
 //! Request-path normalisation: the one form of a path that the gateway's
 //! filters ever see, and the form that is forwarded upstream.
 //!
-//! This module owns [`normalise`], its rules and limits, and [`NormalPath`],
-//! the value it produces. Allow-list bypasses in other gateways (Envoy
-//! CVE-2019-9901, oauth2-proxy GHSA-7rh7-c77v-6434 and GHSA-pxq7-h93f-9jrg)
-//! came from matching a form of the path other than the one the upstream
-//! acted on, so the gateway matches on a [`NormalPath`] and forwards
-//! [`NormalPath::encoded`]: the upstream receives exactly the path that was
-//! judged, with no dot segments, no path parameters and no doubled slashes
-//! left for it to interpret differently.
+//! This module owns [`normalise`] and [`normalise_with`], their rules and
+//! limits, [`Allow`] (what `gateway.allow_encoded_percent` relaxes), and
+//! [`NormalPath`], the value they produce. Allow-list bypasses in other
+//! gateways (Envoy CVE-2019-9901, oauth2-proxy GHSA-7rh7-c77v-6434 and
+//! GHSA-pxq7-h93f-9jrg) came from matching a form of the path other than the
+//! one the upstream acted on, so the gateway matches on a [`NormalPath`] and
+//! forwards [`NormalPath::encoded`]: the upstream receives exactly the path
+//! that was judged, with no dot segments, no path parameters and no doubled
+//! slashes left for it to interpret differently.
 //!
 //! It must never decode more than once (`%252e` is the literal text `%2e`,
-//! not a dot), never let an encoded separator (`%2F`, `%5C`) or an encoded
-//! `;` (`%3B`) through (servers disagree on what they mean), never panic on
-//! any input, and never do more than linear work in the length of the input,
-//! which is bounded by [`MAX_PATH_LEN`].
+//! not a dot), never let through by default a path that a second decode
+//! would change (`%252e` is refused, the CVE-2001-0333 and Traefik
+//! CVE-2025-32431 family), never let an encoded separator (`%2F`, `%5C`) or
+//! an encoded `;` (`%3B`) through (servers disagree on what they mean), never
+//! panic on any input, and never do more than linear work in the length of
+//! the input, which is bounded by [`MAX_PATH_LEN`].
 //!
 //! # Rules
 //! In this order:
@@ -25,14 +28,25 @@
 //!    first `;` is dropped (path parameters: `;jsessionid=…`, `..;` → `..`).
 //! 4. Each segment is percent-decoded once. A `%` not followed by two hex
 //!    digits, an escape decoding to `/`, `\` or `;`, bytes that are not UTF-8
-//!    and control characters (`%00`, `%7F`, U+0080–U+009F) are refused.
-//! 5. Empty segments are removed (`//a` = `/a`), `.` segments are removed,
+//!    (overlong forms such as `%c0%ae`, lone continuation bytes) and control
+//!    characters (`%00`, `%7F`, U+0080–U+009F) are refused.
+//! 5. A decoded segment that still holds a `%` followed by two hex digits
+//!    (`%252e` → `%2e`, `%255c`, `%2500`, `%25c0%25af`: the path was encoded
+//!    more than once) is refused, unless [`Allow::encoded_percent`] is set
+//!    (`gateway.allow_encoded_percent`). A decoded `%` followed by anything
+//!    else (`%25zz` → `%zz`, a trailing `%25`) is kept as text.
+//! 6. Empty segments are removed (`//a` = `/a`), `.` segments are removed,
 //!    and `..` removes the segment before it (at the root it is dropped:
 //!    `/../a` = `/a`), as RFC 3986 `remove_dot_segments` does after the
 //!    empty segments are gone.
-//! 6. The result has at most [`MAX_SEGMENTS`] segments, and its re-encoded
+//! 7. The result has at most [`MAX_SEGMENTS`] segments, and its re-encoded
 //!    form ([`NormalPath::encoded`]) is at most [`MAX_PATH_LEN`] bytes, so
-//!    `normalise(p.encoded())` always gives back `p`.
+//!    normalising `p.encoded()` under the same rules always gives back `p`.
+//!
+//! Characters that are valid UTF-8 are text, whatever they look like: the
+//! fullwidth full stop and solidus (U+FF0E `%ef%bc%8e`, U+FF0F `%ef%bc%8f`)
+//! are neither a dot nor a separator here, and reach the upstream encoded as
+//! they came.
 //!
 //! # Trailing slash
 //! A path whose last raw segment is empty, `.` or `..` (`/a/`, `/a/b/..`)
@@ -42,10 +56,13 @@
 //! The root `/` never carries the marker.
 //!
 //! # Upstreams
-//! [`NormalPath::encoded`] percent-encodes `%` itself, so a segment that was
-//! `%2561dmin` on the wire reaches the upstream as `%2561dmin` again. An
-//! upstream must decode its request path exactly once; one that decodes
-//! twice would act on a path the filters never saw.
+//! [`NormalPath::encoded`] percent-encodes `%` itself, so an upstream that
+//! decodes its request path once gets exactly [`NormalPath::as_str`]. Under
+//! the default rules that text holds no `%` followed by two hex digits, so a
+//! second decode changes nothing either. With [`Allow::encoded_percent`] a
+//! segment that was `%2561dmin` on the wire reaches the upstream as
+//! `%2561dmin` again, and an upstream that decodes twice would act on a path
+//! the filters never saw.
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
@@ -76,6 +93,15 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'{')
     .add(b'|')
     .add(b'}');
+
+/// What [`normalise_with`] lets through beyond the default rules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Allow {
+    /// A decoded segment may hold `%` followed by two hex digits (rule 5 of
+    /// the [module documentation](self) is off): `gateway.allow_encoded_percent`,
+    /// for an application that really has literal `%xx` text in its paths.
+    pub encoded_percent: bool,
+}
 
 /// Why a request path was refused. Every variant becomes a `400 Bad Request`;
 /// offsets are byte offsets into the raw path, and the path itself is never
@@ -144,6 +170,17 @@ pub enum PathError {
         /// Offset of the `%`.
         at: usize,
     },
+    /// A segment still holds `%` and two hex digits after the one decode
+    /// (`%252e` → `%2e`): the path was percent-encoded more than once.
+    #[error(
+        "request path is percent-encoded more than once at byte {at} (once decoded it still holds an escape, \
+         as %252e gives %2e); it is refused because an upstream that decodes twice would act on another path. \
+         An application that has literal %xx text in its paths sets gateway.allow_encoded_percent = true"
+    )]
+    EncodedPercent {
+        /// Offset of the escape (`%25`) that decoded to the `%`.
+        at: usize,
+    },
     /// A segment decodes to bytes that are not UTF-8.
     #[error("request path decodes to bytes that are not UTF-8 at byte {at}; paths must be percent-encoded UTF-8")]
     NotUtf8 {
@@ -178,6 +215,17 @@ pub enum PathError {
     },
 }
 
+impl PathError {
+    /// The `error` code of the 400 answer: `ambiguous_path` for a path
+    /// encoded more than once, `bad_path` for every other refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PathError::EncodedPercent { .. } => "ambiguous_path",
+            _ => "bad_path",
+        }
+    }
+}
+
 /// A request path after [`normalise`]: decoded segments with no empty, `.`
 /// or `..` segment, none containing `/`, `\`, `;` or a control character.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,9 +240,14 @@ pub struct NormalPath {
 }
 
 /// Normalises `raw`, the request target's path as received (origin form,
-/// without the query: callers split at the first `?`). The rules are in the
-/// [module documentation](self).
+/// without the query: callers split at the first `?`), under the default
+/// rules. The rules are in the [module documentation](self).
 pub fn normalise(raw: &str) -> Result<NormalPath, PathError> {
+    normalise_with(raw, Allow::default())
+}
+
+/// [`normalise`], with what `allow` lets through beyond the default rules.
+pub fn normalise_with(raw: &str, allow: Allow) -> Result<NormalPath, PathError> {
     let bytes = raw.as_bytes();
     if bytes.len() > MAX_PATH_LEN {
         return Err(PathError::TooLong { len: bytes.len(), max: MAX_PATH_LEN });
@@ -221,7 +274,7 @@ pub fn normalise(raw: &str) -> Result<NormalPath, PathError> {
         let at = seg_at;
         seg_at += raw_seg.len() + 1;
         let without_params = raw_seg.split(';').next().unwrap_or("");
-        let seg = decode_segment(without_params, at)?;
+        let seg = decode_segment(without_params, at, allow)?;
         trailing = matches!(seg.as_str(), "" | "." | "..");
         match seg.as_str() {
             "" | "." => {}
@@ -254,12 +307,12 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Percent-decodes one raw segment (parameters already dropped) that starts
-/// at byte `at` of the raw path, refusing what the rules refuse.
+/// at byte `at` of the raw path, refusing what rules 4 and 5 refuse.
 ///
 /// Written here rather than with `percent_encoding::percent_decode`, which
 /// passes malformed escapes through unchanged and cannot say which raw byte a
 /// decoded byte came from.
-fn decode_segment(seg: &str, at: usize) -> Result<String, PathError> {
+fn decode_segment(seg: &str, at: usize, allow: Allow) -> Result<String, PathError> {
     let b = seg.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     // The raw offset each decoded byte came from, for error messages.
@@ -291,6 +344,17 @@ fn decode_segment(seg: &str, at: usize) -> Result<String, PathError> {
         .map_err(|e| PathError::NotUtf8 { at: origin.get(e.utf8_error().valid_up_to()).copied().unwrap_or(at) })?;
     if let Some((i, _)) = text.char_indices().find(|(_, c)| c.is_control()) {
         return Err(PathError::ControlChar { at: origin.get(i).copied().unwrap_or(at) });
+    }
+    if !allow.encoded_percent {
+        let d = text.as_bytes();
+        // '%' and hex digits are ASCII, so byte offsets are character offsets here.
+        if let Some(i) = (0..d.len()).find(|&i| {
+            d[i] == b'%'
+                && d.get(i + 1).copied().and_then(hex).is_some()
+                && d.get(i + 2).copied().and_then(hex).is_some()
+        }) {
+            return Err(PathError::EncodedPercent { at: origin.get(i).copied().unwrap_or(at) });
+        }
     }
     Ok(text)
 }
@@ -394,8 +458,9 @@ mod tests {
             ("/public/..;/admin", "/admin"),
             ("/public/..;x=1/admin", "/admin"),
             ("/public/.;/admin", "/public/admin"),
-            ("/%2561dmin", "/%61dmin"),
-            ("/%252e%252e/admin", "/%2e%2e/admin"),
+            ("/%25zz", "/%zz"),
+            ("/a%25", "/a%"),
+            ("/100%25/x", "/100%/x"),
             ("/../../etc", "/etc"),
             ("/..", "/"),
             ("/a//../b", "/b"),
@@ -430,6 +495,18 @@ mod tests {
             ("/%ff", NotUtf8 { at: 1 }),
             ("/ok/ab%c3", NotUtf8 { at: 6 }),
             ("/a%3bb", EncodedSemicolon { at: 2 }),
+            ("/%2561dmin", EncodedPercent { at: 1 }),
+            ("/%252e%252e/admin", EncodedPercent { at: 1 }),
+            ("/public/..%252fprivate", EncodedPercent { at: 10 }),
+            ("/public/%255c..", EncodedPercent { at: 8 }),
+            ("/x/%2500", EncodedPercent { at: 3 }),
+            ("/x/%25c0%25af", EncodedPercent { at: 3 }),
+            ("/x/a%25%32%65", EncodedPercent { at: 4 }),
+            ("/x/%c0%ae%c0%ae", NotUtf8 { at: 3 }),
+            ("/x/%c0%af", NotUtf8 { at: 3 }),
+            ("/x/%e0%80%ae", NotUtf8 { at: 3 }),
+            ("/x/a%80", NotUtf8 { at: 4 }),
+            ("/x/%u002e", BadEscape { at: 3 }),
             ("/a%", BadEscape { at: 2 }),
             ("/a%4", BadEscape { at: 2 }),
             ("/a%zz", BadEscape { at: 2 }),
@@ -442,6 +519,39 @@ mod tests {
             assert_eq!(normalise(raw), Err(want.clone()), "normalising {raw:?}");
             assert!(!want.to_string().is_empty());
         }
+    }
+
+    #[test]
+    fn multiple_encoding_is_refused_unless_allowed() {
+        let literal = Allow { encoded_percent: true };
+        for (raw, want) in [
+            ("/%2561dmin", "/%61dmin"),
+            ("/%252e%252e/admin", "/%2e%2e/admin"),
+            ("/public/..%252fprivate", "/public/..%2fprivate"),
+            ("/x/%25c0%25af", "/x/%c0%af"),
+        ] {
+            assert_eq!(normalise(raw).map_err(|e| e.code()), Err("ambiguous_path"), "{raw:?}");
+            let p = normalise_with(raw, literal).unwrap_or_else(|e| panic!("{raw:?}: {e}"));
+            assert_eq!(p.as_str(), want, "{raw:?}");
+            assert_eq!(normalise_with(&p.encoded(), literal), Ok(p.clone()));
+        }
+        // Everything else is refused as before, with or without the key.
+        for raw in ["/a%2fb", "/a%5cb", "/%c0%ae", "/a%", "/a\\b"] {
+            assert_eq!(normalise_with(raw, literal), normalise(raw), "{raw:?}");
+            assert_eq!(normalise(raw).map_err(|e| e.code()), Err("bad_path"), "{raw:?}");
+        }
+        // Single-encoded characters pass as they always did.
+        assert_eq!(norm("/a%20b/%41/caf%C3%A9"), "/a b/A/café");
+        assert!(PathError::EncodedPercent { at: 1 }.to_string().contains("gateway.allow_encoded_percent"));
+    }
+
+    #[test]
+    fn fullwidth_dots_and_solidus_are_text_not_separators() {
+        let p = normalise("/public/%ef%bc%8e%ef%bc%8e%ef%bc%8fprivate").unwrap();
+        assert_eq!(p.as_str(), "/public/\u{ff0e}\u{ff0e}\u{ff0f}private");
+        assert_eq!(p.category(), Some("public"));
+        assert_eq!(p.encoded(), "/public/%EF%BC%8E%EF%BC%8E%EF%BC%8Fprivate");
+        assert_eq!(norm("/public/\u{ff0e}\u{ff0e}/x"), "/public/\u{ff0e}\u{ff0e}/x");
     }
 
     #[test]
@@ -508,7 +618,8 @@ mod tests {
         let p = normalise("/a%20b/%25/caf%C3%A9/%3F%23/x%22%3C%3E%5E%60%7B%7C%7D").unwrap();
         assert_eq!(p.as_str(), "/a b/%/café/?#/x\"<>^`{|}");
         assert_eq!(p.encoded(), "/a%20b/%25/caf%C3%A9/%3F%23/x%22%3C%3E%5E%60%7B%7C%7D");
-        assert_eq!(normalise("/%2561dmin").unwrap().encoded(), "/%2561dmin");
+        let literal = Allow { encoded_percent: true };
+        assert_eq!(normalise_with("/%2561dmin", literal).unwrap().encoded(), "/%2561dmin");
         assert_eq!(normalise("/a:b@c!$&'()*+,=~-_.x").unwrap().encoded(), "/a:b@c!$&'()*+,=~-_.x");
     }
 
@@ -531,9 +642,11 @@ mod tests {
 
     #[test]
     fn encode_text_round_trips_through_normalise() {
-        for text in ["/", "/a", "/a b/%/é/?#", "/%61dmin"] {
+        for text in ["/", "/a", "/a b/%/é/?#", "/%zz"] {
             assert_eq!(normalise(&encode_text(text)).unwrap().as_str(), text);
         }
+        let literal = Allow { encoded_percent: true };
+        assert_eq!(normalise_with(&encode_text("/%61dmin"), literal).unwrap().as_str(), "/%61dmin");
     }
 
     /// A raw segment: arbitrary printable text, or a run of the tokens
@@ -577,7 +690,8 @@ mod tests {
             segs in prop::collection::vec("[^;/\\\\\\p{Cc}]{1,8}", 0..8),
         ) {
             let raw: String = segs.iter().map(|s| format!("/{}", utf8_percent_encode(s, SEGMENT))).collect();
-            let p = normalise(if raw.is_empty() { "/" } else { &raw }).unwrap();
+            let literal = Allow { encoded_percent: true };
+            let p = normalise_with(if raw.is_empty() { "/" } else { &raw }, literal).unwrap();
             // The model: dot segments apply, everything else is kept verbatim.
             let mut want: Vec<&str> = Vec::new();
             for s in &segs {

@@ -6,6 +6,10 @@
 //! sessiond. Bodies stream both ways. A WebSocket upgrade becomes a tunnel
 //! that is closed as soon as its session is gone.
 //!
+//! A request body whose framing turns out malformed while it streams
+//! (chunk lines ended by a bare LF, say) is the client's fault: it is
+//! answered `400 bad_body` with the connection closed, never `502`.
+//!
 //! It must never forward the raw path, never pass on a client's
 //! `X-Sessiond-*` or `X-Forwarded-User`, and never trust a client's
 //! `Forwarded` / `X-Forwarded-*` unless the peer is a trusted proxy.
@@ -22,6 +26,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 
+use super::framing::FramingError;
 use super::path::NormalPath;
 
 /// The body type of every gateway response.
@@ -54,6 +59,15 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> GwResp {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// The answer to a request whose framing is refused: 400 with the
+/// [`FramingError`]'s code, and `Connection: close`, since the rest of what
+/// the client sent cannot be told apart from a next request.
+pub fn framing_refusal(e: &FramingError) -> GwResp {
+    let mut r = json_error(StatusCode::BAD_REQUEST, e.code(), &e.to_string());
+    r.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
     r
 }
 
@@ -341,7 +355,8 @@ fn is_upgrade(h: &HeaderMap) -> Option<HeaderValue> {
 }
 
 /// Forwards `req` (already allowed by the filters) and returns the
-/// upstream's answer, or a JSON 502/504.
+/// upstream's answer, or a JSON 502/504, or 400 when the client's body
+/// turned out malformed before the upstream answered.
 pub async fn forward(f: Forward<'_>, mut req: Request<Incoming>) -> GwResp {
     let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
     let target =
@@ -371,6 +386,15 @@ pub async fn forward(f: Forward<'_>, mut req: Request<Incoming>) -> GwResp {
     }
     parts.uri = uri;
     parts.version = hyper::Version::HTTP_11;
+    // A body error is the client's (hyper's decoder refused its framing):
+    // remembered here, so that the failed upstream request is answered as
+    // the client's 400 and not as the upstream's 502.
+    let body_failed: Arc<std::sync::OnceLock<FramingError>> = Arc::default();
+    let failed = body_failed.clone();
+    let body = body.map_err(move |e| {
+        let _ = failed.set(FramingError::body(&e));
+        e
+    });
     let up_req = Request::from_parts(parts, body.boxed());
     let resp = match tokio::time::timeout(f.timeout, f.client.request(up_req)).await {
         Err(_) => {
@@ -381,6 +405,10 @@ pub async fn forward(f: Forward<'_>, mut req: Request<Incoming>) -> GwResp {
             );
         }
         Ok(Err(e)) => {
+            if let Some(bad) = body_failed.get() {
+                log::debug!("gateway: a request body for upstream {} was refused: {bad}", f.upstream.name);
+                return framing_refusal(bad);
+            }
             log::debug!("gateway: upstream {} failed: {e}", f.upstream.name);
             return json_error(
                 StatusCode::BAD_GATEWAY,

@@ -8,9 +8,13 @@
 //! - Anything else is forwarded to the upstream with the longest matching
 //!   prefix, when the session's filters allow it.
 //!
-//! Every route is chosen on the normalised path. Password hashing runs on
-//! the blocking pool (`spawn_blocking`), never on the worker's runtime
-//! thread. Session ids travel only in this client's own `Set-Cookie`.
+//! Every route is chosen on the normalised path (under
+//! `gateway.allow_encoded_percent`), and a request's framing is checked
+//! first ([`framing`]): a body that is neither forwarded nor
+//! read by its route is read to its end before the answer, so malformed
+//! framing is always that request's 400. Password hashing runs on the
+//! blocking pool (`spawn_blocking`), never on the worker's runtime thread.
+//! Session ids travel only in this client's own `Set-Cookie`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +28,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::filters::{FilterKind, Filters};
-use super::path::{NormalPath, normalise};
+use super::framing::{self, FramingError};
+use super::path::{NormalPath, PathError, normalise, normalise_with};
 use super::proxy::{self, Forward, GwResp, Identity, Upstream, UpstreamClient, full, json_error};
 use super::session_manager::{Decision, ManagerClient};
 use super::throttle::Throttle;
@@ -116,6 +121,20 @@ impl Gateway {
 
     fn ctx(&self) -> &Context {
         self.core.context(&self.contexts)
+    }
+
+    /// Reads to its end the body of a request that no one else reads
+    /// ([`framing::drain`]); a malformed one gives the 400 to answer instead.
+    async fn drain(&self, req: &mut Request<Incoming>) -> Result<(), GwResp> {
+        framing::drain(req.body_mut(), Duration::from_secs_f64(self.config.request_timeout))
+            .await
+            .map_err(|e| proxy::framing_refusal(&e))
+    }
+
+    /// `answer`, or the framing's 400 when the body of the request (which
+    /// no one else reads) turns out malformed.
+    async fn answer_unread(&self, req: &mut Request<Incoming>, answer: GwResp) -> GwResp {
+        self.drain(req).await.err().unwrap_or(answer)
     }
 
     /// Whether the peer may speak for the client (`Forwarded`,
@@ -236,19 +255,34 @@ pub fn safe_redirect(rd: &str) -> bool {
         && normalise(rd.split(['?', '#']).next().unwrap_or("/")).is_ok()
 }
 
+/// The 400 answer to a refused path: `ambiguous_path` for one encoded more
+/// than once, `bad_path` otherwise.
+fn path_refusal(e: &PathError) -> GwResp {
+    json_error(StatusCode::BAD_REQUEST, e.code(), &e.to_string())
+}
+
 /// Handles one request on the public listener.
 pub async fn handle(
     gw: Arc<Gateway>,
     peer: Option<SocketAddr>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<GwResp, std::convert::Infallible> {
+    if let Err(e) = framing::check_head(req.headers()) {
+        return Ok(proxy::framing_refusal(&e));
+    }
     // The parsed URI never holds a fragment, and `normalise` refuses a '#'.
-    let path = match normalise(req.uri().path()) {
+    let path = match normalise_with(req.uri().path(), gw.core.path_rules()) {
         Ok(p) => p,
-        Err(e) => return Ok(json_error(StatusCode::BAD_REQUEST, "bad_path", &e.to_string())),
+        Err(e) => return Ok(path_refusal(&e)),
     };
     if path.category() == Some(".sessiond") {
         let m = req.method().clone();
+        // Only a login reads its body.
+        if (path.as_str(), &m) != ("/.sessiond/login", &Method::POST)
+            && let Err(r) = gw.drain(&mut req).await
+        {
+            return Ok(r);
+        }
         return Ok(match (path.as_str(), m) {
             ("/.sessiond/login", Method::GET) => login_page(&gw, &req, None, StatusCode::OK),
             ("/.sessiond/login", Method::POST) => login(&gw, peer, req).await,
@@ -274,17 +308,23 @@ fn unauthenticated(req: &Request<Incoming>) -> GwResp {
     }
 }
 
-async fn forward(gw: &Arc<Gateway>, peer: Option<SocketAddr>, path: NormalPath, req: Request<Incoming>) -> GwResp {
+async fn forward(gw: &Arc<Gateway>, peer: Option<SocketAddr>, path: NormalPath, mut req: Request<Incoming>) -> GwResp {
+    // A request answered here is not forwarded: its body is read first.
     let (id, session, re) = match gw.current(&req, true).await {
         Ok(Some(c)) => c,
-        Ok(None) => return unauthenticated(&req),
-        Err(r) => return r,
+        Ok(None) => {
+            let r = unauthenticated(&req);
+            return gw.answer_unread(&mut req, r).await;
+        }
+        Err(r) => return gw.answer_unread(&mut req, r).await,
     };
     let Some(upstream) = proxy::route(&gw.upstreams, &path) else {
-        return json_error(StatusCode::NOT_FOUND, "no_upstream", "no upstream serves this path");
+        let r = json_error(StatusCode::NOT_FOUND, "no_upstream", "no upstream serves this path");
+        return gw.answer_unread(&mut req, r).await;
     };
     if !session.filters.allows(&path, Some(&upstream.name)) {
-        return json_error(StatusCode::FORBIDDEN, "filtered", "this session may not reach this path");
+        let r = json_error(StatusCode::FORBIDDEN, "filtered", "this session may not reach this path");
+        return gw.answer_unread(&mut req, r).await;
     }
     let handle = gw.core.handle_of(&id);
     // Only an upgrade becomes a tunnel; it lives while its session exists
@@ -361,10 +401,11 @@ async fn auth(gw: &Gateway, req: &Request<Incoming>) -> GwResp {
     if uri.contains('#') {
         return json_error(StatusCode::BAD_REQUEST, "bad_path", "a '#' fragment is never sent by a browser");
     }
+    // The same rules as a forwarded request's path, multiple encoding included.
     let raw = uri.split('?').next().unwrap_or("/");
-    let path = match normalise(raw) {
+    let path = match normalise_with(raw, gw.core.path_rules()) {
         Ok(p) => p,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, "bad_path", &e.to_string()),
+        Err(e) => return path_refusal(&e),
     };
     let adapter = proxy::route(&gw.upstreams, &path).map(|u| u.name.as_str());
     if !session.filters.allows(&path, adapter) {
@@ -425,13 +466,14 @@ async fn read_credentials(req: Request<Incoming>, timeout: Duration) -> Result<C
                 "the login body did not arrive in time",
             ));
         }
-        Ok(Err(_)) => {
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             return Err(json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 &format!("a login body is at most {MAX_LOGIN_BODY} bytes"),
             ));
         }
+        Ok(Err(e)) => return Err(proxy::framing_refusal(&FramingError::body(&*e))),
         Ok(Ok(b)) => b.to_bytes(),
     };
     let (user, password, rd) = if is_json {

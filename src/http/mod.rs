@@ -13,7 +13,9 @@
 //!
 //! It talks to sessions only through the region's safe API and never
 //! reaches into region bytes. One request's failure is that request's
-//! answer; nothing here can take the worker down.
+//! answer; nothing here can take the worker down. A request's framing is
+//! checked as on the gateway ([`crate::gateway::framing`]): a refused one,
+//! and a malformed body, get 400 with the connection closed.
 
 pub mod admin;
 pub mod gateway;
@@ -31,6 +33,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::config::Config;
 use crate::contexts::Contexts;
+use crate::gateway::framing::{self, FramingError};
 use crate::metrics::{Route, ServerStats};
 pub use error::ApiError;
 
@@ -105,7 +108,33 @@ fn method_not_allowed(allow: &'static str) -> ApiError {
         .with_header("allow", allow.to_string())
 }
 
-async fn dispatch(st: &AppState, req: Request<Incoming>) -> (Route, Result<Resp, ApiError>) {
+impl From<FramingError> for ApiError {
+    fn from(e: FramingError) -> ApiError {
+        ApiError::bad_request(e.code(), e.to_string()).with_header("connection", "close".into())
+    }
+}
+
+/// Whether the route of `segments` and `m` takes no request body, so that
+/// [`dispatch`] reads any body to its end first ([`framing::drain`]) and a
+/// malformed one is that request's 400 rather than a success and a closed
+/// connection. Listed by what is known to take none (methods without a body,
+/// the POSTs that create or rotate), so that a route that reads its body is
+/// never drained by mistake: a new one is simply not listed.
+fn takes_no_body(segments: &[&str], m: &Method) -> bool {
+    match *m {
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS => true,
+        Method::POST => matches!(
+            segments,
+            ["v1", "sessions"] | ["v1", "session"] | ["v1", "sessions", _, "rotate"] | ["v1", "session", "rotate"]
+        ),
+        _ => false,
+    }
+}
+
+async fn dispatch(st: &AppState, mut req: Request<Incoming>) -> (Route, Result<Resp, ApiError>) {
+    if let Err(e) = framing::check_head(req.headers()) {
+        return (Route::Other, Err(e.into()));
+    }
     // A refcounted clone (no copy): the path outlives `req`, which PUT and
     // PATCH hand over to body reading.
     let uri = req.uri().clone();
@@ -121,6 +150,11 @@ async fn dispatch(st: &AppState, req: Request<Incoming>) -> (Route, Result<Resp,
         );
     };
     let m = req.method().clone();
+    if takes_no_body(sp.segments(), &m)
+        && let Err(e) = framing::drain(req.body_mut(), Duration::from_secs_f64(st.config.request_timeout)).await
+    {
+        return (Route::Other, Err(e.into()));
+    }
     use sessions as s;
     match (sp.segments(), &m) {
         (["healthz"], &Method::GET) => (Route::Health, admin::healthz(st)),
@@ -217,7 +251,7 @@ pub async fn read_body(req: Request<Incoming>, limit: usize, timeout: Duration, 
         Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             Err(too_large(limit as u64 + 1, limit, what))
         }
-        Ok(Err(e)) => Err(ApiError::bad_request("bad_body", format!("could not read the request body: {e}"))),
+        Ok(Err(e)) => Err(FramingError::body(&*e).into()),
     }
 }
 

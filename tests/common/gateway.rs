@@ -59,10 +59,49 @@ pub fn read_request(r: &mut BufReader<TcpStream>) -> Option<Seen> {
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
-    let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).ok()?;
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        read_chunked(r)?
+    } else {
+        let len: usize =
+            headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body).ok()?;
+        body
+    };
     Some(Seen { method, target, headers, body })
+}
+
+/// Reads a chunked body (what the gateway's client sends for a streamed
+/// request body); `None` at end of stream or on a malformed chunk, which
+/// ends the connection as a strict server would.
+fn read_chunked(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 || !line.ends_with("\r\n") {
+            return None;
+        }
+        let size = usize::from_str_radix(line.trim_end().split(';').next()?, 16).ok()?;
+        if size == 0 {
+            // Trailers, if any, up to the empty line.
+            loop {
+                let mut t = String::new();
+                if r.read_line(&mut t).ok()? == 0 {
+                    return None;
+                }
+                if t == "\r\n" {
+                    return Some(body);
+                }
+            }
+        }
+        let mut chunk = vec![0u8; size + 2];
+        r.read_exact(&mut chunk).ok()?;
+        if !chunk.ends_with(b"\r\n") {
+            return None;
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
 }
 
 /// Serves HTTP/1.1 on a fresh loopback port, a thread per connection:
@@ -127,6 +166,11 @@ impl Recorder {
     /// How many requests it saw.
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
+    }
+
+    /// Every request it saw, in order.
+    pub fn all(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
     }
 }
 
@@ -199,4 +243,127 @@ pub fn raw(addr: &str, req: &str) -> (u16, String) {
     let text = String::from_utf8_lossy(&out).to_string();
     let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, text)
+}
+
+/// One response read off a raw connection.
+#[derive(Clone, Debug)]
+pub struct RawResp {
+    /// The status code.
+    pub status: u16,
+    /// Header names lowercased, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body (by `Content-Length`, or chunked).
+    pub body: Vec<u8>,
+}
+
+impl RawResp {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+    /// The `error` code of a JSON error body, if it is one.
+    pub fn error(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        v["error"].as_str().map(str::to_string)
+    }
+}
+
+/// Reads one response; `None` at end of stream (or on garbage).
+pub fn read_response(r: &mut impl BufRead) -> Option<RawResp> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let status = line.split_whitespace().nth(1)?.parse().ok()?;
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            let mut chunk = vec![0u8; n + 2];
+            r.read_exact(&mut chunk).ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        let len: usize =
+            headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+        body.resize(len, 0);
+        r.read_exact(&mut body).ok()?;
+    }
+    Some(RawResp { status, headers, body })
+}
+
+/// What came back for bytes written on a fresh connection.
+#[derive(Debug)]
+pub struct Exchange {
+    /// Every response, in order.
+    pub responses: Vec<RawResp>,
+    /// Whether the server closed the connection (rather than leaving it
+    /// open until the 10 s read timeout). The client never closes first.
+    pub closed: bool,
+}
+
+/// Writes `bytes` on a fresh connection to `addr` (without closing the
+/// writing side) and reads responses until the server closes or 10 s pass
+/// without a byte.
+pub fn exchange(addr: &str, bytes: &[u8]) -> Exchange {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let closed = s.read_to_end(&mut out).is_ok();
+    let mut r = std::io::Cursor::new(out);
+    let mut responses = Vec::new();
+    while let Some(resp) = read_response(&mut r) {
+        responses.push(resp);
+    }
+    Exchange { responses, closed }
+}
+
+/// A kept-alive raw connection for many requests in a row; reconnects when
+/// the server closed the last one.
+pub struct RawConn {
+    addr: String,
+    conn: Option<(BufReader<TcpStream>, TcpStream)>,
+}
+
+impl RawConn {
+    /// A connection to `addr` (opened at the first request).
+    pub fn new(addr: &str) -> RawConn {
+        RawConn { addr: addr.to_string(), conn: None }
+    }
+
+    /// Sends one request, written as given, and reads its response.
+    pub fn send(&mut self, req: &[u8]) -> RawResp {
+        let (r, w) = self.conn.get_or_insert_with(|| {
+            let s = TcpStream::connect(&self.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            (BufReader::new(s.try_clone().unwrap()), s)
+        });
+        w.write_all(req).unwrap();
+        let resp = read_response(r).expect("a response");
+        if resp.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close")) {
+            self.conn = None;
+        }
+        resp
+    }
 }

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod gateway;
 pub mod nginx;
+pub mod paths;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
