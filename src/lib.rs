@@ -9,6 +9,7 @@
 //! | processes | [`master`] | the master process: fork, supervise, reload, stop |
 //! | | [`worker`] | a worker process: tokio current-thread runtime + hyper, its event hub |
 //! | | [`reaper`] | the reaper process: periodic expiry sweeps, its event hub |
+//! | | [`bootstrap`] | one start-up for every child after `fork`: runtime, signals as a `Shutdown` value, event hub, cluster client; the exit codes |
 //! | front ends | [`http`] | the HTTP API: routing, handlers, errors, id lookup |
 //! | | [`gateway`] | the public gateway listener: login, filters, forwarding (Glacier2's router for HTTP) |
 //! | | [`ctl`] | `sessionctl` commands: stats, list, show, expire, clear, verify |

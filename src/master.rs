@@ -82,6 +82,39 @@ struct Master {
     reload_requested: bool,
 }
 
+/// Why the master could not start (it exits 1).
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    /// A system call failed (blocking signals, binding, privileges, the counter file).
+    #[error(transparent)]
+    Sys(#[from] sys::SysError),
+    /// The data-directory lock is held or cannot be taken.
+    #[error(transparent)]
+    Lock(#[from] datadir::DirLockError),
+    /// The session regions could not be opened.
+    #[error("cannot open the session regions: {0}")]
+    Regions(datadir::DataDirError),
+    /// Cluster mode's shared files could not be made.
+    #[error("cannot prepare the cluster files in {dir}: {source}")]
+    ClusterFiles {
+        /// The data directory.
+        dir: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The gateway's public socket could not be bound.
+    #[error("gateway.listen: {0}")]
+    GatewayListen(sys::SysError),
+    /// The pid file could not be written.
+    #[error("write({path}) failed: {source}")]
+    PidFile {
+        /// The pid file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
 /// Why a reload was refused; the running configuration stays.
 #[derive(Debug, thiserror::Error)]
 enum ReloadRefused {
@@ -108,38 +141,38 @@ pub fn run(overrides: Overrides, cfg: Config) -> i32 {
     }
 }
 
-fn start(overrides: Overrides, cfg: Config) -> Result<Master, String> {
+fn start(overrides: Overrides, cfg: Config) -> Result<Master, StartError> {
     // Blocked before any child exists, so none of their exits or a stop
     // signal can be lost before the loop waits for them.
-    let signals = sys::block_signals(&SIGNALS).map_err(|e| e.to_string())?;
-    let lock = DataDirLock::acquire(&cfg.data_dir).map_err(|e| e.to_string())?;
-    let contexts = Contexts::open(&lock, &cfg).map_err(|e| format!("cannot open the session regions: {e}"))?;
+    let signals = sys::block_signals(&SIGNALS)?;
+    let lock = DataDirLock::acquire(&cfg.data_dir)?;
+    let contexts = Contexts::open(&lock, &cfg).map_err(StartError::Regions)?;
     crate::cluster::prepare_files(&cfg, &contexts)
-        .map_err(|e| format!("cannot prepare the cluster files in {}: {e}", cfg.data_dir.display()))?;
-    let stats = ServerStats::create(&cfg.data_dir, (cfg.max_procs as usize * 2).max(2)).map_err(|e| e.to_string())?;
+        .map_err(|source| StartError::ClusterFiles { dir: cfg.data_dir.display().to_string(), source })?;
+    let stats = ServerStats::create(&cfg.data_dir, (cfg.max_procs as usize * 2).max(2))?;
     stats.set_master(MasterCounter::StartTime, crate::clock::now_ms() / 1000);
-    let listener = match sys::socket_from_systemd().map_err(|e| e.to_string())? {
+    let listener = match sys::socket_from_systemd()? {
         Some(l) => {
             log::info!("using the listening socket passed by systemd (LISTEN_FDS)");
             Some(l)
         }
         None if worker::binds_own_socket(&cfg) => None,
-        None => Some(sys::bind(&cfg.listen, false).map_err(|e| e.to_string())?),
+        None => Some(sys::bind(&cfg.listen, false)?),
     };
     let mut reuse_sockets: Vec<Bound> = Vec::new();
     if listener.is_none() {
-        let first = sys::bind(&cfg.listen, true).map_err(|e| e.to_string())?;
+        let first = sys::bind(&cfg.listen, true)?;
         // With port 0, every further socket must join the first one's port.
         let actual = reuse_addr(&first, &cfg.listen);
         reuse_sockets.push(first);
         for _ in 1..cfg.max_procs {
-            reuse_sockets.push(sys::bind(&actual, true).map_err(|e| e.to_string())?);
+            reuse_sockets.push(sys::bind(&actual, true)?);
         }
     }
     // The gateway's public socket, bound before any privilege drop or fork.
     let gateway_listener = match &cfg.gateway {
         Some(g) => {
-            let b = sys::bind(&g.listen, false).map_err(|e| format!("gateway.listen: {e}"))?;
+            let b = sys::bind(&g.listen, false).map_err(StartError::GatewayListen)?;
             log::info!("gateway: public listener on {} (context {})", b.describe(), g.context);
             Some(b)
         }
@@ -150,11 +183,11 @@ fn start(overrides: Overrides, cfg: Config) -> Result<Master, String> {
         .unwrap_or_else(|| cfg.data_dir.clone());
     let pid_file = run_dir.join(PID_FILE);
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))
-        .map_err(|e| format!("write({}) failed: {e}", pid_file.display()))?;
+        .map_err(|source| StartError::PidFile { path: pid_file.display().to_string(), source })?;
     if let Some(user) = &cfg.user {
         if sys::is_root() {
-            sys::chown_tree(&cfg.data_dir, user).map_err(|e| e.to_string())?;
-            sys::drop_privileges(user).map_err(|e| e.to_string())?;
+            sys::chown_tree(&cfg.data_dir, user)?;
+            sys::drop_privileges(user)?;
             log::info!("switched to user {user}");
         } else {
             log::warn!("user = {user:?} is set but sessiond did not start as root; staying as the current user");
