@@ -5,7 +5,7 @@
 //! every region file before the regions are opened), and opening every
 //! context's region under the locks of [`crate::dirlock`]. It never reads
 //! or writes inside a region; that is `region`'s job. (The cluster's
-//! backing store is something else: `crate::session::backing`.)
+//! backing store is something else: `crate::store`.)
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};

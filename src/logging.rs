@@ -96,9 +96,15 @@ pub fn allow_line(last_ms: &AtomicU64, suppressed: &AtomicU64, now_ms: u64, peri
 }
 
 /// At most one log line per period from one process; counts the rest.
+/// The crate's one log rate limiter (the webhook, the gateway's outbox and
+/// the event hub use it).
+#[derive(Debug)]
 pub struct RateLimit {
+    /// When the last line was let through, ms.
     last_ms: AtomicU64,
+    /// Lines held back since then.
     suppressed: AtomicU64,
+    /// Shortest time between two lines, ms.
     period_ms: u64,
 }
 
@@ -111,5 +117,22 @@ impl RateLimit {
     /// `Some(lines suppressed since the last one)` when a line may be logged now.
     pub fn allow(&self, now_ms: u64) -> Option<u64> {
         allow_line(&self.last_ms, &self.suppressed, now_ms, self.period_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Moved from the webhook's own limiter, which this one replaced.
+    #[test]
+    fn warn_limiter_lets_one_line_per_interval_and_counts_the_rest() {
+        let t0 = 1_000_000;
+        let l = RateLimit::new(10_000);
+        assert_eq!(l.allow(t0), Some(0));
+        assert_eq!(l.allow(t0 + 1_000), None);
+        assert_eq!(l.allow(t0 + 9_000), None);
+        assert_eq!(l.allow(t0 + 10_000), Some(2));
+        assert_eq!(l.allow(t0 + 11_000), None);
     }
 }

@@ -1,15 +1,16 @@
 //! The master process: prepares the data directory and regions, binds the
 //! socket, forks `max_procs` workers and one reaper, and supervises them.
 //!
-//! It is a plain loop over flags set by signal handlers (nginx's
-//! `ngx_master_process_cycle`): SIGTERM/SIGINT stop, SIGHUP reloads, and a
-//! `waitpid(WNOHANG)` pass every tick restarts dead children with a
-//! back-off. It must never start tokio or any thread: it forks, and a forked
-//! child of a threaded parent may inherit held locks.
+//! It is a plain loop (nginx's `ngx_master_process_cycle`): with its
+//! signals blocked it sleeps in `sigtimedwait` until a signal arrives or
+//! the next deadline of its process table (a restart, a SIGKILL) is due.
+//! SIGTERM/SIGINT/SIGQUIT stop, SIGHUP reloads, SIGCHLD reaps and restarts
+//! dead children with a back-off. No signal handler runs at all. It must
+//! never start tokio or any thread: it forks, and a forked child of a
+//! threaded parent may inherit held locks.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -17,35 +18,29 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use sd_notify::NotifyState;
 
+use crate::bootstrap::{EXIT_FATAL, EXIT_OK, EXIT_RETRY, Role};
 use crate::config::{Config, Listen, Overrides};
 use crate::contexts::Contexts;
 use crate::datadir::{self, DataDirLock};
 use crate::metrics::{MasterCounter, ServerStats};
+use crate::outbound::retry::Backoff;
 use crate::sys::{self, Bound, Forked};
 use crate::{reaper, worker};
 
 /// Name of the pid file.
 pub const PID_FILE: &str = "sessiond.pid";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Worker(usize),
-    Reaper,
-}
+/// The delay before restarting a child that crashed N times in a row:
+/// 200 ms, doubling, at most 10 s.
+const RESTART_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
 
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Kind::Worker(n) => write!(f, "worker {n}"),
-            Kind::Reaper => f.write_str("reaper"),
-        }
-    }
-}
+/// The signals the master takes, all blocked and waited for.
+const SIGNALS: [Signal; 5] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT, Signal::SIGHUP, Signal::SIGCHLD];
 
-/// One entry of the process table.
-struct Slot {
+/// One entry of the process table: a child and its respawn state.
+struct Child {
     /// What runs in it.
-    kind: Kind,
+    role: Role,
     /// Current pid, if running.
     pid: Option<Pid>,
     /// When the current process started.
@@ -73,11 +68,65 @@ struct Master {
     reuse_sockets: Vec<Bound>,
     /// The gateway's public socket, when `[gateway]` was configured at start.
     gateway_listener: Option<Bound>,
-    slots: Vec<Slot>,
+    /// The process table: the current generation of children.
+    children: Vec<Child>,
     /// Old processes draining after a reload: pid and the time to SIGKILL.
     retiring: Vec<(Pid, Instant)>,
     pid: Pid,
     pid_file: PathBuf,
+    /// The blocked signals the loop waits for.
+    signals: nix::sys::signal::SigSet,
+    /// A stop signal taken while the master waited for something else.
+    stop_requested: bool,
+    /// A SIGHUP taken while the master waited for something else.
+    reload_requested: bool,
+}
+
+/// Why the master could not start (it exits 1).
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    /// A system call failed (blocking signals, binding, privileges, the counter file).
+    #[error(transparent)]
+    Sys(#[from] sys::SysError),
+    /// The data-directory lock is held or cannot be taken.
+    #[error(transparent)]
+    Lock(#[from] datadir::DirLockError),
+    /// The session regions could not be opened.
+    #[error("cannot open the session regions: {0}")]
+    Regions(datadir::DataDirError),
+    /// Cluster mode's shared files could not be made.
+    #[error("cannot prepare the cluster files in {dir}: {source}")]
+    ClusterFiles {
+        /// The data directory.
+        dir: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The gateway's public socket could not be bound.
+    #[error("gateway.listen: {0}")]
+    GatewayListen(sys::SysError),
+    /// The pid file could not be written.
+    #[error("write({path}) failed: {source}")]
+    PidFile {
+        /// The pid file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Why a reload was refused; the running configuration stays.
+#[derive(Debug, thiserror::Error)]
+enum ReloadRefused {
+    /// The new configuration does not load (or its password file does not parse).
+    #[error("reload refused, the running configuration stays: {0}")]
+    Invalid(String),
+    /// `[gateway]` was added: its socket is bound only at start.
+    #[error("reload refused: [gateway] was added; it needs a restart to bind gateway.listen")]
+    GatewayAdded,
+    /// The regions must be reopened but a tool holds them.
+    #[error("reload refused, the running configuration stays: {0} (is a sessionctl still running?)")]
+    RegionsBusy(String),
 }
 
 /// Runs the master until it is told to stop; returns the exit code.
@@ -87,40 +136,43 @@ pub fn run(overrides: Overrides, cfg: Config) -> i32 {
         Ok(mut m) => m.main_loop(),
         Err(e) => {
             log::error!("{e}");
-            1
+            EXIT_RETRY
         }
     }
 }
 
-fn start(overrides: Overrides, cfg: Config) -> Result<Master, String> {
-    let lock = DataDirLock::acquire(&cfg.data_dir).map_err(|e| e.to_string())?;
-    let contexts = Contexts::open(&lock, &cfg).map_err(|e| format!("cannot open the session regions: {e}"))?;
+fn start(overrides: Overrides, cfg: Config) -> Result<Master, StartError> {
+    // Blocked before any child exists, so none of their exits or a stop
+    // signal can be lost before the loop waits for them.
+    let signals = sys::block_signals(&SIGNALS)?;
+    let lock = DataDirLock::acquire(&cfg.data_dir)?;
+    let contexts = Contexts::open(&lock, &cfg).map_err(StartError::Regions)?;
     crate::session::cluster::prepare_files(&cfg, contexts.iter().map(|c| &c.sessions))
-        .map_err(|e| format!("cannot prepare the cluster files in {}: {e}", cfg.data_dir.display()))?;
-    let stats = ServerStats::create(&cfg.data_dir, (cfg.max_procs as usize * 2).max(2)).map_err(|e| e.to_string())?;
+        .map_err(|source| StartError::ClusterFiles { dir: cfg.data_dir.display().to_string(), source })?;
+    let stats = ServerStats::create(&cfg.data_dir, (cfg.max_procs as usize * 2).max(2))?;
     stats.set_master(MasterCounter::StartTime, crate::clock::now_ms() / 1000);
-    let listener = match sys::socket_from_systemd().map_err(|e| e.to_string())? {
+    let listener = match sys::socket_from_systemd()? {
         Some(l) => {
             log::info!("using the listening socket passed by systemd (LISTEN_FDS)");
             Some(l)
         }
         None if worker::binds_own_socket(&cfg) => None,
-        None => Some(sys::bind(&cfg.listen, false).map_err(|e| e.to_string())?),
+        None => Some(sys::bind(&cfg.listen, false)?),
     };
     let mut reuse_sockets: Vec<Bound> = Vec::new();
     if listener.is_none() {
-        let first = sys::bind(&cfg.listen, true).map_err(|e| e.to_string())?;
+        let first = sys::bind(&cfg.listen, true)?;
         // With port 0, every further socket must join the first one's port.
         let actual = reuse_addr(&first, &cfg.listen);
         reuse_sockets.push(first);
         for _ in 1..cfg.max_procs {
-            reuse_sockets.push(sys::bind(&actual, true).map_err(|e| e.to_string())?);
+            reuse_sockets.push(sys::bind(&actual, true)?);
         }
     }
     // The gateway's public socket, bound before any privilege drop or fork.
     let gateway_listener = match &cfg.gateway {
         Some(g) => {
-            let b = sys::bind(&g.listen, false).map_err(|e| format!("gateway.listen: {e}"))?;
+            let b = sys::bind(&g.listen, false).map_err(StartError::GatewayListen)?;
             log::info!("gateway: public listener on {} (context {})", b.describe(), g.context);
             Some(b)
         }
@@ -131,18 +183,18 @@ fn start(overrides: Overrides, cfg: Config) -> Result<Master, String> {
         .unwrap_or_else(|| cfg.data_dir.clone());
     let pid_file = run_dir.join(PID_FILE);
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))
-        .map_err(|e| format!("write({}) failed: {e}", pid_file.display()))?;
+        .map_err(|source| StartError::PidFile { path: pid_file.display().to_string(), source })?;
     if let Some(user) = &cfg.user {
         if sys::is_root() {
-            sys::chown_tree(&cfg.data_dir, user).map_err(|e| e.to_string())?;
-            sys::drop_privileges(user).map_err(|e| e.to_string())?;
+            sys::chown_tree(&cfg.data_dir, user)?;
+            sys::drop_privileges(user)?;
             log::info!("switched to user {user}");
         } else {
             log::warn!("user = {user:?} is set but sessiond did not start as root; staying as the current user");
         }
     }
     let n = cfg.max_procs as usize;
-    let slots = process_table(cfg.max_procs);
+    let children = process_table(cfg.max_procs);
     log::info!(
         "sessiond {} listening on {} with {n} worker(s) and a reaper; data_dir {}",
         env!("CARGO_PKG_VERSION"),
@@ -162,23 +214,26 @@ fn start(overrides: Overrides, cfg: Config) -> Result<Master, String> {
         listener,
         gateway_listener,
         reuse_sockets,
-        slots,
+        children,
         retiring: Vec::new(),
         pid: nix::unistd::getpid(),
         pid_file,
+        signals,
+        stop_requested: false,
+        reload_requested: false,
     })
 }
 
 /// A fresh process table: `max_procs` workers and the reaper, all due now.
-fn process_table(max_procs: u32) -> Vec<Slot> {
-    let mut slots: Vec<Slot> = (0..max_procs as usize).map(|i| Slot::new(Kind::Worker(i))).collect();
-    slots.push(Slot::new(Kind::Reaper));
-    slots
+fn process_table(max_procs: u32) -> Vec<Child> {
+    let mut children: Vec<Child> = (0..max_procs as usize).map(|i| Child::new(Role::Worker(i))).collect();
+    children.push(Child::new(Role::Reaper));
+    children
 }
 
-impl Slot {
-    fn new(kind: Kind) -> Slot {
-        Slot { kind, pid: None, started: Instant::now(), failures: 0, respawn_at: Some(Instant::now()), fatal: false }
+impl Child {
+    fn new(role: Role) -> Child {
+        Child { role, pid: None, started: Instant::now(), failures: 0, respawn_at: Some(Instant::now()), fatal: false }
     }
 }
 
@@ -191,7 +246,8 @@ fn reuse_addr(first: &Bound, configured: &Listen) -> Listen {
     }
 }
 
-fn notify(states: &[NotifyState]) {
+/// Tells systemd (when it started us with `NOTIFY_SOCKET`) what the master is doing.
+fn tell_systemd(states: &[NotifyState]) {
     if std::env::var_os("NOTIFY_SOCKET").is_some()
         && let Err(e) = sd_notify::notify(false, states)
     {
@@ -201,78 +257,98 @@ fn notify(states: &[NotifyState]) {
 
 impl Master {
     fn main_loop(&mut self) -> i32 {
-        let term = Arc::new(AtomicBool::new(false));
-        let hup = Arc::new(AtomicBool::new(false));
-        for (sig, flag) in [
-            (signal_hook::consts::SIGTERM, &term),
-            (signal_hook::consts::SIGINT, &term),
-            (signal_hook::consts::SIGQUIT, &term),
-            (signal_hook::consts::SIGHUP, &hup),
-        ] {
-            if let Err(e) = signal_hook::flag::register(sig, flag.clone()) {
-                log::error!("cannot install the handler for signal {sig}: {e}");
-                return 1;
-            }
-        }
         sys::set_title("sessiond: master", "sessiond-master");
         self.spawn_due();
-        notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
+        tell_systemd(&[NotifyState::Ready, NotifyState::Status("serving")]);
         loop {
-            std::thread::sleep(Duration::from_millis(50));
-            self.reap_children();
-            if term.load(Ordering::Relaxed) {
+            if std::mem::take(&mut self.stop_requested) {
                 return self.shutdown();
             }
-            if hup.swap(false, Ordering::Relaxed) {
+            if std::mem::take(&mut self.reload_requested) {
                 self.reload();
+                continue;
             }
+            if let Some(code) = self.all_failed() {
+                self.shutdown();
+                return code;
+            }
+            self.wait_for_signal();
+            self.reap_children();
             self.spawn_due();
             self.kill_overdue_retirees();
-            if !self.slots.is_empty()
-                && self.slots.iter().filter(|s| matches!(s.kind, Kind::Worker(_))).all(|s| s.fatal)
-            {
-                log::error!("every worker failed fatally; stopping");
-                self.shutdown();
-                return 1;
-            }
-            if self.slots.iter().any(|s| matches!(s.kind, Kind::Reaper) && s.fatal) {
-                log::error!("the reaper failed fatally; stopping");
-                self.shutdown();
-                return 1;
+        }
+    }
+
+    /// `Some(exit code)` when the children failed so that serving cannot go
+    /// on: every worker, or the reaper, exited fatally.
+    fn all_failed(&self) -> Option<i32> {
+        let workers = || self.children.iter().filter(|c| matches!(c.role, Role::Worker(_)));
+        if !self.children.is_empty() && workers().all(|c| c.fatal) {
+            log::error!("every worker failed fatally; stopping");
+            return Some(EXIT_RETRY);
+        }
+        if self.children.iter().any(|c| c.role == Role::Reaper && c.fatal) {
+            log::error!("the reaper failed fatally; stopping");
+            return Some(EXIT_RETRY);
+        }
+        None
+    }
+
+    /// The next time the loop must act without a signal: a restart or a
+    /// SIGKILL that is due.
+    fn next_deadline(&self) -> Option<Instant> {
+        let restarts = self.children.iter().filter(|c| c.pid.is_none() && !c.fatal).filter_map(|c| c.respawn_at);
+        restarts.chain(self.retiring.iter().map(|(_, t)| *t)).min()
+    }
+
+    /// Sleeps in `sigtimedwait` until a signal arrives or the next deadline
+    /// passes. A stop or reload signal is remembered for the loop; SIGCHLD
+    /// needs nothing more (the caller reaps).
+    fn wait_for_signal(&mut self) {
+        let timeout = self.next_deadline().map(|t| t.saturating_duration_since(Instant::now()));
+        match sys::wait_signal(&self.signals, timeout) {
+            Ok(Some(Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT)) => self.stop_requested = true,
+            Ok(Some(Signal::SIGHUP)) => self.reload_requested = true,
+            Ok(_) => {}
+            Err(e) => {
+                // Cannot happen with a valid set and timeout; a master that
+                // cannot wait for signals stops rather than spin.
+                log::error!("{e}; stopping");
+                self.stop_requested = true;
             }
         }
     }
 
     fn spawn_due(&mut self) {
         let now = Instant::now();
-        for i in 0..self.slots.len() {
-            let s = &self.slots[i];
-            if s.pid.is_some() || s.fatal || s.respawn_at.is_none_or(|t| t > now) {
+        for i in 0..self.children.len() {
+            let c = &self.children[i];
+            if c.pid.is_some() || c.fatal || c.respawn_at.is_none_or(|t| t > now) {
                 continue;
             }
-            let kind = s.kind;
-            match self.fork_child(kind) {
+            let role = c.role;
+            match self.fork_child(role) {
                 Ok(pid) => {
-                    let s = &mut self.slots[i];
-                    s.pid = Some(pid);
-                    s.started = Instant::now();
-                    s.respawn_at = None;
-                    log::debug!("started {kind} (pid {pid})");
+                    let c = &mut self.children[i];
+                    c.pid = Some(pid);
+                    c.started = Instant::now();
+                    c.respawn_at = None;
+                    log::debug!("started {role} (pid {pid})");
                 }
                 Err(e) => {
-                    log::error!("cannot start {kind}: {e}; retrying in 1s");
-                    self.slots[i].respawn_at = Some(now + Duration::from_secs(1));
+                    log::error!("cannot start {role}: {e}; retrying in 1s");
+                    self.children[i].respawn_at = Some(now + Duration::from_secs(1));
                 }
             }
         }
     }
 
-    fn fork_child(&self, kind: Kind) -> Result<Pid, sys::SysError> {
-        let shared = match kind {
-            Kind::Worker(n) => self.listener.as_ref().or_else(|| {
+    fn fork_child(&self, role: Role) -> Result<Pid, sys::SysError> {
+        let shared = match role {
+            Role::Worker(n) => self.listener.as_ref().or_else(|| {
                 (!self.reuse_sockets.is_empty()).then(|| &self.reuse_sockets[n % self.reuse_sockets.len()])
             }),
-            Kind::Reaper => None,
+            Role::Reaper => None,
         };
         let dup = |e| sys::SysError { call: "dup(listening socket)".into(), source: e };
         let listener = match shared {
@@ -280,9 +356,9 @@ impl Master {
             Some(Bound::Unix(l)) => Some(Bound::Unix(l.try_clone().map_err(dup)?)),
             None => None,
         };
-        let gateway_listener = match (kind, &self.gateway_listener, &self.cfg.gateway) {
-            (Kind::Worker(_), Some(Bound::Tcp(l)), Some(_)) => Some(Bound::Tcp(l.try_clone().map_err(dup)?)),
-            (Kind::Worker(_), Some(Bound::Unix(l)), Some(_)) => Some(Bound::Unix(l.try_clone().map_err(dup)?)),
+        let gateway_listener = match (role, &self.gateway_listener, &self.cfg.gateway) {
+            (Role::Worker(_), Some(Bound::Tcp(l)), Some(_)) => Some(Bound::Tcp(l.try_clone().map_err(dup)?)),
+            (Role::Worker(_), Some(Bound::Unix(l)), Some(_)) => Some(Bound::Unix(l.try_clone().map_err(dup)?)),
             _ => None,
         };
         match sys::fork()? {
@@ -290,10 +366,10 @@ impl Master {
             Forked::Child => {
                 if let Err(e) = sys::die_with_parent(self.pid) {
                     log::error!("{e}");
-                    std::process::exit(1);
+                    std::process::exit(EXIT_RETRY);
                 }
-                let code = match kind {
-                    Kind::Worker(n) => worker::run(
+                let code = match role {
+                    Role::Worker(n) => worker::run(
                         n,
                         listener,
                         gateway_listener,
@@ -301,7 +377,7 @@ impl Master {
                         self.cfg.clone(),
                         self.stats.clone(),
                     ),
-                    Kind::Reaper => reaper::run(self.contexts.clone(), self.cfg.clone(), self.stats.clone()),
+                    Role::Reaper => reaper::run(self.contexts.clone(), self.cfg.clone(), self.stats.clone()),
                 };
                 std::process::exit(code);
             }
@@ -326,37 +402,34 @@ impl Master {
                 log::debug!("retired process {pid} {how}");
                 continue;
             }
-            let Some(slot) = self.slots.iter_mut().find(|s| s.pid == Some(pid)) else { continue };
-            slot.pid = None;
-            let lived = slot.started.elapsed();
-            if code == Some(worker::EXIT_FATAL) {
-                slot.fatal = true;
-                log::error!("{} (pid {pid}) {how}: a fatal error; not restarting it", slot.kind);
+            let Some(child) = self.children.iter_mut().find(|c| c.pid == Some(pid)) else { continue };
+            child.pid = None;
+            let lived = child.started.elapsed();
+            if code == Some(EXIT_FATAL) {
+                child.fatal = true;
+                log::error!("{} (pid {pid}) {how}: a fatal error; not restarting it", child.role);
                 continue;
             }
             // Back off only when the child failed on its own soon after it
             // started (a crash loop). A SIGKILL from outside (an operator, the
             // OOM killer) is not a loop of ours: restart at once, as nginx does.
             let killed_from_outside = matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _));
-            slot.failures = if lived < Duration::from_secs(2) && !killed_from_outside { slot.failures + 1 } else { 0 };
-            let delay = if slot.failures == 0 {
-                Duration::ZERO
-            } else {
-                Duration::from_millis(100u64 << slot.failures.min(7)).min(Duration::from_secs(10))
-            };
-            slot.respawn_at = Some(Instant::now() + delay);
+            child.failures =
+                if lived < Duration::from_secs(2) && !killed_from_outside { child.failures + 1 } else { 0 };
+            let delay = if child.failures == 0 { Duration::ZERO } else { RESTART_BACKOFF.delay(child.failures) };
+            child.respawn_at = Some(Instant::now() + delay);
             log::warn!(
                 "{} (pid {pid}) {how} after {:.1}s; restarting it{}",
-                slot.kind,
+                child.role,
                 lived.as_secs_f64(),
                 if delay.is_zero() {
                     String::new()
                 } else {
-                    format!(" in {delay:?} (crashed {} time(s) in a row)", slot.failures)
+                    format!(" in {delay:?} (crashed {} time(s) in a row)", child.failures)
                 }
             );
             self.stats.add_master(
-                if slot.kind == Kind::Reaper { MasterCounter::ReaperRestarts } else { MasterCounter::WorkerRestarts },
+                if child.role == Role::Reaper { MasterCounter::ReaperRestarts } else { MasterCounter::WorkerRestarts },
                 1,
             );
         }
@@ -364,15 +437,15 @@ impl Master {
 
     /// Sends SIGTERM to every current child and moves it to the retiring list.
     fn retire_all(&mut self) {
-        let slots = std::mem::take(&mut self.slots);
-        self.retire(slots);
+        let children = std::mem::take(&mut self.children);
+        self.retire(children);
     }
 
-    /// Sends SIGTERM to the processes of `slots` and lets them drain,
+    /// Sends SIGTERM to the processes of `children` and lets them drain,
     /// bounded by `shutdown_timeout` (then SIGKILL).
-    fn retire(&mut self, slots: Vec<Slot>) {
+    fn retire(&mut self, children: Vec<Child>) {
         let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.shutdown_timeout) + Duration::from_secs(2);
-        for pid in slots.into_iter().filter_map(|s| s.pid) {
+        for pid in children.into_iter().filter_map(|c| c.pid) {
             let _ = kill(pid, Signal::SIGTERM);
             self.retiring.push((pid, deadline));
         }
@@ -388,9 +461,11 @@ impl Master {
         }
     }
 
+    /// Waits (in `sigtimedwait`, woken by SIGCHLD or the next SIGKILL
+    /// deadline) until every retiring process is gone.
     fn wait_retirees(&mut self) {
         while !self.retiring.is_empty() {
-            std::thread::sleep(Duration::from_millis(20));
+            self.wait_for_signal();
             self.reap_children();
             self.kill_overdue_retirees();
             // A retiree already reaped by someone else would never be removed.
@@ -398,7 +473,7 @@ impl Master {
         }
     }
 
-    fn new_slots(&mut self) {
+    fn new_table(&mut self) {
         if !self.reuse_sockets.is_empty() {
             // Fewer workers: close the extra sockets, or the kernel would keep
             // hashing connections to sockets nobody accepts from.
@@ -414,31 +489,50 @@ impl Master {
                 }
             }
         }
-        self.slots = process_table(self.cfg.max_procs);
+        self.children = process_table(self.cfg.max_procs);
     }
 
+    /// SIGHUP: loads the configuration again and applies it, in named
+    /// steps; a refusal at any step leaves the running configuration as it is.
     fn reload(&mut self) {
-        notify(&[NotifyState::Reloading, NotifyState::Status("reloading")]);
+        tell_systemd(&[NotifyState::Reloading, NotifyState::Status("reloading")]);
         log::info!("SIGHUP: reloading the configuration");
-        let loaded = Config::load(&self.overrides).map_err(|e| e.to_string()).and_then(|c| {
-            // The gateway's password file, parsed now, so a bad line refuses
-            // the reload instead of failing in every new worker.
-            match &c.gateway {
-                Some(g) => crate::gateway::verifier::Verifier::load(&g.verifier)
-                    .map(|_| c)
-                    .map_err(|e| format!("gateway.verifier: {e}")),
-                None => Ok(c),
+        match self.apply_reload() {
+            Ok(()) => {
+                self.stats.add_master(MasterCounter::Reloads, 1);
+                log::info!("reload done: {} worker(s)", self.cfg.max_procs);
+                tell_systemd(&[NotifyState::Ready, NotifyState::Status("serving")]);
             }
-        });
-        let mut new = match loaded {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("reload refused, the running configuration stays: {e}");
+            Err(refused) => {
+                log::error!("{refused}");
                 self.stats.add_master(MasterCounter::ReloadFailures, 1);
-                notify(&[NotifyState::Ready, NotifyState::Status("serving (last reload refused)")]);
-                return;
+                tell_systemd(&[NotifyState::Ready, NotifyState::Status("serving (last reload refused)")]);
             }
-        };
+        }
+    }
+
+    /// The reload's steps: load and check, keep what needs a restart, then
+    /// either reopen the regions or roll a new generation of children.
+    fn apply_reload(&mut self) -> Result<(), ReloadRefused> {
+        let mut new = load_checked(&self.overrides)?;
+        self.keep_restart_only(&mut new)?;
+        let version_gone = datadir::version_problem(&self.cfg.data_dir);
+        let regions_of = |c: &Config| c.contexts.iter().map(|k| k.region_config(c.node_id)).collect::<Vec<_>>();
+        let new = Arc::new(new);
+        if version_gone.is_some() || regions_of(&new) != regions_of(&self.cfg) {
+            self.reopen_regions(new, version_gone.unwrap_or_else(|| "session limits changed".into()))?;
+        } else {
+            self.roll_generation(new);
+        }
+        self.spawn_due();
+        Ok(())
+    }
+
+    /// Puts back every setting that takes effect only at a restart (the
+    /// socket, the data directory, the user, the log level, the cluster),
+    /// warning about each that changed. `[gateway]` added is refused: its
+    /// socket is bound only at start.
+    fn keep_restart_only(&self, new: &mut Config) -> Result<(), ReloadRefused> {
         for (key, changed) in [
             ("listen", new.listen != self.cfg.listen),
             ("reuse_port", new.reuse_port != self.cfg.reuse_port),
@@ -453,12 +547,7 @@ impl Master {
         // The gateway's socket is bound once, at start: a gateway added by a
         // reload has none, and a changed gateway.listen needs a restart.
         match (&mut new.gateway, &self.gateway_listener, &self.cfg.gateway) {
-            (Some(_), None, _) => {
-                log::error!("reload refused: [gateway] was added; it needs a restart to bind gateway.listen");
-                self.stats.add_master(MasterCounter::ReloadFailures, 1);
-                notify(&[NotifyState::Ready, NotifyState::Status("serving (last reload refused)")]);
-                return;
-            }
+            (Some(_), None, _) => return Err(ReloadRefused::GatewayAdded),
             (Some(g), Some(_), Some(old)) if g.listen != old.listen => {
                 log::warn!("reload: `gateway.listen` changed; it takes effect only at the next restart");
                 g.listen = old.listen.clone();
@@ -479,73 +568,58 @@ impl Master {
         new.data_dir = self.cfg.data_dir.clone();
         new.user = self.cfg.user.clone();
         new.log_level = self.cfg.log_level.clone();
-        let regions_of = |c: &Config| c.contexts.iter().map(|k| k.region_config(c.node_id)).collect::<Vec<_>>();
-        let version_gone = datadir::version_problem(&self.cfg.data_dir);
-        let regions_change = version_gone.is_some() || regions_of(&new) != regions_of(&self.cfg);
-        let new = Arc::new(new);
-        if regions_change {
-            // Take the init lock first: if a tool holds the regions, refuse
-            // the reload now rather than after draining every worker.
-            let init = match datadir::InitLock::acquire(&self.cfg.data_dir, true, Duration::from_secs(10)) {
-                Ok(l) => l,
-                Err(e) => {
-                    log::error!(
-                        "reload refused, the running configuration stays: {e} (is a sessionctl still running?)"
-                    );
-                    self.stats.add_master(MasterCounter::ReloadFailures, 1);
-                    notify(&[NotifyState::Ready, NotifyState::Status("serving (last reload refused)")]);
-                    return;
-                }
-            };
-            // Regions are reopened (rebuilt or migrated): stop every process
-            // that maps them first. New connections wait in the backlog.
-            log::info!(
-                "reload: {}; draining the workers before reopening the regions",
-                version_gone.unwrap_or_else(|| "session limits changed".into())
-            );
-            self.retire_all();
-            self.wait_retirees();
-            // Nobody maps the regions now: flush them and mark them clean, so
-            // the reopen does not report an unclean shutdown.
-            self.contexts.close_clean();
-            let old = self.cfg.clone();
-            match Contexts::open_locked(&self.lock, &init, &new) {
-                Ok(c) => {
-                    self.contexts = Arc::new(c);
-                    self.cfg = new;
-                }
-                Err(e) => {
-                    log::error!(
-                        "reload: cannot open the regions with the new limits ({e}); reopening with the old ones"
-                    );
-                    match Contexts::open_locked(&self.lock, &init, &old) {
-                        Ok(c) => self.contexts = Arc::new(c),
-                        Err(e) => {
-                            log::error!("cannot reopen the regions: {e}; stopping");
-                            std::process::exit(1);
-                        }
+        Ok(())
+    }
+
+    /// The regions must be rebuilt or migrated (`why`): drain every child,
+    /// reopen the regions under the init lock with the new limits (the old
+    /// ones if that fails), and start a fresh table.
+    fn reopen_regions(&mut self, new: Arc<Config>, why: String) -> Result<(), ReloadRefused> {
+        // Take the init lock first: if a tool holds the regions, refuse
+        // the reload now rather than after draining every worker.
+        let init = datadir::InitLock::acquire(&self.cfg.data_dir, true, Duration::from_secs(10))
+            .map_err(|e| ReloadRefused::RegionsBusy(e.to_string()))?;
+        // Regions are reopened (rebuilt or migrated): stop every process
+        // that maps them first. New connections wait in the backlog.
+        log::info!("reload: {why}; draining the workers before reopening the regions");
+        self.retire_all();
+        self.wait_retirees();
+        // Nobody maps the regions now: flush them and mark them clean, so
+        // the reopen does not report an unclean shutdown.
+        self.contexts.close_clean();
+        match Contexts::open_locked(&self.lock, &init, &new) {
+            Ok(c) => {
+                self.contexts = Arc::new(c);
+                self.cfg = new;
+            }
+            Err(e) => {
+                log::error!("reload: cannot open the regions with the new limits ({e}); reopening with the old ones");
+                match Contexts::open_locked(&self.lock, &init, &self.cfg) {
+                    Ok(c) => self.contexts = Arc::new(c),
+                    Err(e) => {
+                        log::error!("cannot reopen the regions: {e}; stopping");
+                        std::process::exit(EXIT_RETRY);
                     }
                 }
             }
-            self.new_slots();
-        } else {
-            // Start the new generation first, then let the old one drain.
-            let old_slots = std::mem::take(&mut self.slots);
-            // Same regions, possibly new cookie, URL-parameter or reaper settings.
-            self.contexts = Arc::new(self.contexts.with_configs(&new.contexts));
-            self.cfg = new;
-            self.new_slots();
-            self.spawn_due();
-            self.retire(old_slots);
         }
+        self.new_table();
+        Ok(())
+    }
+
+    /// Same regions, possibly new cookie, URL-parameter or reaper settings:
+    /// start the new generation first, then let the old one drain.
+    fn roll_generation(&mut self, new: Arc<Config>) {
+        let old = std::mem::take(&mut self.children);
+        self.contexts = Arc::new(self.contexts.with_configs(&new.contexts));
+        self.cfg = new;
+        self.new_table();
         self.spawn_due();
-        self.stats.add_master(MasterCounter::Reloads, 1);
-        log::info!("reload done: {} worker(s)", self.cfg.max_procs);
-        notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
+        self.retire(old);
     }
 
     fn shutdown(&mut self) -> i32 {
-        notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+        tell_systemd(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
         log::info!("stopping: draining requests in flight (at most {}s)", self.cfg.shutdown_timeout);
         self.retire_all();
         self.wait_retirees();
@@ -560,6 +634,18 @@ impl Master {
             let _ = std::fs::remove_file(p);
         }
         log::info!("stopped cleanly");
-        0
+        EXIT_OK
     }
+}
+
+/// Reload step one: the configuration as the files and flags say now, with
+/// the gateway's password file parsed, so a bad line refuses the reload
+/// instead of failing in every new worker.
+fn load_checked(overrides: &Overrides) -> Result<Config, ReloadRefused> {
+    let c = Config::load(overrides).map_err(|e| ReloadRefused::Invalid(e.to_string()))?;
+    if let Some(g) = &c.gateway {
+        crate::gateway::verifier::Verifier::load(&g.verifier)
+            .map_err(|e| ReloadRefused::Invalid(format!("gateway.verifier: {e}")))?;
+    }
+    Ok(c)
 }

@@ -11,97 +11,69 @@
 //! webhook sender, and runs its sweeps between the runtime's ticks.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::bootstrap::{self, Role, Shutdown};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::contexts::Contexts;
 use crate::metrics::ServerStats;
-use crate::sys;
 
 /// Runs until SIGTERM/SIGINT; returns the exit code.
 pub fn run(contexts: Arc<Contexts>, config: Arc<Config>, stats: Arc<ServerStats>) -> i32 {
-    crate::logging::set_role(crate::logging::Role::Reaper);
-    sys::set_title("sessiond: reaper", "sessiond-reaper");
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGQUIT] {
-        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-            log::error!("reaper: cannot install the handler for signal {sig}: {e}");
-            return crate::worker::EXIT_FATAL;
-        }
-    }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            log::error!("reaper: cannot build the tokio runtime: {e}");
-            return 1;
-        }
-    };
     // The reaper's counters go to the block after the workers'.
-    let metrics = crate::session::HubMetrics { stats, block: config.max_procs as usize };
-    let hub = {
-        let _rt = rt.enter();
-        crate::session::notify::hub_for_process(&config, contexts.names(), metrics, "sessiond reaper")
-    };
-    let hub = match hub {
-        Ok(h) => h,
+    let p = match bootstrap::start(Role::Reaper, &contexts, &config, stats, config.max_procs as usize) {
+        Ok(p) => p,
         Err(e) => {
-            log::error!("reaper: cannot start the lifecycle webhook: {e}");
-            return crate::worker::EXIT_FATAL;
+            log::error!("reaper: {e}");
+            return e.exit_code();
         }
     };
-    if let Some(h) = &hub {
-        rt.spawn(h.clone().run());
-    }
-    let contexts = contexts.with_hub(hub.clone());
+    let contexts = p.contexts.clone();
     // Cluster mode: reconcile at start, flush change marks, sweep the store.
-    let cluster = match contexts.open_cluster(&config) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!("reaper: cluster: {e}");
-            return crate::worker::EXIT_FATAL;
-        }
-    };
-    let contexts = Arc::new(contexts.with_cluster(cluster.clone()));
-    let cluster_task =
-        cluster.map(|c| rt.spawn(crate::session::cluster::background::run(c, contexts.all_sessions(), hub)));
+    let cluster_task = p.cluster.clone().map(|c| {
+        let hub = contexts.iter().next().and_then(|c| c.sessions.hub().cloned());
+        p.rt.spawn(crate::session::cluster::background::run(c, contexts.all_sessions(), hub))
+    });
     // The gateway's destroy notices: reconcile and deliver (one process
     // delivers, so a notice is never claimed twice).
-    match crate::gateway::GatewayCore::new(&config, &contexts) {
+    match p.gateway_core(&config) {
         Ok(Some(core)) => {
-            rt.spawn(crate::gateway::run_outbox(core, contexts.clone()));
+            p.rt.spawn(crate::gateway::run_outbox(core, contexts.clone()));
         }
         Ok(None) => {}
         Err(e) => log::error!("reaper: the gateway's destroy notices will not be delivered: {e}"),
     }
-    let fatal = rt.block_on(async {
+    let shutdown = p.shutdown.clone();
+    let fatal = p.rt.block_on(async {
         match cluster_task {
             None => {
-                sweep_loop(&contexts, &stop).await;
+                sweep_loop(&contexts, shutdown).await;
                 false
             }
             Some(task) => tokio::select! {
-                _ = sweep_loop(&contexts, &stop) => false,
+                _ = sweep_loop(&contexts, shutdown) => false,
                 // The cluster task ends only on a fatal error (logged).
                 r = task => r.is_ok(),
             },
         }
     });
     if fatal {
-        return crate::worker::EXIT_FATAL;
+        return bootstrap::EXIT_FATAL;
     }
     // Give the dispatcher one last pass so the final sweep's events are
     // offered before the process exits.
     // The sleep is built inside block_on: a timer needs the runtime's context.
-    rt.block_on(async { tokio::time::sleep(2 * crate::session::events::DISPATCH_PERIOD).await });
-    0
+    p.rt.block_on(async { tokio::time::sleep(2 * crate::session::events::DISPATCH_PERIOD).await });
+    bootstrap::EXIT_OK
 }
 
-async fn sweep_loop(contexts: &Contexts, stop: &AtomicBool) {
+/// Sweeps each context when it is due, sleeping until the next one is due
+/// or the process is told to stop, whichever comes first.
+async fn sweep_loop(contexts: &Contexts, mut shutdown: Shutdown) {
     let start = Instant::now();
     let mut next: Vec<Instant> = contexts.iter().map(|_| start).collect();
-    while !stop.load(Ordering::Relaxed) {
+    while !shutdown.is_shutdown() {
         let now = Instant::now();
         for (c, due) in contexts.iter().zip(next.iter_mut()) {
             if now < *due {
@@ -127,6 +99,14 @@ async fn sweep_loop(contexts: &Contexts, stop: &AtomicBool) {
             }
             *due = now + Duration::from_secs(c.cfg.reap_interval);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some(wake) = next.iter().min().copied() else {
+            // No context: nothing to sweep, only a stop to wait for.
+            shutdown.recv().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = shutdown.recv() => return,
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! System calls the server needs around processes: fork, parent-death
-//! signals, process titles, privilege drop, socket setup.
+//! signals, waiting for signals, process titles, privilege drop, socket
+//! setup, counter files.
 //!
 //! This is the only module besides `region` that holds `unsafe`. Every
 //! failure names the call and its arguments (nginx style). It never starts a
@@ -66,6 +67,49 @@ pub fn die_with_parent(parent: Pid) -> Result<(), SysError> {
         std::process::exit(0);
     }
     Ok(())
+}
+
+/// Blocks `signals` for this (single-threaded) process and returns the set,
+/// for [`wait_signal`]: the master takes its signals synchronously, as
+/// nginx's master does in `sigsuspend`, so no handler runs at all. Children
+/// inherit the mask and undo it with [`unblock_signals`].
+pub fn block_signals(signals: &[nix::sys::signal::Signal]) -> Result<nix::sys::signal::SigSet, SysError> {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for s in signals {
+        set.add(*s);
+    }
+    set.thread_block().map_err(|e| SysError { call: "sigprocmask(SIG_BLOCK)".into(), source: e.into() })?;
+    Ok(set)
+}
+
+/// Unblocks every signal (a child, after its handlers are installed).
+pub fn unblock_signals() {
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
+}
+
+/// Waits (`sigtimedwait`) until one of the blocked `set` is pending and
+/// takes it; `None` when `timeout` passed first (or a signal outside the
+/// set interrupted the wait). No timeout: wait as long as it takes.
+pub fn wait_signal(
+    set: &nix::sys::signal::SigSet,
+    timeout: Option<std::time::Duration>,
+) -> Result<Option<nix::sys::signal::Signal>, SysError> {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `set` is a valid, initialised sigset_t; the info pointer may be
+    // null; `ts_ptr` is null or points at `ts`, which outlives the call.
+    let r = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), ts_ptr) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+            _ => Err(SysError { call: "sigtimedwait()".into(), source: e }),
+        };
+    }
+    Ok(nix::sys::signal::Signal::try_from(r).ok())
 }
 
 static ARGV_START: AtomicPtr<c_char> = AtomicPtr::new(std::ptr::null_mut());
@@ -238,10 +282,18 @@ pub fn chown_tree(dir: &Path, user: &str) -> Result<(), SysError> {
     walk(dir, u.uid, u.gid, 0)
 }
 
-pub use crate::syscalls::{fallocate, is_root};
+pub use crate::disk::fallocate;
 
-/// A file of u64 counters, mapped shared, updated atomically by every
-/// process (server-wide HTTP metrics). The file is recreated at each start.
+/// Whether we run as root (effective uid 0).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A file of u64 words, mapped shared, updated atomically by every process:
+/// the server-wide HTTP metrics (recreated at each start, [`CounterFile::create`])
+/// and the cluster's owner tables and node state (kept across restarts,
+/// [`CounterFile::open_sized`]). Its blocks are reserved before it is
+/// mapped, so a full disk is an error at open, never a SIGBUS later.
 pub struct CounterFile {
     map: memmap2::MmapRaw,
     words: usize,
@@ -266,6 +318,30 @@ impl CounterFile {
         f.set_len(len).map_err(err(format!("ftruncate({}, {len})", path.display())))?;
         // Reserve the blocks now: a sparse page that cannot be allocated on
         // a full disk would SIGBUS the first process that writes to it.
+        fallocate(&f, len).map_err(err(format!("fallocate({}, {len} bytes)", path.display())))?;
+        Self::map(&f, path)
+    }
+
+    /// Opens (creating it, mode 0600) the file of `words` counters at
+    /// `path` and keeps what it holds: a file of another size is extended
+    /// with zeros or cut, so the counters that remain keep their values
+    /// (files that outlive a restart, such as the cluster's shared words).
+    pub fn open_sized(path: &Path, words: usize) -> Result<CounterFile, SysError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(err(format!("open({}, O_CREAT, 0600)", path.display())))?;
+        let len = (words.max(1) * 8) as u64;
+        let now = f.metadata().map_err(err(format!("fstat({})", path.display())))?.len();
+        if now != len {
+            f.set_len(len).map_err(err(format!("ftruncate({}, {len})", path.display())))?;
+        }
+        // As in `create`: a full disk must fail here, not SIGBUS a writer later.
         fallocate(&f, len).map_err(err(format!("fallocate({}, {len} bytes)", path.display())))?;
         Self::map(&f, path)
     }
@@ -301,13 +377,20 @@ impl CounterFile {
 
     /// Counter `i`; an index past the end yields a spare counter.
     pub fn at(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
-        if i >= self.words {
+        self.get(i).unwrap_or_else(|| {
             debug_assert!(false, "counter index {i} out of range {}", self.words);
-            return &SPARE;
+            &SPARE
+        })
+    }
+
+    /// Counter `i`, or `None` past the end.
+    pub fn get(&self, i: usize) -> Option<&std::sync::atomic::AtomicU64> {
+        if i >= self.words {
+            return None;
         }
         // SAFETY: i < words, so the 8-byte word lies inside the page-aligned
         // mapping and is 8-aligned; every process accesses it only
         // atomically, and the reference cannot outlive &self (the mapping).
-        unsafe { std::sync::atomic::AtomicU64::from_ptr((self.map.as_mut_ptr() as *mut u64).add(i)) }
+        Some(unsafe { std::sync::atomic::AtomicU64::from_ptr((self.map.as_mut_ptr() as *mut u64).add(i)) })
     }
 }

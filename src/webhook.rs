@@ -4,8 +4,10 @@
 //! This module owns the webhook subscriber's delivery engine: a bounded
 //! backlog of batches, one delivery task per process that POSTs them in
 //! order, retries with jittered exponential back-off, and the counters behind
-//! [`WebhookStats`]. It also owns the signature ([`sign`]) and the secret-file
-//! format ([`parse_secret`]).
+//! [`WebhookStats`]. It also owns the secret-file format ([`parse_secret`])
+//! and the one struct of webhook settings ([`WebhookConfig`]). The client,
+//! the signature, the back-off and the URL rules are the outbound module's
+//! ([`crate::outbound`]), shared with the gateway.
 //!
 //! It must never slow a request: the only call made from the event dispatcher
 //! is [`Webhook::offer`], which neither blocks nor awaits, and drops the batch
@@ -15,40 +17,37 @@
 //!
 //! # Wire format
 //! Each batch is one `POST` of `{"events":[...]}` with
-//! `content-type: application/json` and the three Standard Webhooks headers:
-//! `webhook-id` (`msg_` + 22 base64url characters, the same on every retry of
-//! a batch), `webhook-timestamp` (unix seconds of the attempt) and
-//! `webhook-signature` (`v1,` + base64 of HMAC-SHA256 over
-//! `"{id}.{timestamp}.{body}"`, computed per attempt). A 2xx answer delivers
-//! the batch; `410 Gone` drops it at once; anything else, a connection error
-//! or a timeout is retried until `max_attempts`.
+//! `content-type: application/json` and the three Standard Webhooks headers
+//! ([`crate::outbound::sign`]): `webhook-id` (`msg_` + 22 base64url
+//! characters, the same on every retry of a batch), `webhook-timestamp`
+//! (unix seconds of the attempt) and `webhook-signature` (`v1,` + base64 of
+//! HMAC-SHA256 over `"{id}.{timestamp}.{body}"`, computed per attempt). A
+//! 2xx answer delivers the batch; `410 Gone` drops it at once; anything
+//! else, a connection error or a timeout is retried until `max_attempts`.
 //!
-//! Signing is a few lines over `hmac` and `sha2`, which the crate already
-//! uses; the tests check it against the specification's published vector.
 //! Host names are resolved by hyper-util's resolver, which runs on the
 //! caller's runtime's blocking pool; IP-literal URLs need no resolution.
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue, USER_AGENT};
-use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::header::HeaderValue;
+use hyper::{StatusCode, Uri};
 use serde_json::Value;
-use sha2::Sha256;
 use tokio::sync::mpsc;
+
+use crate::logging::RateLimit;
+use crate::outbound::retry::{Backoff, Jitter};
+use crate::outbound::sign::MessageIds;
+pub use crate::outbound::sign::sign;
+use crate::outbound::url::{Rules, Shown, UrlError, redact};
+use crate::outbound::{ClientOptions, HttpClient, OutboundError};
 
 /// Prefix of a secret file in the Standard Webhooks form.
 const SECRET_PREFIX: &[u8] = b"whsec_";
@@ -64,8 +63,8 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(5);
 /// Longest delay between two attempts at one batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// At most one warning line of a kind per this interval; the rest are counted.
-const WARN_INTERVAL: Duration = Duration::from_secs(10);
+/// At most one warning line of a kind per this interval, in ms; the rest are counted.
+const WARN_INTERVAL_MS: u64 = 10_000;
 
 /// How much of a response body is read (and thrown away) so the connection
 /// can go back to the pool; a longer body just closes the connection.
@@ -77,13 +76,14 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why a webhook could not be configured or its secret read.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
-    /// The URL does not parse, or is not an absolute http:// or https:// URL with a host.
+    /// The URL is not an absolute http:// or https:// URL with a host, or
+    /// carries credentials.
     #[error("webhook url {url:?}: {why}; give an absolute http:// or https:// URL such as https://example.com/hooks")]
     BadUrl {
         /// The URL as configured (user:password@, if any, removed).
         url: String,
         /// What is wrong with it.
-        why: &'static str,
+        why: UrlError,
     },
     /// The secret is empty (or is `whsec_` with nothing after it).
     #[error("webhook secret is empty; put the key, raw or as whsec_<base64>, in the secret file")]
@@ -116,9 +116,18 @@ pub enum WebhookError {
     /// [`Webhook::start`] was called outside a tokio runtime.
     #[error("Webhook::start must be called inside a tokio runtime (after fork, on the process's runtime)")]
     NoRuntime,
+    /// `events.url` is set but `events.secret_file` is not.
+    #[error("events.url is set but events.secret_file is not; point it at a file holding the signing secret")]
+    NoSecretFile,
+    /// The secret file could not be read, or its content is not a secret.
+    #[error("{0}")]
+    SecretFile(String),
 }
 
-/// What a webhook delivers to and how hard it tries.
+/// The lifecycle webhook's settings: what it delivers to, how hard it
+/// tries, and what the subscriber sends (the one struct for them; the
+/// configuration's `[events]` table is read into it by
+/// [`crate::session::lifecycle_webhook::webhook_settings`]).
 #[derive(Clone)]
 pub struct WebhookConfig {
     /// The receiver: an absolute `http://` or `https://` URL.
@@ -134,6 +143,12 @@ pub struct WebhookConfig {
     pub backlog: usize,
     /// Who is sending, e.g. "sessiond worker 3": in the `user-agent` header and log lines.
     pub origin: String,
+    /// Events per POST (the subscriber's batching).
+    pub max_batch: usize,
+    /// Whether `touched` events are sent.
+    pub include_touched: bool,
+    /// Node id, carried in each event.
+    pub node_id: u32,
 }
 
 impl fmt::Debug for WebhookConfig {
@@ -145,10 +160,12 @@ impl fmt::Debug for WebhookConfig {
             .field("max_attempts", &self.max_attempts)
             .field("backlog", &self.backlog)
             .field("origin", &self.origin)
+            .field("max_batch", &self.max_batch)
+            .field("include_touched", &self.include_touched)
+            .field("node_id", &self.node_id)
             .finish()
     }
 }
-
 /// A copy of a webhook's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WebhookStats {
@@ -205,13 +222,13 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// Validates `cfg`, loads the system's TLS roots and spawns the delivery
-    /// task with `tokio::spawn`.
+    /// Validates `cfg`, builds the client ([`crate::outbound::client`]) and
+    /// spawns the delivery task with `tokio::spawn`.
     ///
     /// Must be called inside a tokio runtime (after fork: the task lives on
-    /// the calling process's runtime). If the TLS roots cannot be loaded it
-    /// logs a warning and still serves `http://` URLs; attempts at an
-    /// `https://` URL then fail, each with that reason.
+    /// the calling process's runtime). If the TLS roots cannot be loaded the
+    /// outbound client's one policy applies: a warning, `http://` works, and
+    /// attempts at an `https://` URL fail, each with that reason.
     pub fn start(cfg: WebhookConfig) -> Result<Webhook, WebhookError> {
         tokio::runtime::Handle::try_current().map_err(|_| WebhookError::NoRuntime)?;
         let uri = parse_url(&cfg.url)?;
@@ -233,15 +250,20 @@ impl Webhook {
         }
         let user_agent = HeaderValue::try_from(format!("sessiond/{} ({})", env!("CARGO_PKG_VERSION"), cfg.origin))
             .map_err(|_| WebhookError::BadOrigin { origin: cfg.origin.clone() })?;
-        let (mut id_prefix, mut rng) = ([0u8; 8], [0u8; 8]);
-        getrandom::getrandom(&mut id_prefix).map_err(WebhookError::Random)?;
+        let ids = MessageIds::new().map_err(WebhookError::Random)?;
+        let mut rng = [0u8; 8];
         getrandom::getrandom(&mut rng).map_err(WebhookError::Random)?;
         let log_url = log_url_of(&cfg.url);
-        let transport = Transport::new(cfg.timeout, &log_url, &cfg.origin);
+        let opts = ClientOptions {
+            connect_timeout: Some(cfg.timeout),
+            pool_idle_timeout: POOL_IDLE_TIMEOUT,
+            pool_max_idle_per_host: 1,
+        };
+        let client = HttpClient::new(opts, &format!("webhook {log_url} ({})", cfg.origin));
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel(cfg.backlog);
         let deliverer = Deliverer {
-            transport,
+            client,
             uri,
             log_url,
             secret: cfg.secret,
@@ -251,11 +273,10 @@ impl Webhook {
             max_attempts: cfg.max_attempts,
             backlog: cfg.backlog,
             counters: counters.clone(),
-            id_prefix,
-            next_seq: 0,
-            rng: u64::from_le_bytes(rng) | 1,
-            failure_warn: WarnLimiter::new(WARN_INTERVAL),
-            refused_warn: WarnLimiter::new(WARN_INTERVAL),
+            ids,
+            jitter: Jitter::new(u64::from_le_bytes(rng)),
+            failure_warn: RateLimit::new(WARN_INTERVAL_MS),
+            refused_warn: RateLimit::new(WARN_INTERVAL_MS),
             refused_reported: 0,
         };
         tokio::spawn(deliverer.run(rx));
@@ -296,25 +317,6 @@ impl Webhook {
     }
 }
 
-/// HMAC-SHA256 of the concatenation of `parts` under `key`: the one MAC of
-/// the crate (webhook signatures, session keys, control handles).
-pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    // HMAC takes a key of any length: this cannot fail.
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
-    for p in parts {
-        mac.update(p);
-    }
-    mac.finalize().into_bytes().into()
-}
-
-/// Signs one delivery: `"v1,"` + standard base64 of
-/// HMAC-SHA256(`secret`, `"{msg_id}.{timestamp}.{body}"`).
-pub fn sign(secret: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-    let ts = timestamp.to_string();
-    let mac = hmac_sha256(secret, &[msg_id.as_bytes(), b".", ts.as_bytes(), b".", body]);
-    format!("v1,{}", STANDARD.encode(mac))
-}
-
 /// Reads a secret file's bytes.
 ///
 /// `whsec_<base64>` (the Standard Webhooks form; surrounding whitespace such
@@ -337,105 +339,15 @@ fn out_of_range(field: &'static str, value: String, want: String) -> WebhookErro
     WebhookError::OutOfRange { field, value, want }
 }
 
-/// Parses and checks the receiver URL.
+/// Parses and checks the receiver URL ([`Rules::RECEIVER`]: no credentials).
 fn parse_url(url: &str) -> Result<Uri, WebhookError> {
-    let bad = |why| WebhookError::BadUrl { url: without_userinfo(url), why };
-    let uri: Uri = url.parse().map_err(|_| bad("not a valid URL"))?;
-    match uri.scheme_str() {
-        Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {}
-        Some(_) => return Err(bad("the scheme must be http or https")),
-        None => return Err(bad("the URL must be absolute, starting with http:// or https://")),
-    }
-    let Some(authority) = uri.authority() else {
-        return Err(bad("the URL has no host"));
-    };
-    if authority.as_str().contains('@') {
-        return Err(bad("credentials in the URL (user:password@) are not supported"));
-    }
-    if authority.host().is_empty() {
-        return Err(bad("the URL has no host"));
-    }
-    Ok(uri)
-}
-
-/// `url` with any `user:password@` removed, for error messages.
-fn without_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-        None => url.to_string(),
-    }
+    crate::outbound::url::check(url, Rules::RECEIVER).map_err(|why| WebhookError::BadUrl { url: log_url_of(url), why })
 }
 
 /// The URL as log lines show it: no credentials, and the query string (which
 /// often carries a token) replaced by `?…`.
 fn log_url_of(url: &str) -> String {
-    let clean = without_userinfo(url);
-    let clean = clean.split_once('#').map_or(clean.as_str(), |(u, _)| u);
-    match clean.split_once('?') {
-        Some((u, _)) => format!("{u}?…"),
-        None => clean.to_string(),
-    }
-}
-
-/// Unix seconds now (0 if the clock is before 1970).
-fn unix_seconds() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// Delay before the attempt that follows failed attempt number `failed`
-/// (1-based): `initial` doubled per further failure, at most [`MAX_BACKOFF`].
-fn backoff(initial: Duration, failed: u32) -> Duration {
-    let doublings = failed.saturating_sub(1).min(31);
-    initial.saturating_mul(1u32 << doublings).min(MAX_BACKOFF)
-}
-
-/// `e` and its sources, joined by ": ".
-fn error_chain(e: &dyn StdError) -> String {
-    let mut s = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    s
-}
-
-/// Lets one line of a kind through per interval and counts the rest.
-#[derive(Debug)]
-struct WarnLimiter {
-    /// Shortest time between two lines.
-    interval: Duration,
-    /// When the last line went out.
-    last: Option<Instant>,
-    /// Lines held back since then.
-    suppressed: u64,
-}
-
-impl WarnLimiter {
-    /// A limiter that has let nothing through yet.
-    fn new(interval: Duration) -> WarnLimiter {
-        WarnLimiter { interval, last: None, suppressed: 0 }
-    }
-
-    /// `Some(lines held back since the last one)` if a line may go out at
-    /// `now`; otherwise counts one more held-back line and returns `None`.
-    fn admit(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(last) if now.saturating_duration_since(last) < self.interval => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
+    redact(url, Shown::QueryElided)
 }
 
 /// " (N similar warning(s) suppressed)", or nothing.
@@ -448,12 +360,11 @@ fn suppressed_note(n: u64) -> String {
 enum Failure {
     /// The receiver answered with a status outside 2xx.
     Status(StatusCode),
-    /// Connecting, the TLS handshake or the HTTP exchange failed.
-    Transport(String),
+    /// Connecting, the TLS handshake or the HTTP exchange failed, or
+    /// https:// could not be tried without TLS roots.
+    Send(OutboundError),
     /// No response head within the per-attempt timeout.
     Timeout(Duration),
-    /// The URL is https:// but this process could not load TLS roots.
-    NoTls(String),
     /// The batch could not be encoded or the request built (a bug here, not the receiver's fault).
     Local(String),
 }
@@ -469,69 +380,18 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Status(s) => write!(f, "HTTP {s}"),
-            Failure::Transport(e) => f.write_str(e),
+            Failure::Send(e) => write!(f, "{e}"),
             Failure::Timeout(t) => write!(f, "no response within {t:?}"),
-            Failure::NoTls(why) => write!(f, "https:// needs TLS roots, and the system's could not be loaded ({why})"),
             Failure::Local(e) => write!(f, "could not build the request: {e}"),
         }
-    }
-}
-
-/// The HTTP client, pooled and keep-alive.
-enum Transport {
-    /// TLS roots loaded: `http://` and `https://` URLs.
-    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
-    /// TLS roots could not be loaded: `http://` only.
-    Plain {
-        /// A plain-HTTP client.
-        client: Client<HttpConnector, Full<Bytes>>,
-        /// Why the roots could not be loaded.
-        roots_error: String,
-    },
-}
-
-impl Transport {
-    /// Builds the client; `log_url` and `origin` only name the webhook in a warning.
-    fn new(timeout: Duration, log_url: &str, origin: &str) -> Transport {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(timeout));
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder.pool_timer(TokioTimer::new()).pool_idle_timeout(POOL_IDLE_TIMEOUT).pool_max_idle_per_host(1);
-        match HttpsConnectorBuilder::new().with_native_roots() {
-            Ok(tls) => Transport::Tls(builder.build(tls.https_or_http().enable_http1().wrap_connector(http))),
-            Err(e) => {
-                log::warn!(
-                    "webhook {log_url} ({origin}): cannot load the system's TLS root certificates ({e}); \
-                     only http:// receivers can be reached"
-                );
-                http.enforce_http(true);
-                Transport::Plain { client: builder.build(http), roots_error: e.to_string() }
-            }
-        }
-    }
-
-    /// Sends one request and returns the response head.
-    async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Failure> {
-        let result = match self {
-            Transport::Tls(client) => client.request(req).await,
-            Transport::Plain { client, roots_error } => {
-                if req.uri().scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("https")) {
-                    return Err(Failure::NoTls(roots_error.clone()));
-                }
-                client.request(req).await
-            }
-        };
-        result.map_err(|e| Failure::Transport(error_chain(&e)))
     }
 }
 
 /// The delivery task's state: it owns the backlog's receiving side and sends
 /// one batch at a time.
 struct Deliverer {
-    /// The HTTP client.
-    transport: Transport,
+    /// The HTTP client, pooled and keep-alive.
+    client: HttpClient<Full<Bytes>>,
     /// The receiver URL.
     uri: Uri,
     /// The URL as log lines show it.
@@ -550,16 +410,14 @@ struct Deliverer {
     backlog: usize,
     /// Counters shared with the handles.
     counters: Arc<Counters>,
-    /// Random per-process half of every message id.
-    id_prefix: [u8; 8],
-    /// Sequence half of the next message id.
-    next_seq: u64,
-    /// xorshift64* state for back-off jitter (never zero).
-    rng: u64,
+    /// Message ids: one per batch, kept across its retries.
+    ids: MessageIds,
+    /// Back-off jitter.
+    jitter: Jitter,
     /// Limits "batch dropped" warnings.
-    failure_warn: WarnLimiter,
+    failure_warn: RateLimit,
     /// Limits "backlog full" warnings.
-    refused_warn: WarnLimiter,
+    refused_warn: RateLimit,
     /// `refused_batches` as of the last "backlog full" warning.
     refused_reported: u64,
 }
@@ -574,35 +432,15 @@ impl Deliverer {
         log::debug!("webhook {} ({}): every handle dropped; delivery task ends", self.log_url, self.origin);
     }
 
-    /// A fresh message id: `msg_` + base64url(random prefix ‖ sequence).
-    fn next_id(&mut self) -> String {
-        let mut raw = [0u8; 16];
-        raw[..8].copy_from_slice(&self.id_prefix);
-        raw[8..].copy_from_slice(&self.next_seq.to_be_bytes());
-        self.next_seq = self.next_seq.wrapping_add(1);
-        format!("msg_{}", URL_SAFE_NO_PAD.encode(raw))
-    }
-
-    /// `d` with equal jitter: uniform in [d/2, d).
-    fn jittered(&mut self, d: Duration) -> Duration {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        let unit = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
-        let half = d / 2;
-        half + half.mul_f64(unit)
-    }
-
     /// Sends one batch, retrying as the rules say, and counts the outcome.
     async fn deliver(&mut self, events: Vec<Value>) {
         let count = events.len() as u64;
-        let id = self.next_id();
+        let id = self.ids.next_id();
         let body = match serde_json::to_vec(&serde_json::json!({ "events": events })) {
             Ok(b) => Bytes::from(b),
             Err(e) => return self.drop_batch(&id, count, 0, &Failure::Local(e.to_string())),
         };
+        let backoff = Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -627,7 +465,7 @@ impl Deliverer {
             if failure.is_final() || attempt >= self.max_attempts {
                 return self.drop_batch(&id, count, attempt, &failure);
             }
-            let pause = self.jittered(backoff(INITIAL_BACKOFF, attempt));
+            let pause = self.jitter.apply(backoff.delay(attempt));
             tokio::time::sleep(pause).await;
         }
     }
@@ -635,19 +473,10 @@ impl Deliverer {
     /// One attempt: signs with this attempt's timestamp, sends, and reads the
     /// status. Ok means 2xx.
     async fn attempt(&self, id: &str, body: &Bytes) -> Result<(), Failure> {
-        let timestamp = unix_seconds();
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri(self.uri.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(USER_AGENT, self.user_agent.clone())
-            .header("webhook-id", id)
-            .header("webhook-timestamp", timestamp)
-            .header("webhook-signature", sign(&self.secret, id, timestamp, body))
-            .body(Full::new(body.clone()))
+        let req = crate::outbound::sign::signed_post(&self.secret, self.uri.clone(), self.user_agent.clone(), id, body)
             .map_err(|e| Failure::Local(e.to_string()))?;
-        let resp = match tokio::time::timeout(self.timeout, self.transport.send(req)).await {
-            Ok(r) => r?,
+        let resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Ok(r) => r.map_err(Failure::Send)?,
             Err(_) => return Err(Failure::Timeout(self.timeout)),
         };
         let status = resp.status();
@@ -660,7 +489,7 @@ impl Deliverer {
     /// Gives a batch up: counts it and logs (rate-limited) why.
     fn drop_batch(&mut self, id: &str, count: u64, attempts: u32, failure: &Failure) {
         self.counters.dropped(count);
-        if let Some(suppressed) = self.failure_warn.admit(Instant::now()) {
+        if let Some(suppressed) = self.failure_warn.allow(crate::clock::now_ms()) {
             let why = if failure.is_final() { " (final: not retried)" } else { "" };
             log::warn!(
                 "webhook {} ({}): dropped batch {id} of {count} event(s) after {attempts} attempt(s); \
@@ -675,7 +504,7 @@ impl Deliverer {
     /// Logs (rate-limited) batches that `offer` refused since the last report.
     fn report_refused(&mut self) {
         let total = self.counters.refused_batches.load(Ordering::Relaxed);
-        if total == self.refused_reported || self.refused_warn.admit(Instant::now()).is_none() {
+        if total == self.refused_reported || self.refused_warn.allow(crate::clock::now_ms()).is_none() {
             return;
         }
         log::warn!(
@@ -693,6 +522,7 @@ impl Deliverer {
 mod tests {
     use std::collections::VecDeque;
     use std::sync::Mutex;
+    use std::time::Instant;
 
     use http_body_util::Empty;
     use hyper::HeaderMap;
@@ -701,6 +531,11 @@ mod tests {
     use hyper_util::rt::TokioIo;
     use serde_json::json;
     use tokio::net::TcpListener;
+
+    use hmac::{Hmac, Mac};
+    use hyper::body::Incoming;
+    use hyper::{Method, Request, Response};
+    use sha2::Sha256;
 
     use super::*;
 
@@ -779,6 +614,9 @@ mod tests {
             max_attempts: 3,
             backlog: 8,
             origin: "sessiond worker 3".into(),
+            max_batch: 100,
+            include_touched: false,
+            node_id: 1,
         }
     }
 
@@ -856,27 +694,6 @@ mod tests {
         assert!(!shown.contains("sup3r") && !shown.contains("t0k") && !shown.contains("pw@"), "{shown}");
         assert_eq!(log_url_of("https://u:pw@example.com/h?token=t0k"), "https://example.com/h?…");
         assert_eq!(log_url_of("http://example.com:8080/h"), "http://example.com:8080/h");
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let ms = Duration::from_millis;
-        assert_eq!(backoff(ms(500), 1), ms(500));
-        assert_eq!(backoff(ms(500), 2), ms(1000));
-        assert_eq!(backoff(ms(500), 4), ms(4000));
-        assert_eq!(backoff(ms(500), 8), MAX_BACKOFF);
-        assert_eq!(backoff(ms(500), u32::MAX), MAX_BACKOFF);
-    }
-
-    #[test]
-    fn warn_limiter_lets_one_line_per_interval_and_counts_the_rest() {
-        let t0 = Instant::now();
-        let mut l = WarnLimiter::new(Duration::from_secs(10));
-        assert_eq!(l.admit(t0), Some(0));
-        assert_eq!(l.admit(t0 + Duration::from_secs(1)), None);
-        assert_eq!(l.admit(t0 + Duration::from_secs(9)), None);
-        assert_eq!(l.admit(t0 + Duration::from_secs(10)), Some(2));
-        assert_eq!(l.admit(t0 + Duration::from_secs(11)), None);
     }
 
     #[tokio::test(flavor = "current_thread")]

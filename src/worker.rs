@@ -9,7 +9,7 @@
 //! those belong to the master.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -18,15 +18,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::bootstrap::{self, BootError, Process, Role, Shutdown};
 use crate::config::{Config, Listen};
 use crate::contexts::Contexts;
 use crate::gateway::public::Gateway;
 use crate::http::{AppState, handle};
 use crate::metrics::{ServerStats, WorkerCounter};
-use crate::sys::{self, Bound};
-
-/// Exit code a child uses when restarting it cannot help (bad socket).
-pub const EXIT_FATAL: i32 = 2;
+use crate::sys::Bound;
 
 /// Runs worker `n` until told to stop; returns the process exit code.
 /// `gateway_listener` is the gateway's public socket, when `[gateway]` is
@@ -39,89 +37,55 @@ pub fn run(
     config: Arc<Config>,
     stats: Arc<ServerStats>,
 ) -> i32 {
-    crate::logging::set_role(crate::logging::Role::Worker(n as u32));
-    sys::set_title(&format!("sessiond: worker {n}"), &format!("sessiond-w{n}"));
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGQUIT] {
-        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-            log::error!("worker {n}: cannot install the handler for signal {sig}: {e}");
-            return EXIT_FATAL;
+    let role = Role::Worker(n);
+    let started = bootstrap::start(role, &contexts, &config, stats.clone(), n)
+        .and_then(|p| serving(p, n, listener, gateway_listener, &config, stats));
+    match started {
+        Ok((p, serve)) => p.rt.block_on(serve),
+        Err(e) => {
+            log::error!("{role}: {e}");
+            e.exit_code()
         }
     }
-    let Some(listener) = listener else {
-        log::error!("worker {n}: no listening socket was passed from the master");
-        return EXIT_FATAL;
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            log::error!("worker {n}: cannot build the tokio runtime: {e}");
-            return 1;
-        }
-    };
-    // The event hub is this process's own, built inside its runtime and
-    // installed before the contexts are shared with any connection.
-    let metrics = crate::session::HubMetrics { stats: stats.clone(), block: n };
-    let hub = {
-        let _rt = rt.enter();
-        crate::session::notify::hub_for_process(&config, contexts.names(), metrics, &format!("sessiond worker {n}"))
-    };
-    let hub = match hub {
-        Ok(h) => h,
-        Err(e) => {
-            log::error!("worker {n}: cannot start the lifecycle webhook: {e}");
-            return EXIT_FATAL;
-        }
-    };
-    if let Some(h) = &hub {
-        rt.spawn(h.clone().run());
-    }
-    let contexts = contexts.with_hub(hub);
+}
+
+/// What a started worker needs beyond [`bootstrap::start`]: its sockets,
+/// the API token, the gateway. Returns the process and its serving future.
+fn serving(
+    p: Process,
+    n: usize,
+    listener: Option<Bound>,
+    gateway_listener: Option<Bound>,
+    config: &Arc<Config>,
+    stats: Arc<ServerStats>,
+) -> Result<(Process, impl std::future::Future<Output = i32> + use<>), BootError> {
+    let listener = listener.ok_or(BootError::NoListener)?;
     let api_token = match &config.api_token_file {
-        Some(p) => match crate::config::read_secret_file("api_token_file", p) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                log::error!("worker {n}: {e}");
-                return EXIT_FATAL;
-            }
-        },
+        Some(path) => Some(
+            crate::config::read_secret_file("api_token_file", path).map_err(|e| BootError::ApiToken(e.to_string()))?,
+        ),
         None => None,
     };
-    // Cluster mode: this worker's store client, made now (after fork) and
-    // connected on first use from this runtime.
-    let contexts = match contexts.open_cluster(&config) {
-        Ok(c) => Arc::new(contexts.with_cluster(c)),
-        Err(e) => {
-            log::error!("worker {n}: cluster: {e}");
-            return EXIT_FATAL;
-        }
-    };
-    let core = match crate::gateway::GatewayCore::new(&config, &contexts) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!("worker {n}: {e}");
-            return EXIT_FATAL;
-        }
-    };
+    let core = p.gateway_core(config)?;
     let gateway = match (&core, gateway_listener) {
         (Some(core), Some(l)) => {
-            let _rt = rt.enter();
-            match crate::gateway::public::Gateway::start(core.clone(), contexts.clone(), config.clone()) {
-                Ok(g) => Some((Arc::new(g), l)),
-                Err(e) => {
-                    log::error!("worker {n}: cannot start the gateway: {e}");
-                    return EXIT_FATAL;
-                }
-            }
+            let _rt = p.rt.enter();
+            let g = Gateway::start(core.clone(), p.contexts.clone(), config.clone()).map_err(BootError::Gateway)?;
+            Some((Arc::new(g), l))
         }
-        (Some(_), None) => {
-            log::error!("worker {n}: [gateway] is configured but no gateway socket was passed from the master");
-            return EXIT_FATAL;
-        }
+        (Some(_), None) => return Err(BootError::NoGatewayListener),
         _ => None,
     };
-    let state = Arc::new(AppState { contexts, config: config.clone(), stats, worker: n, gateway: core, api_token });
-    rt.block_on(serve(n, listener, gateway, state, stop))
+    let state = Arc::new(AppState {
+        contexts: p.contexts.clone(),
+        config: config.clone(),
+        stats,
+        worker: n,
+        gateway: core,
+        api_token,
+    });
+    let fut = serve(n, listener, gateway, state, p.shutdown.clone());
+    Ok((p, fut))
 }
 
 enum Listener {
@@ -152,24 +116,22 @@ async fn serve(
     bound: Bound,
     gateway: Option<(Arc<Gateway>, Bound)>,
     state: Arc<AppState>,
-    stop: Arc<AtomicBool>,
+    mut shutdown: Shutdown,
 ) -> i32 {
-    let listener = match register(bound) {
-        Ok(l) => l,
+    let registered = register(bound)
+        .map_err(|source| BootError::Register { what: "listening socket", source })
+        .and_then(|l| match gateway {
+            Some((g, b)) => register(b)
+                .map(|gl| (l, Some(g), Some(gl)))
+                .map_err(|source| BootError::Register { what: "gateway socket", source }),
+            None => Ok((l, None, None)),
+        });
+    let (listener, gw, gw_listener) = match registered {
+        Ok(x) => x,
         Err(e) => {
-            log::error!("worker {n}: cannot register the listening socket with the runtime: {e}");
-            return EXIT_FATAL;
+            log::error!("worker {n}: {e}");
+            return e.exit_code();
         }
-    };
-    let (gw, gw_listener) = match gateway {
-        Some((g, b)) => match register(b) {
-            Ok(l) => (Some(g), Some(l)),
-            Err(e) => {
-                log::error!("worker {n}: cannot register the gateway socket with the runtime: {e}");
-                return EXIT_FATAL;
-            }
-        },
-        None => (None, None),
     };
     let cfg = state.config.clone();
     let mut builder = http1::Builder::new();
@@ -182,17 +144,13 @@ async fn serve(
     // Gateway connections may be upgraded (WebSocket), which hyper-util's
     // GracefulShutdown cannot watch: they get this signal instead.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let active = Arc::new(AtomicUsize::new(0));
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let active = Arc::new(OpenConnections::default());
     log::debug!("worker {n}: serving on {}", cfg.listen);
     loop {
         let accepted = tokio::select! {
             r = accept(&listener) => r.map(|c| (c, Side::Private)),
             r = accept_opt(gw_listener.as_ref()) => r.map(|c| (c, Side::Gateway)),
-            _ = tick.tick() => {
-                if stop.load(Ordering::Relaxed) { break; }
-                continue;
-            }
+            _ = shutdown.recv() => break,
         };
         let (io, side) = match accepted {
             Ok(x) => x,
@@ -203,13 +161,13 @@ async fn serve(
                 continue;
             }
         };
-        if active.load(Ordering::Relaxed) >= cfg.max_connections as usize {
+        if active.count() >= cfg.max_connections as usize {
             state.stats.add_worker(n, WorkerCounter::ConnectionsRefused, 1);
             drop(io);
             continue;
         }
         state.stats.add_worker(n, WorkerCounter::ConnectionsAccepted, 1);
-        active.fetch_add(1, Ordering::Relaxed);
+        active.opened();
         let st = state.clone();
         let done = active.clone();
         match (side, io, &gw) {
@@ -226,26 +184,67 @@ async fn serve(
     }
     drop(listener);
     drop(gw_listener);
-    let open = active.load(Ordering::Relaxed);
+    let open = active.count();
     log::info!("stopping; draining {open} open connection(s)");
     let limit = Duration::from_secs_f64(cfg.shutdown_timeout);
     let _ = stop_tx.send(true);
     let drained = async {
         graceful.shutdown().await;
-        while active.load(Ordering::Relaxed) > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        active.closed_all().await;
     };
     tokio::select! {
         _ = drained => {}
         _ = tokio::time::sleep(limit) => {
             log::warn!(
                 "{} connection(s) still open after shutdown_timeout = {limit:?}; closing them",
-                active.load(Ordering::Relaxed)
+                active.count()
             );
         }
     }
-    0
+    bootstrap::EXIT_OK
+}
+
+/// The open connections of this worker: counted for `max_connections`,
+/// awaited (not polled) when draining.
+#[derive(Debug, Default)]
+struct OpenConnections {
+    /// Connections open now.
+    n: AtomicUsize,
+    /// Woken when the last one closes.
+    none_left: tokio::sync::Notify,
+}
+
+impl OpenConnections {
+    /// Connections open now.
+    fn count(&self) -> usize {
+        self.n.load(Ordering::Relaxed)
+    }
+
+    /// One more connection.
+    fn opened(&self) {
+        self.n.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection closed.
+    fn closed(&self) {
+        if self.n.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.none_left.notify_waiters();
+        }
+    }
+
+    /// Resolves once no connection is open.
+    async fn closed_all(&self) {
+        loop {
+            let woken = self.none_left.notified();
+            let mut woken = std::pin::pin!(woken);
+            // Registered before the check, so a close in between is not missed.
+            woken.as_mut().enable();
+            if self.n.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            woken.await;
+        }
+    }
 }
 
 enum Conn {
@@ -276,7 +275,7 @@ fn spawn_conn<I>(
     graceful: &GracefulShutdown,
     io: I,
     st: Arc<AppState>,
-    active: Arc<AtomicUsize>,
+    active: Arc<OpenConnections>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -292,7 +291,7 @@ fn spawn_conn<I>(
         if let Err(e) = fut.await {
             log::debug!("connection ended with an error: {e}");
         }
-        active.fetch_sub(1, Ordering::Relaxed);
+        active.closed();
     });
 }
 
@@ -305,7 +304,7 @@ fn spawn_gateway_conn<I>(
     peer: Option<std::net::SocketAddr>,
     gw: Arc<Gateway>,
     st: Arc<AppState>,
-    active: Arc<AtomicUsize>,
+    active: Arc<OpenConnections>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -343,7 +342,7 @@ fn spawn_gateway_conn<I>(
         if let Err(e) = r {
             log::debug!("gateway connection ended with an error: {e}");
         }
-        active.fetch_sub(1, Ordering::Relaxed);
+        active.closed();
     });
 }
 

@@ -214,24 +214,8 @@ pub(crate) fn check_verifier(s: &str) -> Result<&str, String> {
 }
 
 fn check_upstream_url(s: &str) -> Result<(), String> {
-    const FORM: &str = "write it as http://host[:port][/base/path]";
-    if !(s.starts_with("http://") || s.starts_with("https://")) {
-        return Err(format!("must start with http:// or https://; {FORM}"));
-    }
-    if s.contains('#') {
-        return Err(format!("an upstream URL has no fragment; remove the '#' part; {FORM}"));
-    }
-    let uri = s.parse::<hyper::Uri>().map_err(|e| format!("not a valid URL ({e}); {FORM}"))?;
-    let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
-        return Err(format!("the URL has no host; {FORM}"));
-    };
-    if authority.as_str().contains('@') {
-        return Err(format!("an upstream URL carries no user name or password; remove the 'user@' part; {FORM}"));
-    }
-    if uri.query().is_some() || s.contains('?') {
-        return Err(format!("an upstream URL has no query (each request's own query is passed on); {FORM}"));
-    }
-    Ok(())
+    use crate::outbound::url::{Rules, check};
+    check(s, Rules::UPSTREAM).map(drop).map_err(|e| format!("{e}; write it as http://host[:port][/base/path]"))
 }
 
 fn check_url_prefix(s: &str) -> Result<(), String> {
@@ -271,18 +255,12 @@ pub(crate) fn valid_token(s: &str) -> bool {
 }
 
 fn check_http_url(s: &str) -> Result<(), String> {
+    use crate::outbound::url::{Rules, check};
     if s.is_empty() {
         // Empty is "off", so `--set events.url=` can switch off a file's webhook.
         return Ok(());
     }
-    if !(s.starts_with("http://") || s.starts_with("https://")) {
-        return Err("must start with http:// or https://, e.g. https://hooks.example.com/sessiond".into());
-    }
-    match s.parse::<hyper::Uri>() {
-        Ok(u) if u.host().is_some_and(|h| !h.is_empty()) => Ok(()),
-        Ok(_) => Err("the URL has no host; write it as https://host[:port]/path".into()),
-        Err(e) => Err(format!("not a valid URL ({e}); write it as https://host[:port]/path")),
-    }
+    check(s, Rules::ANY).map(drop).map_err(|e| format!("{e}; write it as https://host[:port]/path"))
 }
 
 /// A key's type, with its default and limits.

@@ -40,31 +40,9 @@ impl serde::Serialize for StoreUrl {
 }
 
 /// `raw` with the password of its user info and any `password=` query
-/// parameter replaced by `***`.
+/// parameter replaced by `***` (the outbound module's one redaction).
 pub fn redact(raw: &str) -> String {
-    let mut out = raw.to_string();
-    if let Some(scheme_end) = out.find("://") {
-        let rest = &out[scheme_end + 3..];
-        let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        if let Some(at) = rest[..auth_end].rfind('@')
-            && let Some(colon) = rest[..at].find(':')
-        {
-            let (a, b) = (scheme_end + 3 + colon + 1, scheme_end + 3 + at);
-            out.replace_range(a..b, "***");
-        }
-    }
-    if let Some(q) = out.find('?') {
-        let (head, query) = out.split_at(q + 1);
-        let parts: Vec<String> = query
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => p.to_string(),
-            })
-            .collect();
-        out = format!("{head}{}", parts.join("&"));
-    }
-    out
+    crate::outbound::url::redact(raw, crate::outbound::url::Shown::PasswordMasked)
 }
 
 impl StoreUrl {

@@ -11,7 +11,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use subtle::ConstantTimeEq;
 
 use crate::region::SessionId;
 
@@ -21,7 +20,7 @@ const MAC_BYTES: usize = 16;
 pub const MAX_HANDLE_LEN: usize = 8 + 1 + 22;
 
 fn mac(secret: &[u8], id: &SessionId) -> [u8; MAC_BYTES] {
-    let full = crate::webhook::hmac_sha256(
+    let full = crate::crypto::hmac_sha256(
         secret,
         &[b"sessiond control handle v1\0", &id.context.to_be_bytes(), &id.slot.to_be_bytes(), &id.token],
     );
@@ -64,7 +63,7 @@ impl Handle {
     /// Whether this handle names `id` (the session now in its slot), in
     /// constant time.
     pub fn names(&self, secret: &[u8], id: &SessionId) -> bool {
-        id.slot == self.slot && bool::from(mac(secret, id).ct_eq(&self.mac))
+        id.slot == self.slot && crate::crypto::ct_eq(&mac(secret, id), &self.mac)
     }
 }
 

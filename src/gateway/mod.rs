@@ -1,6 +1,6 @@
 //! The session gateway: sessiond in front of an application, as ZeroC
 //! Glacier2's router is. A second, public listener logs people in
-//! (password verifier, session-manager hook), keeps their session in the
+//! (password verifier, session managers), keeps their session in the
 //! gateway context's region, and forwards the requests each session's
 //! filters allow to the configured upstreams.
 //!
@@ -11,7 +11,7 @@
 //! | [`verifier`] | the htpasswd password verifier (bcrypt, argon2id) |
 //! | [`throttle`] | login failure throttling per client address and per user |
 //! | [`handle`] | control handles: naming a session to the backend without its id |
-//! | [`hook`] | the session-manager hook client (create, destroy) |
+//! | [`session_manager`] | the session-manager client (create, destroy), Glacier2's `SessionManager` |
 //! | [`outbox`] | live records and the durable outbox of destroy notices |
 //! | [`public`] | the public listener: login, logout, session, forward-auth, forwarding |
 //! | [`proxy`] | forwarding one request upstream: headers, streaming, WebSocket tunnels |
@@ -24,11 +24,11 @@
 pub mod control;
 pub mod filters;
 pub mod handle;
-pub mod hook;
 pub mod outbox;
 pub mod path;
 pub mod proxy;
 pub mod public;
+pub mod session_manager;
 pub mod throttle;
 pub mod verifier;
 
@@ -71,7 +71,7 @@ pub struct GatewayCore {
     pub cfg: GatewayConfig,
     /// Index of the gateway context in [`Contexts`].
     pub ctx: usize,
-    /// Signs hook calls and control handles.
+    /// Signs session-manager calls and control handles.
     pub secret: Vec<u8>,
     /// Live records and destroy notices (when a session manager is configured).
     pub outbox: Option<outbox::Outbox>,
@@ -160,7 +160,7 @@ pub const OUTBOX_BATCH: usize = 32;
 /// deliver due notices. Runs on the reaper's runtime until the process ends.
 pub async fn run_outbox(core: Arc<GatewayCore>, contexts: Arc<Contexts>) {
     let Some(outbox) = core.outbox.clone() else { return };
-    let hook = hook::HookClient::new(
+    let managers = session_manager::ManagerClient::new(
         core.cfg.session_manager.clone(),
         Duration::from_secs_f64(core.cfg.session_manager_timeout),
         core.secret.clone(),
@@ -212,7 +212,7 @@ pub async fn run_outbox(core: Arc<GatewayCore>, contexts: Arc<Contexts>) {
                 continue;
             }
             let body = bytes::Bytes::from(notice.body().to_string());
-            match hook.destroy(body).await {
+            match managers.destroy(body).await {
                 Ok(()) => outbox.done(&file),
                 Err(why) => {
                     if warned.allow(now).is_some() {

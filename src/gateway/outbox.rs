@@ -27,6 +27,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// When a notice that failed is tried again: 2 s after the first failure,
+/// doubling, at most 5 min.
+const RETRY: crate::outbound::retry::Backoff =
+    crate::outbound::retry::Backoff::new(Duration::from_secs(2), Duration::from_secs(300));
+
 /// How long a notice is retried before it is dropped (with a warning).
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 
@@ -192,8 +197,7 @@ impl Outbox {
     /// Records a failed attempt: the next one waits twice as long (1 s to 5 min).
     pub fn retry_later(&self, file: &Path, mut n: Notice, now_ms: u64) -> std::io::Result<()> {
         n.attempts = n.attempts.saturating_add(1);
-        let wait = (1000u64 << n.attempts.min(9)).min(300_000);
-        n.next_ms = now_ms + wait;
+        n.next_ms = now_ms + RETRY.delay(n.attempts).as_millis() as u64;
         let tmp = file.with_extension("retry");
         std::fs::write(&tmp, serde_json::to_vec(&n).map_err(std::io::Error::other)?)
             .map_err(|e| io_err("write", &tmp, e))?;

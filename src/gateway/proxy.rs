@@ -24,9 +24,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 use super::path::NormalPath;
 use crate::web::framing::FramingError;
@@ -36,7 +34,7 @@ pub type GwBody = BoxBody<Bytes, hyper::Error>;
 /// A gateway response.
 pub type GwResp = Response<GwBody>;
 /// The pooled upstream client of one worker.
-pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, GwBody>;
+pub type UpstreamClient = crate::outbound::HttpClient<GwBody>;
 
 /// How often a WebSocket tunnel checks that its session still exists.
 pub const TUNNEL_CHECK: Duration = Duration::from_millis(500);
@@ -73,39 +71,15 @@ pub fn framing_refusal(e: &FramingError) -> GwResp {
     r
 }
 
-/// An http-or-https connector over `http` with the system's TLS roots.
-/// Without roots (none installed) https fails per request, saying so, and
-/// `what` names the client in the one warning.
-pub fn https_connector(mut http: HttpConnector, what: &str) -> hyper_rustls::HttpsConnector<HttpConnector> {
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
-        Ok(b) => b.https_or_http().enable_http1().wrap_connector(http),
-        Err(e) => {
-            log::warn!("gateway: cannot load the system's TLS roots ({e}); https {what} will fail");
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(
-                    rustls::ClientConfig::builder()
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth(),
-                )
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(http)
-        }
-    }
-}
-
-/// Builds the upstream client (after `fork`, inside the worker's runtime).
+/// Builds the upstream client (after `fork`, inside the worker's runtime),
+/// with the outbound module's one builder and TLS-roots policy.
 pub fn client() -> UpstreamClient {
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
-    let connector = https_connector(http, "upstreams");
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .pool_timer(TokioTimer::new())
-        .build(connector)
+    let opts = crate::outbound::ClientOptions {
+        connect_timeout: Some(Duration::from_secs(5)),
+        pool_idle_timeout: Duration::from_secs(60),
+        pool_max_idle_per_host: 256,
+    };
+    crate::outbound::HttpClient::new(opts, "gateway: upstreams")
 }
 
 /// One configured upstream, parsed.

@@ -28,9 +28,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::filters::{FilterKind, Filters};
-use super::hook::{Decision, HookClient};
 use super::path::{NormalPath, PathError, normalise, normalise_with};
 use super::proxy::{self, Forward, GwResp, Identity, Upstream, UpstreamClient, full, json_error};
+use super::session_manager::{Decision, ManagerClient};
 use super::throttle::Throttle;
 use super::verifier::Verifier;
 use super::{GATEWAY_ATTR, GatewayCore, GatewaySession, control, initial_filters};
@@ -65,7 +65,7 @@ pub struct Gateway {
     /// Login failure throttling (per process).
     pub throttle: Throttle,
     /// The session-manager hook.
-    pub hook: HookClient,
+    pub hook: ManagerClient,
     /// The upstream client pool.
     pub client: UpstreamClient,
     /// The upstreams, parsed.
@@ -92,7 +92,7 @@ impl Gateway {
                 .map_err(|e| format!("gateway.login_template {}: cannot read it: {e}", p.display()))?,
             None => LOGIN_PAGE.to_string(),
         };
-        let hook = HookClient::new(
+        let hook = ManagerClient::new(
             g.session_manager.clone(),
             Duration::from_secs_f64(g.session_manager_timeout),
             core.secret.clone(),

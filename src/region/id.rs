@@ -15,7 +15,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use subtle::ConstantTimeEq;
 
 use super::layout::TOKEN_LEN;
 
@@ -88,7 +87,7 @@ impl SessionId {
 
     /// Constant-time comparison of the token with a stored one.
     pub fn token_matches(&self, stored: &[u8; TOKEN_LEN]) -> bool {
-        self.token.ct_eq(stored).into()
+        crate::crypto::ct_eq(&self.token, stored)
     }
 
     /// A short, stable hash of the whole id for logs: never log the id.

@@ -185,7 +185,7 @@ impl Region {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| io_err("open(O_CREAT|O_EXCL, 0600)", &tmp, e))?;
-        let r = crate::syscalls::fallocate(&file, geo.file_size);
+        let r = crate::disk::fallocate(&file, geo.file_size);
         if let Err(e) = r {
             let _ = std::fs::remove_file(&tmp);
             return Err(io_err(format!("fallocate(0, {} bytes)", geo.file_size), &tmp, e));

@@ -31,7 +31,7 @@
 //! | module | concept |
 //! | --- | --- |
 //! | [`events`] | the event hub: bounded queue, subscribers, dispatcher, log subscriber |
-//! | [`notify`] | the lifecycle webhook subscriber (Standard Webhooks) |
+//! | [`lifecycle_webhook`] | the lifecycle webhook subscriber (Standard Webhooks) |
 //! | [`cluster`] | cluster mode's protocol over a [`crate::store`]: write-through, takeover, fencing, re-issue; the reaper's store jobs |
 //!
 //! This module must never hold a lock across a publish or an await, and
@@ -39,7 +39,7 @@
 
 pub mod cluster;
 pub mod events;
-pub mod notify;
+pub mod lifecycle_webhook;
 
 use std::cell::RefCell;
 use std::path::Path;

@@ -17,19 +17,17 @@
 //! - `cluster/state`: the store's state as the processes last saw it, the
 //!   reconciliation flag, and counters for `/metrics`.
 //!
-//! Written by hand over memmap2 because these are plain arrays of atomics;
-//! the region's stripe locks would be the wrong tool (the words are
-//! updated without reading anything else). Damage cannot make a process
+//! Both are [`crate::sys::CounterFile`]s, the crate's one SIGBUS-safe
+//! mapped file of atomic words; the region's stripe locks would be the
+//! wrong tool (the words are updated without reading anything else). Damage cannot make a process
 //! panic: any value is a valid epoch or time, and a wrong epoch only makes
 //! the store refuse a write (the safe side).
 
-use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use memmap2::MmapMut;
+use crate::sys::CounterFile;
 
 /// Words per slot in an owner table: epoch, saved access, tag, since,
 /// retired flag, retired epoch, the retired key's 4 words, then the tag of
@@ -58,10 +56,11 @@ pub struct Entry {
     pub since_ms: u64,
 }
 
-/// One fixed-size array of atomic words in a shared file.
+/// One fixed-size array of atomic words in a shared file: the crate's one
+/// counter-file type, whose blocks are reserved before mapping (no SIGBUS on
+/// a full disk).
 struct Words {
-    map: MmapMut,
-    len: usize,
+    file: CounterFile,
 }
 
 impl Words {
@@ -74,26 +73,13 @@ impl Words {
             // Like every directory under data_dir: the owner only.
             std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         }
-        let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
-        let bytes = (len.max(1) * 8) as u64;
-        if f.metadata()?.len() != bytes {
-            f.set_len(bytes)?;
-        }
-        // SAFETY: the file is ours (mode 0600 in data_dir, sized above); every
-        // access goes through `word`, which hands out atomics only.
-        let map = unsafe { MmapMut::map_mut(&f)? };
-        Ok(Words { map, len })
+        let file = CounterFile::open_sized(path, len).map_err(|e| io::Error::new(e.source.kind(), e.to_string()))?;
+        Ok(Words { file })
     }
 
     /// Word `i`, or `None` past the end.
     fn word(&self, i: usize) -> Option<&AtomicU64> {
-        if i >= self.len {
-            return None;
-        }
-        // SAFETY: `i < len` and the map holds `len` 8-byte words, page
-        // aligned, so the pointer is in bounds and aligned for AtomicU64.
-        // Every process reaches these bytes only through atomics.
-        Some(unsafe { AtomicU64::from_ptr(self.map.as_ptr().add(i * 8) as *mut u64) })
+        self.file.get(i)
     }
 }
 

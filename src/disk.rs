@@ -1,7 +1,12 @@
-//! Plain system calls with no policy: a leaf module that imports nothing
-//! from the crate, so both `region` and `sys` can use it without a cycle.
-//! Each wrapper returns the OS error; callers name the call and its
-//! arguments in their own error values.
+//! Disk space for shared mappings: a leaf module that imports nothing from
+//! the crate, so both `region` and `sys` reserve their files' blocks the
+//! same way without a cycle.
+//!
+//! A page of a `MAP_SHARED` file that the file system cannot allocate on a
+//! full disk raises SIGBUS in the process that first writes to it. Every
+//! mapped file of sessiond (regions, counter files) reserves its blocks
+//! with [`fallocate`] before it is mapped. The wrapper returns the OS
+//! error; callers name the call and its arguments in their own errors.
 
 use std::io;
 
@@ -14,9 +19,4 @@ pub fn fallocate(file: &std::fs::File, len: u64) -> io::Result<()> {
     // passed.
     let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
     if r == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(r)) }
-}
-
-/// Whether we run as root (effective uid 0).
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }

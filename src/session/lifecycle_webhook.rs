@@ -23,33 +23,10 @@ use crate::metrics::WorkerCounter;
 use crate::region::{EventKind, SessionId};
 use crate::webhook::{Webhook, WebhookConfig, WebhookError, WebhookStats};
 
-/// What the webhook subscriber needs from the configuration.
-#[derive(Clone)]
-pub struct WebhookSettings {
-    /// Where to POST.
-    pub url: String,
-    /// The signing secret (already parsed, raw key bytes).
-    pub secret: Vec<u8>,
-    /// Per-attempt timeout.
-    pub timeout: Duration,
-    /// Attempts per batch.
-    pub max_attempts: u32,
-    /// Events per POST.
-    pub max_batch: usize,
-    /// Batches waiting for delivery before new ones are dropped.
-    pub backlog: usize,
-    /// Whether `touched` events are sent.
-    pub include_touched: bool,
-    /// Node id, carried in each event.
-    pub node_id: u32,
-    /// Who sends (process name), for the user-agent and logs.
-    pub origin: String,
-}
-
 /// Derives the key that names sessions from the webhook secret (so the
 /// signing key itself never touches session data).
 fn session_key_secret(secret: &[u8]) -> Vec<u8> {
-    crate::webhook::hmac_sha256(secret, &[b"sessiond session key v1"]).to_vec()
+    crate::crypto::hmac_sha256(secret, &[b"sessiond session key v1"]).to_vec()
 }
 
 /// The session key of `id` (see the module doc): 22 base64url characters.
@@ -60,7 +37,7 @@ fn session_key_secret(secret: &[u8]) -> Vec<u8> {
 pub fn session_key(key: &[u8], id: &SessionId) -> String {
     let sk = crate::store::store_key(id.context, &id.token);
     let part: &[u8] = if id.slot == crate::store::SWEPT_SLOT { &id.token } else { &sk[..crate::region::TOKEN_LEN] };
-    let mac = crate::webhook::hmac_sha256(key, &[&id.context.to_be_bytes(), part]);
+    let mac = crate::crypto::hmac_sha256(key, &[&id.context.to_be_bytes(), part]);
     URL_SAFE_NO_PAD.encode(&mac[..16])
 }
 
@@ -91,22 +68,15 @@ pub struct WebhookSubscriber {
     /// Key for session keys.
     key: Vec<u8>,
     /// Settings.
-    settings: WebhookSettings,
+    settings: WebhookConfig,
     /// Where to count, and the last stats already counted.
     metrics: Option<(HubMetrics, Mutex<WebhookStats>)>,
 }
 
 impl WebhookSubscriber {
     /// Starts the sender; must run inside the process's runtime (after fork).
-    pub fn start(settings: WebhookSettings, metrics: Option<HubMetrics>) -> Result<WebhookSubscriber, WebhookError> {
-        let hook = Webhook::start(WebhookConfig {
-            url: settings.url.clone(),
-            secret: settings.secret.clone(),
-            timeout: settings.timeout,
-            max_attempts: settings.max_attempts,
-            backlog: settings.backlog,
-            origin: settings.origin.clone(),
-        })?;
+    pub fn start(settings: WebhookConfig, metrics: Option<HubMetrics>) -> Result<WebhookSubscriber, WebhookError> {
+        let hook = Webhook::start(settings.clone())?;
         let key = session_key_secret(&settings.secret);
         Ok(WebhookSubscriber {
             hook,
@@ -164,18 +134,17 @@ impl Subscriber for WebhookSubscriber {
 /// The webhook settings of `config`, reading the secret file now (after
 /// `fork`, so each process reads it itself); `None` when `[events] url` is
 /// not set. The error names the key and the file, never the secret.
-pub fn webhook_settings(config: &crate::config::Config, origin: &str) -> Result<Option<WebhookSettings>, String> {
+pub fn webhook_settings(config: &crate::config::Config, origin: &str) -> Result<Option<WebhookConfig>, WebhookError> {
     let e = &config.events;
     let Some(url) = &e.url else { return Ok(None) };
     let Some(file) = &e.secret_file else {
-        return Err(
-            "events.url is set but events.secret_file is not; point it at a file holding the signing secret".into()
-        );
+        return Err(WebhookError::NoSecretFile);
     };
-    let raw = crate::config::read_secret_file("events.secret_file", file).map_err(|e| e.to_string())?;
-    let secret =
-        crate::webhook::parse_secret(&raw).map_err(|e| format!("events.secret_file {}: {e}", file.display()))?;
-    Ok(Some(WebhookSettings {
+    let raw = crate::config::read_secret_file("events.secret_file", file)
+        .map_err(|e| WebhookError::SecretFile(e.to_string()))?;
+    let secret = crate::webhook::parse_secret(&raw)
+        .map_err(|e| WebhookError::SecretFile(format!("events.secret_file {}: {e}", file.display())))?;
+    Ok(Some(WebhookConfig {
         url: url.clone(),
         secret,
         timeout: Duration::from_secs_f64(e.timeout),
@@ -196,9 +165,9 @@ pub fn hub_for_process(
     contexts: ContextNames,
     metrics: HubMetrics,
     origin: &str,
-) -> Result<Option<std::sync::Arc<super::EventHub>>, String> {
+) -> Result<Option<std::sync::Arc<super::EventHub>>, WebhookError> {
     let webhook = webhook_settings(config, origin)?;
-    build_hub(webhook, config.events.queue_size as usize, contexts, Some(metrics)).map_err(|e| e.to_string())
+    build_hub(webhook, config.events.queue_size as usize, contexts, Some(metrics))
 }
 
 /// Builds this process's event hub, after `fork` and inside its runtime
@@ -206,7 +175,7 @@ pub fn hub_for_process(
 /// debug logging is on, the webhook when configured. `None` when nobody
 /// listens, so operations skip event collection entirely.
 pub fn build_hub(
-    webhook: Option<WebhookSettings>,
+    webhook: Option<WebhookConfig>,
     queue_size: usize,
     contexts: ContextNames,
     metrics: Option<HubMetrics>,

@@ -11,19 +11,22 @@
 //!   or 410.
 //!
 //! Every call is a POST signed the Standard Webhooks way with the gateway
-//! secret ([`crate::webhook::sign`]). The client is built per process,
-//! after `fork`, on that process's runtime. It never logs a body, a
-//! secret or a full session id.
+//! secret, over the outbound module's one client and signer
+//! ([`crate::outbound`]). The client is built per process, after `fork`,
+//! on that process's runtime. It never logs a body, a secret, a URL's
+//! credentials or query, or a full session id.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::Uri;
+use hyper::header::HeaderValue;
 use serde_json::Value;
+
+use crate::outbound::sign::{MessageIds, signed_post};
+use crate::outbound::url::{Shown, redact as redact_url};
+use crate::outbound::{ClientOptions, HttpClient};
 
 /// Largest manager answer read (a `create` answer carries filters and
 /// attributes; anything bigger is garbage).
@@ -52,10 +55,53 @@ pub enum Decision {
 #[error("no session manager answered: {0}")]
 pub struct Unavailable(pub String);
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// Why no manager took a destroy notice: each manager's reason, joined.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotDelivered(pub String);
 
-/// The hook client of one process.
-pub struct HookClient {
+/// Why one call to one manager failed (URLs shown without credentials or query).
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    /// The OS random source failed at start: no message ids to sign with.
+    #[error("getrandom failed: no message ids")]
+    NoMessageIds,
+    /// The request could not be built from the URL.
+    #[error("bad request to {url}: {why}")]
+    BadRequest {
+        /// The manager.
+        url: String,
+        /// Why.
+        why: String,
+    },
+    /// Connecting or the exchange failed.
+    #[error("{url}: {source}")]
+    Send {
+        /// The manager.
+        url: String,
+        /// The outbound error.
+        source: crate::outbound::OutboundError,
+    },
+    /// The answer could not be read.
+    #[error("{url}: reading the answer: {why}")]
+    Read {
+        /// The manager.
+        url: String,
+        /// Why.
+        why: String,
+    },
+    /// No answer in time.
+    #[error("{url}: no answer within {timeout:?}")]
+    Timeout {
+        /// The manager.
+        url: String,
+        /// The per-call limit.
+        timeout: Duration,
+    },
+}
+
+/// The session-manager client of one process.
+pub struct ManagerClient {
     /// Manager URLs, tried in order.
     urls: Vec<String>,
     /// Per-attempt timeout.
@@ -63,21 +109,23 @@ pub struct HookClient {
     /// Signing key.
     secret: Vec<u8>,
     /// Pooled client.
-    client: HttpsClient,
+    client: HttpClient<Full<Bytes>>,
+    /// Message ids (each call is its own message).
+    ids: Option<MessageIds>,
 }
 
-fn https_client() -> HttpsClient {
-    let connector = super::proxy::https_connector(HttpConnector::new(), "session managers");
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(connector)
-}
-
-impl HookClient {
-    /// A client for `urls` (empty: no hook). Call inside the process's runtime.
-    pub fn new(urls: Vec<String>, timeout: Duration, secret: Vec<u8>) -> HookClient {
-        HookClient { urls, timeout, secret, client: https_client() }
+impl ManagerClient {
+    /// A client for `urls` (empty: no manager). Call inside the process's runtime.
+    pub fn new(urls: Vec<String>, timeout: Duration, secret: Vec<u8>) -> ManagerClient {
+        let opts = ClientOptions { pool_idle_timeout: Duration::from_secs(30), ..ClientOptions::default() };
+        let ids = match MessageIds::new() {
+            Ok(ids) => Some(ids),
+            Err(e) => {
+                log::error!("gateway: getrandom failed ({e}); session-manager calls will fail");
+                None
+            }
+        };
+        ManagerClient { urls, timeout, secret, client: HttpClient::new(opts, "gateway: session managers"), ids }
     }
 
     /// Whether any manager is configured.
@@ -86,32 +134,26 @@ impl HookClient {
     }
 
     /// One signed POST; `Ok((status, body))` or why it failed.
-    async fn post(&self, url: &str, body: &Bytes) -> Result<(u16, Bytes), String> {
-        let mut id = [0u8; 12];
-        getrandom::getrandom(&mut id).map_err(|e| format!("getrandom: {e}"))?;
-        let msg_id = format!("msg_{}", id.iter().map(|b| format!("{b:02x}")).collect::<String>());
-        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        let req = Request::post(url)
-            .header("content-type", "application/json")
-            .header("user-agent", concat!("sessiond/", env!("CARGO_PKG_VERSION"), " (gateway)"))
-            .header("webhook-id", &msg_id)
-            .header("webhook-timestamp", ts.to_string())
-            .header("webhook-signature", crate::webhook::sign(&self.secret, &msg_id, ts, body))
-            .body(Full::new(body.clone()))
-            .map_err(|e| format!("bad request to {}: {e}", redact(url)))?;
+    async fn post(&self, url: &str, body: &Bytes) -> Result<(u16, Bytes), CallError> {
+        let shown = || redact(url);
+        let Some(ids) = &self.ids else { return Err(CallError::NoMessageIds) };
+        let uri: Uri = url.parse().map_err(|e| CallError::BadRequest { url: shown(), why: format!("{e}") })?;
+        let agent = HeaderValue::from_static(concat!("sessiond/", env!("CARGO_PKG_VERSION"), " (gateway)"));
+        let req = signed_post(&self.secret, uri, agent, &ids.next_id(), body)
+            .map_err(|e| CallError::BadRequest { url: shown(), why: e.to_string() })?;
         let fut = async {
-            let resp = self.client.request(req).await.map_err(|e| format!("{}: {e}", redact(url)))?;
+            let resp = self.client.request(req).await.map_err(|source| CallError::Send { url: shown(), source })?;
             let status = resp.status().as_u16();
             let body = Limited::new(resp.into_body(), MAX_ANSWER)
                 .collect()
                 .await
-                .map_err(|e| format!("{}: reading the answer: {e}", redact(url)))?
+                .map_err(|e| CallError::Read { url: shown(), why: e.to_string() })?
                 .to_bytes();
             Ok((status, body))
         };
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(format!("{}: no answer within {:?}", redact(url), self.timeout)),
+            Err(_) => Err(CallError::Timeout { url: shown(), timeout: self.timeout }),
         }
     }
 
@@ -126,7 +168,7 @@ impl HookClient {
                     Err(e) => why.push(format!("{}: {e}", redact(url))),
                 },
                 Ok((status, _)) => why.push(format!("{}: status {status}", redact(url))),
-                Err(e) => why.push(e),
+                Err(e) => why.push(e.to_string()),
             }
         }
         Err(Unavailable(why.join("; ")))
@@ -134,32 +176,22 @@ impl HookClient {
 
     /// Sends one destroy notice; `Ok` when a manager took it (2xx) or
     /// does not know the session (404, 410), `Err` with the reasons otherwise.
-    pub async fn destroy(&self, body: Bytes) -> Result<(), String> {
+    pub async fn destroy(&self, body: Bytes) -> Result<(), NotDelivered> {
         let mut why = Vec::new();
         for url in &self.urls {
             match self.post(url, &body).await {
                 Ok((s, _)) if (200..300).contains(&s) || s == 404 || s == 410 => return Ok(()),
                 Ok((s, _)) => why.push(format!("{}: status {s}", redact(url))),
-                Err(e) => why.push(e),
+                Err(e) => why.push(e.to_string()),
             }
         }
-        Err(why.join("; "))
+        Err(NotDelivered(why.join("; ")))
     }
 }
 
-/// A URL for logs: no user info, no query.
+/// A URL for logs: no user info, no query ([`Shown::PathOnly`]).
 pub fn redact(url: &str) -> String {
-    match url.parse::<hyper::Uri>() {
-        Ok(u) => {
-            format!(
-                "{}://{}{}",
-                u.scheme_str().unwrap_or("http"),
-                u.host().unwrap_or("?"),
-                u.port().map(|p| format!(":{p}")).unwrap_or_default()
-            ) + u.path()
-        }
-        Err(_) => "(bad url)".into(),
-    }
+    redact_url(url, Shown::PathOnly)
 }
 
 /// Parses a `create` answer: `{"allow": true, "filters"?: {…}, "attributes"?: {…}}`
