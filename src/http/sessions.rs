@@ -22,7 +22,7 @@ use super::{ApiError, AppState, Resp, lookup, read_body, respond};
 use crate::clock::now_ms;
 use crate::clock::rfc3339_millis as rfc3339;
 use crate::contexts::Context;
-use crate::region::{Edit, MetaChange, SessionId, SessionMeta};
+use crate::region::{Change, Edit, MetaChange, SessionId, SessionMeta};
 
 /// Largest page of `GET /v1/sessions`.
 pub const MAX_LIST_LIMIT: usize = 1000;
@@ -187,12 +187,8 @@ pub async fn create(st: &AppState, req: Request<Incoming>) -> Result<Resp, ApiEr
     let timeout = Duration::from_secs_f64(st.config.request_timeout);
     let body = read_body(req, patch_limit(ctx), timeout, "create body").await?;
     let now = now_ms();
-    let parsed: SessionBody = if body.iter().all(u8::is_ascii_whitespace) {
-        SessionBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("bad_json", format!("invalid create body: {e}")))?
-    };
+    let parsed: SessionBody =
+        if body.iter().all(u8::is_ascii_whitespace) { SessionBody::default() } else { parse_body(&body, "create")? };
     let changes = parsed.changes(ctx)?;
     let meta = parsed.meta()?;
     if changes.iter().any(|(_, v)| v.is_none()) {
@@ -201,7 +197,7 @@ pub async fn create(st: &AppState, req: Request<Incoming>) -> Result<Resp, ApiEr
     let pending = ctx.sessions.begin_create(now)?;
     let m = pending.commit_edit(&Edit { changes: &changes, meta, expect: None }, now).await?;
     let attrs: Vec<(String, Vec<u8>)> =
-        parsed.attributes.0.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+        parsed.attributes.map(|c| c.0).unwrap_or_default().into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
     Ok(with_cookie(session_response(ctx, StatusCode::CREATED, &m, &attrs), ctx, Some(&m.id)))
 }
 
@@ -314,6 +310,21 @@ impl<'de> serde::Deserialize<'de> for Changes {
     }
 }
 
+/// Parses a create or PATCH body; the error names the field at fault.
+fn parse_body(body: &[u8], what: &str) -> Result<SessionBody, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("bad_json", format!("the {what} body is empty; send a JSON object")));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed: SessionBody = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let at = e.path().to_string();
+        let at = if at == "." { String::new() } else { format!(" at `{at}`") };
+        ApiError::bad_request("bad_json", format!("invalid {what} body{at}: {}", e.inner()))
+    })?;
+    de.end().map_err(|e| ApiError::bad_request("bad_json", format!("invalid {what} body: {e}")))?;
+    Ok(parsed)
+}
+
 /// `Some(v)` for a field that is present, even as `null` (then `Some(None)`).
 fn present<'de, D: Deserializer<'de>, T: serde::Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
@@ -326,7 +337,7 @@ fn present<'de, D: Deserializer<'de>, T: serde::Deserialize<'de>>(d: D) -> Resul
 #[serde(deny_unknown_fields)]
 struct SessionBody {
     #[serde(default)]
-    attributes: Changes,
+    attributes: Option<Changes>,
     #[serde(default, deserialize_with = "present")]
     timeout: Option<Option<u64>>,
     #[serde(default, deserialize_with = "present")]
@@ -335,17 +346,16 @@ struct SessionBody {
     principal: Option<Option<String>>,
 }
 
-impl Default for Changes {
-    fn default() -> Changes {
-        Changes(Vec::new())
-    }
-}
-
 impl SessionBody {
+    /// Whether it names no field at all (`{}`).
+    fn is_empty(&self) -> bool {
+        self.attributes.is_none() && self.timeout.is_none() && self.deadline.is_none() && self.principal.is_none()
+    }
+
     /// The attribute changes, bounded and checked before any lock.
-    fn changes(&self, ctx: &Context) -> Result<Vec<(&str, Option<&[u8]>)>, ApiError> {
-        let changes: Vec<(&str, Option<&[u8]>)> =
-            self.attributes.0.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+    fn changes(&self, ctx: &Context) -> Result<Vec<Change<'_>>, ApiError> {
+        let given = self.attributes.as_ref().map_or(&[][..], |c| &c.0[..]);
+        let changes: Vec<(&str, Option<&[u8]>)> = given.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
         // Bounds the work done under the stripe lock: a legitimate PATCH removes
         // at most every attribute and sets at most as many new ones.
         let most = 2 * ctx.cfg.max_values_per_session as usize;
@@ -403,8 +413,13 @@ pub async fn patch(st: &AppState, t: Target<'_>, req: Request<Incoming>) -> Resu
     let expect = if_match(&req);
     let timeout = Duration::from_secs_f64(st.config.request_timeout);
     let body = read_body(req, patch_limit(t.ctx), timeout, "PATCH body").await?;
-    let parsed: SessionBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("bad_json", format!("invalid PATCH body: {e}")))?;
+    let parsed = parse_body(&body, "PATCH")?;
+    if parsed.is_empty() {
+        return Err(ApiError::bad_request(
+            "bad_json",
+            "the PATCH body names nothing to change: give `attributes`, `timeout`, `deadline` or `principal`",
+        ));
+    }
     let changes = parsed.changes(t.ctx)?;
     let meta = parsed.meta()?;
     let f = t.ctx.sessions.edit(t.ids.as_slice(), &Edit { changes: &changes, meta, expect }, now_ms()).await?;
