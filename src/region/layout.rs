@@ -193,11 +193,15 @@ pub const SL_PRINCIPAL_LEN: usize = SL_VERSION + size_of::<u64>();
 pub const SL_PRINCIPAL: usize = SL_PRINCIPAL_LEN + 2 * size_of::<u32>();
 /// Longest principal, bytes.
 pub const MAX_PRINCIPAL: usize = 256;
+/// The token of the slot's previous session (format 3) while
+/// [`FLAG_RETIRED`] is set: it was logged out while the store was away,
+/// and the store must still end it.
+pub const SL_RETIRED: usize = SL_PRINCIPAL + MAX_PRINCIPAL;
 /// Slot header size in format 3; attribute entries follow.
-pub const SL_ENTRIES: usize = SL_PRINCIPAL + MAX_PRINCIPAL;
+pub const SL_ENTRIES: usize = SL_RETIRED + TOKEN_LEN + 6;
 const _: () = assert!(SL_NEXT_FREE == 36 && SL_CREATED == 40 && SL_NVALUES == 68);
 const _: () = assert!(SL_CHANGE == 72 && SL_CHANGE + size_of::<u64>() <= SL_ENTRIES_V2 && SL_VERSION == 80);
-const _: () = assert!(SL_PRINCIPAL == 96 && SL_ENTRIES == 352 && SL_ENTRIES % 8 == 0);
+const _: () = assert!(SL_PRINCIPAL == 96 && SL_RETIRED == 352 && SL_ENTRIES == 376 && SL_ENTRIES % 8 == 0);
 const _: () = assert!(SL_CREATED % 8 == 0 && SL_ABS_DEADLINE % 8 == 0);
 
 /// Slot state word: free.
@@ -211,6 +215,13 @@ pub const FLAG_NEW: u32 = 1;
 pub const FLAG_TIMEOUT_SET: u32 = 2;
 /// Slot flag (format 3): the absolute deadline is the session's own.
 pub const FLAG_DEADLINE_SET: u32 = 4;
+/// Slot flag (format 3) of a free slot: its last session was logged out
+/// (invalidated, or evicted by its principal's cap), which is final on
+/// every node; an expiry, a full region's eviction or a dropped copy is not.
+pub const FLAG_FINAL: u32 = 8;
+/// Slot flag (format 3) of a live slot: [`SL_RETIRED`] names its previous
+/// session, logged out before the store heard of it.
+pub const FLAG_RETIRED: u32 = 16;
 /// `free_head` / `next_free` value meaning "none".
 pub const NO_SLOT: u32 = u32::MAX;
 

@@ -954,6 +954,12 @@ impl Region {
         seq
     }
 
+    /// Whether slot `i` carries a change mark (the store has not heard of
+    /// its last change).
+    fn is_marked(&self, i: u32) -> bool {
+        self.geo.dirty_off != 0 && self.dirty_word(i).load(Ordering::Acquire) & (1u64 << (i % 64)) != 0
+    }
+
     fn dirty_word(&self, i: u32) -> &AtomicU64 {
         debug_assert!(self.geo.dirty_off != 0);
         self.atomic64(self.geo.dirty_off + 8 * (i as u64 / 64))
@@ -1249,7 +1255,18 @@ impl Region {
         }
         let off = self.geo.slot_off(head);
         id.slot = head;
+        // A slot whose last session was logged out before the store heard
+        // of it keeps that session's token, so the store still ends it. If
+        // it already keeps one, the session in between never reached the
+        // store (a store write settles the kept token first).
+        let prev_flags = self.rd32(off + SL_FLAGS as u64);
+        let keep_retired =
+            self.v3() && (prev_flags & FLAG_RETIRED != 0 || (prev_flags & FLAG_FINAL != 0 && self.is_marked(head)));
+        let prev_token = self.read_token(off);
         self.begin_write(off);
+        if self.v3() && keep_retired && prev_flags & FLAG_RETIRED == 0 {
+            self.copy_in(off + SL_RETIRED as u64, &prev_token);
+        }
         let seq = self.mark_changed(head, off);
         self.wr32(so + S_FREE_HEAD as u64, self.rd32(off + SL_NEXT_FREE as u64));
         self.wr32(off + SL_STATE as u64, STATE_LIVE);
@@ -1259,6 +1276,10 @@ impl Region {
             // Checked by `adopt` before the lock: counts and sizes fit.
             Some(a) => self.write_copy(head, off, &Adopt { last_access_ms: a.last_access_ms.min(now_ms), ..*a }),
             None => self.write_copy(head, off, &Adopt::fresh(id.token, now_ms)),
+        }
+        if keep_retired {
+            let f = self.rd32(off + SL_FLAGS as u64);
+            self.wr32(off + SL_FLAGS as u64, f | FLAG_RETIRED);
         }
         self.end_write(off);
         self.expiry(head).store(self.deadline_of(off), Ordering::Relaxed);
@@ -1652,6 +1673,67 @@ impl Region {
         self.check_version(off, expect)?;
         let live = self.id_of(id.slot, off);
         self.free_slot(g.s, id.slot, off, kind, live, now_ms, ev);
+        // A logout is final: the flush ends it in the store whoever owns
+        // it there, and a reuse of the slot keeps its token until then.
+        let f = self.rd32(off + SL_FLAGS as u64);
+        self.wr32(off + SL_FLAGS as u64, f | FLAG_FINAL);
+        Ok(())
+    }
+
+    /// Frees the session's slot without an event and without making its
+    /// end final: this node's copy was stale (another node holds the
+    /// session), or a create never happened.
+    pub fn forget(&self, id: &SessionId, now_ms: u64) -> Result<(), RegionError> {
+        let mut ev = EventBuf::discard();
+        let (g, off) = self.find(id, now_ms, &mut ev)?;
+        let live = self.id_of(id.slot, off);
+        self.free_slot(g.s, id.slot, off, EventKind::Invalidated, live, now_ms, &mut ev);
+        let f = self.rd32(off + SL_FLAGS as u64);
+        self.wr32(off + SL_FLAGS as u64, f & !FLAG_FINAL);
+        Ok(())
+    }
+
+    /// Whether `slot` is free and its last session was logged out (see
+    /// [`FLAG_FINAL`]).
+    pub fn ended_final(&self, slot: u32) -> Result<bool, RegionError> {
+        if !self.v3() || slot >= self.geo.params.max_sessions {
+            return Ok(false);
+        }
+        let off = self.geo.slot_off(slot);
+        let _g = self.lock_stripe(self.geo.stripe_of(slot))?;
+        Ok(self.rd32(off + SL_STATE as u64) == STATE_FREE && self.rd32(off + SL_FLAGS as u64) & FLAG_FINAL != 0)
+    }
+
+    /// The logged-out predecessor `slot` still keeps for the store (see
+    /// [`FLAG_RETIRED`]), as an id of this node.
+    pub fn retired(&self, slot: u32) -> Result<Option<SessionId>, RegionError> {
+        if !self.v3() || slot >= self.geo.params.max_sessions {
+            return Ok(None);
+        }
+        let off = self.geo.slot_off(slot);
+        let _g = self.lock_stripe(self.geo.stripe_of(slot))?;
+        if self.rd32(off + SL_STATE as u64) != STATE_LIVE || self.rd32(off + SL_FLAGS as u64) & FLAG_RETIRED == 0 {
+            return Ok(None);
+        }
+        let mut token = [0u8; TOKEN_LEN];
+        self.copy_out(off + SL_RETIRED as u64, &mut token);
+        Ok(Some(SessionId { node: self.cfg.node_id, context: self.tag, slot, token }))
+    }
+
+    /// The store has ended the predecessor with `token`: `slot` stops
+    /// keeping it (if it still keeps that one).
+    pub fn clear_retired(&self, slot: u32, token: &[u8; TOKEN_LEN]) -> Result<(), RegionError> {
+        if !self.v3() || slot >= self.geo.params.max_sessions {
+            return Ok(());
+        }
+        let off = self.geo.slot_off(slot);
+        let _g = self.lock_stripe(self.geo.stripe_of(slot))?;
+        let mut kept = [0u8; TOKEN_LEN];
+        self.copy_out(off + SL_RETIRED as u64, &mut kept);
+        let f = self.rd32(off + SL_FLAGS as u64);
+        if f & FLAG_RETIRED != 0 && kept == *token {
+            self.wr32(off + SL_FLAGS as u64, f & !FLAG_RETIRED);
+        }
         Ok(())
     }
 

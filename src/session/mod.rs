@@ -245,14 +245,14 @@ impl Pending<'_> {
     /// Ends the session without an event: it never happened.
     pub fn abort(mut self) {
         self.done = true;
-        let _ = self.sessions.region.invalidate(&self.meta.id, crate::clock::now_ms());
+        let _ = self.sessions.region.forget(&self.meta.id, crate::clock::now_ms());
     }
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if !self.done {
-            let _ = self.sessions.region.invalidate(&self.meta.id, crate::clock::now_ms());
+            let _ = self.sessions.region.forget(&self.meta.id, crate::clock::now_ms());
         }
     }
 }
@@ -505,6 +505,20 @@ impl Sessions {
                 ),
             });
         }
+        // In cluster mode the store hears of a touch at most once per
+        // save_period: a shorter timeout would let it expire a session in use.
+        if let (Some(Some(t)), Some(c)) = (m.timeout_s, &self.cluster)
+            && t <= c.settings().save_period
+        {
+            let p = c.settings().save_period;
+            return Err(SessionError::Invalid {
+                code: "bad_timeout",
+                message: format!(
+                    "timeout = {t} s is not longer than cluster.save_period = {p} s, so the store could expire the \
+                     session while it is in use; ask for more than {p} s or lower save_period"
+                ),
+            });
+        }
         if let Some(Some(d)) = m.deadline_ms {
             let latest = now_ms.saturating_add(u64::from(max) * 1000);
             let shown = crate::clock::rfc3339_millis(d);
@@ -746,7 +760,23 @@ impl Sessions {
     /// Ends the session now without an event: this node's copy was stale
     /// (another node owns the session), or a create the store refused.
     fn drop_stale(&self, id: &SessionId, now_ms: u64) -> Result<(), RegionError> {
-        self.region.invalidate(id, now_ms)
+        self.region.forget(id, now_ms)
+    }
+
+    /// Whether `slot` is free and its last session was logged out, which
+    /// the store must make final whoever holds the session there.
+    pub fn ended_final(&self, slot: u32) -> Result<bool, RegionError> {
+        self.region.ended_final(slot)
+    }
+
+    /// The logged-out predecessor `slot` keeps until the store ends it.
+    pub fn retired(&self, slot: u32) -> Result<Option<SessionId>, RegionError> {
+        self.region.retired(slot)
+    }
+
+    /// The store ended the predecessor `token` of `slot`.
+    pub fn clear_retired(&self, slot: u32, token: &[u8; crate::region::TOKEN_LEN]) -> Result<(), RegionError> {
+        self.region.clear_retired(slot, token)
     }
 
     /// The session `id` names in this node's region, without touching it,

@@ -150,6 +150,20 @@ impl BackingStore for MemoryStore {
         })
     }
 
+    fn end<'a>(&'a self, key: &'a StoreKey, now_ms: u64) -> StoreFuture<'a, Option<Moved>> {
+        Box::pin(async move {
+            self.step(|g| match g.sessions.get_mut(key) {
+                Some(e) if e.removed_until_ms.is_none() => {
+                    e.rec.attributes.clear();
+                    e.removed_until_ms = Some(e.rec.expires_ms.max(now_ms + TOMBSTONE_MS));
+                    let o = e.rec.owner;
+                    Ok(Some(Moved { from: o.node, context: e.rec.context, slot: o.slot, key: *key }))
+                }
+                _ => Ok(None),
+            })
+        })
+    }
+
     fn load<'a>(&'a self, key: &'a StoreKey, now_ms: u64) -> StoreFuture<'a, Option<Record>> {
         Box::pin(async move {
             self.step(|g| {

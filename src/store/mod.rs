@@ -270,6 +270,14 @@ pub trait BackingStore: Send + Sync {
     /// owner is `Fenced`.
     fn remove<'a>(&'a self, key: &'a StoreKey, owner: Owner) -> StoreFuture<'a, ()>;
 
+    /// Ends the session for good, whoever owns it (a logout, which its
+    /// token authorises on any node): its record becomes a tombstone that
+    /// refuses every later save, touch, takeover and load for the rest of
+    /// the session's own lifetime, and at least [`record::TOMBSTONE_MS`].
+    /// Returns who held it (as a notice to send them, so they drop their
+    /// copies at once), or `None` if there was no live record.
+    fn end<'a>(&'a self, key: &'a StoreKey, now_ms: u64) -> StoreFuture<'a, Option<Moved>>;
+
     /// The session under `key`, if it is there and has not expired.
     fn load<'a>(&'a self, key: &'a StoreKey, now_ms: u64) -> StoreFuture<'a, Option<Record>>;
 

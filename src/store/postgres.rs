@@ -55,6 +55,7 @@ struct Prepared {
     save: Statement,
     probe: Statement,
     tomb: Statement,
+    end: Statement,
     touch: Statement,
     load: Statement,
     take: Statement,
@@ -244,6 +245,13 @@ async fn prepare(c: &Client) -> Result<Prepared, tokio_postgres::Error> {
                  WHERE key_hash = $1 AND owner_node = $2 AND owner_epoch = $3 AND NOT removed RETURNING 1",
             )
             .await?,
+        end: c
+            .prepare(
+                "UPDATE sessiond_session SET removed = true, attrs = '\\x'::bytea, \
+                 expires_ms = GREATEST(expires_ms, $2) \
+                 WHERE key_hash = $1 AND NOT removed RETURNING ctx, owner_node, owner_slot",
+            )
+            .await?,
         touch: c
             .prepare(
                 "UPDATE sessiond_session SET accessed_ms = GREATEST(accessed_ms, $2), \
@@ -349,6 +357,20 @@ impl BackingStore for PgStore {
 
     fn remove<'a>(&'a self, key: &'a StoreKey, owner: Owner) -> StoreFuture<'a, ()> {
         Box::pin(self.remove_inner(key, owner))
+    }
+
+    fn end<'a>(&'a self, key: &'a StoreKey, now_ms: u64) -> StoreFuture<'a, Option<Moved>> {
+        Box::pin(async move {
+            let c = self.conn().await?;
+            let until = i64_of(now_ms + TOMBSTONE_MS);
+            let rows = self.with_timeout(c.client.query(&c.st.end, &[&key.as_slice(), &until])).await?;
+            Ok(rows.first().map(|r| Moved {
+                context: r.get::<_, i32>(0) as u16,
+                from: r.get::<_, i32>(1) as u32,
+                slot: r.get::<_, i32>(2) as u32,
+                key: *key,
+            }))
+        })
     }
 
     fn load<'a>(&'a self, key: &'a StoreKey, now_ms: u64) -> StoreFuture<'a, Option<Record>> {

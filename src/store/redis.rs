@@ -74,6 +74,16 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {1, 0}
 "#;
 
+const END: &str = r#"
+local o = redis.call('HMGET', KEYS[1], 'o', 's', 'g', 'r', 'x')
+if not o[1] or o[4] == '1' then return {0, 0, 0, 0} end
+redis.call('HSET', KEYS[1], 'r', '1', 'd', '')
+local ttl = tonumber(o[5] or '0') - tonumber(ARGV[1])
+if ttl < tonumber(ARGV[2]) then ttl = tonumber(ARGV[2]) end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return {1, tonumber(o[1]), tonumber(o[2]), tonumber(o[3])}
+"#;
+
 const TOUCH: &str = r#"
 local o = redis.call('HMGET', KEYS[1], 'o', 'e', 'r', 'a', 'x')
 if not o[1] then return {0, 0} end
@@ -115,7 +125,7 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 "#;
 
 /// The scripts, loaded per connection.
-const SCRIPTS: [&str; 6] = [SAVE, REMOVE, TOUCH, TAKE, SWEEP_ONE, RENEW];
+const SCRIPTS: [&str; 7] = [SAVE, REMOVE, TOUCH, TAKE, SWEEP_ONE, RENEW, END];
 #[derive(Clone, Copy)]
 enum S {
     Save = 0,
@@ -124,6 +134,7 @@ enum S {
     Take,
     SweepOne,
     Renew,
+    End,
 }
 
 /// `HMGET o s e r` of one session.
@@ -370,6 +381,25 @@ impl BackingStore for RedisStore {
 
     fn remove<'a>(&'a self, key: &'a StoreKey, owner: Owner) -> StoreFuture<'a, ()> {
         Box::pin(self.remove_inner(key, owner))
+    }
+
+    fn end<'a>(&'a self, key: &'a StoreKey, now_ms: u64) -> StoreFuture<'a, Option<Moved>> {
+        Box::pin(async move {
+            let k = key_name(key);
+            let member = key_hex(key);
+            let r: ((i64, i64, i64, i64), i64) = self
+                .run(|c| {
+                    let mut p = redis::pipe();
+                    let mut cmd = Self::script(c, S::End, &k);
+                    cmd.arg(now_ms).arg(TOMBSTONE_MS);
+                    p.add_command(cmd);
+                    p.cmd("ZREM").arg(EXP).arg(&member);
+                    p
+                })
+                .await?;
+            let (done, node, slot, ctx) = r.0;
+            Ok((done == 1).then_some(Moved { from: node as u32, context: ctx as u16, slot: slot as u32, key: *key }))
+        })
     }
 
     fn load<'a>(&'a self, key: &'a StoreKey, now_ms: u64) -> StoreFuture<'a, Option<Record>> {

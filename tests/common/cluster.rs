@@ -105,6 +105,17 @@ impl Store {
         }
     }
 
+    /// The URL of the real server, past any proxy: a node started with it
+    /// keeps its store when the test cuts the proxy (an asymmetric
+    /// partition: the other nodes are cut, this one is not).
+    pub fn direct_url(&self) -> String {
+        let p: Vec<&str> = self.inspect.split('|').collect();
+        match self.kind {
+            Kind::Pg => format!("postgres://{}@localhost/{}?host={}", p[1], p[2], p[0]),
+            Kind::Redis => format!("redis+unix://{}?db={}", p[0], p[1]),
+        }
+    }
+
     /// Runs SQL (PostgreSQL) and returns psql's unaligned output.
     pub fn sql(&self, q: &str) -> String {
         let p: Vec<&str> = self.inspect.split('|').collect();
@@ -219,13 +230,24 @@ pub fn node(store: &Store, node_id: u32, extra: &[&str]) -> Server {
     node_in(store, node_id, extra, None)
 }
 
+/// [`node`] on the store's real server, past the proxy (see
+/// [`Store::direct_url`]).
+pub fn node_direct(store: &Store, node_id: u32, extra: &[&str]) -> Server {
+    node_at(&store.direct_url(), node_id, extra, None)
+}
+
 /// [`node`] with a given data directory (restarts).
 pub fn node_in(store: &Store, node_id: u32, extra: &[&str], data_dir: Option<&Path>) -> Server {
+    node_at(&store.url, node_id, extra, data_dir)
+}
+
+/// A node on the store at `url`.
+fn node_at(url: &str, node_id: u32, extra: &[&str], data_dir: Option<&Path>) -> Server {
     let mut args: Vec<String> = vec![
         "--set".into(),
         format!("node_id={node_id}"),
         "--set".into(),
-        format!("cluster.store={}", store.url),
+        format!("cluster.store={url}"),
         "--set".into(),
         "cluster.sweep_interval=0.5".into(),
     ];

@@ -235,7 +235,10 @@ pub async fn flush(cluster: &Cluster, s: &Sessions, unrecorded: &mut Unrecorded)
                         cluster.record_owner(&id, 1, created_ms);
                         rec.owner.epoch = 1;
                     }
-                    let r = cluster.store().save(&rec).await;
+                    let r = match cluster.settle_retired(s, slot, now).await {
+                        Ok(()) => cluster.store().save(&rec).await,
+                        Err(e) => Err(e),
+                    };
                     if let Err(StoreError::Fenced { .. }) = r {
                         cluster.drop_moved(s, &id, now);
                         cluster.state().add(Word::Dropped, 1);
@@ -245,13 +248,18 @@ pub async fn flush(cluster: &Cluster, s: &Sessions, unrecorded: &mut Unrecorded)
                 Ok(None) => match s.ended_id(slot) {
                     Ok(Some(id)) => {
                         let key = store_key(id.context, &id.token);
-                        let owner = cluster.owner_at(&id, &key);
-                        if owner.epoch == 0 {
-                            // Never recorded as ours: nothing of ours in the store.
-                            let _ = s.acknowledge(slot, seq);
-                            continue;
+                        if s.ended_final(slot).unwrap_or(false) {
+                            // A logout: final whoever owns it in the store now.
+                            cluster.end_final(&key, slot, now).await
+                        } else {
+                            let owner = cluster.owner_at(&id, &key);
+                            if owner.epoch == 0 {
+                                // Never recorded as ours: nothing of ours in the store.
+                                let _ = s.acknowledge(slot, seq);
+                                continue;
+                            }
+                            cluster.store().remove(&key, owner).await
                         }
-                        cluster.store().remove(&key, owner).await
                     }
                     // Live but expired: the region's reaper frees it, then
                     // it is flushed as ended.

@@ -436,7 +436,10 @@ impl Cluster {
             return Err(SessionError::Raced);
         };
         let rec = self.record(s, seq, None);
-        let r = self.store.save(&rec).await;
+        let r = match self.settle_retired(sessions, slot, now_ms).await {
+            Ok(()) => self.store.save(&rec).await,
+            Err(e) => Err(e),
+        };
         self.settle(sessions, id, seq, r, now_ms)
     }
 
@@ -465,7 +468,10 @@ impl Cluster {
             return Err(SessionError::Raced);
         };
         let rec = self.record(s, seq, Some(epoch));
-        let r = self.store.rotate(&old_key, &rec).await;
+        let r = match self.settle_retired(sessions, slot, now_ms).await {
+            Ok(()) => self.store.rotate(&old_key, &rec).await,
+            Err(e) => Err(e),
+        };
         if let Err(StoreError::Unavailable { .. }) = &r
             && let Some(o) = self.owners(new.context)
         {
@@ -474,34 +480,21 @@ impl Cluster {
         self.settle(sessions, new, seq, r, now_ms)
     }
 
-    /// Write-through of an invalidation. When another node owns the
-    /// session now (this copy was stale), it is ended in the store all the
-    /// same: taken over there and removed, and its holder told, so a
-    /// logout on any node ends the session everywhere.
+    /// Write-through of a logout, which is final on every node: the store
+    /// ends the session whoever owns it there (a tombstone for the rest of
+    /// its lifetime), and the node that held it drops its copy on the
+    /// notice. If the store cannot be told, the slot's change mark and its
+    /// "final" flag stay, and the reaper's flush ends it when the store
+    /// returns (or, if the slot is reused first, the new occupant keeps the
+    /// token until then: see `Region::retired`).
     pub async fn invalidated(&self, sessions: &Sessions, id: &SessionId, now_ms: u64) -> Result<(), SessionError> {
         let seq = sessions.change_mark(id.slot)?;
         let key = store_key(id.context, &id.token);
-        let r = self.store.remove(&key, self.owner_at(id, &key)).await;
+        let r = self.end_final(&key, id.slot, now_ms).await;
         self.note(&r);
         self.state.add(Word::Writes, 1);
-        let r = match r {
-            Err(StoreError::Fenced { owner }) if owner != 0 => {
-                let r = self.end_elsewhere(&key, id.slot, now_ms).await;
-                self.note(&r);
-                // The session lives on at its owner: say so, whatever the
-                // mode, so the client sends the logout again.
-                match &r {
-                    Err(e @ StoreError::Unavailable { .. }) => return Err(self.unavailable(e)),
-                    Err(_) => return Err(SessionError::Raced),
-                    Ok(()) => {}
-                }
-                self.state.add(Word::Takeovers, 1);
-                r
-            }
-            r => r,
-        };
         match r {
-            Ok(()) | Err(StoreError::Fenced { .. }) => {
+            Ok(()) => {
                 // Clear the mark only while the slot still holds the ended
                 // session: a create that reused it has a newer sequence.
                 if let Some(seq) = seq
@@ -512,36 +505,41 @@ impl Cluster {
                 Ok(())
             }
             Err(e) if self.cfg.when_store_down == StoreDown::FailClosed => Err(self.unavailable(&e)),
-            // The mark stays; the flush removes it when the store returns.
+            // The mark stays; the flush ends it when the store returns.
             Err(_) => Ok(()),
         }
     }
 
-    /// Ends a session another node holds: takes it over in the store
-    /// (fenced), removes it, and tells the holder to drop its copy.
-    async fn end_elsewhere(&self, key: &StoreKey, slot: u32, now_ms: u64) -> Result<(), StoreError> {
-        for _ in 0..3 {
-            let rec = match self.store.load(key, now_ms).await? {
-                Some(rec) => rec,
-                None => return Ok(()),
-            };
-            match self.store.take_over(key, rec.owner.epoch, rec.seq, self.node, slot, now_ms).await {
-                Ok(epoch) => {
-                    self.store.remove(key, Owner { node: self.node, slot, epoch }).await?;
-                    // The holder drops its copy (a sibling worker's slot on
-                    // this node included).
-                    let m = Moved { from: rec.owner.node, context: rec.context, slot: rec.owner.slot, key: *key };
-                    let r = self.store.announce(&m).await;
-                    self.note(&r);
-                    return Ok(());
-                }
-                Err(StoreError::Fenced { .. }) => continue,
-                Err(e) => return Err(e),
-            }
+    /// Ends `key` in the store for good and tells its holder (another node,
+    /// or another slot here) to drop its copy.
+    pub(crate) async fn end_final(&self, key: &StoreKey, slot: u32, now_ms: u64) -> Result<(), StoreError> {
+        if let Some(m) = self.store.end(key, now_ms).await?
+            && (m.from != self.node || m.slot != slot)
+        {
+            let r = self.store.announce(&m).await;
+            self.note(&r);
+            self.state.add(Word::Takeovers, 1);
         }
-        Err(StoreError::Unavailable { store: self.store.describe(), why: "the session kept moving; retry".into() })
+        Ok(())
     }
 
+    /// Before a store write of `slot`: if the slot keeps a logged-out
+    /// predecessor the store has not ended yet (its slot was reused during
+    /// an outage), ends it first, so no node can take it over.
+    pub(crate) async fn settle_retired(&self, sessions: &Sessions, slot: u32, now_ms: u64) -> Result<(), StoreError> {
+        let Ok(Some(old)) = sessions.retired(slot) else { return Ok(()) };
+        let key = store_key(old.context, &old.token);
+        self.end_final(&key, slot, now_ms).await?;
+        let _ = sessions.clear_retired(slot, &old.token);
+        log::info!(
+            "context {}: ended in the store the session {}… logged out while it was away (its slot was reused since)",
+            sessions.context(),
+            old.short()
+        );
+        Ok(())
+    }
+
+    /// What a failed store write answers under `when_store_down`.
     fn down_outcome(&self, e: &StoreError) -> Result<(), SessionError> {
         match self.cfg.when_store_down {
             StoreDown::ServeLocal => Ok(()),
