@@ -31,9 +31,21 @@ def django_tests_dir() -> Path:
         return tests
     root.mkdir(parents=True, exist_ok=True)
     r = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps",
-         f"django=={version}", "-d", str(root)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-binary",
+            ":all:",
+            "--no-deps",
+            f"django=={version}",
+            "-d",
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
     )
     if r.returncode != 0:
         pytest.fail(f"pip download django=={version} failed (run `bash tools/test`):\n{r.stderr}")
@@ -51,9 +63,21 @@ def test_django_session_tests(server):
     env = dict(os.environ, SESSIOND_URL=server.url)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tests), env.get("PYTHONPATH")]))
     r = subprocess.run(
-        [sys.executable, "runtests.py", "--settings=test_sqlite", "--parallel=1", "-v", "2",
-         "sessiond_sessions_tests", "sessions_tests.models"],
-        cwd=tests, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "runtests.py",
+            "--settings=test_sqlite",
+            "--parallel=1",
+            "-v",
+            "2",
+            "sessiond_sessions_tests",
+            "sessions_tests.models",
+        ],
+        cwd=tests,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     out = r.stdout + r.stderr
     (REPO / "target" / "django-suite.log").write_text(out)
@@ -61,7 +85,11 @@ def test_django_session_tests(server):
     print(out[-3000:])
     assert ran, f"runtests.py ran nothing:\n{out[-5000:]}"
     mixin = len(re.findall(r"\(sessiond_sessions_tests\.tests\.SessiondSessionTests\.\w+\) \.\.\. ok", out))
-    middleware = len(re.findall(r"\(sessiond_sessions_tests\.tests\.SessiondMiddlewareTests\.\w+\) \.\.\. ok", out))
-    print(f"Django {django.get_version()}: SessionTestsMixin {mixin} passed; "
-          f"SessionMiddlewareTests {middleware} passed; {ran.group(1)} ran")
+    middleware = len(
+        re.findall(r"\(sessiond_sessions_tests\.tests\.SessiondMiddlewareTests\.\w+\) \.\.\. ok", out)
+    )
+    print(
+        f"Django {django.get_version()}: SessionTestsMixin {mixin} passed; "
+        f"SessionMiddlewareTests {middleware} passed; {ran.group(1)} ran"
+    )
     assert r.returncode == 0 and re.search(r"^OK", out, re.M), out[-8000:]

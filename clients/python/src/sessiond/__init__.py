@@ -12,7 +12,9 @@ from .errors import *  # noqa: F403  (every exception class)
 
 __version__ = "0.1.0"
 
-_EXCEPTIONS = [n for n, c in vars(errors).items() if isinstance(c, type) and issubclass(c, errors.SessiondError)]
+_EXCEPTIONS = [
+    n for n, c in vars(errors).items() if isinstance(c, type) and issubclass(c, errors.SessiondError)
+]
 
 __all__ = [
     "UNSET",

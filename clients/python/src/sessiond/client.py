@@ -308,7 +308,9 @@ class _Api:
     def transport_error(self, e: httpx.TransportError, req: _Request) -> errors.Unavailable:
         what = f"{req.method} {req.path}"
         if isinstance(e, httpx.TimeoutException):
-            return errors.Timeout(f"sessiond at {self.address} did not answer {what} in time: {e}", self.address)
+            return errors.Timeout(
+                f"sessiond at {self.address} did not answer {what} in time: {e}", self.address
+            )
         return errors.ConnectFailed(
             f"cannot reach sessiond at {self.address} for {what}: {e or type(e).__name__}", self.address
         )
@@ -364,7 +366,8 @@ class Client:
     ):
         self._api = _Api(url, token, token_file, context)
         transport = httpx.HTTPTransport(
-            uds=self._api.uds, limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20)
+            uds=self._api.uds,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20),
         )
         self._http = httpx.Client(
             base_url=self._api.base_url,
@@ -380,7 +383,12 @@ class Client:
     def _send(self, req: _Request):
         try:
             r = self._http.request(
-                req.method, req.path, params=req.params, headers=req.headers, json=req.json, content=req.content
+                req.method,
+                req.path,
+                params=req.params,
+                headers=req.headers,
+                json=req.json,
+                content=req.content,
             )
         except httpx.TransportError as e:
             raise self._api.transport_error(e, req) from e
@@ -429,7 +437,8 @@ class AsyncClient:
     ):
         self._api = _Api(url, token, token_file, context)
         transport = httpx.AsyncHTTPTransport(
-            uds=self._api.uds, limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20)
+            uds=self._api.uds,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20),
         )
         self._http = httpx.AsyncClient(
             base_url=self._api.base_url,
@@ -445,7 +454,12 @@ class AsyncClient:
     async def _send(self, req: _Request):
         try:
             r = await self._http.request(
-                req.method, req.path, params=req.params, headers=req.headers, json=req.json, content=req.content
+                req.method,
+                req.path,
+                params=req.params,
+                headers=req.headers,
+                json=req.json,
+                content=req.content,
             )
         except httpx.TransportError as e:
             raise self._api.transport_error(e, req) from e

@@ -47,13 +47,13 @@ class SessiondMiddlewareTests(dj.SessionMiddlewareTests):
         middleware = SessionMiddleware(set_foo)
         response = middleware(request)
         key = request.session.session_key
-        self.assertIn("Set-Cookie: sessionid=%s" % key, str(response.cookies))
+        self.assertIn(f"Set-Cookie: sessionid={key}", str(response.cookies))
         c = Client(os.environ["SESSIOND_URL"])
         self.assertEqual(set(c.get(key, touch=False).attributes), {"foo"})
 
         del request.session["foo"]
         response = middleware.process_response(request, HttpResponse("Session test"))
         self.assertEqual(c.get(key, touch=False).attributes, {})
-        self.assertIn("Set-Cookie: sessionid=%s" % key, str(response.cookies))
+        self.assertIn(f"Set-Cookie: sessionid={key}", str(response.cookies))
         self.assertEqual(response.headers["Vary"], "Cookie")
         c.close()
