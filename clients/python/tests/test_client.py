@@ -97,7 +97,8 @@ def test_timeout_names_the_address():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
-        addr = "%s:%d" % sock.getsockname()
+        host, port = sock.getsockname()
+        addr = f"{host}:{port}"
         with Client(addr, timeout=0.3) as c:
             with pytest.raises(sessiond.Timeout) as e:
                 c.create()
