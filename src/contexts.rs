@@ -80,7 +80,7 @@ impl Contexts {
                     cfg.name
                 );
             }
-            list.push(Context { cfg: cfg.clone(), sessions: Sessions::new(Arc::new(region)) });
+            list.push(Context { cfg: cfg.clone(), sessions: Sessions::new(Arc::new(region)).with_policy(policy(cfg)) });
         }
         Ok(Contexts { list })
     }
@@ -93,7 +93,10 @@ impl Contexts {
             .list
             .iter()
             .zip(cfgs)
-            .map(|(c, cfg)| Context { cfg: cfg.clone(), sessions: c.sessions.with_hub(None).with_cluster(None) })
+            .map(|(c, cfg)| Context {
+                cfg: cfg.clone(),
+                sessions: c.sessions.with_hub(None).with_cluster(None).with_policy(policy(cfg)),
+            })
             .collect();
         Contexts { list }
     }
@@ -163,5 +166,14 @@ impl Contexts {
                 log::error!("context {}: {e}", c.cfg.name);
             }
         }
+    }
+}
+
+/// What a context's settings let a session set for itself.
+fn policy(cfg: &ContextConfig) -> crate::session::Policy {
+    crate::session::Policy {
+        max_timeout_s: cfg.max_timeout,
+        max_per_principal: cfg.max_sessions_per_principal,
+        when_principal_full: cfg.when_principal_full,
     }
 }

@@ -43,6 +43,10 @@ pub enum Route {
     AttrDelete,
     /// POST /v1/session (get or create)
     Current,
+    /// POST …/touch
+    Touch,
+    /// GET or DELETE /v1/principals/{name}/sessions
+    Principal,
     /// GET /v1/contexts
     Contexts,
     /// GET /healthz
@@ -58,7 +62,7 @@ pub enum Route {
 }
 
 /// Every route class, in counter order.
-pub const ROUTES: [Route; 16] = [
+pub const ROUTES: [Route; 18] = [
     Route::Create,
     Route::List,
     Route::Get,
@@ -69,6 +73,8 @@ pub const ROUTES: [Route; 16] = [
     Route::AttrPut,
     Route::AttrDelete,
     Route::Current,
+    Route::Touch,
+    Route::Principal,
     Route::Contexts,
     Route::Health,
     Route::Metrics,
@@ -91,6 +97,8 @@ impl Route {
             Route::AttrPut => "attr_put",
             Route::AttrDelete => "attr_delete",
             Route::Current => "current",
+            Route::Touch => "touch",
+            Route::Principal => "principal",
             Route::Contexts => "contexts",
             Route::Health => "health",
             Route::Metrics => "metrics",
@@ -102,8 +110,10 @@ impl Route {
 }
 
 /// Status codes counted individually; anything else counts as "other".
-pub const STATUSES: [u16; 22] =
-    [101, 200, 201, 204, 302, 303, 400, 401, 403, 404, 405, 408, 409, 411, 413, 415, 429, 431, 500, 502, 503, 504];
+pub const STATUSES: [u16; 24] = [
+    101, 200, 201, 204, 302, 303, 304, 400, 401, 403, 404, 405, 408, 409, 411, 412, 413, 415, 429, 431, 500, 502, 503,
+    504,
+];
 /// Latency histogram upper bounds, seconds.
 pub const BUCKETS: [f64; 15] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];

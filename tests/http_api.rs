@@ -344,7 +344,10 @@ fn get_returns_every_field_and_touches() {
     let j = r.json();
     let keys: BTreeSet<&str> = j.as_object().unwrap().keys().map(String::as_str).collect();
     let want: BTreeSet<&str> =
-        ["id", "context", "created_at", "last_accessed_at", "expires_at", "timeout", "new", "attributes"].into();
+        ["id", "context", "created_at", "last_accessed_at", "expires_at", "timeout", "new", "attributes"]
+            .into_iter()
+            .chain(["timeout_override", "deadline", "principal"]) // the session's own settings (issue 16)
+            .collect();
     assert_eq!(keys, want);
     assert_eq!(j["id"], id);
     assert_eq!(j["context"], "default");

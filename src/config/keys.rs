@@ -622,6 +622,35 @@ pub const KEYS: &[KeyDef] = &[
               or evict the session nearest its deadline in one stripe.",
     },
     KeyDef {
+        name: "max_timeout",
+        aliases: &[],
+        scope: Scope::Sessions,
+        kind: int(86400, 1, 365 * 86400, Unit::Seconds),
+        default_doc: "",
+        applies: RELOAD,
+        doc: "Bound on a session's own idle timeout and on how far ahead its own deadline may be \
+              (`timeout`/`deadline` in the session API; 400 beyond it).",
+    },
+    KeyDef {
+        name: "max_sessions_per_principal",
+        aliases: &[],
+        scope: Scope::Sessions,
+        kind: int(0, 0, 1_000_000, Unit::Count),
+        default_doc: "`0` (no cap)",
+        applies: RELOAD,
+        doc: "Most live sessions one principal may hold in the context; see `when_principal_full`.",
+    },
+    KeyDef {
+        name: "when_principal_full",
+        aliases: &[],
+        scope: Scope::Sessions,
+        kind: Kind::Choice { default: "evict-oldest", choices: &["refuse", "evict-oldest"], any_case: false },
+        default_doc: "",
+        applies: RELOAD,
+        doc: "At `max_sessions_per_principal`: refuse the new session (409 `too_many_sessions`), \
+              or end the principal's least recently used one (an `evicted` event).",
+    },
+    KeyDef {
         name: "cookie_name",
         aliases: &[],
         scope: Scope::Sessions,

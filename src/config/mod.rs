@@ -188,6 +188,12 @@ pub struct ContextConfig {
     pub cookie_path: String,
     /// URL-rewriting parameter.
     pub url_param: String,
+    /// Bound on a session's own timeout and deadline, seconds.
+    pub max_timeout: u32,
+    /// Most sessions per principal; 0 = no cap.
+    pub max_sessions_per_principal: u32,
+    /// What a create past that cap does.
+    pub when_principal_full: WhenPrincipalFull,
 }
 
 impl ContextConfig {
@@ -232,6 +238,19 @@ pub struct EventsConfig {
     pub queue_size: u32,
     /// Whether `touched` events are sent.
     pub include_touched: bool,
+}
+
+/// What a create or a principal change does when the principal already
+/// holds `sessions.max_sessions_per_principal` sessions
+/// (`sessions.when_principal_full`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenPrincipalFull {
+    /// Answer 409 `too_many_sessions`.
+    Refuse,
+    /// End the principal's least recently used session (an `evicted` event).
+    #[default]
+    EvictOldest,
 }
 
 /// What a node does while its store is down (`cluster.when_store_down`).
@@ -1047,6 +1066,12 @@ fn context_from(
         cookie_same_site,
         cookie_path: l.text("cookie_path"),
         url_param: l.text("url_param"),
+        max_timeout: l.u32("max_timeout"),
+        max_sessions_per_principal: l.u32("max_sessions_per_principal"),
+        when_principal_full: match l.text("when_principal_full").as_str() {
+            "refuse" => WhenPrincipalFull::Refuse,
+            _ => WhenPrincipalFull::EvictOldest,
+        },
     };
     crate::region::Geometry::new(cfg.region_config(0).layout).map_err(|e| {
         invalid(l.pick("max_sessions").1.unwrap_or_else(|| "sessions.max_sessions".into()), max_sessions, e)

@@ -587,8 +587,22 @@ async fn login(gw: &Arc<Gateway>, peer: Option<SocketAddr>, req: Request<Incomin
         .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().as_bytes().to_vec()))
         .collect();
     changes.extend(kept.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice()))));
+    // The session belongs to the user: listed and ended with the user's
+    // other sessions, and counted against sessions.max_sessions_per_principal.
+    let principal = match crate::session::check_principal(&c.user) {
+        Ok(()) => Some(c.user.as_str()),
+        Err(e) => {
+            log::warn!("gateway: user {:?} cannot be a session principal ({e}); the session has none", c.user);
+            None
+        }
+    };
+    let edit = crate::region::Edit {
+        changes: &changes,
+        meta: crate::region::MetaChange { principal: principal.map(Some), ..Default::default() },
+        expect: None,
+    };
     // Cluster mode: the login is in the store before the cookie is sent.
-    if let Err(e) = pending.commit(&changes, crate::clock::now_ms()).await {
+    if let Err(e) = pending.commit_edit(&edit, crate::clock::now_ms()).await {
         log::warn!("gateway: cannot store the new session of {:?}: {e}", c.user);
         return api_error(e.into());
     }

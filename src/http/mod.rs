@@ -123,7 +123,11 @@ fn takes_no_body(segments: &[&str], m: &Method) -> bool {
         Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS => true,
         Method::POST => matches!(
             segments,
-            ["v1", "sessions"] | ["v1", "session"] | ["v1", "sessions", _, "rotate"] | ["v1", "session", "rotate"]
+            ["v1", "session"]
+                | ["v1", "sessions", _, "rotate"]
+                | ["v1", "session", "rotate"]
+                | ["v1", "sessions", _, "touch"]
+                | ["v1", "session", "touch"]
         ),
         _ => false,
     }
@@ -164,7 +168,7 @@ async fn dispatch(st: &AppState, mut req: Request<Incoming>) -> (Route, Result<R
             let rest: Vec<&str> = rest.to_vec();
             (Route::GatewayControl, gateway::route(st, req, &rest).await)
         }
-        (["v1", "sessions"], &Method::POST) => (Route::Create, s::create(st, &req).await),
+        (["v1", "sessions"], &Method::POST) => (Route::Create, s::create(st, req).await),
         (["v1", "sessions"], &Method::GET) => (Route::List, s::list(st, &req)),
         (["v1", "sessions"], _) => (Route::Other, Err(method_not_allowed("GET, POST"))),
         (["v1", "sessions", id], _) => {
@@ -172,11 +176,19 @@ async fn dispatch(st: &AppState, mut req: Request<Incoming>) -> (Route, Result<R
             match m {
                 Method::GET => (Route::Get, s::get(&req, t).await),
                 Method::PATCH => (Route::Patch, async { s::patch(st, t?, req).await }.await),
-                Method::DELETE => (Route::Delete, s::delete(t).await),
+                Method::DELETE => (Route::Delete, s::delete(&req, t).await),
                 _ => (Route::Other, Err(method_not_allowed("GET, PATCH, DELETE"))),
             }
         }
-        (["v1", "sessions", id, "rotate"], &Method::POST) => (Route::Rotate, s::rotate(s::Target::by_id(st, id)).await),
+        (["v1", "sessions", id, "rotate"], &Method::POST) => {
+            (Route::Rotate, s::rotate(&req, s::Target::by_id(st, id)).await)
+        }
+        (["v1", "sessions", id, "touch"], &Method::POST) => (Route::Touch, s::touch(s::Target::by_id(st, id)).await),
+        (["v1", "principals", name, "sessions"], _) => match m {
+            Method::GET => (Route::Principal, s::principal_list(st, &req, name)),
+            Method::DELETE => (Route::Principal, s::principal_delete(st, name).await),
+            _ => (Route::Other, Err(method_not_allowed("GET, DELETE"))),
+        },
         (["v1", "sessions", id, "attributes", name], _) => {
             let t = s::Target::by_id(st, id);
             attr_route(st, req, t, name).await
@@ -188,20 +200,27 @@ async fn dispatch(st: &AppState, mut req: Request<Incoming>) -> (Route, Result<R
                 Method::POST => (Route::Current, s::get_or_create(t).await),
                 Method::GET => (Route::Get, s::get(&req, t).await),
                 Method::PATCH => (Route::Patch, async { s::patch(st, t?, req).await }.await),
-                Method::DELETE => (Route::Delete, s::delete(t).await),
+                Method::DELETE => (Route::Delete, s::delete(&req, t).await),
                 _ => (Route::Other, Err(method_not_allowed("GET, POST, PATCH, DELETE"))),
             }
         }
         (["v1", "session", "rotate"], &Method::POST) => {
-            (Route::Rotate, s::rotate(s::Target::current(st, &req, sp.params())).await)
+            (Route::Rotate, s::rotate(&req, s::Target::current(st, &req, sp.params())).await)
+        }
+        (["v1", "session", "touch"], &Method::POST) => {
+            (Route::Touch, s::touch(s::Target::current(st, &req, sp.params())).await)
         }
         (["v1", "session", "attributes", name], _) => {
             let t = s::Target::current(st, &req, sp.params());
             attr_route(st, req, t, name).await
         }
-        (["v1", "sessions", _, "rotate"] | ["v1", "session", "rotate"], _) => {
-            (Route::Other, Err(method_not_allowed("POST")))
-        }
+        (
+            ["v1", "sessions", _, "rotate"]
+            | ["v1", "session", "rotate"]
+            | ["v1", "sessions", _, "touch"]
+            | ["v1", "session", "touch"],
+            _,
+        ) => (Route::Other, Err(method_not_allowed("POST"))),
         _ => {
             (Route::Other, Err(ApiError::new(StatusCode::NOT_FOUND, "route_not_found", format!("no route for {path}"))))
         }
@@ -221,7 +240,7 @@ async fn attr_route(
     match *req.method() {
         Method::GET => (Route::AttrGet, sessions::attr_get(&req, t, name).await),
         Method::PUT => (Route::AttrPut, async { sessions::attr_put(st, t?, name?, req).await }.await),
-        Method::DELETE => (Route::AttrDelete, sessions::attr_delete(t, name).await),
+        Method::DELETE => (Route::AttrDelete, sessions::attr_delete(&req, t, name).await),
         _ => (Route::Other, Err(method_not_allowed("GET, PUT, DELETE"))),
     }
 }

@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, SET_COOKIE};
+use hyper::header::{ETAG, HeaderValue, IF_MATCH, IF_NONE_MATCH, SET_COOKIE};
 use hyper::{Request, StatusCode};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
@@ -22,7 +22,7 @@ use super::{ApiError, AppState, Resp, lookup, read_body, respond};
 use crate::clock::now_ms;
 use crate::clock::rfc3339_millis as rfc3339;
 use crate::contexts::Context;
-use crate::region::{SessionId, SessionMeta};
+use crate::region::{Change, Edit, MetaChange, SessionId, SessionMeta};
 
 /// Largest page of `GET /v1/sessions`.
 pub const MAX_LIST_LIMIT: usize = 1000;
@@ -87,8 +87,51 @@ fn meta_json(ctx: &Context, m: &SessionMeta) -> Map<String, Value> {
     o.insert("last_accessed_at".into(), rfc3339(m.last_access_ms).into());
     o.insert("expires_at".into(), rfc3339(m.expires_ms).into());
     o.insert("timeout".into(), m.timeout_s.into());
+    o.insert("timeout_override".into(), if m.timeout_set { m.timeout_s.into() } else { Value::Null });
+    o.insert("deadline".into(), m.deadline_ms.map_or(Value::Null, |d| rfc3339(d).into()));
+    o.insert("principal".into(), m.principal.clone().map_or(Value::Null, Value::String));
     o.insert("new".into(), m.is_new.into());
     o
+}
+
+/// The session's `ETag`: its version, which every change bumps and a touch
+/// does not. It says nothing of the id or the token.
+pub fn etag(m: &SessionMeta) -> String {
+    format!("\"v{}\"", m.version)
+}
+
+/// Sets the `ETag` of `m` on `r`.
+fn with_etag(mut r: Resp, m: &SessionMeta) -> Resp {
+    if let Ok(v) = HeaderValue::from_str(&etag(m)) {
+        r.headers_mut().insert(ETAG, v);
+    }
+    r
+}
+
+/// The version an `If-Match` header requires, or `None` without one (or
+/// with `*`, which any existing session meets). A tag that is not one of
+/// this server's strong tags, a weak tag (`W/`), or a list of several,
+/// can never match: it requires version 0, which no session has, so the
+/// change answers 412 and nothing is done.
+fn if_match(req: &Request<Incoming>) -> Option<u64> {
+    let v = req.headers().get(IF_MATCH)?.to_str().unwrap_or("");
+    let v = v.trim();
+    if v == "*" {
+        return None;
+    }
+    Some(parse_tag(v).unwrap_or(0))
+}
+
+/// `"v<n>"` to n.
+fn parse_tag(t: &str) -> Option<u64> {
+    t.strip_prefix("\"v")?.strip_suffix('"')?.parse().ok().filter(|&n| n > 0)
+}
+
+/// Whether `If-None-Match` names `m`'s current tag (or is `*`): the
+/// client's copy is current (weak comparison, as RFC 9110 asks for GET).
+fn none_match_hits(req: &Request<Incoming>, m: &SessionMeta) -> bool {
+    let Some(v) = req.headers().get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) else { return false };
+    v.split(',').take(64).map(str::trim).any(|t| t == "*" || parse_tag(t.trim_start_matches("W/")) == Some(m.version))
 }
 
 /// A JSON answer.
@@ -101,6 +144,10 @@ fn empty(status: StatusCode) -> Resp {
 }
 
 fn session_response(ctx: &Context, status: StatusCode, m: &SessionMeta, attrs: &[(String, Vec<u8>)]) -> Resp {
+    with_etag(session_json(ctx, status, m, attrs), m)
+}
+
+fn session_json(ctx: &Context, status: StatusCode, m: &SessionMeta, attrs: &[(String, Vec<u8>)]) -> Resp {
     let mut o = meta_json(ctx, m);
     // Reserved attributes (the gateway's user and filters) are sessiond's own.
     let a: Map<String, Value> = attrs
@@ -133,11 +180,25 @@ fn touch_param(req: &Request<Incoming>) -> bool {
     query(req, "touch").is_none_or(|v| v != "false" && v != "0")
 }
 
-/// `POST /v1/sessions`.
-pub async fn create(st: &AppState, req: &Request<Incoming>) -> Result<Resp, ApiError> {
-    let ctx = context(st, req)?;
-    let m = ctx.sessions.create(now_ms()).await?;
-    Ok(with_cookie(session_response(ctx, StatusCode::CREATED, &m, &[]), ctx, Some(&m.id)))
+/// `POST /v1/sessions`, with an optional JSON body of first attributes
+/// and the session's own settings (`timeout`, `deadline`, `principal`).
+pub async fn create(st: &AppState, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let ctx = context(st, &req)?;
+    let timeout = Duration::from_secs_f64(st.config.request_timeout);
+    let body = read_body(req, patch_limit(ctx), timeout, "create body").await?;
+    let now = now_ms();
+    let parsed: SessionBody =
+        if body.iter().all(u8::is_ascii_whitespace) { SessionBody::default() } else { parse_body(&body, "create")? };
+    let changes = parsed.changes(ctx)?;
+    let meta = parsed.meta()?;
+    if changes.iter().any(|(_, v)| v.is_none()) {
+        return Err(ApiError::bad_request("bad_json", "a new session has no attribute to remove: drop the nulls"));
+    }
+    let pending = ctx.sessions.begin_create(now)?;
+    let m = pending.commit_edit(&Edit { changes: &changes, meta, expect: None }, now).await?;
+    let attrs: Vec<(String, Vec<u8>)> =
+        parsed.attributes.map(|c| c.0).unwrap_or_default().into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+    Ok(with_cookie(session_response(ctx, StatusCode::CREATED, &m, &attrs), ctx, Some(&m.id)))
 }
 
 /// `POST /v1/session`: the current valid session (200) or a new one (201).
@@ -156,27 +217,41 @@ pub async fn get_or_create(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiE
     }
 }
 
-/// `GET /v1/sessions/{id}` and `GET /v1/session`.
+/// `GET /v1/sessions/{id}` and `GET /v1/session`; 304 when
+/// `If-None-Match` names the current version (the read still counts as an
+/// access).
 pub async fn get(req: &Request<Incoming>, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
     let t = t?;
     let f = t.ctx.sessions.get(t.ids.as_slice(), touch_param(req), now_ms()).await?;
-    Ok(reissue(session_response(t.ctx, StatusCode::OK, &f.value.meta, &f.value.attributes), t.ctx, f.reissued))
+    let m = &f.value.meta;
+    if none_match_hits(req, m) {
+        return Ok(reissue(with_etag(empty(StatusCode::NOT_MODIFIED), m), t.ctx, f.reissued));
+    }
+    Ok(reissue(session_response(t.ctx, StatusCode::OK, m, &f.value.attributes), t.ctx, f.reissued))
 }
 
-/// `DELETE` of a session.
-pub async fn delete(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
+/// `POST …/touch`: refreshes the last access and clears "new", as a read
+/// does, and answers 204 without the data.
+pub async fn touch(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
     let t = t?;
-    t.ctx.sessions.invalidate(t.ids.as_slice(), now_ms()).await?.store?;
+    let f = t.ctx.sessions.touch(t.ids.as_slice(), now_ms()).await?;
+    Ok(reissue(with_etag(empty(StatusCode::NO_CONTENT), &f.value), t.ctx, f.reissued))
+}
+
+/// `DELETE` of a session (`If-Match` honoured).
+pub async fn delete(req: &Request<Incoming>, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
+    let t = t?;
+    t.ctx.sessions.invalidate_if(t.ids.as_slice(), if_match(req), now_ms()).await?.store?;
     Ok(with_cookie(empty(StatusCode::NO_CONTENT), t.ctx, None))
 }
 
-/// `POST …/rotate`.
-pub async fn rotate(t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
+/// `POST …/rotate` (`If-Match` honoured).
+pub async fn rotate(req: &Request<Incoming>, t: Result<Target<'_>, ApiError>) -> Result<Resp, ApiError> {
     let t = t?;
-    let m = t.ctx.sessions.rotate(t.ids.as_slice(), now_ms()).await?.value;
+    let m = t.ctx.sessions.rotate_if(t.ids.as_slice(), if_match(req), now_ms()).await?.value;
     let mut o = meta_json(t.ctx, &m);
     o.insert("values".into(), m.values.into());
-    Ok(with_cookie(json(StatusCode::OK, Value::Object(o)), t.ctx, Some(&m.id)))
+    Ok(with_etag(with_cookie(json(StatusCode::OK, Value::Object(o)), t.ctx, Some(&m.id)), &m))
 }
 
 /// Largest PATCH body for a context: every attribute at full size, with
@@ -235,42 +310,120 @@ impl<'de> serde::Deserialize<'de> for Changes {
     }
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PatchBody {
-    attributes: Changes,
+/// Parses a create or PATCH body; the error names the field at fault.
+fn parse_body(body: &[u8], what: &str) -> Result<SessionBody, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("bad_json", format!("the {what} body is empty; send a JSON object")));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed: SessionBody = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let at = e.path().to_string();
+        let at = if at == "." { String::new() } else { format!(" at `{at}`") };
+        ApiError::bad_request("bad_json", format!("invalid {what} body{at}: {}", e.inner()))
+    })?;
+    de.end().map_err(|e| ApiError::bad_request("bad_json", format!("invalid {what} body: {e}")))?;
+    Ok(parsed)
 }
 
-/// `PATCH`: set and remove several attributes atomically.
-pub async fn patch(st: &AppState, t: Target<'_>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let timeout = Duration::from_secs_f64(st.config.request_timeout);
-    let body = read_body(req, patch_limit(t.ctx), timeout, "PATCH body").await?;
-    let parsed: PatchBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("bad_json", format!("invalid PATCH body: {e}")))?;
-    let changes: Vec<(&str, Option<&[u8]>)> =
-        parsed.attributes.0.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
-    // Bounds the work done under the stripe lock: a legitimate PATCH removes
-    // at most every attribute and sets at most as many new ones.
-    let most = 2 * t.ctx.cfg.max_values_per_session as usize;
-    if changes.len() > most {
-        return Err(ApiError::bad_request(
-            "too_many_changes",
-            format!(
-                "the PATCH names {} attributes; at most {most} (twice max_values_per_session) are allowed in one call",
-                changes.len()
-            ),
-        ));
+/// `Some(v)` for a field that is present, even as `null` (then `Some(None)`).
+fn present<'de, D: Deserializer<'de>, T: serde::Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// A create or PATCH body: attribute changes (a merge) and the session's
+/// own settings, each absent (unchanged), `null` (back to the context's,
+/// or cleared) or a value.
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionBody {
+    #[serde(default)]
+    attributes: Option<Changes>,
+    #[serde(default, deserialize_with = "present")]
+    timeout: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    deadline: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    principal: Option<Option<String>>,
+}
+
+impl SessionBody {
+    /// Whether it names no field at all (`{}`).
+    fn is_empty(&self) -> bool {
+        self.attributes.is_none() && self.timeout.is_none() && self.deadline.is_none() && self.principal.is_none()
     }
-    for (name, _) in &changes {
-        if name.chars().any(char::is_control) {
+
+    /// The attribute changes, bounded and checked before any lock.
+    fn changes(&self, ctx: &Context) -> Result<Vec<Change<'_>>, ApiError> {
+        let given = self.attributes.as_ref().map_or(&[][..], |c| &c.0[..]);
+        let changes: Vec<(&str, Option<&[u8]>)> = given.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+        // Bounds the work done under the stripe lock: a legitimate PATCH removes
+        // at most every attribute and sets at most as many new ones.
+        let most = 2 * ctx.cfg.max_values_per_session as usize;
+        if changes.len() > most {
             return Err(ApiError::bad_request(
-                "invalid_name",
-                format!("attribute name {name:?} contains a control character"),
+                "too_many_changes",
+                format!(
+                    "the PATCH names {} attributes; at most {most} (twice max_values_per_session) are allowed in one call",
+                    changes.len()
+                ),
             ));
         }
+        for (name, _) in &changes {
+            if name.chars().any(char::is_control) {
+                return Err(ApiError::bad_request(
+                    "invalid_name",
+                    format!("attribute name {name:?} contains a control character"),
+                ));
+            }
+        }
+        Ok(changes)
     }
-    let f = t.ctx.sessions.update(t.ids.as_slice(), &changes, now_ms()).await?;
-    Ok(reissue(empty(StatusCode::NO_CONTENT), t.ctx, f.reissued))
+
+    /// The settings change; the session layer checks the bounds.
+    fn meta(&self) -> Result<MetaChange<'_>, ApiError> {
+        let timeout_s = match self.timeout {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(t)) => Some(Some(u32::try_from(t).map_err(|_| {
+                ApiError::bad_request("bad_timeout", format!("timeout = {t} s is out of range (sessions.max_timeout)"))
+            })?)),
+        };
+        let deadline_ms = match &self.deadline {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(d)) => Some(Some(crate::clock::parse_rfc3339(d).ok_or_else(|| {
+                let shown: String = d.chars().take(64).collect();
+                ApiError::bad_request(
+                    "bad_deadline",
+                    format!("deadline {shown:?} is not an RFC 3339 time such as 2026-12-31T23:59:59Z"),
+                )
+            })?)),
+        };
+        let principal = self.principal.as_ref().map(|p| p.as_deref());
+        Ok(MetaChange { timeout_s, deadline_ms, principal })
+    }
+}
+
+/// `PATCH`: set and remove several attributes, and change the session's
+/// own settings, atomically; with `If-Match`, only if the session is still
+/// at that version (412 otherwise). Without it, a merge: attributes the
+/// body does not name stay as they are, so two requests that change
+/// different attributes both land.
+pub async fn patch(st: &AppState, t: Target<'_>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let expect = if_match(&req);
+    let timeout = Duration::from_secs_f64(st.config.request_timeout);
+    let body = read_body(req, patch_limit(t.ctx), timeout, "PATCH body").await?;
+    let parsed = parse_body(&body, "PATCH")?;
+    if parsed.is_empty() {
+        return Err(ApiError::bad_request(
+            "bad_json",
+            "the PATCH body names nothing to change: give `attributes`, `timeout`, `deadline` or `principal`",
+        ));
+    }
+    let changes = parsed.changes(t.ctx)?;
+    let meta = parsed.meta()?;
+    let f = t.ctx.sessions.edit(t.ids.as_slice(), &Edit { changes: &changes, meta, expect }, now_ms()).await?;
+    Ok(reissue(with_etag(empty(StatusCode::NO_CONTENT), &f.value), t.ctx, f.reissued))
 }
 
 /// `GET …/attributes/{name}`: the raw value.
@@ -304,26 +457,31 @@ pub async fn attr_put(
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     t.ctx.sessions.check_change(&name, None)?;
+    let expect = if_match(&req);
     let timeout = Duration::from_secs_f64(st.config.request_timeout);
     let body = read_body(req, t.ctx.cfg.max_value_size as usize, timeout, "value").await?;
-    let f = t.ctx.sessions.set_attr(t.ids.as_slice(), &name, &body, now_ms()).await?;
-    Ok(reissue(empty(StatusCode::NO_CONTENT), t.ctx, f.reissued))
+    let changes = [(&*name, Some(&body[..]))];
+    let edit = Edit { changes: &changes, meta: MetaChange::default(), expect };
+    let f = t.ctx.sessions.edit(t.ids.as_slice(), &edit, now_ms()).await?;
+    Ok(reissue(with_etag(empty(StatusCode::NO_CONTENT), &f.value), t.ctx, f.reissued))
 }
 
-/// `DELETE …/attributes/{name}`: 204 also when absent.
+/// `DELETE …/attributes/{name}`: 204 also when absent (`If-Match` honoured).
 pub async fn attr_delete(
+    req: &Request<Incoming>,
     t: Result<Target<'_>, ApiError>,
     name: Result<Cow<'_, str>, ApiError>,
 ) -> Result<Resp, ApiError> {
     let (t, name) = (t?, name?);
     t.ctx.sessions.check_change(&name, None)?;
-    let f = t.ctx.sessions.remove_attr(t.ids.as_slice(), &name, now_ms()).await?;
-    Ok(reissue(empty(StatusCode::NO_CONTENT), t.ctx, f.reissued))
+    let changes = [(&*name, None)];
+    let edit = Edit { changes: &changes, meta: MetaChange::default(), expect: if_match(req) };
+    let f = t.ctx.sessions.edit(t.ids.as_slice(), &edit, now_ms()).await?;
+    Ok(reissue(with_etag(empty(StatusCode::NO_CONTENT), &f.value), t.ctx, f.reissued))
 }
 
-/// `GET /v1/sessions?context=&limit=&cursor=`: ids and metadata, no values.
-pub fn list(st: &AppState, req: &Request<Incoming>) -> Result<Resp, ApiError> {
-    let ctx = context(st, req)?;
+/// A listing's `limit` and `cursor` query parameters.
+fn page_params(req: &Request<Incoming>) -> Result<(usize, u64), ApiError> {
     let limit = match query(req, "limit") {
         None => 100,
         Some(v) => match v.parse::<usize>() {
@@ -341,7 +499,7 @@ pub fn list(st: &AppState, req: &Request<Incoming>) -> Result<Resp, ApiError> {
     };
     let cursor = match query(req, "cursor") {
         None => 0,
-        Some(v) => v.parse::<u32>().map_err(|_| {
+        Some(v) => v.parse::<u64>().map_err(|_| {
             let shown: String = v.chars().take(32).collect();
             ApiError::bad_request(
                 "bad_cursor",
@@ -349,6 +507,16 @@ pub fn list(st: &AppState, req: &Request<Incoming>) -> Result<Resp, ApiError> {
             )
         })?,
     };
+    Ok((limit, cursor))
+}
+
+/// `GET /v1/sessions?context=&limit=&cursor=`: ids and metadata, no values.
+pub fn list(st: &AppState, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let ctx = context(st, req)?;
+    let (limit, cursor) = page_params(req)?;
+    let cursor = u32::try_from(cursor).map_err(|_| {
+        ApiError::bad_request("bad_cursor", format!("cursor {cursor} is not the next_cursor value of a previous page"))
+    })?;
     let (metas, next) = ctx.sessions.list(cursor, limit, now_ms())?;
     let items: Vec<Value> = metas
         .iter()
@@ -362,4 +530,63 @@ pub fn list(st: &AppState, req: &Request<Incoming>) -> Result<Resp, ApiError> {
         StatusCode::OK,
         serde_json::json!({"context": ctx.cfg.name, "sessions": items, "next_cursor": next.map(|c| c.to_string())}),
     ))
+}
+
+/// The principal a `/v1/principals/{name}/…` path names, percent-decoded
+/// and checked (400 `bad_principal`).
+fn principal_of(raw: &str) -> Result<String, ApiError> {
+    let name = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ApiError::bad_request("bad_principal", "principal is not UTF-8 after percent-decoding"))?;
+    crate::session::check_principal(&name)?;
+    Ok(name.into_owned())
+}
+
+/// `GET /v1/principals/{name}/sessions?limit=&cursor=`: the principal's
+/// live sessions in every context, paginated like `GET /v1/sessions`. The
+/// cursor walks the contexts in order, then the slots in each.
+pub fn principal_list(st: &AppState, req: &Request<Incoming>, raw: &str) -> Result<Resp, ApiError> {
+    let name = principal_of(raw)?;
+    let (limit, cursor) = page_params(req)?;
+    let now = now_ms();
+    let n = st.contexts.iter().count();
+    // The cursor is the context's index times 2^32 plus the slot.
+    let (ci, slot) = ((cursor >> 32) as usize, (cursor & 0xffff_ffff) as u32);
+    let mut items = Vec::new();
+    let mut next = None;
+    for (k, ctx) in st.contexts.iter().enumerate().skip(ci) {
+        let from = if k == ci { slot } else { 0 };
+        let (metas, more) = ctx.sessions.principal_sessions(&name, from, limit - items.len(), now)?;
+        for m in &metas {
+            let mut o = meta_json(ctx, m);
+            o.insert("values".into(), m.values.into());
+            items.push(Value::Object(o));
+        }
+        if let Some(c) = more {
+            next = Some(((k as u64) << 32) | u64::from(c));
+            break;
+        }
+        if items.len() == limit {
+            next = (k + 1 < n).then_some((k as u64 + 1) << 32);
+            break;
+        }
+    }
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({"principal": name, "sessions": items, "next_cursor": next.map(|c| c.to_string())}),
+    ))
+}
+
+/// `DELETE /v1/principals/{name}/sessions`: "log out everywhere". Ends
+/// every live session of the principal in every context, each with an
+/// `invalidated` event whose reason is `logout_everywhere`; answers 200
+/// with the count.
+pub async fn principal_delete(st: &AppState, raw: &str) -> Result<Resp, ApiError> {
+    let name = principal_of(raw)?;
+    let now = now_ms();
+    let mut n = 0;
+    for ctx in st.contexts.iter() {
+        n += ctx.sessions.end_principal(&name, now).await?;
+    }
+    Ok(json(StatusCode::OK, serde_json::json!({"principal": name, "invalidated": n})))
 }

@@ -12,9 +12,9 @@ use std::mem::size_of;
 /// Magic bytes at offset 0 of every region file.
 pub const MAGIC: [u8; 8] = *b"SESSRGN\0";
 /// Current on-disk format version (see the version log in docs/design.md).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Older formats this build migrates from when it opens them for serving.
-pub const MIGRATES_FROM: &[u32] = &[1];
+pub const MIGRATES_FROM: &[u32] = &[1, 2];
 /// The header occupies the first page.
 pub const HEADER_SIZE: u64 = 4096;
 /// Bytes reserved for each stripe: the mutex, then the stripe's metadata.
@@ -180,10 +180,24 @@ pub const SL_NVALUES: usize = SL_TIMEOUT + size_of::<u32>();
 /// Change sequence (format 2): bumped under the stripe lock by every change
 /// a backing store must see; never goes back, across occupants too.
 pub const SL_CHANGE: usize = SL_NVALUES + size_of::<u32>();
-/// Slot header size; attribute entries follow.
-pub const SL_ENTRIES: usize = 80;
+/// Slot header size in formats 1 and 2; attribute entries follow.
+pub const SL_ENTRIES_V2: usize = 80;
+/// Version (format 3): the session's change count, bumped under the
+/// stripe lock by every change of its attributes, timeouts or principal,
+/// never by a touch. The HTTP `ETag` is made from it, and it travels with
+/// the session to the store, so a condition holds across nodes.
+pub const SL_VERSION: usize = SL_CHANGE + size_of::<u64>();
+/// Length of the principal (format 3), 0 = none.
+pub const SL_PRINCIPAL_LEN: usize = SL_VERSION + size_of::<u64>();
+/// The principal's UTF-8 bytes (format 3), [`MAX_PRINCIPAL`] reserved.
+pub const SL_PRINCIPAL: usize = SL_PRINCIPAL_LEN + 2 * size_of::<u32>();
+/// Longest principal, bytes.
+pub const MAX_PRINCIPAL: usize = 256;
+/// Slot header size in format 3; attribute entries follow.
+pub const SL_ENTRIES: usize = SL_PRINCIPAL + MAX_PRINCIPAL;
 const _: () = assert!(SL_NEXT_FREE == 36 && SL_CREATED == 40 && SL_NVALUES == 68);
-const _: () = assert!(SL_CHANGE == 72 && SL_CHANGE + size_of::<u64>() <= SL_ENTRIES);
+const _: () = assert!(SL_CHANGE == 72 && SL_CHANGE + size_of::<u64>() <= SL_ENTRIES_V2 && SL_VERSION == 80);
+const _: () = assert!(SL_PRINCIPAL == 96 && SL_ENTRIES == 352 && SL_ENTRIES % 8 == 0);
 const _: () = assert!(SL_CREATED % 8 == 0 && SL_ABS_DEADLINE % 8 == 0);
 
 /// Slot state word: free.
@@ -192,6 +206,11 @@ pub const STATE_FREE: u32 = 0;
 pub const STATE_LIVE: u32 = 1;
 /// Slot flag: the client has not come back with the id yet.
 pub const FLAG_NEW: u32 = 1;
+/// Slot flag (format 3): the idle timeout is the session's own, so a
+/// reload that changes the context's `timeout` leaves it alone.
+pub const FLAG_TIMEOUT_SET: u32 = 2;
+/// Slot flag (format 3): the absolute deadline is the session's own.
+pub const FLAG_DEADLINE_SET: u32 = 4;
 /// `free_head` / `next_free` value meaning "none".
 pub const NO_SLOT: u32 = u32::MAX;
 
@@ -244,8 +263,13 @@ pub struct Geometry {
     /// Offset of the change-mark bitmap (one bit per slot, in u64 words);
     /// 0 in format 1, which has none.
     pub dirty_off: u64,
+    /// Offset of the principal-hash array (one u64 per slot, 0 = none);
+    /// 0 before format 3, which has none.
+    pub principal_off: u64,
     /// Offset of slot 0.
     pub slots_off: u64,
+    /// Bytes of slot header before the first attribute entry.
+    pub entries_off: u64,
     /// Bytes per attribute entry.
     pub entry_size: u64,
     /// Bytes per slot.
@@ -286,7 +310,8 @@ impl Geometry {
             ));
         }
         let entry_size = round_up(8 + p.max_name_size as u64 + p.max_value_size as u64, 8);
-        let slot_size = round_up(SL_ENTRIES as u64 + p.max_values as u64 * entry_size, 64);
+        let entries_off = if format >= 3 { SL_ENTRIES } else { SL_ENTRIES_V2 } as u64;
+        let slot_size = round_up(entries_off + p.max_values as u64 * entry_size, 64);
         let stripes_off = HEADER_SIZE;
         let expiry_off = stripes_off + p.max_locks as u64 * STRIPE_STRIDE;
         let after_expiry = expiry_off + 8 * p.max_sessions as u64;
@@ -295,7 +320,9 @@ impl Geometry {
         } else {
             (0, after_expiry)
         };
-        let slots_off = round_up(after_dirty, 4096);
+        let (principal_off, after_principal) =
+            if format >= 3 { (after_dirty, after_dirty + 8 * p.max_sessions as u64) } else { (0, after_dirty) };
+        let slots_off = round_up(after_principal, 4096);
         let file_size =
             slots_off.checked_add(slot_size.checked_mul(p.max_sessions as u64).ok_or("overflow")?).ok_or("overflow")?;
         if slot_size > u32::MAX as u64 {
@@ -318,7 +345,9 @@ impl Geometry {
             stripes_off,
             expiry_off,
             dirty_off,
+            principal_off,
             slots_off,
+            entries_off,
             entry_size,
             slot_size,
             file_size,
@@ -340,7 +369,7 @@ impl Geometry {
     /// Offset of entry `e` inside a slot.
     pub fn entry_off(&self, e: u32) -> u64 {
         debug_assert!(e < self.params.max_values);
-        SL_ENTRIES as u64 + e as u64 * self.entry_size
+        self.entries_off + e as u64 * self.entry_size
     }
 
     /// First slot of stripe `s`; stripes split the slots into contiguous,
@@ -364,6 +393,15 @@ fn check(name: &str, v: u32, lo: u32, hi: u32) -> Result<(), String> {
     } else {
         Ok(())
     }
+}
+
+/// The principal-hash word of `name`: the first 8 bytes of its SHA-256,
+/// never 0 (0 means "no principal"). Lookups compare these words without
+/// locks and then check each candidate's stored name under its lock.
+pub fn principal_hash(name: &str) -> u64 {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(name.as_bytes());
+    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]).max(1)
 }
 
 /// A 16-bit tag for a context name, carried in session ids (FNV-1a folded).
@@ -394,7 +432,10 @@ mod tests {
         assert!(g.slots_off >= g.expiry_off + 8000);
         assert_eq!(g.entry_size, 8 + 64 + 4096);
         assert_eq!(g.slot_size % 64, 0);
-        assert!(g.slot_size >= 80 + 10 * g.entry_size);
+        assert!(g.slot_size >= SL_ENTRIES as u64 + 10 * g.entry_size);
+        assert!(g.principal_off >= g.dirty_off + 8 * 16 && g.slots_off >= g.principal_off + 8000);
+        let old = Geometry::for_format(p(1000, 10, 64, 4096, 16), 2).unwrap();
+        assert_eq!((old.entries_off, old.principal_off), (80, 0));
         assert_eq!(g.file_size, g.slots_off + 1000 * g.slot_size);
         assert_eq!(g.slot_off(1), g.slots_off + g.slot_size);
     }

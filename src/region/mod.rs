@@ -38,7 +38,7 @@ pub use events::{EventBuf, EventKind, RegionEvent};
 pub use id::SessionId;
 pub use layout::{
     FORMAT_VERSION, Geometry, LIMIT_MAX_LOCKS, LIMIT_MAX_NAME, LIMIT_MAX_SESSIONS, LIMIT_MAX_VALUE, LIMIT_MAX_VALUES,
-    LayoutParams, MIGRATES_FROM, StripeCounter, TOKEN_LEN,
+    LayoutParams, MAX_PRINCIPAL, MIGRATES_FROM, StripeCounter, TOKEN_LEN, principal_hash,
 };
 pub use open::{OpenReport, read_header};
 
@@ -115,6 +115,22 @@ pub enum RegionError {
         /// The limit.
         max: u32,
     },
+    /// The request named a version (`If-Match`) and the session has
+    /// changed since: nothing was done.
+    #[error("the session changed since version {expected}; it is at version {current} now")]
+    VersionMismatch {
+        /// The version the request expected.
+        expected: u64,
+        /// The session's version now.
+        current: u64,
+    },
+    /// A principal longer than [`MAX_PRINCIPAL`] bytes (the session layer
+    /// checks the rest: empty, control characters).
+    #[error("principal is {len} bytes; the limit is {MAX_PRINCIPAL}")]
+    PrincipalTooLong {
+        /// Its length.
+        len: usize,
+    },
     /// The stripe lock could not be taken within `lock_timeout`.
     #[error("stripe {stripe} lock not acquired within {waited:?} (lock_timeout)")]
     LockTimeout {
@@ -166,6 +182,50 @@ pub struct SessionMeta {
     pub is_new: bool,
     /// Number of attributes.
     pub values: u32,
+    /// Its version: bumped by every change, not by a touch (the `ETag`).
+    pub version: u64,
+    /// The idle timeout is the session's own, not the context's.
+    pub timeout_set: bool,
+    /// Its own absolute deadline, ms, if it has one (else the context's
+    /// absolute lifetime applies).
+    pub deadline_ms: Option<u64>,
+    /// The principal it belongs to, if any.
+    pub principal: Option<String>,
+}
+
+/// A change of a session's own settings, beside its attributes: each
+/// field `None` leaves the setting, `Some(None)` goes back to the
+/// context's (or clears), `Some(Some(v))` sets it. Bounds are the session
+/// layer's to check; the region only keeps what it can store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetaChange<'a> {
+    /// Idle timeout, seconds (at least 1).
+    pub timeout_s: Option<Option<u32>>,
+    /// Absolute deadline, ms since the epoch.
+    pub deadline_ms: Option<Option<u64>>,
+    /// Principal, 1 to [`MAX_PRINCIPAL`] bytes.
+    pub principal: Option<Option<&'a str>>,
+}
+
+impl MetaChange<'_> {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.timeout_s.is_none() && self.deadline_ms.is_none() && self.principal.is_none()
+    }
+}
+
+/// One atomic edit of a session: attribute changes, settings changes, and
+/// the version it must still be at (`If-Match`), checked under the same
+/// lock as the change.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Edit<'a> {
+    /// Attribute changes (a merge: names not listed stay).
+    pub changes: &'a [Change<'a>],
+    /// Settings changes.
+    pub meta: MetaChange<'a>,
+    /// `Some(v)`: refuse with [`RegionError::VersionMismatch`] unless the
+    /// session is at version `v`.
+    pub expect: Option<u64>,
 }
 
 /// A whole session, copied out of the region.
@@ -191,6 +251,32 @@ pub struct Adopt<'a> {
     pub is_new: bool,
     /// Its attributes.
     pub attributes: &'a [(String, Vec<u8>)],
+    /// Its version (kept, so a condition holds across nodes).
+    pub version: u64,
+    /// Its own idle timeout, seconds, if it has one.
+    pub timeout_s: Option<u32>,
+    /// Its own absolute deadline, ms, if it has one.
+    pub deadline_ms: Option<u64>,
+    /// Its principal.
+    pub principal: Option<&'a str>,
+}
+
+impl Adopt<'static> {
+    /// A new session's starting state: new, no attributes, version 1, the
+    /// context's timeouts, no principal.
+    pub fn fresh(token: [u8; TOKEN_LEN], now_ms: u64) -> Adopt<'static> {
+        Adopt {
+            token,
+            created_ms: now_ms,
+            last_access_ms: now_ms,
+            is_new: true,
+            attributes: &[],
+            version: 1,
+            timeout_s: None,
+            deadline_ms: None,
+            principal: None,
+        }
+    }
 }
 
 /// Result of a reaper sweep.
@@ -349,6 +435,13 @@ enum SlotDamage {
         /// The entry.
         entry: u32,
     },
+    /// A principal length over [`MAX_PRINCIPAL`].
+    PrincipalLength {
+        /// The length found.
+        len: u32,
+    },
+    /// A principal that is not UTF-8.
+    PrincipalNotUtf8,
 }
 
 impl std::fmt::Display for SlotDamage {
@@ -367,6 +460,8 @@ impl std::fmt::Display for SlotDamage {
                 write!(f, "attribute {entry}: value length {len} over max_value_size = {max}")
             }
             SlotDamage::NameNotUtf8 { entry } => write!(f, "attribute {entry}: name is not UTF-8"),
+            SlotDamage::PrincipalLength { len } => write!(f, "principal length {len} over {MAX_PRINCIPAL}"),
+            SlotDamage::PrincipalNotUtf8 => write!(f, "principal is not UTF-8"),
         }
     }
 }
@@ -586,15 +681,78 @@ impl Region {
         SessionId { node: self.cfg.node_id, context: self.tag, slot, token: self.read_token(off) }
     }
     fn meta_of(&self, slot: u32, off: u64) -> SessionMeta {
+        let flags = self.rd32(off + SL_FLAGS as u64);
         SessionMeta {
             id: self.id_of(slot, off),
             created_ms: self.rd64(off + SL_CREATED as u64),
             last_access_ms: self.rd64(off + SL_LAST_ACCESS as u64),
             expires_ms: self.deadline_of(off),
             timeout_s: self.rd32(off + SL_TIMEOUT as u64),
-            is_new: self.rd32(off + SL_FLAGS as u64) & FLAG_NEW != 0,
+            is_new: flags & FLAG_NEW != 0,
             values: self.rd32(off + SL_NVALUES as u64),
+            version: if self.v3() { self.rd64(off + SL_VERSION as u64) } else { 0 },
+            timeout_set: flags & FLAG_TIMEOUT_SET != 0,
+            deadline_ms: (flags & FLAG_DEADLINE_SET != 0).then(|| self.rd64(off + SL_ABS_DEADLINE as u64)),
+            principal: self.read_principal(off),
         }
+    }
+
+    /// Whether the file has format 3's per-session fields (version,
+    /// principal); a serving region always has, an old file being migrated
+    /// may not.
+    fn v3(&self) -> bool {
+        self.geo.principal_off != 0
+    }
+    /// Slot `i`'s principal-hash word (format 3 only).
+    fn principal_word(&self, i: u32) -> &AtomicU64 {
+        debug_assert!(self.v3());
+        self.atomic64(self.geo.principal_off + 8 * i as u64)
+    }
+    /// The stored principal's length, bounded by the field (stripe lock
+    /// held; `slot_damage` refuses a longer one).
+    fn principal_len(&self, off: u64) -> usize {
+        if self.v3() { (self.rd32(off + SL_PRINCIPAL_LEN as u64) as usize).min(MAX_PRINCIPAL) } else { 0 }
+    }
+    /// The slot's principal, if any (stripe lock held).
+    fn read_principal(&self, off: u64) -> Option<String> {
+        let n = self.principal_len(off);
+        if n == 0 {
+            return None;
+        }
+        let mut b = vec![0u8; n];
+        self.copy_out(off + SL_PRINCIPAL as u64, &mut b);
+        String::from_utf8(b).ok()
+    }
+    /// Whether the slot's principal is `name` (stripe lock held).
+    fn principal_is(&self, off: u64, name: &str) -> bool {
+        if self.principal_len(off) != name.len() {
+            return false;
+        }
+        let mut b = [0u8; MAX_PRINCIPAL];
+        self.copy_out(off + SL_PRINCIPAL as u64, &mut b[..name.len()]);
+        &b[..name.len()] == name.as_bytes()
+    }
+    /// Stores the slot's principal and its hash word (stripe lock held,
+    /// inside a write; `name` fits, checked by the caller).
+    fn write_principal(&self, i: u32, off: u64, name: Option<&str>) {
+        if !self.v3() {
+            return;
+        }
+        let name = name.unwrap_or("");
+        debug_assert!(name.len() <= MAX_PRINCIPAL);
+        self.wr32(off + SL_PRINCIPAL_LEN as u64, name.len() as u32);
+        self.copy_in(off + SL_PRINCIPAL as u64, name.as_bytes());
+        let h = if name.is_empty() { 0 } else { principal_hash(name) };
+        self.principal_word(i).store(h, Ordering::Relaxed);
+    }
+    /// Bumps the slot's version (stripe lock held, inside a write).
+    fn bump_version(&self, off: u64) -> u64 {
+        if !self.v3() {
+            return 0;
+        }
+        let v = self.rd64(off + SL_VERSION as u64).wrapping_add(1).max(1);
+        self.wr64(off + SL_VERSION as u64, v);
+        v
     }
 
     /// The one definition of a damaged slot, used by lookup (`find`, hence
@@ -622,6 +780,15 @@ impl Region {
             let t = self.rd64(off + at as u64);
             if t > MAX_TIME_MS {
                 return Some(SlotDamage::TimeTooLate { field, t });
+            }
+        }
+        if self.v3() {
+            let len = self.rd32(off + SL_PRINCIPAL_LEN as u64);
+            if len as usize > MAX_PRINCIPAL {
+                return Some(SlotDamage::PrincipalLength { len });
+            }
+            if !self.is_utf8(off + SL_PRINCIPAL as u64, len as usize) {
+                return Some(SlotDamage::PrincipalNotUtf8);
             }
         }
         for e in 0..n {
@@ -700,21 +867,34 @@ impl Region {
                 self.clear_slot(i, off);
             }
             if self.rd32(off + SL_STATE as u64) == STATE_LIVE {
+                // A session's own timeout and deadline survive a reload.
+                let flags = self.rd32(off + SL_FLAGS as u64);
                 if let Some((timeout, abs)) = retime {
-                    self.wr32(off + SL_TIMEOUT as u64, timeout);
-                    let abs_deadline = if abs == 0 {
-                        0
-                    } else {
-                        self.rd64(off + SL_CREATED as u64).saturating_add(abs.saturating_mul(1000))
-                    };
-                    self.wr64(off + SL_ABS_DEADLINE as u64, abs_deadline);
+                    if flags & FLAG_TIMEOUT_SET == 0 {
+                        self.wr32(off + SL_TIMEOUT as u64, timeout);
+                    }
+                    if flags & FLAG_DEADLINE_SET == 0 {
+                        let abs_deadline = if abs == 0 {
+                            0
+                        } else {
+                            self.rd64(off + SL_CREATED as u64).saturating_add(abs.saturating_mul(1000))
+                        };
+                        self.wr64(off + SL_ABS_DEADLINE as u64, abs_deadline);
+                    }
                 }
                 live += 1;
                 self.expiry(i).store(self.deadline_of(off), Ordering::Relaxed);
+                if self.v3() {
+                    let h = self.read_principal(off).map_or(0, |p| principal_hash(&p));
+                    self.principal_word(i).store(h, Ordering::Relaxed);
+                }
             } else {
                 self.wr32(off + SL_NEXT_FREE as u64, head);
                 head = i;
                 self.expiry(i).store(0, Ordering::Relaxed);
+                if self.v3() {
+                    self.principal_word(i).store(0, Ordering::Relaxed);
+                }
             }
         }
         self.wr32(self.geo.stripe_off(s) + S_FREE_HEAD as u64, head);
@@ -750,6 +930,9 @@ impl Region {
         self.wr32(so + S_FREE_HEAD as u64, i);
         self.end_write(off);
         self.expiry(i).store(0, Ordering::Relaxed);
+        if self.v3() {
+            self.principal_word(i).store(0, Ordering::Relaxed);
+        }
         let lw = self.live_word(s);
         lw.store(lw.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
         self.emit(s, ev, RegionEvent { kind, id, old: None, seq, at_ms: now_ms });
@@ -919,6 +1102,11 @@ impl Region {
                 return Err(RegionError::ValueTooLarge { len: value.len(), max: self.geo.params.max_value_size });
             }
         }
+        if let Some(p) = a.principal
+            && p.len() > MAX_PRINCIPAL
+        {
+            return Err(RegionError::PrincipalTooLong { len: p.len() });
+        }
         let mut ev = EventBuf::discard();
         self.create_inner(now_ms, Some(a), &mut ev)
     }
@@ -1067,11 +1255,10 @@ impl Region {
         self.wr32(off + SL_STATE as u64, STATE_LIVE);
         self.copy_in(off + SL_TOKEN as u64, &id.token);
         self.wr32(off + SL_NEXT_FREE as u64, NO_SLOT);
-        self.wr32(off + SL_TIMEOUT as u64, self.cfg.timeout_s);
         match seed {
             // Checked by `adopt` before the lock: counts and sizes fit.
-            Some(a) => self.write_copy(off, a.created_ms, a.last_access_ms.min(now_ms), a.is_new, a.attributes),
-            None => self.write_copy(off, now_ms, now_ms, true, &[]),
+            Some(a) => self.write_copy(head, off, &Adopt { last_access_ms: a.last_access_ms.min(now_ms), ..*a }),
+            None => self.write_copy(head, off, &Adopt::fresh(id.token, now_ms)),
         }
         self.end_write(off);
         self.expiry(head).store(self.deadline_of(off), Ordering::Relaxed);
@@ -1202,6 +1389,7 @@ impl Region {
                 self.wr32(off + SL_NVALUES as u64, n + 1);
             }
         }
+        self.bump_version(off);
         self.refresh_locked(id, off, now_ms);
         self.end_write(off);
         self.bump(g.s, StripeCounter::Writes, 1);
@@ -1241,10 +1429,31 @@ impl Region {
         now_ms: u64,
         ev: &mut EventBuf<'_>,
     ) -> Result<(), RegionError> {
+        self.edit_ev(id, &Edit { changes, ..Edit::default() }, now_ms, ev).map(|_| ())
+    }
+
+    /// Applies an [`Edit`] in one atomic step under the stripe lock: the
+    /// version check, the attribute changes and the settings changes all
+    /// happen or none does. Bumps the version and refreshes the last
+    /// access; returns the new metadata.
+    pub fn edit_ev(
+        &self,
+        id: &SessionId,
+        edit: &Edit<'_>,
+        now_ms: u64,
+        ev: &mut EventBuf<'_>,
+    ) -> Result<SessionMeta, RegionError> {
+        let changes = edit.changes;
         for (name, value) in changes {
             self.check_change(name, *value)?;
         }
+        if let Some(Some(p)) = edit.meta.principal
+            && p.len() > MAX_PRINCIPAL
+        {
+            return Err(RegionError::PrincipalTooLong { len: p.len() });
+        }
         let (g, off) = self.find(id, now_ms, ev)?;
+        self.check_version(off, edit.expect)?;
         // Count the attributes after the update, without changing anything.
         let n = self.rd32(off + SL_NVALUES as u64);
         let mut present: Vec<(&str, bool)> = Vec::with_capacity(changes.len());
@@ -1301,32 +1510,67 @@ impl Region {
                 }
             }
         }
+        self.apply_meta(id.slot, off, &edit.meta);
+        self.bump_version(off);
         self.refresh_locked(id, off, now_ms);
         self.end_write(off);
         self.bump(g.s, StripeCounter::Writes, changes.len() as u64);
         self.emit(g.s, ev, RegionEvent { kind: EventKind::Changed, id: *id, old: None, seq, at_ms: now_ms });
-        Ok(())
+        Ok(self.meta_of(id.slot, off))
     }
 
-    /// Writes a copied session's flag, times and attributes into the slot
-    /// at `off` (a takeover or a migration). The caller holds the stripe
-    /// lock, is inside `begin_write`, and checked that the attributes fit.
-    pub(super) fn write_copy(
-        &self,
-        off: u64,
-        created_ms: u64,
-        last_access_ms: u64,
-        is_new: bool,
-        attrs: &[(String, Vec<u8>)],
-    ) {
-        self.wr32(off + SL_FLAGS as u64, if is_new { FLAG_NEW } else { 0 });
-        self.wr64(off + SL_CREATED as u64, created_ms);
-        self.wr64(off + SL_LAST_ACCESS as u64, last_access_ms);
-        let abs = self.cfg.absolute_timeout_s;
-        self.wr64(
-            off + SL_ABS_DEADLINE as u64,
-            if abs == 0 { 0 } else { created_ms.saturating_add(abs.saturating_mul(1000)) },
-        );
+    /// `VersionMismatch` unless the slot at `off` is at `expect` (stripe
+    /// lock held; `None` expects nothing).
+    fn check_version(&self, off: u64, expect: Option<u64>) -> Result<(), RegionError> {
+        match expect {
+            Some(v) if self.v3() && self.rd64(off + SL_VERSION as u64) != v => {
+                Err(RegionError::VersionMismatch { expected: v, current: self.rd64(off + SL_VERSION as u64) })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies a settings change to slot `i` (stripe lock held, inside a
+    /// write; the principal's length was checked).
+    fn apply_meta(&self, i: u32, off: u64, m: &MetaChange<'_>) {
+        let mut flags = self.rd32(off + SL_FLAGS as u64);
+        if let Some(t) = m.timeout_s {
+            self.wr32(off + SL_TIMEOUT as u64, t.unwrap_or(self.cfg.timeout_s).max(1));
+            flags = if t.is_some() { flags | FLAG_TIMEOUT_SET } else { flags & !FLAG_TIMEOUT_SET };
+        }
+        if let Some(d) = m.deadline_ms {
+            let created = self.rd64(off + SL_CREATED as u64);
+            self.wr64(off + SL_ABS_DEADLINE as u64, d.unwrap_or_else(|| self.context_deadline(created)));
+            flags = if d.is_some() { flags | FLAG_DEADLINE_SET } else { flags & !FLAG_DEADLINE_SET };
+        }
+        self.wr32(off + SL_FLAGS as u64, flags);
+        if let Some(p) = m.principal {
+            self.write_principal(i, off, p);
+        }
+    }
+
+    /// Writes a session's flags, times, settings, principal and
+    /// attributes into slot `i` at `off` (a create, a takeover or a
+    /// migration). The caller holds the stripe lock, is inside
+    /// `begin_write`, and checked that the attributes and principal fit.
+    pub(super) fn write_copy(&self, i: u32, off: u64, a: &Adopt<'_>) {
+        let mut flags = if a.is_new { FLAG_NEW } else { 0 };
+        if a.timeout_s.is_some() {
+            flags |= FLAG_TIMEOUT_SET;
+        }
+        if a.deadline_ms.is_some() {
+            flags |= FLAG_DEADLINE_SET;
+        }
+        self.wr32(off + SL_FLAGS as u64, flags);
+        self.wr32(off + SL_TIMEOUT as u64, a.timeout_s.unwrap_or(self.cfg.timeout_s));
+        self.wr64(off + SL_CREATED as u64, a.created_ms);
+        self.wr64(off + SL_LAST_ACCESS as u64, a.last_access_ms);
+        self.wr64(off + SL_ABS_DEADLINE as u64, a.deadline_ms.unwrap_or_else(|| self.context_deadline(a.created_ms)));
+        if self.v3() {
+            self.wr64(off + SL_VERSION as u64, a.version.max(1));
+        }
+        self.write_principal(i, off, a.principal);
+        let attrs = a.attributes;
         for (k, (name, value)) in attrs.iter().enumerate() {
             let eo = off + self.geo.entry_off(k as u32);
             self.wr32(eo + E_NAME_LEN as u64, name.len() as u32);
@@ -1334,6 +1578,13 @@ impl Region {
             self.write_value(eo, value);
         }
         self.wr32(off + SL_NVALUES as u64, attrs.len() as u32);
+    }
+
+    /// The absolute deadline the context's `absolute_timeout` gives a
+    /// session created at `created_ms` (0: none).
+    fn context_deadline(&self, created_ms: u64) -> u64 {
+        let abs = self.cfg.absolute_timeout_s;
+        if abs == 0 { 0 } else { created_ms.saturating_add(abs.saturating_mul(1000)) }
     }
 
     fn write_value(&self, eo: u64, v: &[u8]) {
@@ -1384,9 +1635,23 @@ impl Region {
 
     /// [`Self::invalidate`], recording its events in `ev`.
     pub fn invalidate_ev(&self, id: &SessionId, now_ms: u64, ev: &mut EventBuf<'_>) -> Result<(), RegionError> {
+        self.end_ev(id, None, EventKind::Invalidated, now_ms, ev)
+    }
+
+    /// Ends the session with event `kind` (`Invalidated`, or `Evicted` for
+    /// a principal's cap), if it is at version `expect` when given.
+    pub fn end_ev(
+        &self,
+        id: &SessionId,
+        expect: Option<u64>,
+        kind: EventKind,
+        now_ms: u64,
+        ev: &mut EventBuf<'_>,
+    ) -> Result<(), RegionError> {
         let (g, off) = self.find(id, now_ms, ev)?;
+        self.check_version(off, expect)?;
         let live = self.id_of(id.slot, off);
-        self.free_slot(g.s, id.slot, off, EventKind::Invalidated, live, now_ms, ev);
+        self.free_slot(g.s, id.slot, off, kind, live, now_ms, ev);
         Ok(())
     }
 
@@ -1398,16 +1663,29 @@ impl Region {
 
     /// [`Self::rotate`], recording its events in `ev`.
     pub fn rotate_ev(&self, id: &SessionId, now_ms: u64, ev: &mut EventBuf<'_>) -> Result<SessionMeta, RegionError> {
+        self.rotate_if_ev(id, None, now_ms, ev)
+    }
+
+    /// [`Self::rotate_ev`] if the session is at version `expect` when given.
+    pub fn rotate_if_ev(
+        &self,
+        id: &SessionId,
+        expect: Option<u64>,
+        now_ms: u64,
+        ev: &mut EventBuf<'_>,
+    ) -> Result<SessionMeta, RegionError> {
         let new = SessionId::generate(self.cfg.node_id, self.tag, id.slot).map_err(|e| RegionError::Io {
             call: "getrandom".into(),
             path: self.path.clone(),
             source: e,
         })?;
         let (g, off) = self.find(id, now_ms, ev)?;
+        self.check_version(off, expect)?;
         let old = self.id_of(id.slot, off);
         self.begin_write(off);
         let seq = self.mark_changed(id.slot, off);
         self.copy_in(off + SL_TOKEN as u64, &new.token);
+        self.bump_version(off);
         self.end_write(off);
         self.refresh_locked(&new, off, now_ms);
         self.emit(g.s, ev, RegionEvent { kind: EventKind::Rotated, id: new, old: Some(old), seq, at_ms: now_ms });
@@ -1479,6 +1757,49 @@ impl Region {
                         return Ok((out, Some(i)));
                     }
                     out.push(self.meta_of(i, off));
+                }
+                i += 1;
+            }
+        }
+        Ok((out, None))
+    }
+
+    /// The live sessions of principal `name` from slot `cursor` on, at
+    /// most `limit`, and the cursor of the next page. The scan reads only
+    /// the dense principal-hash array, without locks, as the reaper reads
+    /// the expiry array; each candidate is checked under its stripe lock
+    /// (live, unexpired, and the stored name equal to `name`).
+    pub fn principal_sessions(
+        &self,
+        name: &str,
+        cursor: u32,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<(Vec<SessionMeta>, Option<u32>), RegionError> {
+        let mut out = Vec::new();
+        if !self.v3() || name.is_empty() || name.len() > MAX_PRINCIPAL {
+            return Ok((out, None));
+        }
+        let h = principal_hash(name);
+        let max = self.geo.params.max_sessions;
+        let mut i = cursor;
+        while i < max {
+            if self.principal_word(i).load(Ordering::Relaxed) != h {
+                i += 1;
+                continue;
+            }
+            let s = self.geo.stripe_of(i);
+            let end = self.geo.stripe_start(s + 1);
+            let _g = self.lock_stripe(s)?;
+            while i < end {
+                if self.principal_word(i).load(Ordering::Relaxed) == h {
+                    let off = self.geo.slot_off(i);
+                    if self.servable(off, now_ms) && self.principal_is(off, name) {
+                        if out.len() == limit {
+                            return Ok((out, Some(i)));
+                        }
+                        out.push(self.meta_of(i, off));
+                    }
                 }
                 i += 1;
             }

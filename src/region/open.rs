@@ -401,8 +401,19 @@ impl Region {
         self.mark_changed(slot, off);
         self.wr32(off + SL_STATE as u64, STATE_LIVE);
         self.copy_in(off + SL_TOKEN as u64, &sess.meta.id.token);
-        self.wr32(off + SL_TIMEOUT as u64, self.cfg.timeout_s);
-        self.write_copy(off, sess.meta.created_ms, sess.meta.last_access_ms, sess.meta.is_new, &sess.attributes);
+        let m = &sess.meta;
+        let copy = super::Adopt {
+            token: m.id.token,
+            created_ms: m.created_ms,
+            last_access_ms: m.last_access_ms,
+            is_new: m.is_new,
+            attributes: &sess.attributes,
+            version: m.version,
+            timeout_s: m.timeout_set.then_some(m.timeout_s),
+            deadline_ms: m.deadline_ms,
+            principal: m.principal.as_deref(),
+        };
+        self.write_copy(slot, off, &copy);
         self.end_write(off);
         drop(g);
         Ok(())

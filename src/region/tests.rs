@@ -709,3 +709,184 @@ fn an_eviction_records_the_victim_then_the_new_session() {
     assert!(v[0].seq < v[1].seq, "the same slot's change sequence rises: {v:?}");
     assert!(r.get(&b, false, T0 + 2).is_ok());
 }
+
+#[test]
+fn versions_change_with_every_change_and_never_with_a_touch() {
+    let (_d, r) = fresh(&cfg("default", 10, 2));
+    let id = r.create(T0).unwrap().id;
+    let v0 = r.get(&id, false, T0).unwrap().meta.version;
+    assert_eq!(v0, 1);
+    r.touch(&id, T0 + 1).unwrap();
+    r.get(&id, true, T0 + 2).unwrap();
+    assert_eq!(r.get(&id, false, T0 + 2).unwrap().meta.version, v0, "reads and touches keep the version");
+    r.set_attr(&id, "a", b"1", T0 + 3).unwrap();
+    let v1 = r.get(&id, false, T0 + 3).unwrap().meta.version;
+    assert!(v1 > v0);
+    // A stale If-Match changes nothing, and says which version is current.
+    let stale = Edit { changes: &[("a", Some(b"2"))], expect: Some(v0), ..Edit::default() };
+    match r.edit_ev(&id, &stale, T0 + 4, &mut EventBuf::discard()) {
+        Err(RegionError::VersionMismatch { expected, current }) => assert_eq!((expected, current), (v0, v1)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.get(&id, false, T0 + 4).unwrap().attributes[0].1, b"1");
+    let fresh_edit = Edit { changes: &[("a", Some(b"2"))], expect: Some(v1), ..Edit::default() };
+    let m = r.edit_ev(&id, &fresh_edit, T0 + 5, &mut EventBuf::discard()).unwrap();
+    assert!(m.version > v1);
+    // Rotation and an end honour the condition too.
+    assert!(matches!(
+        r.rotate_if_ev(&id, Some(v1), T0 + 6, &mut EventBuf::discard()),
+        Err(RegionError::VersionMismatch { .. })
+    ));
+    let rotated = r.rotate_if_ev(&id, Some(m.version), T0 + 6, &mut EventBuf::discard()).unwrap();
+    assert!(rotated.version > m.version);
+    assert!(matches!(
+        r.end_ev(&rotated.id, Some(m.version), EventKind::Invalidated, T0 + 7, &mut EventBuf::discard()),
+        Err(RegionError::VersionMismatch { .. })
+    ));
+    r.end_ev(&rotated.id, Some(rotated.version), EventKind::Invalidated, T0 + 7, &mut EventBuf::discard()).unwrap();
+    assert!(matches!(r.get(&rotated.id, false, T0 + 7), Err(RegionError::NotFound)));
+}
+
+#[test]
+fn a_session_s_own_timeout_and_deadline_expire_it_and_survive_a_reload() {
+    let (_d, l) = lock_dir();
+    let c = cfg("default", 10, 2);
+    let now = crate::clock::now_ms();
+    let (r, _) = datadir::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+    let short = r.create(now).unwrap().id;
+    let long = r.create(now).unwrap().id;
+    let plain = r.create(now).unwrap().id;
+    let dl = r.create(now).unwrap().id;
+    let set = |id: &SessionId, meta: MetaChange<'_>| {
+        r.edit_ev(id, &Edit { meta, ..Edit::default() }, now, &mut EventBuf::discard()).unwrap()
+    };
+    let m = set(&short, MetaChange { timeout_s: Some(Some(5)), ..Default::default() });
+    assert!(m.timeout_set && m.timeout_s == 5 && m.expires_ms == now + 5000);
+    set(&long, MetaChange { timeout_s: Some(Some(600)), ..Default::default() });
+    let m = set(&dl, MetaChange { deadline_ms: Some(Some(now + 30_000)), ..Default::default() });
+    assert_eq!((m.deadline_ms, m.expires_ms), (Some(now + 30_000), now + 30_000));
+    // The reaper and the lazy check honour each session's own deadline.
+    let rep = r.reap(now + 6000).unwrap();
+    assert_eq!(rep.freed, 1, "only `short` is past its own 5 s: {rep:?}");
+    assert!(matches!(r.get(&short, false, now + 6000), Err(RegionError::NotFound)));
+    assert!(r.get(&plain, false, now + 59_000).is_ok(), "the context's 60 s for the others");
+    assert!(r.get(&long, false, now + 61_000).is_ok(), "600 s outlives the context's 60 s");
+    drop(r);
+    // A reload with another context timeout keeps the overrides.
+    let mut c2 = c.clone();
+    c2.timeout_s = 120;
+    c2.absolute_timeout_s = 3600;
+    let (r, _) = datadir::open_regions(&l, std::slice::from_ref(&c2)).unwrap().remove(0);
+    let get = |id: &SessionId| r.get(id, false, now).unwrap().meta;
+    assert_eq!((get(&long).timeout_s, get(&long).timeout_set), (600, true));
+    assert_eq!((get(&plain).timeout_s, get(&plain).timeout_set), (120, false));
+    assert_eq!(get(&dl).deadline_ms, Some(now + 30_000), "its own deadline, not created + 3600 s");
+    assert_eq!(get(&plain).expires_ms, now + 120_000);
+    // Back to the context's values.
+    let m = r
+        .edit_ev(
+            &long,
+            &Edit {
+                meta: MetaChange { timeout_s: Some(None), deadline_ms: Some(None), ..Default::default() },
+                ..Edit::default()
+            },
+            now,
+            &mut EventBuf::discard(),
+        )
+        .unwrap();
+    assert_eq!((m.timeout_s, m.timeout_set, m.deadline_ms), (120, false, None));
+    assert!(matches!(r.get(&dl, false, now + 30_000), Err(RegionError::NotFound)), "past its own deadline");
+}
+
+#[test]
+fn principals_are_found_through_the_hash_array_and_checked_under_the_lock() {
+    let (_d, r) = fresh(&cfg("default", 64, 4));
+    let mut alice = Vec::new();
+    for k in 0..10 {
+        let id = r.create(T0).unwrap().id;
+        let who = if k % 2 == 0 { "alice" } else { "bob" };
+        r.edit_ev(
+            &id,
+            &Edit { meta: MetaChange { principal: Some(Some(who)), ..Default::default() }, ..Edit::default() },
+            T0,
+            &mut EventBuf::discard(),
+        )
+        .unwrap();
+        if who == "alice" {
+            alice.push(id);
+        }
+    }
+    let (found, next) = r.principal_sessions("alice", 0, 100, T0).unwrap();
+    assert_eq!(next, None);
+    let mut got: Vec<_> = found.iter().map(|m| m.id).collect();
+    got.sort_by_key(|i| i.slot);
+    alice.sort_by_key(|i| i.slot);
+    assert_eq!(got, alice);
+    assert!(found.iter().all(|m| m.principal.as_deref() == Some("alice")));
+    // Pages.
+    let (p1, c1) = r.principal_sessions("alice", 0, 2, T0).unwrap();
+    let (p2, _) = r.principal_sessions("alice", c1.unwrap(), 100, T0).unwrap();
+    assert_eq!(p1.len() + p2.len(), 5);
+    // A hash word pointing at a slot of someone else is checked, not trusted.
+    let h = principal_hash("alice");
+    let bob = r.principal_sessions("bob", 0, 1, T0).unwrap().0[0].id;
+    r.principal_word(bob.slot).store(h, Ordering::Relaxed);
+    assert_eq!(r.principal_sessions("alice", 0, 100, T0).unwrap().0.len(), 5);
+    // Ended, cleared and expired sessions drop out.
+    r.invalidate(&alice[0], T0).unwrap();
+    r.edit_ev(
+        &alice[1],
+        &Edit { meta: MetaChange { principal: Some(None), ..Default::default() }, ..Edit::default() },
+        T0,
+        &mut EventBuf::discard(),
+    )
+    .unwrap();
+    assert_eq!(r.principal_sessions("alice", 0, 100, T0).unwrap().0.len(), 3);
+    assert_eq!(r.principal_sessions("alice", 0, 100, T0 + 61_000).unwrap().0.len(), 0);
+    assert!(r.principal_sessions("carol", 0, 100, T0).unwrap().0.is_empty());
+    let long = "x".repeat(MAX_PRINCIPAL + 1);
+    assert!(matches!(
+        r.edit_ev(
+            &alice[2],
+            &Edit { meta: MetaChange { principal: Some(Some(&long)), ..Default::default() }, ..Edit::default() },
+            T0,
+            &mut EventBuf::discard(),
+        ),
+        Err(RegionError::PrincipalTooLong { .. })
+    ));
+    // Repair rebuilds the hash words from the slots.
+    r.principal_word(bob.slot).store(0, Ordering::Relaxed);
+    let g = r.lock_stripe(r.geo.stripe_of(bob.slot)).unwrap();
+    r.repair_stripe_locked(r.geo.stripe_of(bob.slot), None);
+    drop(g);
+    assert_eq!(r.principal_word(bob.slot).load(Ordering::Relaxed), principal_hash("bob"));
+    assert!(r.verify().is_empty(), "{:?}", r.verify());
+}
+
+#[test]
+fn a_format_2_region_migrates_to_format_3_keeping_sessions_and_change_sequences() {
+    let (d, l) = lock_dir();
+    let c = cfg("default", 20, 4);
+    let path = Region::path_for(d.path(), "default");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let old = Region::create_file_format(&path, &c, 2).unwrap();
+    let now = crate::clock::now_ms();
+    let mut ids = Vec::new();
+    for k in 0..10u32 {
+        let id = old.create(now).unwrap().id;
+        old.set_attr(&id, "k", k.to_string().as_bytes(), now).unwrap();
+        ids.push((id, old.change_mark(id.slot).unwrap().unwrap()));
+    }
+    drop(old);
+    std::fs::write(d.path().join("Version"), "2\n").unwrap();
+    let (r, rep) = datadir::open_regions(&l, std::slice::from_ref(&c)).unwrap().remove(0);
+    assert_eq!(rep.migrated, Some((10, 0)), "{rep:?}");
+    assert_eq!(r.stats().format_version, 3);
+    for (k, (id, seq)) in ids.iter().enumerate() {
+        let s = r.get(id, false, now).unwrap();
+        assert_eq!(s.attributes, vec![("k".to_string(), k.to_string().into_bytes())]);
+        assert_eq!((s.meta.version, s.meta.principal.as_deref(), s.meta.timeout_set), (1, None, false));
+        assert_eq!(r.change_mark(id.slot).unwrap(), Some(seq + 1));
+    }
+    assert!(r.verify().is_empty(), "{:?}", r.verify());
+}

@@ -54,6 +54,28 @@ pub struct Event {
     pub id: SessionId,
     /// The old token of a rotation, or the names of a change.
     extra: Extra,
+    /// Why an `invalidated` or `evicted` session ended, when the session
+    /// layer knows more than the kind says.
+    pub reason: Option<EndReason>,
+}
+
+/// Why the session layer ended a session (an event's `reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// "Log out everywhere": every session of the principal ended.
+    LogoutEverywhere,
+    /// The principal's cap made room for a newer session.
+    PrincipalCap,
+}
+
+impl EndReason {
+    /// The name in logs and webhook payloads.
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::LogoutEverywhere => "logout_everywhere",
+            EndReason::PrincipalCap => "principal_cap",
+        }
+    }
 }
 
 /// Bytes of attribute names an [`Event`] holds without allocating.
@@ -97,7 +119,7 @@ impl Event {
             (EventKind::Changed, _) => encode_names(names),
             _ => Extra::None,
         };
-        Event { kind: e.kind, seq: e.seq, at_ms: e.at_ms, id: e.id, extra }
+        Event { kind: e.kind, seq: e.seq, at_ms: e.at_ms, id: e.id, extra, reason: None }
     }
 
     /// The id that stopped working, for `Rotated`.
@@ -276,12 +298,27 @@ impl EventHub {
     /// lock held. `changes` names the attributes of a `Changed` event.
     /// Never blocks: a full queue drops and counts.
     pub fn publish(&self, v: &mut Vec<RegionEvent>, changes: Option<&[Change<'_>]>, lost: u64) {
+        self.publish_why(v, changes, lost, None)
+    }
+
+    /// [`Self::publish`], with the reason the session layer gives for the
+    /// ends among them.
+    pub fn publish_why(
+        &self,
+        v: &mut Vec<RegionEvent>,
+        changes: Option<&[Change<'_>]>,
+        lost: u64,
+        reason: Option<EndReason>,
+    ) {
         let mut dropped = lost;
         for e in v.drain(..) {
             if e.kind == EventKind::Touched && !self.wants_touched {
                 continue;
             }
-            let ev = Event::new(&e, changes.unwrap_or_default().iter().map(|(n, _)| *n));
+            let mut ev = Event::new(&e, changes.unwrap_or_default().iter().map(|(n, _)| *n));
+            if matches!(e.kind, EventKind::Invalidated | EventKind::Evicted) {
+                ev.reason = reason;
+            }
             if self.queue.push(ev).is_err() {
                 dropped += 1;
             }

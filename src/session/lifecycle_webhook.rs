@@ -58,6 +58,9 @@ pub fn event_json(contexts: &ContextNames, key: &[u8], node_id: u32, e: &Event) 
     if e.kind == EventKind::Changed {
         o["names"] = json!(e.names().collect::<Vec<_>>());
     }
+    if let Some(why) = e.reason {
+        o["reason"] = Value::String(why.name().into());
+    }
     o
 }
 

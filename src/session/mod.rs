@@ -45,11 +45,12 @@ use std::cell::RefCell;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use events::{ContextNames, Event, EventHub, HubMetrics, LogSubscriber, Subscriber};
+pub use events::{ContextNames, EndReason, Event, EventHub, HubMetrics, LogSubscriber, Subscriber};
 
+use crate::config::WhenPrincipalFull;
 use crate::region::{
-    Adopt, Change, EventBuf, Geometry, ReapReport, Region, RegionConfig, RegionError, RegionEvent, RegionStats,
-    Session, SessionId, SessionMeta,
+    Adopt, Change, Edit, EventBuf, EventKind, Geometry, MAX_PRINCIPAL, MetaChange, ReapReport, Region, RegionConfig,
+    RegionError, RegionEvent, RegionStats, Session, SessionId, SessionMeta,
 };
 
 /// Attribute names starting with this character are reserved for sessiond
@@ -85,9 +86,66 @@ pub enum SessionError {
     /// change did not reach the store.
     #[error("the session moved to another node or ended while this change was made; the change was not applied")]
     Raced,
+    /// A session setting out of its bounds (`code` names the field:
+    /// `bad_timeout`, `bad_deadline`, `bad_principal`); the message names
+    /// the value and the bound.
+    #[error("{message}")]
+    Invalid {
+        /// The error code.
+        code: &'static str,
+        /// What was wrong, with the value and the bound.
+        message: String,
+    },
+    /// The principal holds its cap of sessions and the policy is `refuse`.
+    #[error(
+        "the principal already has {count} session(s), the cap (sessions.max_sessions_per_principal = {cap}, \
+         when_principal_full = refuse); end one of them first"
+    )]
+    TooManySessions {
+        /// Its live sessions.
+        count: usize,
+        /// The cap.
+        cap: u32,
+    },
     /// The region refused (not found, full, damaged, limits).
     #[error(transparent)]
     Region(#[from] RegionError),
+}
+
+/// What a context lets a session set for itself: the bound on its own
+/// timeout and deadline (`sessions.max_timeout`) and the cap on sessions
+/// per principal (`sessions.max_sessions_per_principal`,
+/// `sessions.when_principal_full`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Longest own idle timeout, and furthest own deadline from now, s.
+    pub max_timeout_s: u32,
+    /// Most live sessions one principal may hold; 0 = no cap.
+    pub max_per_principal: u32,
+    /// What a create past the cap does.
+    pub when_principal_full: WhenPrincipalFull,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy { max_timeout_s: 86_400, max_per_principal: 0, when_principal_full: WhenPrincipalFull::EvictOldest }
+    }
+}
+
+/// Checks a principal name: 1 to [`MAX_PRINCIPAL`] bytes of UTF-8 with no
+/// control character. The error names the rule it broke.
+pub fn check_principal(name: &str) -> Result<(), SessionError> {
+    let bad = |why: String| Err(SessionError::Invalid { code: "bad_principal", message: why });
+    if name.is_empty() {
+        return bad("principal is empty; it must be 1 to 256 bytes of UTF-8".into());
+    }
+    if name.len() > MAX_PRINCIPAL {
+        return bad(format!("principal is {} bytes; the limit is {MAX_PRINCIPAL}", name.len()));
+    }
+    if name.chars().any(char::is_control) {
+        return bad("principal contains a control character".into());
+    }
+    Ok(())
 }
 
 impl SessionError {
@@ -141,20 +199,38 @@ impl Pending<'_> {
     /// Sets `changes` (may be empty), writes the session through to the
     /// store (cluster mode), then announces it. On any refusal the session
     /// is dropped without an event and the error returned.
-    pub async fn commit(mut self, changes: &[Change<'_>], now_ms: u64) -> Result<SessionMeta, SessionError> {
+    pub async fn commit(self, changes: &[Change<'_>], now_ms: u64) -> Result<SessionMeta, SessionError> {
+        self.commit_edit(&Edit { changes, ..Edit::default() }, now_ms).await
+    }
+
+    /// [`Self::commit`] with the session's own settings too (timeout,
+    /// deadline, principal; checked against the context's [`Policy`]). A
+    /// principal at its cap is made room for first, or refused.
+    pub async fn commit_edit(mut self, edit: &Edit<'_>, now_ms: u64) -> Result<SessionMeta, SessionError> {
         let s = self.sessions;
         let id = self.meta.id;
+        s.check_meta(&edit.meta, now_ms)?;
+        let principal = edit.meta.principal.flatten();
+        if let Some(p) = principal {
+            s.make_room(p, &id.token, now_ms).await?;
+        }
         let mut changed = Vec::new();
         let mut lost = self.lost;
-        if !changes.is_empty() {
+        if !edit.changes.is_empty() || !edit.meta.is_empty() {
             let r = {
                 let mut ev = if s.hub.is_some() { EventBuf::collect(&mut changed) } else { EventBuf::discard() };
-                let r = s.region.update_ev(&id, changes, now_ms, &mut ev);
+                let r = s.region.edit_ev(&id, edit, now_ms, &mut ev);
                 lost += ev.lost();
                 r
             };
-            r?;
+            self.meta = r?;
         }
+        // Two creates for one principal may have passed the check at once:
+        // the later one makes room again, or gives way.
+        if let Some(p) = principal {
+            s.make_room(p, &id.token, now_ms).await?;
+        }
+        let changes = edit.changes;
         if let Some(c) = &s.cluster {
             c.created(s, &self.meta, now_ms).await?;
         }
@@ -200,12 +276,24 @@ pub struct Sessions {
     /// Cluster mode: this process's view of the store; `None` keeps
     /// sessions local.
     cluster: Option<Arc<cluster::Cluster>>,
+    /// What a session may set for itself.
+    policy: Policy,
 }
 
 impl Sessions {
     /// The service over `region`, with no hub and no cluster.
     pub fn new(region: Arc<Region>) -> Sessions {
-        Sessions { region, hub: None, cluster: None }
+        Sessions { region, hub: None, cluster: None, policy: Policy::default() }
+    }
+
+    /// The same service under `policy` (the context's settings).
+    pub fn with_policy(&self, policy: Policy) -> Sessions {
+        Sessions { policy, ..self.clone() }
+    }
+
+    /// The context's [`Policy`].
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// Attaches to an existing region file for a tool: no data-dir lock,
@@ -218,13 +306,13 @@ impl Sessions {
     /// The same region with `hub` installed: each child process builds
     /// its own after `fork`, before it shares the service.
     pub fn with_hub(&self, hub: Option<Arc<EventHub>>) -> Sessions {
-        Sessions { region: self.region.clone(), hub, cluster: self.cluster.clone() }
+        Sessions { hub, ..self.clone() }
     }
 
     /// The same service with this process's cluster view installed (each
     /// child builds its own after `fork`).
     pub fn with_cluster(&self, cluster: Option<Arc<cluster::Cluster>>) -> Sessions {
-        Sessions { region: self.region.clone(), hub: self.hub.clone(), cluster }
+        Sessions { cluster, ..self.clone() }
     }
 
     /// Runs one region operation with an event buffer and publishes what
@@ -375,11 +463,178 @@ impl Sessions {
         changes: &[Change<'_>],
         now_ms: u64,
     ) -> Result<Found<()>, SessionError> {
+        let f = self.edit(ids, &Edit { changes, ..Edit::default() }, now_ms).await?;
+        Ok(Found { id: f.id, value: (), reissued: f.reissued })
+    }
+
+    /// Applies an [`Edit`] atomically (attributes, the session's own
+    /// settings, and its `If-Match` version, checked under the same lock),
+    /// and writes it through; `value` is the new metadata (its version is
+    /// the new `ETag`). Setting a principal obeys the principal's cap.
+    pub async fn edit(
+        &self,
+        ids: &[SessionId],
+        edit: &Edit<'_>,
+        now_ms: u64,
+    ) -> Result<Found<SessionMeta>, SessionError> {
+        self.check_meta(&edit.meta, now_ms)?;
+        let principal = edit.meta.principal.flatten();
+        if let (Some(p), Some(first)) = (principal, ids.first()) {
+            self.make_room(p, &first.token, now_ms).await?;
+        }
+        let changes = edit.changes;
         let f = self
-            .resolved(ids, true, now_ms, |id| self.run(Some(changes), |r, ev| r.update_ev(id, changes, now_ms, ev)))
+            .resolved(ids, true, now_ms, |id| self.run(Some(changes), |r, ev| r.edit_ev(id, edit, now_ms, ev)))
             .await?;
         self.written(&f.id, now_ms).await?;
         Ok(f)
+    }
+
+    /// Checks a session's own settings against the context's [`Policy`]:
+    /// a timeout of 1 s to `max_timeout`, a deadline after now and at most
+    /// `max_timeout` from now, a valid principal.
+    pub fn check_meta(&self, m: &MetaChange<'_>, now_ms: u64) -> Result<(), SessionError> {
+        let max = self.policy.max_timeout_s;
+        if let Some(Some(t)) = m.timeout_s
+            && (t == 0 || t > max)
+        {
+            return Err(SessionError::Invalid {
+                code: "bad_timeout",
+                message: format!(
+                    "timeout = {t} s is out of range; it must be between 1 and {max} s (sessions.max_timeout)"
+                ),
+            });
+        }
+        if let Some(Some(d)) = m.deadline_ms {
+            let latest = now_ms.saturating_add(u64::from(max) * 1000);
+            let shown = crate::clock::rfc3339_millis(d);
+            if d <= now_ms {
+                return Err(SessionError::Invalid {
+                    code: "bad_deadline",
+                    message: format!("deadline {shown} is not in the future; give a later time, or null for none"),
+                });
+            }
+            if d > latest {
+                return Err(SessionError::Invalid {
+                    code: "bad_deadline",
+                    message: format!(
+                        "deadline {shown} is past now + sessions.max_timeout ({max} s), the latest allowed being {}",
+                        crate::clock::rfc3339_millis(latest)
+                    ),
+                });
+            }
+        }
+        if let Some(Some(p)) = m.principal {
+            check_principal(p)?;
+        }
+        Ok(())
+    }
+
+    // ---------- sessions by principal ----------
+
+    /// A page of principal `name`'s live sessions in this context, from
+    /// slot `cursor` on (this node's region; the lookup reads the dense
+    /// principal-hash array, not the slots).
+    pub fn principal_sessions(
+        &self,
+        name: &str,
+        cursor: u32,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<(Vec<SessionMeta>, Option<u32>), RegionError> {
+        self.region.principal_sessions(name, cursor, limit, now_ms)
+    }
+
+    /// Every live session of principal `name` here.
+    fn principal_all(&self, name: &str, now_ms: u64) -> Result<Vec<SessionMeta>, RegionError> {
+        let mut all = Vec::new();
+        let mut cursor = 0;
+        loop {
+            let (page, next) = self.region.principal_sessions(name, cursor, 1000, now_ms)?;
+            all.extend(page);
+            match next {
+                Some(c) => cursor = c,
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Ends `id` with event `kind` and `reason`, and tells the store.
+    async fn end_with(
+        &self,
+        id: &SessionId,
+        kind: EventKind,
+        reason: EndReason,
+        now_ms: u64,
+    ) -> Result<bool, SessionError> {
+        let r = match &self.hub {
+            None => self.region.end_ev(id, None, kind, now_ms, &mut EventBuf::discard()),
+            Some(hub) => {
+                let mut v = Vec::new();
+                let (r, lost) = {
+                    let mut ev = EventBuf::collect(&mut v);
+                    let r = self.region.end_ev(id, None, kind, now_ms, &mut ev);
+                    (r, ev.lost())
+                };
+                hub.publish_why(&mut v, None, lost, Some(reason));
+                r
+            }
+        };
+        match r {
+            Ok(()) => {}
+            Err(RegionError::NotFound) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(c) = &self.cluster {
+            c.invalidated(self, id, now_ms).await?;
+        }
+        Ok(true)
+    }
+
+    /// "Log out everywhere": ends every live session of principal `name`
+    /// here, each with an `invalidated` event whose reason is
+    /// [`EndReason::LogoutEverywhere`]; returns how many ended.
+    pub async fn end_principal(&self, name: &str, now_ms: u64) -> Result<usize, SessionError> {
+        check_principal(name)?;
+        let mut n = 0;
+        for m in self.principal_all(name, now_ms)? {
+            n += usize::from(self.end_with(&m.id, EventKind::Invalidated, EndReason::LogoutEverywhere, now_ms).await?);
+        }
+        Ok(n)
+    }
+
+    /// Keeps principal `name`'s cap around the session whose token is
+    /// `keep`: if its other sessions number `cap` or more, refuse, or end
+    /// the least recently used ones (`evicted`, reason
+    /// [`EndReason::PrincipalCap`]) until `cap - 1` are left. Called before
+    /// the session takes the principal, and again after it (two creates
+    /// for one principal may have passed the first check at once: the
+    /// later one makes room again, or gives way).
+    async fn make_room(
+        &self,
+        name: &str,
+        keep: &[u8; crate::region::TOKEN_LEN],
+        now_ms: u64,
+    ) -> Result<(), SessionError> {
+        let cap = self.policy.max_per_principal as usize;
+        if cap == 0 {
+            return Ok(());
+        }
+        let mut others = self.principal_all(name, now_ms)?;
+        others.retain(|m| m.id.token != *keep);
+        let allowed = cap - 1;
+        if others.len() <= allowed {
+            return Ok(());
+        }
+        if self.policy.when_principal_full == WhenPrincipalFull::Refuse {
+            return Err(SessionError::TooManySessions { count: others.len(), cap: cap as u32 });
+        }
+        others.sort_by_key(|m| m.last_access_ms);
+        let excess = others.len() - allowed;
+        for m in &others[..excess] {
+            self.end_with(&m.id, EventKind::Evicted, EndReason::PrincipalCap, now_ms).await?;
+        }
+        Ok(())
     }
 
     /// Sets one attribute.
@@ -422,7 +677,22 @@ impl Sessions {
     /// copy's logout ends the session at its owner too). The outcome's
     /// `store` says whether the store heard.
     pub async fn invalidate(&self, ids: &[SessionId], now_ms: u64) -> Result<Ended, SessionError> {
-        let f = self.resolved(ids, true, now_ms, |id| self.run(None, |r, ev| r.invalidate_ev(id, now_ms, ev))).await?;
+        self.invalidate_if(ids, None, now_ms).await
+    }
+
+    /// [`Self::invalidate`] if the session is at version `expect` when
+    /// given (`If-Match`), checked under the lock that ends it.
+    pub async fn invalidate_if(
+        &self,
+        ids: &[SessionId],
+        expect: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Ended, SessionError> {
+        let f = self
+            .resolved(ids, true, now_ms, |id| {
+                self.run(None, |r, ev| r.end_ev(id, expect, EventKind::Invalidated, now_ms, ev))
+            })
+            .await?;
         let store = match &self.cluster {
             Some(c) => c.invalidated(self, &f.id, now_ms).await,
             None => Ok(()),
@@ -433,7 +703,19 @@ impl Sessions {
     /// Gives the session a new id, keeping its data, and writes the
     /// rotation through; `Found::id` is the old id, `value` the new meta.
     pub async fn rotate(&self, ids: &[SessionId], now_ms: u64) -> Result<Found<SessionMeta>, SessionError> {
-        let f = self.resolved(ids, true, now_ms, |id| self.run(None, |r, ev| r.rotate_ev(id, now_ms, ev))).await?;
+        self.rotate_if(ids, None, now_ms).await
+    }
+
+    /// [`Self::rotate`] if the session is at version `expect` when given.
+    pub async fn rotate_if(
+        &self,
+        ids: &[SessionId],
+        expect: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Found<SessionMeta>, SessionError> {
+        let f = self
+            .resolved(ids, true, now_ms, |id| self.run(None, |r, ev| r.rotate_if_ev(id, expect, now_ms, ev)))
+            .await?;
         if let Some(c) = &self.cluster {
             c.rotated(self, &f.id, &f.value.id, now_ms).await?;
         }

@@ -176,6 +176,8 @@ pub struct Record {
     pub is_new: bool,
     /// Attributes, reserved ones (the gateway's) included.
     pub attributes: Vec<(String, Vec<u8>)>,
+    /// Its own settings (version, timeout, deadline, principal).
+    pub settings: record::Settings,
 }
 
 /// One session a store sweep removed.

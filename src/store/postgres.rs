@@ -184,7 +184,7 @@ impl PgStore {
 
     async fn save_inner(&self, rec: &Record) -> Result<(), StoreError> {
         let c = self.conn().await?;
-        let blob = record::encode(&rec.attributes);
+        let blob = record::encode(&rec.attributes, &rec.settings);
         let rows = self
             .with_timeout(c.client.query(
                 &c.st.save,
@@ -357,7 +357,8 @@ impl BackingStore for PgStore {
             let rows = self.with_timeout(c.client.query(&c.st.load, &[&key.as_slice(), &i64_of(now_ms)])).await?;
             let Some(r) = rows.first() else { return Ok(None) };
             let blob: &[u8] = r.get(10);
-            let attributes = record::decode(blob).map_err(|e| self.down(format!("stored session damaged: {e}")))?;
+            let (attributes, settings) =
+                record::decode(blob).map_err(|e| self.down(format!("stored session damaged: {e}")))?;
             let ctx: i32 = r.get(1);
             Ok(Some(Record {
                 key: *key,
@@ -373,6 +374,7 @@ impl BackingStore for PgStore {
                 expires_ms: r.get::<_, i64>(8) as u64,
                 is_new: r.get(9),
                 attributes,
+                settings,
             }))
         })
     }

@@ -4,8 +4,11 @@
 //! A store holds a session's attributes as one blob (the session is
 //! written whole, as the region holds it): a count, then for each
 //! attribute its name length, name, value length and value, lengths as
-//! big-endian u32. Store bytes are untrusted: [`decode`] refuses anything
-//! malformed or beyond the limits instead of panicking.
+//! big-endian u32. The session's own settings ([`Settings`]: version,
+//! timeout, deadline, principal) follow as a trailer that starts with
+//! [`TRAILER_MAGIC`]; a blob without one (written before format 3) decodes
+//! with default settings. Store bytes are untrusted: [`decode`] refuses
+//! anything malformed or beyond the limits instead of panicking.
 
 /// How long a removed session's tombstone stays in the store, ms: a save
 /// that raced the removal finds it and is refused instead of bringing the
@@ -17,9 +20,26 @@ const MAX_ATTRS: usize = crate::region::LIMIT_MAX_VALUES as usize;
 /// Largest blob accepted, bytes.
 pub const MAX_BLOB: usize = 64 << 20;
 
-/// Encodes attributes.
-pub fn encode(attrs: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let size = 4 + attrs.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>();
+/// The first bytes of the settings trailer.
+pub const TRAILER_MAGIC: [u8; 4] = *b"SDS1";
+
+/// A session's own settings, as a store keeps them beside its attributes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Its version (the `ETag`), so a condition holds across nodes.
+    pub version: u64,
+    /// Its own idle timeout, seconds.
+    pub timeout_s: Option<u32>,
+    /// Its own absolute deadline, ms.
+    pub deadline_ms: Option<u64>,
+    /// Its principal.
+    pub principal: Option<String>,
+}
+
+/// Encodes attributes and settings.
+pub fn encode(attrs: &[(String, Vec<u8>)], settings: &Settings) -> Vec<u8> {
+    let p = settings.principal.as_deref().unwrap_or("");
+    let size = 4 + attrs.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>() + 4 + 8 + 4 + 8 + 2 + p.len();
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(&(attrs.len() as u32).to_be_bytes());
     for (k, v) in attrs {
@@ -28,37 +48,76 @@ pub fn encode(attrs: &[(String, Vec<u8>)]) -> Vec<u8> {
         out.extend_from_slice(&(v.len() as u32).to_be_bytes());
         out.extend_from_slice(v);
     }
+    out.extend_from_slice(&TRAILER_MAGIC);
+    out.extend_from_slice(&settings.version.to_be_bytes());
+    out.extend_from_slice(&settings.timeout_s.unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(&settings.deadline_ms.unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(&(p.len() as u16).to_be_bytes());
+    out.extend_from_slice(p.as_bytes());
     out
 }
 
+/// A decoded blob.
+pub type Decoded = (Vec<(String, Vec<u8>)>, Settings);
+
 /// Decodes a blob; `Err` names what is wrong.
-pub fn decode(b: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+pub fn decode(b: &[u8]) -> Result<Decoded, String> {
     if b.len() > MAX_BLOB {
         return Err(format!("attribute blob of {} bytes exceeds {MAX_BLOB}", b.len()));
     }
-    let mut at = 0usize;
-    let mut take = |n: usize| -> Result<&[u8], String> {
-        let end = at.checked_add(n).filter(|&e| e <= b.len()).ok_or("attribute blob cut short")?;
-        let s = &b[at..end];
-        at = end;
-        Ok(s)
-    };
-    let u32_of = |s: &[u8]| u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize;
-    let n = u32_of(take(4)?);
+    let mut r = Reader { b, at: 0 };
+    let n = r.u32()? as usize;
     if n > MAX_ATTRS {
         return Err(format!("attribute blob claims {n} attributes"));
     }
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let kl = u32_of(take(4)?);
-        let k = std::str::from_utf8(take(kl)?).map_err(|_| "attribute name is not UTF-8")?.to_string();
-        let vl = u32_of(take(4)?);
-        out.push((k, take(vl)?.to_vec()));
+        let kl = r.u32()? as usize;
+        let k = std::str::from_utf8(r.take(kl)?).map_err(|_| "attribute name is not UTF-8")?.to_string();
+        let vl = r.u32()? as usize;
+        out.push((k, r.take(vl)?.to_vec()));
     }
-    if at != b.len() {
+    let mut settings = Settings::default();
+    if r.at < b.len() {
+        if r.take(4)? != TRAILER_MAGIC {
+            return Err("attribute blob has trailing bytes".into());
+        }
+        settings.version = r.u64()?;
+        settings.timeout_s = Some(r.u32()?).filter(|&t| t > 0);
+        settings.deadline_ms = Some(r.u64()?).filter(|&d| d > 0);
+        let pl = u16::from_be_bytes([r.take(1)?[0], r.take(1)?[0]]) as usize;
+        if pl > crate::region::MAX_PRINCIPAL {
+            return Err(format!("stored principal of {pl} bytes"));
+        }
+        let p = std::str::from_utf8(r.take(pl)?).map_err(|_| "stored principal is not UTF-8")?;
+        settings.principal = (!p.is_empty()).then(|| p.to_string());
+    }
+    if r.at != b.len() {
         return Err("attribute blob has trailing bytes".into());
     }
-    Ok(out)
+    Ok((out, settings))
+}
+
+/// A bounds-checked cursor over untrusted bytes.
+struct Reader<'b> {
+    b: &'b [u8],
+    at: usize,
+}
+
+impl<'b> Reader<'b> {
+    fn take(&mut self, n: usize) -> Result<&'b [u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len()).ok_or("attribute blob cut short")?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        let s = self.take(4)?;
+        Ok(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok((u64::from(self.u32()?) << 32) | u64::from(self.u32()?))
+    }
 }
 
 #[cfg(test)]
@@ -69,14 +128,23 @@ mod tests {
     #[test]
     fn round_trip_and_damage_is_an_error() {
         let a = vec![("user".to_string(), b"ann".to_vec()), ("\u{1}gw".to_string(), vec![0, 255])];
-        let b = encode(&a);
-        assert_eq!(decode(&b).unwrap(), a);
+        let set = Settings {
+            version: 7,
+            timeout_s: Some(60),
+            deadline_ms: Some(1_900_000_000_000),
+            principal: Some("alice".into()),
+        };
+        let b = encode(&a, &set);
+        assert_eq!(decode(&b).unwrap(), (a.clone(), set));
         assert!(decode(&b[..b.len() - 1]).is_err());
         let mut extra = b.clone();
         extra.push(0);
         assert!(decode(&extra).is_err());
         assert!(decode(&[0xff, 0xff, 0xff, 0xff]).is_err());
-        assert_eq!(decode(&encode(&[])).unwrap(), vec![]);
+        assert_eq!(decode(&encode(&[], &Settings::default())).unwrap(), (vec![], Settings::default()));
+        // A blob written before the trailer existed: default settings.
+        let old = &b[..b.len() - (4 + 8 + 4 + 8 + 2 + 5)];
+        assert_eq!(decode(old).unwrap(), (a, Settings::default()));
     }
 
     proptest! {

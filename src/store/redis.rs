@@ -252,7 +252,7 @@ impl RedisStore {
 
     async fn save_inner(&self, rec: &Record) -> Result<(), StoreError> {
         let k = key_name(&rec.key);
-        let blob = record::encode(&rec.attributes);
+        let blob = record::encode(&rec.attributes, &rec.settings);
         let member = key_hex(&rec.key);
         let r: ((i64, i64),) = self
             .run(|c| {
@@ -394,7 +394,8 @@ impl BackingStore for RedisStore {
                 Some(Value::BulkString(b)) => b.as_slice(),
                 _ => return Err(damaged()),
             };
-            let attributes = record::decode(blob).map_err(|e| self.down(format!("stored session damaged: {e}")))?;
+            let (attributes, settings) =
+                record::decode(blob).map_err(|e| self.down(format!("stored session damaged: {e}")))?;
             Ok(Some(Record {
                 key: *key,
                 context: num(&m, "g").ok_or_else(damaged)? as u16,
@@ -409,6 +410,7 @@ impl BackingStore for RedisStore {
                 expires_ms,
                 is_new: num(&m, "n") == Some(1),
                 attributes,
+                settings,
             }))
         })
     }

@@ -72,6 +72,12 @@ impl From<RegionError> for ApiError {
                 ApiError::bad_request("invalid_name", e.to_string())
             }
             RegionError::ValueTooLarge { .. } => ApiError::new(S::PAYLOAD_TOO_LARGE, "value_too_large", e.to_string()),
+            RegionError::VersionMismatch { .. } => ApiError::new(
+                S::PRECONDITION_FAILED,
+                "precondition_failed",
+                format!("{e}: read the session again (its ETag) and retry the change"),
+            ),
+            RegionError::PrincipalTooLong { .. } => ApiError::bad_request("bad_principal", e.to_string()),
             RegionError::LockTimeout { .. } => {
                 static LIMIT: crate::logging::RateLimit = crate::logging::RateLimit::new(1000);
                 if let Some(n) = LIMIT.allow(crate::clock::now_ms()) {
@@ -106,6 +112,10 @@ impl From<SessionError> for ApiError {
             ),
             SessionError::Raced => {
                 ApiError::new(StatusCode::CONFLICT, "session_moved", SessionError::Raced.to_string())
+            }
+            SessionError::Invalid { code, message } => ApiError::bad_request(code, message),
+            SessionError::TooManySessions { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "too_many_sessions", e.to_string())
             }
             SessionError::Region(e) => ApiError::from(e),
         }

@@ -250,6 +250,12 @@ impl Cluster {
             last_access_ms: s.meta.last_access_ms,
             expires_ms: s.meta.expires_ms,
             is_new: s.meta.is_new,
+            settings: crate::store::record::Settings {
+                version: s.meta.version,
+                timeout_s: s.meta.timeout_set.then_some(s.meta.timeout_s),
+                deadline_ms: s.meta.deadline_ms,
+                principal: s.meta.principal,
+            },
             attributes: s.attributes,
         }
     }
@@ -373,6 +379,10 @@ impl Cluster {
             last_access_ms: rec.last_access_ms,
             is_new: rec.is_new,
             attributes: &rec.attributes,
+            version: rec.settings.version,
+            timeout_s: rec.settings.timeout_s,
+            deadline_ms: rec.settings.deadline_ms,
+            principal: rec.settings.principal.as_deref(),
         };
         let meta: SessionMeta = sessions.adopt(&a, now_ms)?;
         let slot = meta.id.slot;
