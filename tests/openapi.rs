@@ -239,10 +239,8 @@ fn spec() -> Routes {
         }
         if let Some(p) = line.strip_prefix("  /") {
             let p = p.trim_end().trim_end_matches(':');
-            let norm: Vec<String> = p
-                .split('/')
-                .map(|s| if s.starts_with('{') { "{}".to_string() } else { s.to_string() })
-                .collect();
+            let norm: Vec<String> =
+                p.split('/').map(|s| if s.starts_with('{') { "{}".to_string() } else { s.to_string() }).collect();
             path = Some(format!("/{}", norm.join("/")));
         } else if let (Some(p), Some(m)) = (&path, line.strip_prefix("    ")) {
             let key = m.trim_end().trim_end_matches(':');
