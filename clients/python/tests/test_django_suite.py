@@ -86,7 +86,8 @@ def test_django_session_tests(server):
     assert ran, f"runtests.py ran nothing:\n{out[-5000:]}"
     # Names as runtests.py -v 2 lists them; "... ok" may be on the next line (docstrings).
     mixin = len(set(re.findall(r"\(sessiond_sessions_tests\.tests\.SessiondSessionTests\.(\w+)\)", out)))
-    middleware = len(set(re.findall(r"\(sessiond_sessions_tests\.tests\.SessiondMiddlewareTests\.(\w+)\)", out)))
+    mw = r"\(sessiond_sessions_tests\.tests\.SessiondMiddlewareTests\.(\w+)\)"
+    middleware = len(set(re.findall(mw, out)))
     print(
         f"Django {django.get_version()}: {ran.group(1)} ran; SessionTestsMixin {mixin} tests, "
         f"SessionMiddlewareTests {middleware} tests; result: {'OK' if r.returncode == 0 else 'FAILED'}"
