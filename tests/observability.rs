@@ -116,13 +116,16 @@ fn verify_reports_each_kind_of_damage() {
     let geo_slot = |id: &str| {
         let sid = sessiond::region::SessionId::parse(id.as_bytes()).unwrap();
         let r = sessiond::region::Region::attach(&region, std::time::Duration::from_secs(1)).unwrap();
-        r.geometry().slot_off(sid.slot)
+        let g = r.geometry();
+        (g.slot_off(sid.slot), g.slot_off(sid.slot) + g.entry_off(0))
     };
     type Damage<'a> = (&'a str, Box<dyn Fn(&Path)>, &'a str);
-    let off = geo_slot(&ids[0]);
+    // The slot, and its first attribute entry (after the slot header,
+    // whose size depends on the format: design §4.6).
+    let (off, entry0) = geo_slot(&ids[0]);
     let cases: Vec<Damage> = vec![
         ("torn slot", Box::new(move |p| write_at(p, off, &3u64.to_le_bytes())), "odd sequence"),
-        ("bad length", Box::new(move |p| write_at(p, off + 80 + 4, &u32::MAX.to_le_bytes())), "value length"),
+        ("bad length", Box::new(move |p| write_at(p, entry0 + 4, &u32::MAX.to_le_bytes())), "value length"),
         ("bad magic", Box::new(|p| write_at(p, 0, b"garbage!")), "bad magic"),
         (
             "truncated",
