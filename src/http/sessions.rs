@@ -143,11 +143,8 @@ fn empty(status: StatusCode) -> Resp {
     respond(status, None, Bytes::new())
 }
 
+/// The session as JSON, with its `ETag`.
 fn session_response(ctx: &Context, status: StatusCode, m: &SessionMeta, attrs: &[(String, Vec<u8>)]) -> Resp {
-    with_etag(session_json(ctx, status, m, attrs), m)
-}
-
-fn session_json(ctx: &Context, status: StatusCode, m: &SessionMeta, attrs: &[(String, Vec<u8>)]) -> Resp {
     let mut o = meta_json(ctx, m);
     // Reserved attributes (the gateway's user and filters) are sessiond's own.
     let a: Map<String, Value> = attrs
@@ -156,7 +153,7 @@ fn session_json(ctx: &Context, status: StatusCode, m: &SessionMeta, attrs: &[(St
         .map(|(k, v)| (k.clone(), value_json(v)))
         .collect();
     o.insert("attributes".into(), Value::Object(a));
-    json(status, Value::Object(o))
+    with_etag(json(status, Value::Object(o)), m)
 }
 
 use crate::web::set_cookie;

@@ -1262,10 +1262,9 @@ impl Region {
         let prev_flags = self.rd32(off + SL_FLAGS as u64);
         let keep_retired =
             self.v3() && (prev_flags & FLAG_RETIRED != 0 || (prev_flags & FLAG_FINAL != 0 && self.is_marked(head)));
-        let prev_token = self.read_token(off);
         self.begin_write(off);
-        if self.v3() && keep_retired && prev_flags & FLAG_RETIRED == 0 {
-            self.copy_in(off + SL_RETIRED as u64, &prev_token);
+        if keep_retired && prev_flags & FLAG_RETIRED == 0 {
+            self.copy_in(off + SL_RETIRED as u64, &self.read_token(off));
         }
         let seq = self.mark_changed(head, off);
         self.wr32(so + S_FREE_HEAD as u64, self.rd32(off + SL_NEXT_FREE as u64));
@@ -1543,10 +1542,9 @@ impl Region {
     /// `VersionMismatch` unless the slot at `off` is at `expect` (stripe
     /// lock held; `None` expects nothing).
     fn check_version(&self, off: u64, expect: Option<u64>) -> Result<(), RegionError> {
-        match expect {
-            Some(v) if self.v3() && self.rd64(off + SL_VERSION as u64) != v => {
-                Err(RegionError::VersionMismatch { expected: v, current: self.rd64(off + SL_VERSION as u64) })
-            }
+        let Some(expected) = expect.filter(|_| self.v3()) else { return Ok(()) };
+        match self.rd64(off + SL_VERSION as u64) {
+            current if current != expected => Err(RegionError::VersionMismatch { expected, current }),
             _ => Ok(()),
         }
     }

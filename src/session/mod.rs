@@ -323,6 +323,17 @@ impl Sessions {
         changes: Option<&[Change<'_>]>,
         op: impl FnOnce(&Region, &mut EventBuf<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        self.run_why(changes, None, op)
+    }
+
+    /// [`Self::run`], with the reason its ends are published with.
+    #[inline]
+    fn run_why<T, E>(
+        &self,
+        changes: Option<&[Change<'_>]>,
+        reason: Option<EndReason>,
+        op: impl FnOnce(&Region, &mut EventBuf<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let Some(hub) = &self.hub else {
             return op(&self.region, &mut EventBuf::discard());
         };
@@ -333,7 +344,7 @@ impl Sessions {
                 let r = op(&self.region, &mut ev);
                 (r, ev.lost())
             };
-            hub.publish(&mut v, changes, lost);
+            hub.publish_why(&mut v, changes, lost, reason);
             r
         })
     }
@@ -581,20 +592,7 @@ impl Sessions {
         reason: EndReason,
         now_ms: u64,
     ) -> Result<bool, SessionError> {
-        let r = match &self.hub {
-            None => self.region.end_ev(id, None, kind, now_ms, &mut EventBuf::discard()),
-            Some(hub) => {
-                let mut v = Vec::new();
-                let (r, lost) = {
-                    let mut ev = EventBuf::collect(&mut v);
-                    let r = self.region.end_ev(id, None, kind, now_ms, &mut ev);
-                    (r, ev.lost())
-                };
-                hub.publish_why(&mut v, None, lost, Some(reason));
-                r
-            }
-        };
-        match r {
+        match self.run_why(None, Some(reason), |r, ev| r.end_ev(id, None, kind, now_ms, ev)) {
             Ok(()) => {}
             Err(RegionError::NotFound) => return Ok(false),
             Err(e) => return Err(e.into()),
