@@ -106,7 +106,8 @@ fn a_stale_logout_during_a_partition_is_final(kind: Kind) {
     });
     wait_until("node 2 dropped its copy", Duration::from_secs(10), || peek(&n2, &id2).status == 404);
     assert_eq!(peek(&n2, &id).status, 404, "the old id is not taken over again");
-    assert_eq!(peek(&n1, &id).status, 404);
+    let r = peek(&n1, &id);
+    assert_eq!(r.status, 404, "{}", r.text());
     let n3 = node_direct(&store, 3, &[]);
     assert_eq!(peek(&n3, &id).status, 404, "a fresh node cannot bring it back");
     assert_eq!(peek(&n3, &id2).status, 404);

@@ -200,13 +200,15 @@ impl RedisStore {
         *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    async fn conn(&self) -> Result<Arc<Conn>, StoreError> {
+    /// The process's connection, and whether it was made by this call
+    /// (`false`: reused, so it may have died while idle).
+    async fn conn(&self) -> Result<(Arc<Conn>, bool), StoreError> {
         if let Some(c) = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-            return Ok(c);
+            return Ok((c, false));
         }
         let _g = self.connecting.lock().await;
         if let Some(c) = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-            return Ok(c);
+            return Ok((c, false));
         }
         let cfg = AsyncConnectionConfig::new().set_connection_timeout(self.timeout).set_response_timeout(self.timeout);
         let mut con =
@@ -222,14 +224,25 @@ impl RedisStore {
         }
         let c = Arc::new(Conn { con, shas });
         *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
-        Ok(c)
+        Ok((c, true))
     }
 
     /// Runs `f` on the connection with the timeout; a failure drops the
     /// connection so the next call reconnects. `NOSCRIPT` reloads once.
+    ///
+    /// A reused connection found dropped (the store restarted, or a
+    /// partition cut it while idle: redis-rs answers "broken pipe" without
+    /// sending) is remade and the call tried once more on the new one, so
+    /// the first call after an outage does not fail for a connection the
+    /// store already closed. That retry is safe even when the first try
+    /// did reach Redis before the drop: every write is a compare-and-set
+    /// script (owner, epoch, sequence), so a second run of a landed write
+    /// changes nothing (`Save` answers 0, `End` 0, `Take` fenced), and the
+    /// reads are reads.
     async fn run<T: redis::FromRedisValue>(&self, build: impl Fn(&Conn) -> redis::Pipeline) -> Result<T, StoreError> {
-        for attempt in 0..2 {
-            let c = self.conn().await?;
+        let mut redialled = false;
+        for attempt in 0..3 {
+            let (c, fresh) = self.conn().await?;
             let mut con = c.con.clone();
             let pipe = build(&c);
             match tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut con)).await {
@@ -238,6 +251,10 @@ impl RedisStore {
                     return Err(self.down(format!("no answer within {:?} (cluster.store_timeout)", self.timeout)));
                 }
                 Ok(Err(e)) if e.kind() == redis::ErrorKind::NoScriptError && attempt == 0 => self.forget(),
+                Ok(Err(e)) if e.is_connection_dropped() && !fresh && !redialled => {
+                    redialled = true;
+                    self.forget();
+                }
                 Ok(Err(e)) => {
                     if e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout() {
                         self.forget();
