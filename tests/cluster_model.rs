@@ -154,3 +154,92 @@ fn pg_a_logout_survives_the_reuse_of_its_slot() {
 fn redis_a_logout_survives_the_reuse_of_its_slot() {
     a_logout_survives_the_reuse_of_its_slot(Kind::Redis);
 }
+
+fn listing(s: &Server, name: &str, limit: usize) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..50 {
+        let path = match &cursor {
+            Some(c) => format!("/v1/principals/{name}/sessions?limit={limit}&cursor={c}"),
+            None => format!("/v1/principals/{name}/sessions?limit={limit}"),
+        };
+        let r = request("GET", &s.url(&path), &[], None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        all.extend(j["sessions"].as_array().unwrap().iter().cloned());
+        match j["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return all,
+        }
+    }
+    panic!("the listing of {name} did not end within 50 pages");
+}
+
+/// A principal's sessions on two nodes: each node lists all of them (its
+/// own with ids, the other's by node only), the cap counts both nodes'
+/// (evict-oldest ends the other node's session; refuse counts it), and
+/// "log out everywhere" on one node ends the other's too, which drop
+/// their copies at once; a fresh node cannot bring any back.
+fn principals_span_the_nodes(kind: Kind) {
+    let store = Store::new(kind, false);
+    let cap = ["sessions.max_sessions_per_principal=3", "sessions.when_principal_full=evict-oldest"];
+    let n1 = node(&store, 1, &cap);
+    let n2 = node(&store, 2, &cap);
+    let (a1, _) = create(&n1, &json!({"principal": "alice"}));
+    std::thread::sleep(Duration::from_millis(20));
+    let (a2, _) = create(&n1, &json!({"principal": "alice"}));
+    let (a3, _) = create(&n2, &json!({"principal": "alice"}));
+    let (b1, _) = create(&n2, &json!({"principal": "bob"}));
+    for (s, own, other) in [(&n1, 1, 2), (&n2, 2, 1)] {
+        for limit in [100, 1] {
+            let l = listing(s, "alice", limit);
+            assert_eq!(l.len(), 3, "node {own}, limit {limit}: {l:?}");
+            let mine: Vec<&str> = l.iter().filter(|e| e["node"] == own).map(|e| e["id"].as_str().unwrap()).collect();
+            let theirs: Vec<&serde_json::Value> = l.iter().filter(|e| e["node"] == other).collect();
+            let want: Vec<&str> = if own == 1 { vec![a1.as_str(), a2.as_str()] } else { vec![a3.as_str()] };
+            let mut mine_sorted = mine.clone();
+            mine_sorted.sort();
+            let mut want_sorted = want.clone();
+            want_sorted.sort();
+            assert_eq!(mine_sorted, want_sorted, "node {own} lists its own with ids: {l:?}");
+            assert_eq!(theirs.len(), 3 - want.len(), "{l:?}");
+            assert!(theirs.iter().all(|e| e["id"].is_null()), "no full id of another node's session: {l:?}");
+            assert!(l.iter().all(|e| e["principal"] == "alice"), "{l:?}");
+        }
+    }
+    // The cap counts both nodes: a fourth on node 2 evicts the least
+    // recently used, node 1's a1, and node 1 drops it at once.
+    let (a4, _) = create(&n2, &json!({"principal": "alice"}));
+    wait_until("node 1 dropped the evicted a1", Duration::from_secs(10), || peek(&n1, &a1).status == 404);
+    assert_eq!(listing(&n1, "alice", 100).len(), 3);
+    for id in [&a2, &a3, &a4] {
+        assert_eq!(peek(&n1, id).status, 200, "{id} lives");
+    }
+    // Refuse counts the other node's sessions too.
+    let n3 = node(&store, 3, &["sessions.max_sessions_per_principal=3", "sessions.when_principal_full=refuse"]);
+    let r = request("POST", &n3.url("/v1/sessions"), &[], Some(br#"{"principal": "alice"}"#));
+    assert_eq!(r.status, 409, "alice holds 3 on nodes 1 and 2: {}", r.text());
+    // Log out everywhere, from node 2.
+    let r = request("DELETE", &n2.url("/v1/principals/alice/sessions"), &[], None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["invalidated"], 3, "{}", r.text());
+    wait_until("node 1 dropped a2", Duration::from_secs(10), || peek(&n1, &a2).status == 404);
+    for s in [&n1, &n2, &n3] {
+        for id in [&a1, &a2, &a3, &a4] {
+            assert_eq!(peek(s, id).status, 404, "{id} stays ended");
+        }
+        assert!(listing(s, "alice", 100).is_empty());
+    }
+    assert_eq!(peek(&n1, &b1).status, 200, "bob's session is not alice's");
+    assert_eq!(listing(&n1, "bob", 100).len(), 1);
+}
+
+#[test]
+fn pg_principals_span_the_nodes() {
+    principals_span_the_nodes(Kind::Pg);
+}
+
+#[test]
+fn redis_principals_span_the_nodes() {
+    principals_span_the_nodes(Kind::Redis);
+}

@@ -185,7 +185,7 @@ async fn dispatch(st: &AppState, mut req: Request<Incoming>) -> (Route, Result<R
         }
         (["v1", "sessions", id, "touch"], &Method::POST) => (Route::Touch, s::touch(s::Target::by_id(st, id)).await),
         (["v1", "principals", name, "sessions"], _) => match m {
-            Method::GET => (Route::Principal, s::principal_list(st, &req, name)),
+            Method::GET => (Route::Principal, s::principal_list(st, &req, name).await),
             Method::DELETE => (Route::Principal, s::principal_delete(st, name).await),
             _ => (Route::Other, Err(method_not_allowed("GET, DELETE"))),
         },

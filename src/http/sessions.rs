@@ -479,7 +479,23 @@ pub async fn attr_delete(
 
 /// A listing's `limit` and `cursor` query parameters.
 fn page_params(req: &Request<Incoming>) -> Result<(usize, u64), ApiError> {
-    let limit = match query(req, "limit") {
+    let limit = limit_param(req)?;
+    let cursor = match query(req, "cursor") {
+        None => 0,
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            let shown: String = v.chars().take(32).collect();
+            ApiError::bad_request(
+                "bad_cursor",
+                format!("cursor {shown:?} is not the next_cursor value of a previous page"),
+            )
+        })?,
+    };
+    Ok((limit, cursor))
+}
+
+/// `limit=` of a listing: 1 to [`MAX_LIST_LIMIT`], 100 when absent.
+fn limit_param(req: &Request<Incoming>) -> Result<usize, ApiError> {
+    Ok(match query(req, "limit") {
         None => 100,
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=MAX_LIST_LIMIT).contains(&n) => n,
@@ -493,18 +509,7 @@ fn page_params(req: &Request<Incoming>) -> Result<(usize, u64), ApiError> {
                 ));
             }
         },
-    };
-    let cursor = match query(req, "cursor") {
-        None => 0,
-        Some(v) => v.parse::<u64>().map_err(|_| {
-            let shown: String = v.chars().take(32).collect();
-            ApiError::bad_request(
-                "bad_cursor",
-                format!("cursor {shown:?} is not the next_cursor value of a previous page"),
-            )
-        })?,
-    };
-    Ok((limit, cursor))
+    })
 }
 
 /// `GET /v1/sessions?context=&limit=&cursor=`: ids and metadata, no values.
@@ -541,37 +546,68 @@ fn principal_of(raw: &str) -> Result<String, ApiError> {
 
 /// `GET /v1/principals/{name}/sessions?limit=&cursor=`: the principal's
 /// live sessions in every context, paginated like `GET /v1/sessions`. The
-/// cursor walks the contexts in order, then the slots in each.
-pub fn principal_list(st: &AppState, req: &Request<Incoming>, raw: &str) -> Result<Resp, ApiError> {
+/// cursor is `<context index>.<that context's cursor>`. In cluster mode a
+/// session another node holds is listed without its id, by `node`.
+pub async fn principal_list(st: &AppState, req: &Request<Incoming>, raw: &str) -> Result<Resp, ApiError> {
     let name = principal_of(raw)?;
-    let (limit, cursor) = page_params(req)?;
+    let limit = limit_param(req)?;
     let now = now_ms();
     let n = st.contexts.iter().count();
-    // The cursor is the context's index times 2^32 plus the slot.
-    let (ci, slot) = ((cursor >> 32) as usize, (cursor & 0xffff_ffff) as u32);
+    let bad = |v: &str| {
+        let shown: String = v.chars().take(32).collect();
+        ApiError::bad_request("bad_cursor", format!("cursor {shown:?} is not the next_cursor value of a previous page"))
+    };
+    let (ci, mut inner): (usize, Option<String>) = match query(req, "cursor") {
+        None => (0, None),
+        Some(v) => {
+            let (a, b) = v.split_once('.').ok_or_else(|| bad(&v))?;
+            let ci = a.parse::<usize>().ok().filter(|&c| c < n).ok_or_else(|| bad(&v))?;
+            (ci, (!b.is_empty()).then(|| b.to_string()))
+        }
+    };
     let mut items = Vec::new();
     let mut next = None;
     for (k, ctx) in st.contexts.iter().enumerate().skip(ci) {
-        let from = if k == ci { slot } else { 0 };
-        let (metas, more) = ctx.sessions.principal_sessions(&name, from, limit - items.len(), now)?;
-        for m in &metas {
-            let mut o = meta_json(ctx, m);
-            o.insert("values".into(), m.values.into());
-            items.push(Value::Object(o));
+        let (page, more) =
+            ctx.sessions.principal_page(&name, inner.take().as_deref(), limit - items.len(), now).await?;
+        for s in &page {
+            items.push(Value::Object(principal_json(ctx, &name, s)));
         }
         if let Some(c) = more {
-            next = Some(((k as u64) << 32) | u64::from(c));
+            next = Some(format!("{k}.{c}"));
             break;
         }
-        if items.len() == limit {
-            next = (k + 1 < n).then_some((k as u64 + 1) << 32);
+        if items.len() >= limit {
+            next = (k + 1 < n).then(|| format!("{}.", k + 1));
             break;
         }
     }
-    Ok(json(
-        StatusCode::OK,
-        serde_json::json!({"principal": name, "sessions": items, "next_cursor": next.map(|c| c.to_string())}),
-    ))
+    Ok(json(StatusCode::OK, serde_json::json!({"principal": name, "sessions": items, "next_cursor": next})))
+}
+
+/// One entry of a principal listing.
+fn principal_json(ctx: &Context, name: &str, s: &crate::session::PrincipalSession) -> Map<String, Value> {
+    use crate::session::PrincipalSession;
+    match s {
+        PrincipalSession::Here(m) => {
+            let mut o = meta_json(ctx, m);
+            o.insert("node".into(), m.id.node.into());
+            o.insert("values".into(), m.values.into());
+            o
+        }
+        PrincipalSession::Elsewhere(l) => {
+            let mut o = Map::new();
+            o.insert("id".into(), Value::Null);
+            o.insert("node".into(), l.owner.into());
+            o.insert("context".into(), ctx.cfg.name.clone().into());
+            o.insert("created_at".into(), rfc3339(l.created_ms).into());
+            o.insert("last_accessed_at".into(), rfc3339(l.last_access_ms).into());
+            o.insert("expires_at".into(), rfc3339(l.expires_ms).into());
+            o.insert("principal".into(), name.into());
+            o.insert("new".into(), l.is_new.into());
+            o
+        }
+    }
 }
 
 /// `DELETE /v1/principals/{name}/sessions`: "log out everywhere". Ends

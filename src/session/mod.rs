@@ -32,6 +32,7 @@
 //! | --- | --- |
 //! | [`events`] | the event hub: bounded queue, subscribers, dispatcher, log subscriber |
 //! | [`lifecycle_webhook`] | the lifecycle webhook subscriber (Standard Webhooks) |
+//! | [`principals`] | sessions by principal: listing, "log out everywhere", the cap per principal, on every node |
 //! | [`cluster`] | cluster mode's protocol over a [`crate::store`]: write-through, takeover, fencing, re-issue; the reaper's store jobs |
 //!
 //! This module must never hold a lock across a publish or an await, and
@@ -40,12 +41,14 @@
 pub mod cluster;
 pub mod events;
 pub mod lifecycle_webhook;
+pub mod principals;
 
 use std::cell::RefCell;
 use std::path::Path;
 use std::sync::Arc;
 
 pub use events::{ContextNames, EndReason, Event, EventHub, HubMetrics, LogSubscriber, Subscriber};
+pub use principals::PrincipalSession;
 
 use crate::config::WhenPrincipalFull;
 use crate::region::{
@@ -551,100 +554,6 @@ impl Sessions {
         }
         if let Some(Some(p)) = m.principal {
             check_principal(p)?;
-        }
-        Ok(())
-    }
-
-    // ---------- sessions by principal ----------
-
-    /// A page of principal `name`'s live sessions in this context, from
-    /// slot `cursor` on (this node's region; the lookup reads the dense
-    /// principal-hash array, not the slots).
-    pub fn principal_sessions(
-        &self,
-        name: &str,
-        cursor: u32,
-        limit: usize,
-        now_ms: u64,
-    ) -> Result<(Vec<SessionMeta>, Option<u32>), RegionError> {
-        self.region.principal_sessions(name, cursor, limit, now_ms)
-    }
-
-    /// Every live session of principal `name` here.
-    fn principal_all(&self, name: &str, now_ms: u64) -> Result<Vec<SessionMeta>, RegionError> {
-        let mut all = Vec::new();
-        let mut cursor = 0;
-        loop {
-            let (page, next) = self.region.principal_sessions(name, cursor, 1000, now_ms)?;
-            all.extend(page);
-            match next {
-                Some(c) => cursor = c,
-                None => return Ok(all),
-            }
-        }
-    }
-
-    /// Ends `id` with event `kind` and `reason`, and tells the store.
-    async fn end_with(
-        &self,
-        id: &SessionId,
-        kind: EventKind,
-        reason: EndReason,
-        now_ms: u64,
-    ) -> Result<bool, SessionError> {
-        match self.run_why(None, Some(reason), |r, ev| r.end_ev(id, None, kind, now_ms, ev)) {
-            Ok(()) => {}
-            Err(RegionError::NotFound) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        }
-        if let Some(c) = &self.cluster {
-            c.invalidated(self, id, now_ms).await?;
-        }
-        Ok(true)
-    }
-
-    /// "Log out everywhere": ends every live session of principal `name`
-    /// here, each with an `invalidated` event whose reason is
-    /// [`EndReason::LogoutEverywhere`]; returns how many ended.
-    pub async fn end_principal(&self, name: &str, now_ms: u64) -> Result<usize, SessionError> {
-        check_principal(name)?;
-        let mut n = 0;
-        for m in self.principal_all(name, now_ms)? {
-            n += usize::from(self.end_with(&m.id, EventKind::Invalidated, EndReason::LogoutEverywhere, now_ms).await?);
-        }
-        Ok(n)
-    }
-
-    /// Keeps principal `name`'s cap around the session whose token is
-    /// `keep`: if its other sessions number `cap` or more, refuse, or end
-    /// the least recently used ones (`evicted`, reason
-    /// [`EndReason::PrincipalCap`]) until `cap - 1` are left. Called before
-    /// the session takes the principal, and again after it (two creates
-    /// for one principal may have passed the first check at once: the
-    /// later one makes room again, or gives way).
-    async fn make_room(
-        &self,
-        name: &str,
-        keep: &[u8; crate::region::TOKEN_LEN],
-        now_ms: u64,
-    ) -> Result<(), SessionError> {
-        let cap = self.policy.max_per_principal as usize;
-        if cap == 0 {
-            return Ok(());
-        }
-        let mut others = self.principal_all(name, now_ms)?;
-        others.retain(|m| m.id.token != *keep);
-        let allowed = cap - 1;
-        if others.len() <= allowed {
-            return Ok(());
-        }
-        if self.policy.when_principal_full == WhenPrincipalFull::Refuse {
-            return Err(SessionError::TooManySessions { count: others.len(), cap: cap as u32 });
-        }
-        others.sort_by_key(|m| m.last_access_ms);
-        let excess = others.len() - allowed;
-        for m in &others[..excess] {
-            self.end_with(&m.id, EventKind::Evicted, EndReason::PrincipalCap, now_ms).await?;
         }
         Ok(())
     }

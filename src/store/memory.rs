@@ -18,7 +18,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use super::record::TOMBSTONE_MS;
-use super::{BackingStore, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey, Swept};
+use super::{
+    BackingStore, Listed, MAX_PRINCIPAL_PAGE, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey,
+    Swept, key_from_hex, key_hex,
+};
 
 /// One stored session: the record, and whether it is a tombstone (and
 /// until when).
@@ -199,6 +202,47 @@ impl BackingStore for MemoryStore {
                 }
             })
         })
+    }
+
+    fn principal_sessions<'a>(
+        &'a self,
+        principal: &'a str,
+        context: u16,
+        cursor: Option<&'a str>,
+        limit: u32,
+        now_ms: u64,
+    ) -> StoreFuture<'a, (Vec<Listed>, Option<String>)> {
+        Box::pin(async move {
+            let after = cursor.and_then(key_from_hex);
+            self.step(|g| {
+                // A full scan: this store is for tests; the real stores
+                // keep an index.
+                let mut v: Vec<Listed> = g
+                    .sessions
+                    .values()
+                    .filter(|e| e.removed_until_ms.is_none() && e.rec.expires_ms > now_ms && e.rec.context == context)
+                    .filter(|e| e.rec.settings.principal.as_deref() == Some(principal))
+                    .filter(|e| after.is_none_or(|a| e.rec.key > a))
+                    .map(|e| Listed {
+                        key: e.rec.key,
+                        owner: e.rec.owner.node,
+                        created_ms: e.rec.created_ms,
+                        last_access_ms: e.rec.last_access_ms,
+                        expires_ms: e.rec.expires_ms,
+                        is_new: e.rec.is_new,
+                    })
+                    .collect();
+                v.sort_by_key(|l| l.key);
+                let limit = limit.clamp(1, MAX_PRINCIPAL_PAGE) as usize;
+                let next = (v.len() > limit).then(|| key_hex(&v[limit - 1].key));
+                v.truncate(limit);
+                Ok((v, next))
+            })
+        })
+    }
+
+    fn cursor_ok(&self, cursor: &str) -> bool {
+        key_from_hex(cursor).is_some()
     }
 
     fn owners<'a>(&'a self, keys: &'a [StoreKey]) -> StoreFuture<'a, Vec<Option<Owner>>> {

@@ -191,6 +191,28 @@ pub struct Swept {
     pub owner: u32,
 }
 
+/// One live session of a principal as the store's principal index lists
+/// it (the store never has the id: a session another node holds is listed
+/// by its store key and owner).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Its store key.
+    pub key: StoreKey,
+    /// The node that owns it.
+    pub owner: u32,
+    /// Creation time, ms since the epoch.
+    pub created_ms: u64,
+    /// Last access as the store knows it (coalesced by `save_period`).
+    pub last_access_ms: u64,
+    /// When it expires in the store, ms.
+    pub expires_ms: u64,
+    /// Whether the client has not come back yet.
+    pub is_new: bool,
+}
+
+/// Most sessions one [`BackingStore::principal_sessions`] call returns.
+pub const MAX_PRINCIPAL_PAGE: u32 = 1000;
+
 /// A takeover's notice to the node that held the session before: drop
 /// your copy (it is stale now).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -298,6 +320,26 @@ pub trait BackingStore: Send + Sync {
         slot: u32,
         now_ms: u64,
     ) -> StoreFuture<'a, u64>;
+
+    /// One page of principal `principal`'s live sessions in context
+    /// `context`, from the store's principal index (a PostgreSQL column
+    /// with an index, a Redis set per principal), never a scan of every
+    /// session. `cursor` is `None` for the first page, else the `next` an
+    /// earlier page returned; `limit` is at most [`MAX_PRINCIPAL_PAGE`]. A
+    /// page may hold fewer than `limit` sessions and still have a next one.
+    fn principal_sessions<'a>(
+        &'a self,
+        principal: &'a str,
+        context: u16,
+        cursor: Option<&'a str>,
+        limit: u32,
+        now_ms: u64,
+    ) -> StoreFuture<'a, (Vec<Listed>, Option<String>)>;
+
+    /// Whether `cursor` is a cursor this store's
+    /// [`Self::principal_sessions`] could have returned (a client echoes
+    /// it back, so it is checked before use).
+    fn cursor_ok(&self, cursor: &str) -> bool;
 
     /// The owners of `keys`, in order (`None`: not in the store).
     fn owners<'a>(&'a self, keys: &'a [StoreKey]) -> StoreFuture<'a, Vec<Option<Owner>>>;

@@ -8,6 +8,12 @@
 //! (a session-level lock must not sit behind a pooler or a shared
 //! connection). Statements are prepared once per connection.
 //!
+//! The principal index is the nullable `principal` column with a partial
+//! index on `(principal, ctx, key_hash)`; removals clear it. The column was
+//! added without a schema version bump (`ADD COLUMN IF NOT EXISTS`): an
+//! older build writes NULL there, so its sessions are missing from a
+//! principal's listing until a newer node saves them.
+//!
 //! Every write is fenced in its `WHERE` clause (owner node and epoch, and
 //! `seq` for saves); a write that changes no row is then classified by one
 //! read: already newer (success), removed, or owned by another node
@@ -22,7 +28,10 @@ use std::time::Duration;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::record::{self, TOMBSTONE_MS};
-use super::{BackingStore, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey, Swept, check_schema};
+use super::{
+    BackingStore, Listed, MAX_PRINCIPAL_PAGE, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey,
+    Swept, check_schema, key_from_hex, key_hex,
+};
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -44,6 +53,9 @@ CREATE TABLE IF NOT EXISTS sessiond_session (
     attrs       bytea   NOT NULL
 ) WITH (fillfactor = 80);
 CREATE INDEX IF NOT EXISTS sessiond_session_expires ON sessiond_session (expires_ms);
+ALTER TABLE sessiond_session ADD COLUMN IF NOT EXISTS principal text;
+CREATE INDEX IF NOT EXISTS sessiond_session_principal ON sessiond_session (principal, ctx, key_hash)
+    WHERE principal IS NOT NULL;
 INSERT INTO sessiond_meta (key, value) VALUES ('schema_version', '1') ON CONFLICT (key) DO NOTHING;
 ";
 
@@ -61,6 +73,7 @@ struct Prepared {
     take: Statement,
     owners: Statement,
     sweep: Statement,
+    by_principal: Statement,
 }
 
 /// One live connection with its statements.
@@ -201,6 +214,7 @@ impl PgStore {
                     &i64_of(rec.expires_ms),
                     &rec.is_new,
                     &blob,
+                    &rec.settings.principal.as_deref(),
                 ],
             ))
             .await?;
@@ -229,11 +243,12 @@ async fn prepare(c: &Client) -> Result<Prepared, tokio_postgres::Error> {
     Ok(Prepared {
         save: c
             .prepare(&format!(
-                "INSERT INTO sessiond_session AS s ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) \
+                "INSERT INTO sessiond_session AS s ({COLS}, principal) \
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) \
                  ON CONFLICT (key_hash) DO UPDATE SET owner_slot = EXCLUDED.owner_slot, seq = EXCLUDED.seq, \
                  accessed_ms = GREATEST(s.accessed_ms, EXCLUDED.accessed_ms), \
                  expires_ms = GREATEST(s.expires_ms, EXCLUDED.expires_ms), is_new = EXCLUDED.is_new, \
-                 attrs = EXCLUDED.attrs \
+                 attrs = EXCLUDED.attrs, principal = EXCLUDED.principal \
                  WHERE s.owner_node = EXCLUDED.owner_node AND s.owner_epoch = EXCLUDED.owner_epoch \
                  AND s.seq < EXCLUDED.seq AND NOT s.removed RETURNING 1"
             ))
@@ -241,13 +256,13 @@ async fn prepare(c: &Client) -> Result<Prepared, tokio_postgres::Error> {
         probe: c.prepare("SELECT owner_node, owner_epoch, removed FROM sessiond_session WHERE key_hash = $1").await?,
         tomb: c
             .prepare(
-                "UPDATE sessiond_session SET removed = true, attrs = '\\x'::bytea, expires_ms = $4 \
+                "UPDATE sessiond_session SET removed = true, attrs = '\\x'::bytea, principal = NULL, expires_ms = $4 \
                  WHERE key_hash = $1 AND owner_node = $2 AND owner_epoch = $3 AND NOT removed RETURNING 1",
             )
             .await?,
         end: c
             .prepare(
-                "UPDATE sessiond_session SET removed = true, attrs = '\\x'::bytea, \
+                "UPDATE sessiond_session SET removed = true, attrs = '\\x'::bytea, principal = NULL, \
                  expires_ms = GREATEST(expires_ms, $2) \
                  WHERE key_hash = $1 AND NOT removed RETURNING ctx, owner_node, owner_slot",
             )
@@ -282,6 +297,13 @@ async fn prepare(c: &Client) -> Result<Prepared, tokio_postgres::Error> {
                 "DELETE FROM sessiond_session WHERE ctid = ANY(ARRAY(SELECT ctid FROM sessiond_session \
                  WHERE expires_ms < $1 ORDER BY expires_ms LIMIT $2 FOR UPDATE SKIP LOCKED)) \
                  RETURNING ctx, key_hash, owner_node, removed",
+            )
+            .await?,
+        by_principal: c
+            .prepare(
+                "SELECT key_hash, owner_node, created_ms, accessed_ms, expires_ms, is_new FROM sessiond_session \
+                 WHERE principal = $1 AND ctx = $2 AND key_hash > $3 AND NOT removed AND expires_ms > $4 \
+                 ORDER BY key_hash LIMIT $5",
             )
             .await?,
     })
@@ -434,6 +456,51 @@ impl BackingStore for PgStore {
                 }
             }
         })
+    }
+
+    fn principal_sessions<'a>(
+        &'a self,
+        principal: &'a str,
+        context: u16,
+        cursor: Option<&'a str>,
+        limit: u32,
+        now_ms: u64,
+    ) -> StoreFuture<'a, (Vec<Listed>, Option<String>)> {
+        Box::pin(async move {
+            // The empty bytea sorts before every key.
+            let after: Vec<u8> = cursor.and_then(key_from_hex).map_or(Vec::new(), |k| k.to_vec());
+            let limit = limit.clamp(1, MAX_PRINCIPAL_PAGE);
+            let c = self.conn().await?;
+            // One more than asked, to know whether a next page exists.
+            let rows = self
+                .with_timeout(c.client.query(
+                    &c.st.by_principal,
+                    &[&principal, &i32::from(context), &after, &i64_of(now_ms), &(i64::from(limit) + 1)],
+                ))
+                .await?;
+            let mut v = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let Some(key) = key_of(r.get(0)) else { continue };
+                let (owner, created, accessed, expires): (i32, i64, i64, i64) =
+                    (r.get(1), r.get(2), r.get(3), r.get(4));
+                v.push(Listed {
+                    key,
+                    owner: owner as u32,
+                    created_ms: created.max(0) as u64,
+                    last_access_ms: accessed.max(0) as u64,
+                    expires_ms: expires.max(0) as u64,
+                    is_new: r.get(5),
+                });
+            }
+            let limit = limit as usize;
+            let next = (v.len() > limit).then(|| key_hex(&v[limit - 1].key));
+            v.truncate(limit);
+            Ok((v, next))
+        })
+    }
+
+    fn cursor_ok(&self, cursor: &str) -> bool {
+        key_from_hex(cursor).is_some()
     }
 
     fn owners<'a>(&'a self, keys: &'a [StoreKey]) -> StoreFuture<'a, Vec<Option<Owner>>> {

@@ -3,11 +3,20 @@
 //! Each session is one hash, `sd:{<hex store key>}` (the braces pin it to
 //! one Redis Cluster slot), with fields `o` owner node, `s` slot, `e`
 //! epoch, `q` change sequence, `c` created, `a` last access, `x` expiry,
-//! `n` new, `g` context tag, `d` the attribute blob and `r` removed. Its
+//! `n` new, `g` context tag, `d` the attribute blob, `p` the principal
+//! (empty: none) and `r` removed. Its
 //! native TTL (`PEXPIREAT` expiry + grace) is the expiry map; a sorted set
 //! `sd:exp` (score = expiry) lets the elected sweep find expired sessions
 //! to report them, 500 at a time, without `KEYS`, `SCAN` of the keyspace,
 //! `CONFIG` or keyspace notifications, which managed Redis forbids.
+//!
+//! The principal index is a set per principal, `sd:p:{<hex SHA-256 of
+//! the principal>}`, of store keys. A save of a session with a principal
+//! adds it, outside the script; the set's TTL follows its longest-lived
+//! session (saves and touches move it later, never earlier), so the set
+//! of a principal whose sessions all ended goes by itself (Spring
+//! Session's index leak, #478, does not happen). A listing reads each
+//! member's hash and drops members that ended or changed principal.
 //!
 //! Every write is one Lua script on the session's own key, which checks
 //! the owner and epoch (and the sequence, for saves) and returns 0 when it
@@ -27,8 +36,8 @@ use redis::{AsyncConnectionConfig, Client, Value};
 
 use super::record::{self, TOMBSTONE_MS};
 use super::{
-    BackingStore, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey, Swept, check_schema,
-    key_from_hex, key_hex,
+    BackingStore, Listed, MAX_PRINCIPAL_PAGE, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey,
+    Swept, check_schema, key_from_hex, key_hex,
 };
 
 /// The schema version this build writes and reads.
@@ -41,6 +50,8 @@ const LEASE: &str = "sd:reaper";
 const SCHEMA: &str = "sd:schema";
 /// The takeover notices' channel.
 const MOVED: &str = "sd:moved";
+/// A principal's index set: `sd:p:{<hex SHA-256 of the principal>}`.
+const PRINCIPAL: &str = "sd:p:";
 
 const SAVE: &str = r#"
 local o = redis.call('HMGET', KEYS[1], 'o', 'e', 'q', 'r', 'a', 'x')
@@ -54,10 +65,11 @@ if o[1] then
   if tonumber(o[6]) > x then x = tonumber(o[6]) end
   -- The owner, creation and context never change under the same epoch.
   redis.call('HSET', KEYS[1], 's', ARGV[2], 'q', ARGV[4], 'a', string.format('%d', a),
-    'x', string.format('%d', x), 'n', ARGV[8], 'd', ARGV[9])
+    'x', string.format('%d', x), 'n', ARGV[8], 'd', ARGV[9], 'p', ARGV[12])
 else
   redis.call('HSET', KEYS[1], 'o', ARGV[1], 's', ARGV[2], 'e', ARGV[3], 'q', ARGV[4], 'c', ARGV[5],
-    'a', string.format('%d', a), 'x', string.format('%d', x), 'n', ARGV[8], 'd', ARGV[9], 'g', ARGV[11], 'r', '0')
+    'a', string.format('%d', a), 'x', string.format('%d', x), 'n', ARGV[8], 'd', ARGV[9], 'g', ARGV[11], 'r', '0',
+    'p', ARGV[12])
   redis.call('PEXPIREAT', KEYS[1], x + tonumber(ARGV[10]))
   return {1, 1}
 end
@@ -85,17 +97,17 @@ return {1, tonumber(o[1]), tonumber(o[2]), tonumber(o[3])}
 "#;
 
 const TOUCH: &str = r#"
-local o = redis.call('HMGET', KEYS[1], 'o', 'e', 'r', 'a', 'x')
-if not o[1] then return {0, 0} end
-if o[3] == '1' then return {-1, 0} end
-if o[1] ~= ARGV[1] or o[2] ~= ARGV[2] then return {-1, tonumber(o[1])} end
+local o = redis.call('HMGET', KEYS[1], 'o', 'e', 'r', 'a', 'x', 'p')
+if not o[1] then return {0, 0, ''} end
+if o[3] == '1' then return {-1, 0, ''} end
+if o[1] ~= ARGV[1] or o[2] ~= ARGV[2] then return {-1, tonumber(o[1]), ''} end
 local a = tonumber(ARGV[3])
 if tonumber(o[4]) > a then a = tonumber(o[4]) end
 local x = tonumber(ARGV[4])
 if tonumber(o[5]) > x then x = tonumber(o[5]) end
 redis.call('HSET', KEYS[1], 'a', string.format('%d', a), 'x', string.format('%d', x), 'n', '0')
 redis.call('PEXPIREAT', KEYS[1], x + tonumber(ARGV[5]))
-return {1, 0}
+return {1, x, o[6] or ''}
 "#;
 
 const TAKE: &str = r#"
@@ -155,6 +167,14 @@ pub struct RedisStore {
     timeout: Duration,
     conn: Mutex<Option<Arc<Conn>>>,
     connecting: tokio::sync::Mutex<()>,
+}
+
+/// The index set of `principal` (hashed: a principal may hold any UTF-8,
+/// and braces in it would move the key's Redis Cluster slot).
+fn principal_set(principal: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h: StoreKey = Sha256::digest(principal.as_bytes()).into();
+    format!("{PRINCIPAL}{{{}}}", key_hex(&h))
 }
 
 fn key_name(k: &StoreKey) -> String {
@@ -296,12 +316,20 @@ impl RedisStore {
                     .arg(u8::from(rec.is_new))
                     .arg(&blob)
                     .arg(self.ttl_grace_ms)
-                    .arg(rec.context);
+                    .arg(rec.context)
+                    .arg(rec.settings.principal.as_deref().unwrap_or(""));
                 p.add_command(cmd);
                 p
             })
             .await?;
         self.fenced(r.0)?;
+        if let Some(principal) = &rec.settings.principal {
+            // Outside the script, which touches only the session's own key
+            // (a Redis Cluster slot of its own). A member whose session
+            // changed principal or ended stays until a listing finds it
+            // stale and removes it; the set expires with its last session.
+            let _: () = self.run(|_| self.index_pipe(principal, &member, rec.expires_ms)).await?;
+        }
         if (r.0).1 == 1 {
             // A new session: the expiry index learns of it once (outside the
             // script, so the script touches only the session's own key). Its
@@ -316,6 +344,19 @@ impl RedisStore {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Adds `member` to `principal`'s index set and keeps the set alive
+    /// until `expires_ms` (plus the hashes' grace) at least.
+    fn index_pipe(&self, principal: &str, member: &str, expires_ms: u64) -> redis::Pipeline {
+        let set = principal_set(principal);
+        let until = expires_ms.saturating_add(self.ttl_grace_ms);
+        let mut p = redis::pipe();
+        p.cmd("SADD").arg(&set).arg(member).ignore();
+        // NX sets a first expiry, GT only ever moves it later.
+        p.cmd("PEXPIREAT").arg(&set).arg(until).arg("NX").ignore();
+        p.cmd("PEXPIREAT").arg(&set).arg(until).arg("GT").ignore();
+        p
     }
 
     async fn remove_inner(&self, key: &StoreKey, owner: Owner) -> Result<(), StoreError> {
@@ -382,7 +423,7 @@ impl BackingStore for RedisStore {
         Box::pin(async move {
             let k = key_name(key);
             let member = key_hex(key);
-            let r: ((i64, i64), i64) = self
+            let r: ((i64, i64, String), i64) = self
                 .run(|c| {
                     let mut p = redis::pipe();
                     let mut cmd = Self::script(c, S::Touch, &k);
@@ -392,7 +433,13 @@ impl BackingStore for RedisStore {
                     p
                 })
                 .await?;
-            Ok(self.fenced(r.0)? == 1)
+            let ((code, x, principal), _) = r;
+            let code = self.fenced((code, x))?;
+            if code == 1 && !principal.is_empty() {
+                // The principal's set lives as long as its longest session.
+                let _: () = self.run(|_| self.index_pipe(&principal, &member, x.max(0) as u64)).await?;
+            }
+            Ok(code == 1)
         })
     }
 
@@ -511,6 +558,88 @@ impl BackingStore for RedisStore {
                 })
                 .collect())
         })
+    }
+
+    fn principal_sessions<'a>(
+        &'a self,
+        principal: &'a str,
+        context: u16,
+        cursor: Option<&'a str>,
+        limit: u32,
+        now_ms: u64,
+    ) -> StoreFuture<'a, (Vec<Listed>, Option<String>)> {
+        Box::pin(async move {
+            let set = principal_set(principal);
+            let from: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+            let limit = limit.clamp(1, MAX_PRINCIPAL_PAGE);
+            let ((next, members),): ((u64, Vec<String>),) = self
+                .run(|_| {
+                    let mut p = redis::pipe();
+                    p.cmd("SSCAN").arg(&set).arg(from).arg("COUNT").arg(limit);
+                    p
+                })
+                .await?;
+            let mut out = Vec::new();
+            let mut stale = Vec::new();
+            if !members.is_empty() {
+                type Fields = (
+                    Option<u64>,
+                    Option<u16>,
+                    Option<u64>,
+                    Option<u64>,
+                    Option<u64>,
+                    Option<u8>,
+                    Option<String>,
+                    Option<u8>,
+                );
+                let rows: Vec<Fields> = self
+                    .run(|_| {
+                        let mut p = redis::pipe();
+                        for m in &members {
+                            p.cmd("HMGET").arg(format!("sd:{{{m}}}")).arg(&["o", "g", "c", "a", "x", "r", "p", "n"]);
+                        }
+                        p
+                    })
+                    .await?;
+                for (m, (o, g, c, a, x, r, p, n)) in members.iter().zip(rows) {
+                    let Some(key) = key_from_hex(m) else {
+                        stale.push(m.clone());
+                        continue;
+                    };
+                    let (Some(owner), Some(x), false, true) = (o, x, r == Some(1), p.as_deref() == Some(principal))
+                    else {
+                        // Gone, ended, or moved to another principal.
+                        stale.push(m.clone());
+                        continue;
+                    };
+                    if g != Some(context) || x <= now_ms {
+                        continue;
+                    }
+                    out.push(Listed {
+                        key,
+                        owner: owner as u32,
+                        created_ms: c.unwrap_or(0),
+                        last_access_ms: a.unwrap_or(0),
+                        expires_ms: x,
+                        is_new: n == Some(1),
+                    });
+                }
+            }
+            if !stale.is_empty() {
+                let _: () = self
+                    .run(|_| {
+                        let mut p = redis::pipe();
+                        p.cmd("SREM").arg(&set).arg(&stale).ignore();
+                        p
+                    })
+                    .await?;
+            }
+            Ok((out, (next != 0).then(|| next.to_string())))
+        })
+    }
+
+    fn cursor_ok(&self, cursor: &str) -> bool {
+        cursor.parse::<u64>().is_ok_and(|c| c != 0)
     }
 
     fn sweep(&self, before_ms: u64, batch: u32) -> StoreFuture<'_, Vec<Swept>> {

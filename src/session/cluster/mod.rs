@@ -523,6 +523,42 @@ impl Cluster {
         Ok(())
     }
 
+    /// Ends in the store a session another node holds (a principal's
+    /// logout everywhere, or its cap) and sends the holder the notice;
+    /// `Ok(false)` if the store had no live record. Needs the store under
+    /// either `when_store_down`: 503 while it is down.
+    pub(crate) async fn end_elsewhere(&self, key: &StoreKey, now_ms: u64) -> Result<bool, SessionError> {
+        self.check_writable()?;
+        let r = self.store.end(key, now_ms).await;
+        self.note(&r);
+        self.state.add(Word::Writes, 1);
+        match r {
+            Ok(None) => Ok(false),
+            Ok(Some(m)) => {
+                let r = self.store.announce(&m).await;
+                self.note(&r);
+                self.state.add(Word::Takeovers, 1);
+                Ok(true)
+            }
+            Err(e) => Err(self.unavailable(&e)),
+        }
+    }
+
+    /// Records a principal listing's outcome in the store's health.
+    pub(crate) fn note_listing<T>(&self, r: &Result<T, StoreError>) {
+        self.note(r);
+    }
+
+    /// Whether the node serves from its region while the store is down.
+    pub(crate) fn serves_local(&self) -> bool {
+        self.cfg.when_store_down == StoreDown::ServeLocal
+    }
+
+    /// The 503 a store failure answers.
+    pub(crate) fn unavailable_err(&self, e: &StoreError) -> SessionError {
+        self.unavailable(e)
+    }
+
     /// Before a store write of `slot`: if the slot keeps a logged-out
     /// predecessor the store has not ended yet (its slot was reused during
     /// an outage), ends it first, so no node can take it over.
