@@ -33,6 +33,11 @@ pub enum EventKind {
     Changed,
     /// A read access refreshed the last access time.
     Touched,
+    /// Cluster mode, `serve-local`: changes this node acknowledged while
+    /// the store was away were lost, because another node took the
+    /// session over meanwhile (found at the flush; this node's copy is
+    /// dropped, the session lives on at the other node).
+    Conflict,
 }
 
 impl EventKind {
@@ -46,6 +51,7 @@ impl EventKind {
             EventKind::Evicted => "evicted",
             EventKind::Changed => "changed",
             EventKind::Touched => "touched",
+            EventKind::Conflict => "conflict",
         }
     }
 

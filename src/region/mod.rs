@@ -976,7 +976,7 @@ impl Region {
             EventKind::Invalidated => Some(StripeCounter::Invalidated),
             EventKind::Expired => Some(StripeCounter::Expired),
             EventKind::Evicted => Some(StripeCounter::Evicted),
-            EventKind::Changed | EventKind::Touched => None,
+            EventKind::Changed | EventKind::Touched | EventKind::Conflict => None,
         };
         if let Some(c) = c {
             self.bump(s, c, 1);

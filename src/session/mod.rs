@@ -318,6 +318,14 @@ impl Sessions {
         Sessions { cluster, ..self.clone() }
     }
 
+    /// Publishes one event the session layer makes itself (no region call
+    /// recorded it: a session ended on another node, a lost write).
+    pub(crate) fn publish_one(&self, e: RegionEvent, reason: Option<EndReason>) {
+        if let Some(hub) = &self.hub {
+            hub.publish_why(&mut vec![e], None, 0, reason);
+        }
+    }
+
     /// Runs one region operation with an event buffer and publishes what
     /// it recorded after it returned (no lock held by then).
     #[inline]

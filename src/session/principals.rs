@@ -185,17 +185,13 @@ impl Sessions {
         if !c.end_elsewhere(&l.key, now_ms).await? {
             return Ok(false);
         }
-        if let Some(hub) = &self.hub {
-            // The holder drops its copy on the notice without an event;
-            // this node tells the subscribers. The id is the store-key
-            // form the store sweep's events use (the token is not known
-            // here).
-            let mut token = [0u8; TOKEN_LEN];
-            token.copy_from_slice(&l.key[..TOKEN_LEN]);
-            let id = SessionId { node: l.owner, context: self.tag(), slot: SWEPT_SLOT, token };
-            let mut v = vec![RegionEvent { kind, id, old: None, seq: 0, at_ms: now_ms }];
-            hub.publish_why(&mut v, None, 0, Some(reason));
-        }
+        // The holder drops its copy on the notice without an event; this
+        // node tells the subscribers. The id is the store-key form the
+        // store sweep's events use (the token is not known here).
+        let mut token = [0u8; TOKEN_LEN];
+        token.copy_from_slice(&l.key[..TOKEN_LEN]);
+        let id = SessionId { node: l.owner, context: self.tag(), slot: SWEPT_SLOT, token };
+        self.publish_one(RegionEvent { kind, id, old: None, seq: 0, at_ms: now_ms }, Some(reason));
         Ok(true)
     }
 

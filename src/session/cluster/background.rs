@@ -239,7 +239,8 @@ pub async fn flush(cluster: &Cluster, s: &Sessions, unrecorded: &mut Unrecorded)
                         Ok(()) => cluster.store().save(&rec).await,
                         Err(e) => Err(e),
                     };
-                    if let Err(StoreError::Fenced { .. }) = r {
+                    if let Err(StoreError::Fenced { owner }) = r {
+                        lost_write(cluster, s, &id, rec.owner.epoch, owner, seq, now).await;
                         cluster.drop_moved(s, &id, now);
                         cluster.state().add(Word::Dropped, 1);
                     }
@@ -300,6 +301,28 @@ pub async fn flush(cluster: &Cluster, s: &Sessions, unrecorded: &mut Unrecorded)
         log::info!("context {}: flushed {done} change(s) to the session store", s.context());
     }
     done
+}
+
+/// A flush found the store refusing changes this node accepted (under
+/// `serve-local`, acknowledged to the client) because another node took
+/// the session over meanwhile: those changes are lost. Counted
+/// (`sessiond_store_lost_writes_total`), logged as a conflict with the
+/// session's hash and both epochs, and published as a `conflict` event.
+async fn lost_write(cluster: &Cluster, s: &Sessions, id: &SessionId, ours: u64, owner: u32, seq: u64, now_ms: u64) {
+    cluster.state().add(Word::LostWrites, 1);
+    let key = store_key(id.context, &id.token);
+    let theirs = match cluster.store().owners(std::slice::from_ref(&key)).await {
+        Ok(v) => v.first().copied().flatten().map_or("none (it ended)".to_string(), |o| o.epoch.to_string()),
+        Err(_) => "unknown (store unreachable)".to_string(),
+    };
+    log::warn!(
+        "context {}: conflict: session {} was changed here at epoch {ours} while the store was away, and node {owner} \
+         took it over meanwhile (store epoch {theirs}); this node's changes since are lost (counted in \
+         sessiond_store_lost_writes_total) and its copy dropped",
+        s.context(),
+        id.log_hash()
+    );
+    s.publish_one(RegionEvent { kind: EventKind::Conflict, id: *id, old: None, seq, at_ms: now_ms }, None);
 }
 
 /// How long after its expiry the store sweep takes a session: a live owner

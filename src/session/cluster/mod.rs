@@ -695,6 +695,12 @@ pub fn metrics_text(c: &Cluster, pending: u64, now_ms: u64) -> String {
     );
     line("sessiond_store_dropped_total", "counter", "Stale local copies dropped.", st.get(Word::Dropped));
     line("sessiond_store_sweeps_total", "counter", "Store sweeps this node ran.", st.get(Word::Sweeps));
+    line(
+        "sessiond_store_lost_writes_total",
+        "counter",
+        "Sessions whose changes accepted here the store refused at the flush (another node took them over).",
+        st.get(Word::LostWrites),
+    );
     line("sessiond_store_swept_total", "counter", "Expired sessions this node's sweeps removed.", st.get(Word::Swept));
     o
 }

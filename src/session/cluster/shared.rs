@@ -249,6 +249,9 @@ pub enum Word {
     Dropped,
     /// Store sweeps run by this node.
     Sweeps,
+    /// Sessions whose acknowledged changes were lost: the flush after an
+    /// outage found another node had taken them over (`serve-local`).
+    LostWrites,
 }
 
 /// Words in `cluster/state`.
