@@ -218,13 +218,40 @@ done
 
 min() { echo $(( $1 < $2 ? $1 : $2 )); }
 THREADS=$(min "$CPUS" "$CONNS")
-# One wrk run -> "rps p50_us p99_us errors non2xx".
+# CPU time (ticks) of every process on the machine, summed by command name.
+cpu_snapshot() {
+  cat /proc/[0-9]*/stat 2>/dev/null | awk 'match($0, /\(.*\)/) { comm = substr($0, RSTART + 1, RLENGTH - 2)
+    gsub(/ /, "_", comm); split(substr($0, RSTART + RLENGTH + 1), f, " "); t[comm] += f[12] + f[13] }
+    END { for (c in t) print c, t[c] }'
+}
+TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
+# Busy ticks of the whole machine (/proc/stat: user nice system irq softirq steal).
+busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+# One wrk run -> "rps p50_us p99_us errors non2xx cpu_app cpu_store cpu_nginx cpu_wrk cpu_machine",
+# the last five in CPU us per request: from /proc/PID/stat before and after the run, by command
+# (app: gunicorn or php-fpm; store: sessiond's processes, redis-server, postgres; wrk from bash's
+# time), and the whole machine's busy time, kernel threads included, from /proc/stat.
 run_wrk() { # $1 = case name, $2 = port, $3 = cookie name
-  IDS_FILE="$WORK/$1.ids" COOKIE_NAME=$3 WRK_THREADS=$THREADS \
-    wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}"s -s "$WRK_DIR/cookie.lua" "http://127.0.0.1:$2/" > "$WORK/wrk.out" 2>&1
+  local busy0 busy1; busy0=$(busy_ticks)
+  cpu_snapshot > "$WORK/cpu.before"
+  local TIMEFORMAT='%U %S'
+  { time IDS_FILE="$WORK/$1.ids" COOKIE_NAME=$3 WRK_THREADS=$THREADS \
+    wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}"s -s "$WRK_DIR/cookie.lua" "http://127.0.0.1:$2/" > "$WORK/wrk.out" 2>&1; } 2> "$WORK/wrk.time"
+  cpu_snapshot > "$WORK/cpu.after"
+  busy1=$(busy_ticks)
   local line; line=$(grep '^RESULT' "$WORK/wrk.out" || true)
   [ -n "$line" ] || { cat "$WORK/wrk.out" >&2; echo "wrk produced no RESULT" >&2; exit 1; }
-  sed -E 's/.*rps=([0-9]+) p50_us=([0-9]+) p99_us=([0-9]+) requests=[0-9]+ errors=([0-9]+) non2xx=([0-9]+).*/\1 \2 \3 \4 \5/' <<<"$line"
+  local rps p50 p99 req err non2xx
+  read -r rps p50 p99 req err non2xx <<<"$(sed -E 's/.*rps=([0-9]+) p50_us=([0-9]+) p99_us=([0-9]+) requests=([0-9]+) errors=([0-9]+) non2xx=([0-9]+).*/\1 \2 \3 \4 \5 \6/' <<<"$line")"
+  echo "$rps $p50 $p99 $err $non2xx $(awk -v req="$req" -v tick="$TICK_US" -v wrk="$(cat "$WORK/wrk.time")" \
+    -v busy=$(( busy1 - busy0 )) '
+    FNR == NR { b[$1] = $2; next }
+    { d = $2 - b[$1]; if (d <= 0) next
+      if ($1 == "gunicorn" || $1 ~ /^php-fpm/) app += d
+      else if ($1 ~ /^sessiond/ || $1 == "redis-server" || $1 == "postgres") store += d
+      else if ($1 == "nginx") ng += d }
+    END { split(wrk, w, " "); printf "%.0f %.0f %.0f %.0f %.0f", app * tick / req, store * tick / req, ng * tick / req,
+      (w[1] + w[2]) * 1e6 / req, busy * tick / req }' "$WORK/cpu.before" "$WORK/cpu.after")"
 }
 
 echo "[${SECONDS}s] == $ROUNDS interleaved rounds of ${DURATION}s per case, $CONNS connections, $THREADS wrk threads ==" >&2
@@ -257,6 +284,10 @@ for c in "${CASES[@]}"; do
   read -r name _ <<<"$c"
   RPS[$name]=$(median "$name" 2); P50[$name]=$(median "$name" 3); P99[$name]=$(median "$name" 4); ERR[$name]=$(errors "$name")
 done
+cpurow() { # $1 = case, $2 = label: medians of the CPU columns
+  local m; m=$(median "$1" 11)
+  echo "| $2 | $(median "$1" 7) | $(median "$1" 8) | $(median "$1" 9) | $(median "$1" 10) | $m | $(awk -v t="$m" -v r="${RPS[$1]}" 'BEGIN{printf "%.2f", t * r / 1e6}') |"
+}
 row() { # $1 = case, $2 = label, $3 = the Redis-backed peer's case
   echo "| $2 | ${RPS[$1]} | $(ms "${P50[$1]}") | $(ms "${P99[$1]}") | ${ERR[$1]} | $(ratio "${RPS[$1]}" "${RPS[$3]}") | $(ratio "${P99[$1]}" "${P99[$3]}") |"
 }
@@ -284,7 +315,20 @@ CMD="bash benches/adapters.sh"
   row php_redis "PHP, phpredis \`save_handler=redis\`" php_redis
   row php_files "PHP, \`save_handler=files\`" php_redis
   echo
-  echo "Medians of $ROUNDS interleaved rounds of ${DURATION}s (errors: the sum, wrk's socket errors and non-2xx answers). Every round (case, req/s, p50 us, p99 us, errors, non-2xx):"
+  echo "Medians of $ROUNDS interleaved rounds of ${DURATION}s (errors: the sum, wrk's socket errors and non-2xx answers)."
+  echo
+  echo "Where the CPU went, in µs of CPU time per request (medians over the rounds): by process, from /proc/PID/stat before and after each wrk run (wrk from bash's time); the whole machine, kernel threads included, from /proc/stat; cores busy = machine × req/s, out of $CPUS."
+  echo
+  echo "| case | app (gunicorn / php-fpm) | store (sessiond / redis-server / postgres) | nginx | wrk | machine | cores busy |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  cpurow dj_sessiond "Django, sessiond"
+  cpurow dj_redis "Django, Redis"
+  cpurow dj_db "Django, PostgreSQL"
+  cpurow php_sessiond "PHP, sessiond"
+  cpurow php_redis "PHP, phpredis"
+  cpurow php_files "PHP, files"
+  echo
+  echo "Every round (case, req/s, p50 us, p99 us, errors, non-2xx, then CPU us per request: app, store, nginx, wrk, machine):"
   echo
   echo '```'
   cat "$WORK/rounds.txt"
