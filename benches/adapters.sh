@@ -3,7 +3,7 @@
 # on one machine (issue 17 §4):
 #
 #   flock /tmp/cargo-gate.lock bash benches/adapters.sh   # where builds share the machine
-#   bash benches/adapters.sh                              # about 5 minutes on 2 cores
+#   bash benches/adapters.sh                              # about 6 minutes on 2 cores
 #   DURATION=2 ROUNDS=1 bash benches/adapters.sh          # checks that the script works; not results
 #
 # Django: benches/django_bench, one view (read the session's counter, add one,
@@ -39,7 +39,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 CONNS=${CONNS:-32}
 SESSIONS=${SESSIONS:-1000}
 DOC=${DOC:-docs/benchmarks.md}
@@ -261,7 +261,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for k in $(seq 0 $(( n - 1 ))); do
     read -r name port cookie <<<"${CASES[$(( (k + round - 1) % n ))]}"
     r=$(run_wrk "$name" "$port" "$cookie")
-    echo "$name $r" >> "$WORK/rounds.txt"
+    echo "$name $r $round" >> "$WORK/rounds.txt"
     echo "[${SECONDS}s] round $round: $name $r" >&2
   done
 done
@@ -288,13 +288,19 @@ cpurow() { # $1 = case, $2 = label: medians of the CPU columns
   local m; m=$(median "$1" 11)
   echo "| $2 | $(median "$1" 7) | $(median "$1" 8) | $(median "$1" 9) | $(median "$1" 10) | $m | $(awk -v t="$m" -v r="${RPS[$1]}" 'BEGIN{printf "%.2f", t * r / 1e6}') |"
 }
+spread() { # $1 = case, $2 = peer: lowest and highest req/s ratio of one round's two runs
+  awk -v a="$1" -v b="$2" '$1 == a { x[$12] = $2 } $1 == b { y[$12] = $2 }
+    END { lo = 1e9; hi = 0; for (r in x) if (y[r] > 0) { q = x[r] / y[r]; if (q < lo) lo = q; if (q > hi) hi = q }
+          printf "%.2f–%.2f", lo, hi }' "$WORK/rounds.txt"
+}
 row() { # $1 = case, $2 = label, $3 = the Redis-backed peer's case
-  echo "| $2 | ${RPS[$1]} | $(ms "${P50[$1]}") | $(ms "${P99[$1]}") | ${ERR[$1]} | $(ratio "${RPS[$1]}" "${RPS[$3]}") | $(ratio "${P99[$1]}" "${P99[$3]}") |"
+  local per="1.00"; [ "$1" = "$3" ] || per=$(spread "$1" "$3")
+  echo "| $2 | ${RPS[$1]} | $(ms "${P50[$1]}") | $(ms "${P99[$1]}") | ${ERR[$1]} | $(ratio "${RPS[$1]}" "${RPS[$3]}") | $per | $(ratio "${P99[$1]}" "${P99[$3]}") |"
 }
 
 ver() { "$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('$1'))"; }
 CMD="bash benches/adapters.sh"
-[ "$DURATION" = 10 ] && [ "$ROUNDS" = 3 ] && [ "$CONNS" = 32 ] && [ "$SESSIONS" = 1000 ] \
+[ "$DURATION" = 10 ] && [ "$ROUNDS" = 5 ] && [ "$CONNS" = 32 ] && [ "$SESSIONS" = 1000 ] \
   || CMD="DURATION=$DURATION ROUNDS=$ROUNDS CONNS=$CONNS SESSIONS=$SESSIONS $CMD"
 {
   echo "<!-- adapters:begin -->"
@@ -306,8 +312,8 @@ CMD="bash benches/adapters.sh"
   echo "Redis $(redis-server --version | sed -E 's/.* v=([^ ]+).*/\1/') (persistence off), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') (fsync, synchronous_commit and full_page_writes off), sessiond release build (max_procs=$CPUS); all three on 127.0.0.1 TCP."
   echo "wrk: $CONNS connections, $THREADS threads, on the same $CPUS cores as everything else; $SESSIONS sessions per case, each request with one of their cookies."
   echo
-  echo "| case | req/s | p50 ms | p99 ms | errors | req/s × Redis peer | p99 × Redis peer |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  echo "| case | req/s | p50 ms | p99 ms | errors | req/s × Redis peer | same, per round (min–max) | p99 × Redis peer |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   row dj_sessiond "Django, \`sessiond.django\`" dj_redis
   row dj_redis "Django, cache backend on \`RedisCache\`" dj_redis
   row dj_db "Django, db backend on PostgreSQL" dj_redis
@@ -328,7 +334,7 @@ CMD="bash benches/adapters.sh"
   cpurow php_redis "PHP, phpredis"
   cpurow php_files "PHP, files"
   echo
-  echo "Every round (case, req/s, p50 us, p99 us, errors, non-2xx, then CPU us per request: app, store, nginx, wrk, machine):"
+  echo "Every round (case, req/s, p50 us, p99 us, errors, non-2xx, then CPU us per request: app, store, nginx, wrk, machine; round):"
   echo
   echo '```'
   cat "$WORK/rounds.txt"
