@@ -42,6 +42,7 @@ DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-5}
 CONNS=${CONNS:-32}
 SESSIONS=${SESSIONS:-1000}
+COST_N=${COST_N:-2000}   # rounds of each client-side cost measure
 DOC=${DOC:-docs/benchmarks.md}
 IMG=${IMG:-docs/img}
 VENV=${VENV:-$ROOT/target/bench-venv}
@@ -271,6 +272,19 @@ for c in "${CASES[@]}"; do
   echo "$name $(curl -s -H "Cookie: $cookie=$(head -1 "$WORK/$name.ids")" "http://127.0.0.1:$port/")" >> "$WORK/counters.txt"
 done
 
+# What the application process spends on the session, alone in one process, one
+# call after another: the backend's session code and the client calls under it.
+echo "[${SECONDS}s] client-side cost, one process at a time ($COST_N rounds each) ..." >&2
+: > "$WORK/clientcost.txt"
+for b in sessiond redis db; do
+  BENCH_BACKEND=$b PYTHONPATH="$DJ" "$VENV/bin/python" "$DJ/clientcost.py" "$WORK/dj_$b.ids" "$COST_N" \
+    | sed "s/^/Django $b /" >> "$WORK/clientcost.txt"
+done
+php "$ROOT/benches/php_bench/clientcost.php" sessiond "http://127.0.0.1:$SD_PORT" "$WORK/php_sessiond.ids" "$COST_N" \
+  | sed "s/^/PHP sessiond /" >> "$WORK/clientcost.txt"
+php "$ROOT/benches/php_bench/clientcost.php" redis "tcp://127.0.0.1:$RD_PORT" "$WORK/php_redis.ids" "$COST_N" \
+  | sed "s/^/PHP redis /" >> "$WORK/clientcost.txt"
+
 # --- results -----------------------------------------------------------------------
 
 median() { # $1 = case, $2 = column (2 rps, 3 p50, 4 p99)
@@ -334,6 +348,12 @@ CMD="bash benches/adapters.sh"
   cpurow php_redis "PHP, phpredis"
   cpurow php_files "PHP, files"
   echo
+  echo "Client-side cost: the application's session work alone, in one process (no gunicorn, php-fpm or wrk), one call after another on an idle machine, over the same sessions; $COST_N rounds each (\`benches/django_bench/clientcost.py\`, \`benches/php_bench/clientcost.php\`). CPU is the process's own (getrusage), wall includes the round trips."
+  echo
+  echo "| framework | backend | what one round does | client CPU µs | wall µs |"
+  echo "| --- | --- | --- | ---: | ---: |"
+  awk '{ gsub(/_/, " ", $3); printf "| %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5 }' "$WORK/clientcost.txt"
+  echo
   echo "Every round (case, req/s, p50 us, p99 us, errors, non-2xx, then CPU us per request: app, store, nginx, wrk, machine; round):"
   echo
   echo '```'
@@ -354,7 +374,7 @@ mkdir -p "$IMG"
   echo "PHP ${RPS[php_sessiond]} ${RPS[php_redis]} ${RPS[php_files]} $(ms "${P99[php_sessiond]}") $(ms "${P99[php_redis]}") $(ms "${P99[php_files]}")"
 } > "$WORK/plot.dat"
 gnuplot <<EOF
-set terminal pngcairo size 1150,480 noenhanced font ",10"
+set terminal pngcairo size 1150,520 noenhanced font ",10"
 set output "$IMG/adapters.png"
 set style data histogram
 set style histogram clustered gap 1
@@ -362,7 +382,7 @@ set style fill solid 0.85 border -1
 set boxwidth 0.9
 set grid ytics
 set yrange [0:*]
-set key top right
+set key outside bottom center horizontal
 set multiplot layout 1,2 title "Session read + write per request, $CONNS connections, $CPUS cores, medians of $ROUNDS rounds of ${DURATION}s"
 set title "requests/s (higher is better)"
 set offsets 0, 0, graph 0.12, 0

@@ -12,7 +12,7 @@ and ``CONN_MAX_AGE = None`` (PostgreSQL; Django's default, 0, connects anew on e
 
 import os
 
-BACKEND = os.environ.get("BENCH_BACKEND", "sessiond")
+BENCH_BACKEND = BACKEND = os.environ.get("BENCH_BACKEND", "sessiond")
 
 SECRET_KEY = "adapter-benchmark-not-a-secret"
 DEBUG = False
