@@ -36,8 +36,8 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 #: connections after its ``header_timeout``, 10 s by default).
 KEEPALIVE_EXPIRY = 5.0
 
-_MAX_LINE = 65536
-_MAX_HEADERS = 200
+_MAX_HEAD = 65536  # bytes of an answer's status line and headers
+_RECV = 65536
 
 
 class TransportError(Exception):
@@ -88,29 +88,56 @@ def _timeouts(timeout: Any) -> tuple[float | None, float | None]:
 
 
 class _Conn:
-    __slots__ = ("sock", "rfile", "poller", "idle_since", "used")
+    __slots__ = ("sock", "buf", "poller", "idle_since", "used")
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
-        self.rfile = sock.makefile("rb")
+        self.buf = b""  # received, not yet parsed
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
         self.idle_since = 0.0
         self.used = False  # has answered a request: a failure may be a stale keep-alive
 
     def close(self) -> None:
-        try:
-            self.rfile.close()
-        finally:
-            self.sock.close()
+        self.sock.close()
 
     def closed_by_peer(self) -> bool:
         """Whether the idle connection became readable: closed by sessiond (or something
         unasked arrived), so not reusable."""
+        if self.buf:
+            return True
         try:
             return bool(self.poller.poll(0))
         except OSError:
             return True
+
+    def fill(self) -> bool:
+        """Receives more; False at the end of the stream."""
+        chunk = self.sock.recv(_RECV)
+        if not chunk:
+            return False
+        self.buf = self.buf + chunk if self.buf else chunk
+        return True
+
+    def take(self, n: int) -> bytes:
+        """Exactly ``n`` bytes."""
+        while len(self.buf) < n:
+            if not self.fill():
+                raise ConnectionError(f"sessiond closed the connection {n - len(self.buf)} bytes short")
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def line(self) -> bytes:
+        """One line without its CRLF."""
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                out, self.buf = self.buf[:i], self.buf[i + 2 :]
+                return out
+            if len(self.buf) > _MAX_HEAD:
+                raise ValueError("answer line too long")
+            if not self.fill():
+                raise ConnectionError("sessiond closed the connection in a chunked body")
 
 
 _pools: weakref.WeakSet[Pool] = weakref.WeakSet()
@@ -310,41 +337,39 @@ class Pool:
             if kept:
                 raise _NotSent() from e
             raise
-        rfile = c.rfile
+        # The head: status line and headers, up to the empty line.
         while True:
             try:
-                line = rfile.readline(_MAX_LINE + 1)
+                while (end := c.buf.find(b"\r\n\r\n")) < 0:
+                    if len(c.buf) > _MAX_HEAD:
+                        raise ValueError("answer head too large")
+                    if not c.fill():
+                        if kept and not c.buf:
+                            raise _NoAnswer("closed")
+                        raise ConnectionError("sessiond closed the connection before a whole answer")
             except (ConnectionResetError, ConnectionAbortedError) as e:
-                if kept:
+                if kept and not c.buf:
                     raise _NoAnswer() from e
                 raise
-            if not line:
-                if kept:
-                    raise _NoAnswer("closed")
-                raise ConnectionError("sessiond closed the connection before an answer")
             kept = False  # bytes of an answer arrived: no retry from here on
-            if not line.startswith(b"HTTP/1.") or len(line) < 12:
+            head, c.buf = c.buf[:end].decode("latin-1"), c.buf[end + 4 :]
+            lines = head.split("\r\n")
+            line = lines[0]
+            if not line.startswith("HTTP/1.") or len(line) < 12:
                 raise ValueError(f"not an HTTP/1.x status line: {line[:80]!r}")
             status = int(line[9:12])
             headers: dict[str, str] = {}
-            while True:
-                h = rfile.readline(_MAX_LINE + 1)
-                if h in (b"\r\n", b"\n"):
-                    break
-                if not h:
-                    raise ConnectionError("sessiond closed the connection in the answer's headers")
-                if len(h) > _MAX_LINE or len(headers) > _MAX_HEADERS:
-                    raise ValueError("answer headers too large")
-                k, sep, v = h.partition(b":")
+            for h in lines[1:]:
+                k, sep, v = h.partition(":")
                 if not sep:
                     raise ValueError(f"malformed header line {h[:80]!r}")
-                name = k.strip().lower().decode("latin-1")
-                value = v.strip().decode("latin-1")
+                name = k.strip().lower()
+                value = v.strip()
                 headers[name] = f"{headers[name]}, {value}" if name in headers else value
             if 100 <= status < 200 and status != 101:
                 continue  # an interim answer (100 Continue): the real one follows
             break
-        keep = line.startswith(b"HTTP/1.1") and "close" not in headers.get("connection", "").lower()
+        keep = line.startswith("HTTP/1.1") and "close" not in headers.get("connection", "").lower()
         if status >= 400 and has_body:
             # An early error answer (413, 400, ...) may come before sessiond read the whole
             # body; it then closes the connection, without saying so: not reused.
@@ -352,31 +377,28 @@ class Pool:
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             body = b""
         elif "chunked" in headers.get("transfer-encoding", "").lower():
-            body = _read_chunked(rfile)
+            body = _read_chunked(c)
         elif "content-length" in headers:
             n = int(headers["content-length"])
-            body = rfile.read(n) if n else b""
-            if len(body) != n:
-                raise ConnectionError(f"sessiond closed the connection after {len(body)} of {n} body bytes")
+            if n < 0:
+                raise ValueError(f"bad content-length {n}")
+            body = c.take(n) if n else b""
         else:
-            body = rfile.read()
+            while c.fill():
+                pass
+            body, c.buf = c.buf, b""
             keep = False
         return Response(status, headers, body), keep
 
 
-def _read_chunked(rfile) -> bytes:
+def _read_chunked(c: _Conn) -> bytes:
     out = []
     while True:
-        size_line = rfile.readline(_MAX_LINE + 1)
-        if not size_line:
-            raise ConnectionError("sessiond closed the connection in a chunked body")
-        n = int(size_line.split(b";", 1)[0].strip(), 16)
+        n = int(c.line().split(b";", 1)[0].strip(), 16)
         if n == 0:
-            while rfile.readline(_MAX_LINE + 1) not in (b"\r\n", b"\n", b""):
-                pass  # trailers
+            while c.line():
+                pass  # trailers, up to the empty line
             return b"".join(out)
-        chunk = rfile.read(n)
-        if len(chunk) != n:
-            raise ConnectionError("sessiond closed the connection in a chunked body")
-        out.append(chunk)
-        rfile.readline(_MAX_LINE + 1)
+        out.append(c.take(n))
+        if c.take(2) != b"\r\n":
+            raise ValueError("malformed chunked body")
