@@ -148,6 +148,23 @@ final class Client
         return $s;
     }
 
+    /**
+     * A peek: the session with its data, without touching it; null when there is none.
+     *
+     * @return array<string, mixed>|null
+     */
+    public function find(string $id): ?array
+    {
+        try {
+            return $this->get($id, false);
+        } catch (ApiException $e) {
+            if ($e->isSessionNotFound()) {
+                return null;
+            }
+            throw $e;
+        }
+    }
+
     /** A peek: whether the session is live, without touching it. */
     public function exists(string $id): bool
     {
