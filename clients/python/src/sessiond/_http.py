@@ -18,6 +18,7 @@ naming the address.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import socket
@@ -71,8 +72,6 @@ class Response:
         return self.content.decode("utf-8", "replace")
 
     def json(self) -> Any:
-        import json
-
         return json.loads(self.content)
 
 
