@@ -218,29 +218,29 @@ class Pool:
     def _acquire(self) -> _Conn | None:
         """A kept connection, or None: the caller connects (its slot is already counted)."""
         now = time.monotonic()
+        deadline = None if self.connect_timeout is None else now + self.connect_timeout
         with self._cond:
-            if self._closed:
-                raise TransportError("the client is closed")
-            while self._idle:
-                c = self._idle.pop()
-                if now - c.idle_since < KEEPALIVE_EXPIRY and not c.closed_by_peer():
-                    return c
-                self._open -= 1
-                c.close()
-            if self._open >= self.max_connections:
-                deadline = None if self.connect_timeout is None else now + self.connect_timeout
-                while self._open >= self.max_connections and not self._idle:
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        raise TransportError(
-                            f"all {self.max_connections} connections busy for {self.connect_timeout} s",
-                            timeout=True,
-                        )
-                    self._cond.wait(left)
-                if self._idle:
-                    return self._idle.pop()
-            self._open += 1
-            return None
+            while True:
+                if self._closed:
+                    raise TransportError("the client is closed")
+                while self._idle:
+                    c = self._idle.pop()
+                    if now - c.idle_since < KEEPALIVE_EXPIRY and not c.closed_by_peer():
+                        return c
+                    self._open -= 1
+                    c.close()
+                if self._open < self.max_connections:
+                    self._open += 1
+                    return None
+                # All connections in use: wait for one, up to the connect timeout.
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TransportError(
+                        f"all {self.max_connections} connections busy for {self.connect_timeout} s",
+                        timeout=True,
+                    )
+                self._cond.wait(left)
+                now = time.monotonic()
 
     def _release(self, c: _Conn, keep: bool) -> None:
         with self._cond:
