@@ -321,7 +321,7 @@ CMD="bash benches/adapters.sh"
   echo "### Run of $(date -u +%Y-%m-%d) (\`$CMD\`)"
   echo
   echo "Machine: $CPUS cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), $(free -g | awk '/^Mem:/{print $2}') GiB RAM, kernel $(uname -r)."
-  echo "Python $("$VENV/bin/python" -c 'import platform; print(platform.python_version())'), Django $(ver django), gunicorn $(ver gunicorn) ($CPUS sync workers), httpx $(ver httpx), redis-py $(ver redis), psycopg $(ver psycopg)."
+  echo "Python $("$VENV/bin/python" -c 'import platform; print(platform.python_version())'), Django $(ver django), gunicorn $(ver gunicorn) ($CPUS sync workers), sessiond.Client on its own HTTP/1.1 pool (stdlib sockets), redis-py $(ver redis), psycopg $(ver psycopg)."
   echo "PHP $(php -r 'echo PHP_VERSION;') php-fpm (pm=static, $CPUS children per pool, OPcache on) behind nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///') (1 worker), phpredis $(php -r 'echo phpversion("redis");')."
   echo "Redis $(redis-server --version | sed -E 's/.* v=([^ ]+).*/\1/') (persistence off), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') (fsync, synchronous_commit and full_page_writes off), sessiond release build (max_procs=$CPUS); all three on 127.0.0.1 TCP."
   echo "wrk: $CONNS connections, $THREADS threads, on the same $CPUS cores as everything else; $SESSIONS sessions per case, each request with one of their cookies."

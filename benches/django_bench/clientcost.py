@@ -53,7 +53,7 @@ if settings.BENCH_BACKEND == "sessiond":
     from sessiond.django import client
 
     c = client()
-    measure("sessiond.Client_(httpx):_get()_+_patch()", lambda k: c.patch(k, {"n": c.get(k).attributes["n"]}))
+    measure("sessiond.Client_(its_own_HTTP/1.1_pool):_get()_+_patch()", lambda k: c.patch(k, {"n": c.get(k).attributes["n"]}))
     body = b'{"attributes":{"n":"1"}}'
     hx = httpx.Client(base_url=settings.SESSIOND_URL)
 

@@ -6,7 +6,7 @@ BENCH_BACKEND picks the backend:
 - ``redis``: Django's cache backend on ``django.core.cache.backends.redis.RedisCache`` at BENCH_REDIS_URL;
 - ``db``: Django's db backend on PostgreSQL at BENCH_PG_HOST:BENCH_PG_PORT, database BENCH_PG_DB.
 
-All three keep their connections across requests: httpx's pool (sessiond), redis-py's pool (Redis)
+All three keep their connections across requests: sessiond.Client's pool (sessiond), redis-py's pool (Redis)
 and ``CONN_MAX_AGE = None`` (PostgreSQL; Django's default, 0, connects anew on every request).
 """
 

@@ -36,12 +36,12 @@ function measure(string $label, callable $f, array $ids, int $n): void
 }
 
 if ($which === 'sessiond') {
-    measure('SessionHandler_on_a_new_client_(new_connection):_validateId,_read,_write', static function (string $id) use ($url): void {
+    measure('SessionHandler_on_a_new_client_(new_connection):_validateId_(peek_with_the_data),_read_(from_the_peek),_write', static function (string $id) use ($url): void {
         $h = new Sessiond\SessionHandler($url);
         $h->validateId($id) && $h->write($id, $h->read($id));
     }, $ids, $n);
     $kept = new Sessiond\SessionHandler($url);
-    measure('SessionHandler_on_one_kept_client:_validateId,_read,_write', static function (string $id) use ($kept): void {
+    measure('SessionHandler_on_one_kept_client:_validateId_(peek_with_the_data),_read_(from_the_peek),_write', static function (string $id) use ($kept): void {
         $kept->validateId($id) && $kept->write($id, $kept->read($id));
     }, $ids, $n);
 } else {

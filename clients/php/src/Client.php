@@ -19,6 +19,9 @@ final class Client
     private ?string $socket = null;
     /** @var list<string> */
     private array $auth = [];
+    /** @var list<string> the headers of every request */
+    private array $baseHeaders = [];
+    private bool $used = false;
 
     public function __construct(
         private readonly string $address = 'http://127.0.0.1:8080',
@@ -39,6 +42,7 @@ final class Client
             }
             $this->auth = ['Authorization: Bearer ' . rtrim($token, "\n")];
         }
+        $this->baseHeaders = array_merge($this->auth, ['Expect:']);
         $this->curl = curl_init();
     }
 
@@ -56,22 +60,21 @@ final class Client
     public function request(string $method, string $path, ?string $body = null, array $headers = []): array
     {
         $c = $this->curl;
-        curl_reset($c);
-        $respHeaders = [];
+        if ($this->used) {
+            curl_reset($c);
+        }
+        $this->used = true;
+        $ms = (int) ceil($this->timeout * 1000);
         $opts = [
             CURLOPT_URL => $this->base . $path,
             CURLOPT_CUSTOMREQUEST => $method,
             CURLOPT_RETURNTRANSFER => true,
-            CURLOPT_HTTPHEADER => array_merge($this->auth, $headers, ['Expect:']),
-            CURLOPT_CONNECTTIMEOUT_MS => (int) ceil($this->timeout * 1000),
-            CURLOPT_TIMEOUT_MS => (int) ceil($this->timeout * 1000),
-            CURLOPT_HEADERFUNCTION => static function ($_, string $line) use (&$respHeaders): int {
-                $p = strpos($line, ':');
-                if ($p !== false) {
-                    $respHeaders[strtolower(trim(substr($line, 0, $p)))] = trim(substr($line, $p + 1));
-                }
-                return strlen($line);
-            },
+            // The head comes back in front of the body, parsed below: no PHP callback per line.
+            CURLOPT_HEADER => true,
+            CURLOPT_HTTPHEADER => $headers === [] ? $this->baseHeaders : array_merge($this->baseHeaders, $headers),
+            CURLOPT_CONNECTTIMEOUT_MS => $ms,
+            CURLOPT_TIMEOUT_MS => $ms,
+            CURLOPT_NOSIGNAL => true,
         ];
         if ($this->socket !== null) {
             $opts[CURLOPT_UNIX_SOCKET_PATH] = $this->socket;
@@ -93,7 +96,21 @@ final class Client
                 "sessiond at {$this->address} $what for $method $path: " . curl_error($c) . " (curl error $errno)"
             );
         }
-        return [(int) curl_getinfo($c, CURLINFO_RESPONSE_CODE), $respHeaders, (string) $out];
+        // The last head (an interim 100 Continue has one of its own before it).
+        $size = (int) curl_getinfo($c, CURLINFO_HEADER_SIZE);
+        $head = substr((string) $out, 0, $size);
+        $start = strrpos(rtrim($head), "\r\n\r\n");
+        if ($start !== false) {
+            $head = substr($head, $start + 4);
+        }
+        $respHeaders = [];
+        foreach (explode("\r\n", $head) as $line) {
+            $p = strpos($line, ':');
+            if ($p !== false) {
+                $respHeaders[strtolower(trim(substr($line, 0, $p)))] = trim(substr($line, $p + 1));
+            }
+        }
+        return [(int) curl_getinfo($c, CURLINFO_RESPONSE_CODE), $respHeaders, (string) substr((string) $out, $size)];
     }
 
     /**
@@ -146,6 +163,23 @@ final class Client
         $s = json_decode($b, true, 512, JSON_THROW_ON_ERROR);
         $s['etag'] = $h['etag'] ?? null;
         return $s;
+    }
+
+    /**
+     * A peek: the session with its data, without touching it; null when there is none.
+     *
+     * @return array<string, mixed>|null
+     */
+    public function find(string $id): ?array
+    {
+        try {
+            return $this->get($id, false);
+        } catch (ApiException $e) {
+            if ($e->isSessionNotFound()) {
+                return null;
+            }
+            throw $e;
+        }
     }
 
     /** A peek: whether the session is live, without touching it. */

@@ -16,6 +16,16 @@ namespace Sessiond;
  * destroy is DELETE; updateTimestamp (session.lazy_write) is a touch;
  * validateId is a peek; gc has nothing to do, sessiond reaps.
  *
+ * Two round trips per request, not three: strict mode makes PHP call
+ * validateId() and then read() on the id a client sent. validateId()'s peek
+ * fetches the session with its data, and read() of that id returns what the
+ * peek brought instead of asking again. The access that read() stands for (the
+ * rolling expiry) is then made by the request's write() or updateTimestamp(),
+ * which refresh the last access in sessiond anyway, or by close() with a touch
+ * when the request wrote nothing (read_and_close, session_abort()). A session
+ * still marked new (its client's first return) is read the usual way, with a
+ * touching GET, so that sessiond clears the mark.
+ *
  * What PHP gets wrong with custom handlers, and this one does not:
  *  - It refuses to run with session.use_strict_mode = 0 (open() fails with a
  *    warning saying so): without strict mode PHP adopts any id a client sends.
@@ -35,6 +45,10 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
     private array $created = [];
     /** Set by the first network error: the rest of the request fails instead of guessing. */
     private ?string $unavailable = null;
+    /** @var array{string, string}|null [id, data] of validateId()'s last peek, for read() */
+    private ?array $peeked = null;
+    /** @var array<string, true> ids read from a peek whose access is not yet made in sessiond */
+    private array $owed = [];
 
     public function __construct(
         string $address = 'http://127.0.0.1:8080',
@@ -107,6 +121,13 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
 
     public function close(): bool
     {
+        $this->peeked = null;
+        // A session read from the peek and then neither written nor touched: the access now.
+        $owed = array_keys($this->owed);
+        $this->owed = [];
+        foreach ($owed as $id) {
+            $this->updateTimestamp((string) $id, '');
+        }
         return true;
     }
 
@@ -143,8 +164,9 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
         if ($this->unavailable !== null) {
             return true; // see below: read() fails next
         }
+        $this->peeked = null;
         try {
-            return $this->client->exists($id);
+            $s = $this->client->find($id);
         } catch (UnavailableException $e) {
             // "Not valid" would make PHP mint another id and start an empty session
             // under it. Keeping the id is safe: read() now fails, and so does
@@ -155,12 +177,37 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
             $this->warn('validateId', $e);
             return false;
         }
+        if ($s === null) {
+            return false;
+        }
+        if (empty($s['new'])) {
+            // read() of this id takes the data from here (a new session is read with a
+            // touch instead, which clears its "new" mark).
+            $this->peeked = [$id, self::value($s['attributes'][$this->attribute] ?? '')];
+        }
+        return true;
+    }
+
+    /** An attribute value from session JSON: text, or {"base64": ...} for other bytes. */
+    private static function value(mixed $v): string
+    {
+        if (is_array($v)) {
+            $b = base64_decode((string) ($v['base64'] ?? ''), true);
+            return $b === false ? '' : $b;
+        }
+        return (string) $v;
     }
 
     public function read(string $id): string|false
     {
         if ($this->refusing('read')) {
             return false;
+        }
+        $peeked = $this->peeked;
+        $this->peeked = null;
+        if ($peeked !== null && $peeked[0] === $id) {
+            $this->owed[$id] = true;
+            return $peeked[1];
         }
         try {
             return $this->client->getAttribute($id, $this->attribute) ?? '';
@@ -179,6 +226,7 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
 
     public function write(string $id, string $data): bool
     {
+        unset($this->owed[$id]); // a write refreshes the last access too
         if ($this->refusing('write')) {
             return false;
         }
@@ -196,6 +244,7 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
 
     public function updateTimestamp(string $id, string $data): bool
     {
+        unset($this->owed[$id]);
         if ($this->refusing('updateTimestamp')) {
             return false;
         }
@@ -213,6 +262,10 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
 
     public function destroy(string $id): bool
     {
+        unset($this->owed[$id]);
+        if ($this->peeked !== null && $this->peeked[0] === $id) {
+            $this->peeked = null;
+        }
         if ($this->refusing('destroy')) {
             return false;
         }

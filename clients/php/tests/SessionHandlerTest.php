@@ -163,4 +163,49 @@ final class SessionHandlerTest extends TestCase
         $h->destroy($id);
         $this->assertFalse($h->updateTimestamp($id, 'n|i:1;'));
     }
+
+    public function testReadAfterValidateIdTakesThePeeksDataAndTheAccessIsMadeLater(): void
+    {
+        $api = new Client(self::$server->url);
+        $h = $this->handler();
+        $id = $h->create_sid();
+        $this->assertTrue($h->write($id, 'n|i:1;'));
+        // The client's first return: the session is still new, so read() touches (the mark goes).
+        $h = $this->handler();
+        $this->assertTrue($h->validateId($id));
+        $this->assertSame('n|i:1;', $h->read($id));
+        $this->assertFalse($api->get($id, false)['new'], 'read() of a new session touches it');
+        $this->assertTrue($h->write($id, 'n|i:2;'));
+        $this->assertTrue($h->close());
+
+        // Later requests: read() answers from the peek, and the access is made by write().
+        $at = fn (): string => $api->get($id, false)['last_accessed_at'];
+        $before = $at();
+        usleep(20000);
+        $h = $this->handler();
+        $this->assertTrue($h->validateId($id));
+        $this->assertSame('n|i:2;', $h->read($id));
+        $this->assertSame($before, $at(), 'no request of its own: the peek brought the data');
+        $this->assertTrue($h->write($id, 'n|i:3;'));
+        $this->assertGreaterThan($before, $afterWrite = $at(), 'the write refreshed the last access');
+        $this->assertTrue($h->close());
+        $this->assertSame($afterWrite, $at(), 'nothing more at close');
+
+        // A request that reads and writes nothing (read_and_close): close() makes the access.
+        usleep(20000);
+        $h = $this->handler();
+        $this->assertTrue($h->validateId($id));
+        $this->assertSame('n|i:3;', $h->read($id));
+        $this->assertSame($afterWrite, $at());
+        $this->assertTrue($h->close());
+        $this->assertGreaterThan($afterWrite, $at(), 'close() touched the session it read');
+        $this->assertSame([], $this->warnings);
+
+        // The peek is for that id only, and only once.
+        $other = $h->create_sid();
+        $this->assertTrue($h->write($other, 'o|i:1;'));
+        $this->assertTrue($h->validateId($id));
+        $this->assertSame('o|i:1;', $h->read($other));
+        $this->assertSame('n|i:3;', $h->read($id));
+    }
 }

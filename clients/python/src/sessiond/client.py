@@ -1,7 +1,9 @@
 """Sync and async clients for sessiond's HTTP API (the private listener).
 
 Both clients build the same requests (:class:`_Api`) and read the same answers;
-only the sending differs. An address is ``http://host:port``, ``host:port`` or
+only the sending differs: :class:`Client` over the package's own keep-alive
+HTTP/1.1 pool (:mod:`sessiond._http`, the standard library only),
+:class:`AsyncClient` over httpx. An address is ``http://host:port``, ``host:port`` or
 ``unix:/path/to/http.sock``. A request that cannot connect or times out raises
 :class:`~sessiond.errors.ConnectFailed` / :class:`~sessiond.errors.Timeout`
 naming the address; an error answer raises the typed exception of its code.
@@ -10,16 +12,18 @@ naming the address; an error answer raises the typed exception of its code.
 from __future__ import annotations
 
 import base64
+import json as _json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
-import httpx
+from . import _http, errors
 
-from . import errors
+if TYPE_CHECKING:
+    import httpx
 
 #: Value of a keyword argument that was not given (``None`` means "send null").
 UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET", "__bool__": lambda self: False})()
@@ -123,6 +127,11 @@ def _q(segment: str) -> str:
     return quote(segment, safe="")
 
 
+#: An answer: :class:`sessiond._http.Response` (Client) or ``httpx.Response`` (AsyncClient);
+#: both have ``status_code``, ``headers.get``, ``content``, ``text`` and ``json()``.
+_Answer = Any
+
+
 class _Request:
     """One request to send, and how to read its answer."""
 
@@ -160,7 +169,7 @@ class _Api:
         self.base_url = self.base_url.rstrip("/")
 
     # ---- answers ----
-    def check(self, r: httpx.Response, ok: tuple[int, ...] = (200, 201, 204)) -> httpx.Response:
+    def check(self, r: _Answer, ok: tuple[int, ...] = (200, 201, 204)) -> _Answer:
         if r.status_code in ok:
             return r
         code, message = "", r.text[:500]
@@ -175,16 +184,16 @@ class _Api:
         c = context or self.context
         return {"context": c} if c else None
 
-    def session(self, r: httpx.Response) -> Session:
+    def session(self, r: _Answer) -> Session:
         return Session.from_json(self.check(r).json(), r.headers.get("etag"))
 
-    def etag(self, r: httpx.Response) -> str | None:
+    def etag(self, r: _Answer) -> str | None:
         return self.check(r).headers.get("etag")
 
-    def none(self, r: httpx.Response) -> None:
+    def none(self, r: _Answer) -> None:
         self.check(r)
 
-    def page(self, r: httpx.Response) -> Page:
+    def page(self, r: _Answer) -> Page:
         o = self.check(r).json()
         return Page([Session.from_json(s) for s in o.get("sessions", [])], o.get("next_cursor"))
 
@@ -194,7 +203,7 @@ class _Api:
         return _Request("POST", "/v1/sessions", self.session, params=self._ctx(context), json=body or None)
 
     def get(self, sid: str, *, touch: bool = True, if_none_match: str | None = None):
-        def read(r: httpx.Response) -> Session | None:
+        def read(r: _Answer) -> Session | None:
             if r.status_code == 304:
                 return None
             return self.session(r)
@@ -208,7 +217,7 @@ class _Api:
         )
 
     def exists(self, sid: str):
-        def read(r: httpx.Response) -> bool:
+        def read(r: _Answer) -> bool:
             if r.status_code == 404:
                 try:
                     if r.json().get("error") == "session_not_found":
@@ -228,7 +237,7 @@ class _Api:
         return _Request("POST", f"/v1/sessions/{_q(sid)}/touch", self.none)
 
     def delete(self, sid: str, *, if_match: str | None = None, missing_ok: bool = False):
-        def read(r: httpx.Response) -> bool:
+        def read(r: _Answer) -> bool:
             if missing_ok and r.status_code == 404:
                 try:
                     if r.json().get("error") == "session_not_found":
@@ -305,15 +314,21 @@ class _Api:
     def health(self):
         return _Request("GET", "/healthz", lambda r: self.check(r).json())
 
-    def transport_error(self, e: httpx.TransportError, req: _Request) -> errors.Unavailable:
+    def unavailable(self, req: _Request, detail: Any, timeout: bool) -> errors.Unavailable:
+        """The error for a request that got no answer: it names the address and the request."""
         what = f"{req.method} {req.path}"
-        if isinstance(e, httpx.TimeoutException):
+        if timeout:
             return errors.Timeout(
-                f"sessiond at {self.address} did not answer {what} in time: {e}", self.address
+                f"sessiond at {self.address} did not answer {what} in time: {detail}", self.address
             )
         return errors.ConnectFailed(
-            f"cannot reach sessiond at {self.address} for {what}: {e or type(e).__name__}", self.address
+            f"cannot reach sessiond at {self.address} for {what}: {detail}", self.address
         )
+
+    def transport_error(self, e: Exception, req: _Request) -> errors.Unavailable:
+        import httpx
+
+        return self.unavailable(req, e or type(e).__name__, isinstance(e, httpx.TimeoutException))
 
 
 _OPS = (
@@ -337,11 +352,17 @@ _OPS = (
 
 
 def _timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
+    import httpx
+
     return timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
 
 
+_JSON_HEADERS = {"Content-Type": "application/json"}
+_BYTES_HEADERS = {"Content-Type": "application/octet-stream"}
+
+
 class Client:
-    """Blocking client with a connection pool.
+    """Blocking client with a keep-alive connection pool, safe to share between threads.
 
     >>> c = Client("127.0.0.1:8080")               # or "unix:/run/sessiond/http.sock"
     >>> s = c.create({"user": "alice"})
@@ -352,6 +373,10 @@ class Client:
     ``get_attribute``, ``put_attribute``, ``delete_attribute``, ``list_sessions``
     / ``iter_sessions``, ``principal_sessions`` / ``iter_principal_sessions``,
     ``delete_principal_sessions``, ``current``, ``contexts``, ``health``.
+
+    ``timeout`` is the seconds allowed to connect and for each read: a number,
+    ``(connect, read)``, or an ``httpx.Timeout``. ``max_connections`` caps the
+    connections open at once; up to 20 idle ones are kept.
     """
 
     def __init__(
@@ -361,37 +386,37 @@ class Client:
         token: str | None = None,
         token_file: str | Path | None = None,
         context: str | None = None,
-        timeout: float | httpx.Timeout = 5.0,
+        timeout: float | tuple[float, float] | httpx.Timeout = 5.0,
         max_connections: int = 100,
     ):
         self._api = _Api(url, token, token_file, context)
-        transport = httpx.HTTPTransport(
-            uds=self._api.uds,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20),
+        self._pool = _http.Pool(
+            url, timeout=timeout, max_connections=max_connections, max_keepalive=min(20, max_connections)
         )
-        self._http = httpx.Client(
-            base_url=self._api.base_url,
-            headers=self._api.headers,
-            timeout=_timeout(timeout),
-            transport=transport,
-        )
+        self._auth = self._api.headers
 
     @property
     def address(self) -> str:
         return self._api.address
 
     def _send(self, req: _Request):
+        target = req.path
+        if req.params:
+            target = f"{target}?{urlencode(req.params)}"
+        headers = self._auth
+        body = None
+        if req.json is not None:
+            body = _json.dumps(req.json, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            headers = {**headers, **_JSON_HEADERS}
+        elif req.content is not None:
+            body = req.content
+            headers = {**headers, **_BYTES_HEADERS}
+        if req.headers:
+            headers = {**headers, **req.headers}
         try:
-            r = self._http.request(
-                req.method,
-                req.path,
-                params=req.params,
-                headers=req.headers,
-                json=req.json,
-                content=req.content,
-            )
-        except httpx.TransportError as e:
-            raise self._api.transport_error(e, req) from e
+            r = self._pool.request(req.method, target, headers, body)
+        except _http.TransportError as e:
+            raise self._api.unavailable(req, e, e.timeout) from e
         return req.read(r)
 
     def iter_sessions(self, *, context: str | None = None, limit: int = 1000) -> Iterator[Session]:
@@ -413,7 +438,7 @@ class Client:
             cursor = page.next_cursor
 
     def close(self) -> None:
-        self._http.close()
+        self._pool.close()
 
     def __enter__(self) -> Client:
         return self
@@ -435,6 +460,8 @@ class AsyncClient:
         timeout: float | httpx.Timeout = 5.0,
         max_connections: int = 100,
     ):
+        import httpx
+
         self._api = _Api(url, token, token_file, context)
         transport = httpx.AsyncHTTPTransport(
             uds=self._api.uds,
@@ -452,6 +479,8 @@ class AsyncClient:
         return self._api.address
 
     async def _send(self, req: _Request):
+        import httpx
+
         try:
             r = await self._http.request(
                 req.method,

@@ -59,20 +59,30 @@ __all__ = ["SessionStore", "alogout_everywhere", "logout_everywhere", "principal
 EXPIRY_KEY = "_session_expiry"
 
 # ---- clients, one per settings (sync) and per event loop (async) ----
+# The settings are read once and kept until Django's setting_changed names a SESSIOND_ one
+# (override_settings sends it): every load and save asks for the client, and reading four
+# settings through Django's lazy settings object each time is a measurable share of a request.
 _lock = threading.Lock()
 _sync: dict[tuple, Client] = {}
 _async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, AsyncClient]] = (
     weakref.WeakKeyDictionary()
 )
+_current: Client | None = None  # the sync client of the current settings
+_cfg: tuple | None = None
+_if_match_cached: bool | None = None
 
 
 def _config() -> tuple:
-    return (
-        getattr(settings, "SESSIOND_URL", "http://127.0.0.1:8080"),
-        getattr(settings, "SESSIOND_CONTEXT", None),
-        getattr(settings, "SESSIOND_TOKEN_FILE", None),
-        float(getattr(settings, "SESSIOND_TIMEOUT", 5.0)),
-    )
+    global _cfg
+    cfg = _cfg
+    if cfg is None:
+        cfg = _cfg = (
+            getattr(settings, "SESSIOND_URL", "http://127.0.0.1:8080"),
+            getattr(settings, "SESSIOND_CONTEXT", None),
+            getattr(settings, "SESSIOND_TOKEN_FILE", None),
+            float(getattr(settings, "SESSIOND_TIMEOUT", 5.0)),
+        )
+    return cfg
 
 
 def _kwargs(cfg: tuple) -> dict[str, Any]:
@@ -82,11 +92,16 @@ def _kwargs(cfg: tuple) -> dict[str, Any]:
 
 def client() -> Client:
     """The process's :class:`sessiond.Client` for the current settings."""
+    global _current
+    c = _current
+    if c is not None:
+        return c
     cfg = _config()
     with _lock:
         c = _sync.get(cfg)
         if c is None:
             c = _sync[cfg] = Client(**_kwargs(cfg))
+        _current = c
         return c
 
 
@@ -102,10 +117,14 @@ def async_client() -> AsyncClient:
 
 
 def _reset_clients(*, setting: str, **kwargs) -> None:
+    global _current, _cfg, _if_match_cached
     if setting.startswith("SESSIOND_"):
         with _lock:
             old = list(_sync.values())
             _sync.clear()
+            _current = None
+            _cfg = None
+            _if_match_cached = None
         for c in old:
             c.close()
 
@@ -114,7 +133,11 @@ setting_changed.connect(_reset_clients, dispatch_uid="sessiond.django.reset_clie
 
 
 def _if_match() -> bool:
-    return bool(getattr(settings, "SESSIOND_IF_MATCH", False))
+    global _if_match_cached
+    v = _if_match_cached
+    if v is None:
+        v = _if_match_cached = bool(getattr(settings, "SESSIOND_IF_MATCH", False))
+    return v
 
 
 # ---- expiry ----
