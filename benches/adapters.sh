@@ -403,15 +403,7 @@ unset multiplot
 EOF
 
 cat "$WORK/section.md"
-if [ -f "$DOC" ] && grep -q '<!-- adapters:begin -->' "$DOC"; then
-  python3 - "$WORK/section.md" "$DOC" <<'PY'
-import re, sys
-new = open(sys.argv[1]).read().strip()
-doc = open(sys.argv[2]).read()
-doc = re.sub(r"<!-- adapters:begin -->.*?<!-- adapters:end -->", lambda m: new, doc, flags=re.S)
-open(sys.argv[2], "w").write(doc)
-PY
-else
-  { echo; echo "## Framework adapters (benches/adapters.sh)"; echo; cat "$WORK/section.md"; } >> "$DOC"
-fi
+# shellcheck source=benches/doc_section.sh
+source "$ROOT/benches/doc_section.sh"
+write_section adapters "Framework adapters (benches/adapters.sh)" "$WORK/section.md" "$DOC"
 echo "wrote $DOC and $IMG/adapters.png in $SECONDS s" >&2

@@ -271,15 +271,7 @@ PR=$(med pg read 3) PW=$(med pg write 3)
 } > "$WORK/section.md"
 
 cat "$WORK/section.md"
-if [ -f "$DOC" ] && grep -q '<!-- cluster:begin -->' "$DOC"; then
-  python3 - "$WORK/section.md" "$DOC" <<'PY'
-import re, sys
-new = open(sys.argv[1]).read().strip()
-doc = open(sys.argv[2]).read()
-doc = re.sub(r"<!-- cluster:begin -->.*?<!-- cluster:end -->", lambda m: new, doc, flags=re.S)
-open(sys.argv[2], "w").write(doc)
-PY
-else
-  { echo; echo "## Cluster mode"; echo; cat "$WORK/section.md"; } >> "$DOC"
-fi
+# shellcheck source=benches/doc_section.sh
+source "$ROOT/benches/doc_section.sh"
+write_section cluster "Cluster mode" "$WORK/section.md" "$DOC"
 echo "cluster: wrote $DOC and $IMG/cluster.png in $SECONDS s" >&2

@@ -581,17 +581,9 @@ CMD="bash benches/compare.sh"
 } > "$WORK/section.md"
 
 cat "$WORK/section.md"
-if [ -f "$DOC" ] && grep -q '<!-- compare:begin -->' "$DOC"; then
-  python3 - "$WORK/section.md" "$DOC" <<'PY'
-import re, sys
-new = open(sys.argv[1]).read().strip()
-doc = open(sys.argv[2]).read()
-doc = re.sub(r"<!-- compare:begin -->.*?<!-- compare:end -->", lambda m: new, doc, flags=re.S)
-open(sys.argv[2], "w").write(doc)
-PY
-else
-  { echo; echo "## sessiond vs nginx vs Redis (benches/compare.sh)"; echo; cat "$WORK/section.md"; } >> "$DOC"
-fi
+# shellcheck source=benches/doc_section.sh
+source "$ROOT/benches/doc_section.sh"
+write_section compare "sessiond vs nginx vs Redis (benches/compare.sh)" "$WORK/section.md" "$DOC"
 echo "wrote $DOC and $IMG/*.png in $SECONDS s" >&2
 
 # --- 7. cluster mode (same run; its own section and plot) ------------------------
