@@ -16,7 +16,7 @@
 //! by this node's sessions alone (the first page is then the only one);
 //! `fail-closed` answers 503.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{EndReason, SessionError, Sessions, WhenPrincipalFull, check_principal};
 use crate::region::{EventKind, RegionError, RegionEvent, SessionId, SessionMeta, TOKEN_LEN};
@@ -76,29 +76,10 @@ impl Sessions {
         {
             return Err(bad_cursor(s));
         }
-        let mut here: HashMap<StoreKey, SessionMeta> =
-            self.principal_here(name, now_ms)?.into_iter().map(|m| (store_key(m.id.context, &m.id.token), m)).collect();
-        let limit = (limit as u32).clamp(1, MAX_PRINCIPAL_PAGE);
-        let r = c.store().principal_sessions(name, self.tag(), cursor, limit, now_ms).await;
-        c.note_listing(&r);
-        let (rows, next) = match r {
-            Ok(v) => v,
-            Err(e) if cursor.is_none() && c.serves_local() => {
-                log::warn!(
-                    "context {}: principal listing from this node's sessions only: {e} (when_store_down = serve-local)",
-                    self.context()
-                );
-                return Ok((here.into_values().map(PrincipalSession::Here).collect(), None));
-            }
-            Err(e) => return Err(c.unavailable_err(&e)),
+        let mut here = self.principal_here_by_key(name, now_ms)?;
+        let Some((mut out, next)) = self.store_page(c, name, cursor, limit, now_ms, &mut here).await? else {
+            return Ok((here.into_values().map(PrincipalSession::Here).collect(), None));
         };
-        let mut out: Vec<PrincipalSession> = rows
-            .into_iter()
-            .map(|l| match here.remove(&l.key) {
-                Some(m) => PrincipalSession::Here(m),
-                None => PrincipalSession::Elsewhere(l),
-            })
-            .collect();
         if next.is_none() && !here.is_empty() {
             // Held here but not in this page: listed on an earlier one, or
             // not in the store at all yet; the latter join the last page.
@@ -116,6 +97,43 @@ impl Sessions {
         Ok((out, next))
     }
 
+    /// One page of the store's principal index; each entry held here is
+    /// taken out of `here` and listed with its id. `Ok(None)`: the store
+    /// is down on a first page under `serve-local`, which then lists
+    /// `here` alone; otherwise a store failure is 503.
+    async fn store_page(
+        &self,
+        c: &super::cluster::Cluster,
+        name: &str,
+        cursor: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+        here: &mut HashMap<StoreKey, SessionMeta>,
+    ) -> Result<Option<(Vec<PrincipalSession>, Option<String>)>, SessionError> {
+        let limit = (limit as u32).clamp(1, MAX_PRINCIPAL_PAGE);
+        let r = c.store().principal_sessions(name, self.tag(), cursor, limit, now_ms).await;
+        c.note(&r);
+        let (rows, next) = match r {
+            Ok(v) => v,
+            Err(e) if cursor.is_none() && c.serves_local() => {
+                log::warn!(
+                    "context {}: principal listing from this node's sessions only: {e} (when_store_down = serve-local)",
+                    self.context()
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(c.unavailable(&e)),
+        };
+        let page = rows
+            .into_iter()
+            .map(|l| match here.remove(&l.key) {
+                Some(m) => PrincipalSession::Here(m),
+                None => PrincipalSession::Elsewhere(l),
+            })
+            .collect();
+        Ok(Some((page, next)))
+    }
+
     /// Every live session of principal `name` in this node's region.
     fn principal_here(&self, name: &str, now_ms: u64) -> Result<Vec<SessionMeta>, RegionError> {
         let mut all = Vec::new();
@@ -130,23 +148,43 @@ impl Sessions {
         }
     }
 
+    /// [`Self::principal_here`] by store key (cluster mode).
+    fn principal_here_by_key(&self, name: &str, now_ms: u64) -> Result<HashMap<StoreKey, SessionMeta>, RegionError> {
+        Ok(self.principal_here(name, now_ms)?.into_iter().map(|m| (store_key(m.id.context, &m.id.token), m)).collect())
+    }
+
     /// Every live session of principal `name` in this context, on every
-    /// node (cluster mode) or here.
+    /// node (cluster mode) or here, each once (a Redis `SSCAN` may list a
+    /// member twice).
     async fn principal_everywhere(&self, name: &str, now_ms: u64) -> Result<Vec<PrincipalSession>, SessionError> {
-        if self.cluster.is_none() {
+        let Some(c) = &self.cluster else {
             return Ok(self.principal_here(name, now_ms)?.into_iter().map(PrincipalSession::Here).collect());
-        }
+        };
+        let mut here = self.principal_here_by_key(name, now_ms)?;
+        let mut seen = HashSet::new();
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
-        loop {
-            let (page, next) =
-                self.principal_page(name, cursor.as_deref(), MAX_PRINCIPAL_PAGE as usize, now_ms).await?;
-            all.extend(page);
+        while let Some((page, next)) =
+            self.store_page(c, name, cursor.as_deref(), MAX_PRINCIPAL_PAGE as usize, now_ms, &mut here).await?
+        {
+            for s in page {
+                let key = match &s {
+                    PrincipalSession::Here(m) => store_key(m.id.context, &m.id.token),
+                    PrincipalSession::Elsewhere(l) => l.key,
+                };
+                if seen.insert(key) {
+                    all.push(s);
+                }
+            }
             match next {
-                Some(c) => cursor = Some(c),
-                None => return Ok(all),
+                Some(n) => cursor = Some(n),
+                None => break,
             }
         }
+        // Held here and not listed by the store (not written through yet,
+        // or the store is down under serve-local).
+        all.extend(here.into_values().map(PrincipalSession::Here));
+        Ok(all)
     }
 
     /// Ends `id` with event `kind` and `reason`, and tells the store.

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use super::record::TOMBSTONE_MS;
 use super::{
     BackingStore, Listed, MAX_PRINCIPAL_PAGE, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey,
-    Swept, key_from_hex, key_hex,
+    Swept, cut_page, key_from_hex,
 };
 
 /// One stored session: the record, and whether it is a tombstone (and
@@ -233,9 +233,7 @@ impl BackingStore for MemoryStore {
                     })
                     .collect();
                 v.sort_by_key(|l| l.key);
-                let limit = limit.clamp(1, MAX_PRINCIPAL_PAGE) as usize;
-                let next = (v.len() > limit).then(|| key_hex(&v[limit - 1].key));
-                v.truncate(limit);
+                let next = cut_page(&mut v, limit.clamp(1, MAX_PRINCIPAL_PAGE) as usize);
                 Ok((v, next))
             })
         })

@@ -213,6 +213,15 @@ pub struct Listed {
 /// Most sessions one [`BackingStore::principal_sessions`] call returns.
 pub const MAX_PRINCIPAL_PAGE: u32 = 1000;
 
+/// Cuts a key-ordered listing fetched with one row more than `limit` to
+/// `limit`, and returns the next page's cursor (the last key kept) when
+/// that extra row was there.
+pub(crate) fn cut_page(v: &mut Vec<Listed>, limit: usize) -> Option<String> {
+    let next = (v.len() > limit).then(|| key_hex(&v[limit - 1].key));
+    v.truncate(limit);
+    next
+}
+
 /// A takeover's notice to the node that held the session before: drop
 /// your copy (it is stale now).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -30,7 +30,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 use super::record::{self, TOMBSTONE_MS};
 use super::{
     BackingStore, Listed, MAX_PRINCIPAL_PAGE, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey,
-    Swept, check_schema, key_from_hex, key_hex,
+    Swept, check_schema, cut_page, key_from_hex,
 };
 
 /// The schema version this build writes and reads.
@@ -492,9 +492,7 @@ impl BackingStore for PgStore {
                     is_new: r.get(5),
                 });
             }
-            let limit = limit as usize;
-            let next = (v.len() > limit).then(|| key_hex(&v[limit - 1].key));
-            v.truncate(limit);
+            let next = cut_page(&mut v, limit as usize);
             Ok((v, next))
         })
     }

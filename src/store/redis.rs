@@ -12,7 +12,7 @@
 //!
 //! The principal index is a set per principal, `sd:p:{<hex SHA-256 of
 //! the principal>}`, of store keys. A save of a session with a principal
-//! adds it, outside the script; the set's TTL follows its longest-lived
+//! adds it, in the save's pipeline but outside the script; the set's TTL follows its longest-lived
 //! session (saves and touches move it later, never earlier), so the set
 //! of a principal whose sessions all ended goes by itself (Spring
 //! Session's index leak, #478, does not happen). A listing reads each
@@ -319,17 +319,18 @@ impl RedisStore {
                     .arg(rec.context)
                     .arg(rec.settings.principal.as_deref().unwrap_or(""));
                 p.add_command(cmd);
+                if let Some(principal) = &rec.settings.principal {
+                    // In the same pipeline but outside the script, which
+                    // touches only the session's own key (a Redis Cluster
+                    // slot of its own). Sent even if the save is fenced: a
+                    // listing checks each member's hash, and drops members
+                    // that ended or changed principal.
+                    self.index_cmds(&mut p, principal, &member, rec.expires_ms);
+                }
                 p
             })
             .await?;
         self.fenced(r.0)?;
-        if let Some(principal) = &rec.settings.principal {
-            // Outside the script, which touches only the session's own key
-            // (a Redis Cluster slot of its own). A member whose session
-            // changed principal or ended stays until a listing finds it
-            // stale and removes it; the set expires with its last session.
-            let _: () = self.run(|_| self.index_pipe(principal, &member, rec.expires_ms)).await?;
-        }
         if (r.0).1 == 1 {
             // A new session: the expiry index learns of it once (outside the
             // script, so the script touches only the session's own key). Its
@@ -346,17 +347,16 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Adds `member` to `principal`'s index set and keeps the set alive
-    /// until `expires_ms` (plus the hashes' grace) at least.
-    fn index_pipe(&self, principal: &str, member: &str, expires_ms: u64) -> redis::Pipeline {
+    /// Appends to `p` (answers ignored): add `member` to `principal`'s
+    /// index set, and keep the set alive until `expires_ms` (plus the
+    /// hashes' grace) at least.
+    fn index_cmds(&self, p: &mut redis::Pipeline, principal: &str, member: &str, expires_ms: u64) {
         let set = principal_set(principal);
         let until = expires_ms.saturating_add(self.ttl_grace_ms);
-        let mut p = redis::pipe();
         p.cmd("SADD").arg(&set).arg(member).ignore();
         // NX sets a first expiry, GT only ever moves it later.
         p.cmd("PEXPIREAT").arg(&set).arg(until).arg("NX").ignore();
         p.cmd("PEXPIREAT").arg(&set).arg(until).arg("GT").ignore();
-        p
     }
 
     async fn remove_inner(&self, key: &StoreKey, owner: Owner) -> Result<(), StoreError> {
@@ -437,7 +437,13 @@ impl BackingStore for RedisStore {
             let code = self.fenced((code, x))?;
             if code == 1 && !principal.is_empty() {
                 // The principal's set lives as long as its longest session.
-                let _: () = self.run(|_| self.index_pipe(&principal, &member, x.max(0) as u64)).await?;
+                let _: () = self
+                    .run(|_| {
+                        let mut p = redis::pipe();
+                        self.index_cmds(&mut p, &principal, &member, x.max(0) as u64);
+                        p
+                    })
+                    .await?;
             }
             Ok(code == 1)
         })
@@ -572,13 +578,16 @@ impl BackingStore for RedisStore {
             let set = principal_set(principal);
             let from: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
             let limit = limit.clamp(1, MAX_PRINCIPAL_PAGE);
-            let ((next, members),): ((u64, Vec<String>),) = self
+            let ((next, mut members),): ((u64, Vec<String>),) = self
                 .run(|_| {
                     let mut p = redis::pipe();
                     p.cmd("SSCAN").arg(&set).arg(from).arg("COUNT").arg(limit);
                     p
                 })
                 .await?;
+            // SSCAN may return a member more than once.
+            members.sort_unstable();
+            members.dedup();
             let mut out = Vec::new();
             let mut stale = Vec::new();
             if !members.is_empty() {

@@ -191,7 +191,9 @@ impl Cluster {
         self.state.is_down()
     }
 
-    fn note(&self, r: &Result<impl Sized, StoreError>) {
+    /// Records a store call's outcome in the node's store health (and
+    /// logs the transitions).
+    pub(crate) fn note(&self, r: &Result<impl Sized, StoreError>) {
         let now = crate::clock::now_ms();
         match r {
             Ok(_) | Err(StoreError::Fenced { .. }) => {
@@ -215,7 +217,8 @@ impl Cluster {
         }
     }
 
-    fn unavailable(&self, e: &StoreError) -> SessionError {
+    /// The 503 a store failure answers.
+    pub(crate) fn unavailable(&self, e: &StoreError) -> SessionError {
         SessionError::Unavailable(format!("{e}; retry shortly"))
     }
 
@@ -544,19 +547,9 @@ impl Cluster {
         }
     }
 
-    /// Records a principal listing's outcome in the store's health.
-    pub(crate) fn note_listing<T>(&self, r: &Result<T, StoreError>) {
-        self.note(r);
-    }
-
     /// Whether the node serves from its region while the store is down.
     pub(crate) fn serves_local(&self) -> bool {
         self.cfg.when_store_down == StoreDown::ServeLocal
-    }
-
-    /// The 503 a store failure answers.
-    pub(crate) fn unavailable_err(&self, e: &StoreError) -> SessionError {
-        self.unavailable(e)
     }
 
     /// Before a store write of `slot`: if the slot keeps a logged-out
