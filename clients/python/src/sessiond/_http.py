@@ -38,6 +38,10 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 KEEPALIVE_EXPIRY = 5.0
 
 _MAX_HEAD = 65536  # bytes of an answer's status line and headers
+#: Bytes of an answer's body: above the largest answer sessiond gives (a listing page
+#: of 1,000 sessions, a session of its largest values), so a broken peer cannot make
+#: the client buffer without bound.
+_MAX_BODY = 256 * 1024 * 1024
 _RECV = 65536
 
 
@@ -379,12 +383,13 @@ class Pool:
             body = _read_chunked(c)
         elif "content-length" in headers:
             n = int(headers["content-length"])
-            if n < 0:
-                raise ValueError(f"bad content-length {n}")
+            if n < 0 or n > _MAX_BODY:
+                raise ValueError(f"content-length {n} is outside 0..{_MAX_BODY}")
             body = c.take(n) if n else b""
         else:
             while c.fill():
-                pass
+                if len(c.buf) > _MAX_BODY:
+                    raise ValueError(f"answer body over {_MAX_BODY} bytes")
             body, c.buf = c.buf, b""
             keep = False
         return Response(status, headers, body), keep
@@ -392,8 +397,12 @@ class Pool:
 
 def _read_chunked(c: _Conn) -> bytes:
     out = []
+    total = 0
     while True:
         n = int(c.line().split(b";", 1)[0].strip(), 16)
+        total += n
+        if total > _MAX_BODY:
+            raise ValueError(f"chunked answer body over {_MAX_BODY} bytes")
         if n == 0:
             while c.line():
                 pass  # trailers, up to the empty line
