@@ -254,6 +254,28 @@ impl Moved {
     }
 }
 
+/// The slot a heartbeat names: no region has that many slots, so no
+/// holder mistakes a heartbeat for a move.
+pub const BEAT_SLOT: u32 = u32::MAX;
+
+impl Moved {
+    /// A node's heartbeat through the notice channel (cluster.md §6.11):
+    /// `from` is the node that sends it, the key's first 8 bytes the time
+    /// it was sent (ms, little-endian), the rest zero.
+    pub fn beat(node: u32, sent_ms: u64) -> Moved {
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&sent_ms.to_le_bytes());
+        Moved { from: node, context: 0, slot: BEAT_SLOT, key }
+    }
+
+    /// For a heartbeat, when it was sent; `None` for a move.
+    pub fn beat_sent_ms(&self) -> Option<u64> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.key[..8]);
+        (self.slot == BEAT_SLOT).then_some(u64::from_le_bytes(b))
+    }
+}
+
 /// A subscription to takeover notices.
 pub trait MovedFeed: Send {
     /// The next notice; `Ok(None)` when the subscription ended (notices
@@ -389,6 +411,10 @@ mod tests {
         assert_eq!(key_from_hex(&hex), Some(m.key));
         assert_eq!(Moved::decode("3 77 9 zz"), None);
         assert_eq!(Moved::decode(&format!("{} extra", m.encode())), None);
+        // A heartbeat travels as a notice and says when it was sent.
+        let b = Moved::beat(4, 1_700_000_000_123);
+        assert_eq!(Moved::decode(&b.encode()).and_then(|b| b.beat_sent_ms()), Some(1_700_000_000_123));
+        assert_eq!(m.beat_sent_ms(), None);
         // The key never contains the token.
         let k = store_key(1, &t);
         assert!(!k.windows(TOKEN_LEN).any(|w| w == t));
