@@ -475,7 +475,7 @@ impl Cluster {
             Ok(()) => self.store.rotate(&old_key, &rec).await,
             Err(e) => Err(e),
         };
-        if let Err(StoreError::Unavailable { .. }) = &r
+        if let Err(StoreError::Unavailable { .. } | StoreError::TlsRefused { .. }) = &r
             && let Some(o) = self.owners(new.context)
         {
             o.retire(slot, &old_key, epoch);
