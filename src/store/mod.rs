@@ -8,6 +8,7 @@
 //! | this file | the contract: [`BackingStore`], store keys, records, owners, notices, errors; [`open_store`] |
 //! | [`record`] | the attribute blob a store keeps, tombstone life |
 //! | [`postgres`] | the PostgreSQL store |
+//! | [`pg_tls`] | TLS to PostgreSQL: the rustls connector and libpq's `sslmode` checks |
 //! | [`redis`] | the Redis store |
 //! | [`memory`] | an in-memory store for unit tests of the protocol |
 //!
@@ -29,6 +30,7 @@
 //!   store keeps the highest, so two writers racing cannot reorder.
 
 pub mod memory;
+pub mod pg_tls;
 pub mod postgres;
 pub mod record;
 pub mod redis;
@@ -109,6 +111,9 @@ pub fn open_store(cfg: &ClusterConfig, sweep_grace_ms: u64) -> Result<Arc<dyn Ba
             password,
             timeout,
             sweep_grace_ms + 10 * 60 * 1000,
+            // fail-closed promises that a 2xx write survives; through a
+            // Sentinel failover that takes one replica holding it.
+            u32::from(cfg.when_store_down == crate::config::StoreDown::FailClosed),
         )?),
     })
 }
@@ -126,6 +131,16 @@ pub enum StoreError {
         /// Which store (URL without credentials).
         store: String,
         /// Why.
+        why: String,
+    },
+    /// The store's TLS certificate was refused by the checks the URL's
+    /// `sslmode` asks for (PostgreSQL): a configuration error, which stops
+    /// a node at its start. The message names the check and the values.
+    #[error("session store {store} refused: {why}")]
+    TlsRefused {
+        /// Which store (URL without credentials).
+        store: String,
+        /// Which check failed, with the names involved.
         why: String,
     },
     /// Another node took the session over (its owner epoch is newer).

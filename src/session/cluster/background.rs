@@ -55,6 +55,12 @@ pub async fn run(cluster: Arc<Cluster>, contexts: AllSessions, hub: Option<Arc<E
                 log::error!("session store {store}: {e}; stopping this node");
                 return;
             }
+            Err(e @ StoreError::TlsRefused { .. }) => {
+                // A server whose certificate fails the URL's sslmode is
+                // not the store configured: stop the same way.
+                log::error!("{e}; stopping this node");
+                return;
+            }
             Err(e) => {
                 cluster.note(&Err::<(), _>(e));
                 tokio::time::sleep(wait).await;

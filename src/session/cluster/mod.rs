@@ -553,7 +553,7 @@ impl Cluster {
             Err(e) => Err(e),
         };
         if let Some(o) = owners
-            && !matches!(r, Err(StoreError::Unavailable { .. }))
+            && !matches!(r, Err(StoreError::Unavailable { .. } | StoreError::TlsRefused { .. }))
             && o.retired(slot).is_some_and(|(k, e)| k == old_key && e == epoch)
         {
             o.clear_retired(slot);
