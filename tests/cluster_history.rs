@@ -555,13 +555,11 @@ fn serve_local_losses_are_counted(kind: Kind) {
 }
 
 #[test]
-#[ignore = "finds open anomalies (docs/cluster.md §16); run them with tools/history"]
 fn pg_history_serve_local_losses_are_counted() {
     serve_local_losses_are_counted(Kind::Pg);
 }
 
 #[test]
-#[ignore = "finds open anomalies (docs/cluster.md §16); run them with tools/history"]
 fn redis_history_serve_local_losses_are_counted() {
     serve_local_losses_are_counted(Kind::Redis);
 }

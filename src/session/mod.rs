@@ -431,9 +431,11 @@ impl Sessions {
     }
 
     /// Cluster mode: writes a change of `id` through to the store.
-    async fn written(&self, id: &SessionId, now_ms: u64) -> Result<(), SessionError> {
+    /// `pending`: the slot already carried a change mark before this change
+    /// (an earlier change the store has not heard of yet).
+    async fn written(&self, id: &SessionId, pending: bool, now_ms: u64) -> Result<(), SessionError> {
         match &self.cluster {
-            Some(c) => c.changed(self, id, now_ms).await,
+            Some(c) => c.changed(self, id, pending, now_ms).await,
             None => Ok(()),
         }
     }
@@ -518,10 +520,14 @@ impl Sessions {
             self.make_room(p, &first.token, now_ms).await?;
         }
         let changes = edit.changes;
+        let mut pending = false;
         let f = self
-            .resolved(ids, true, now_ms, |id| self.run(Some(changes), |r, ev| r.edit_ev(id, edit, now_ms, ev)))
+            .resolved(ids, true, now_ms, |id| {
+                pending = self.region.change_marked(id.slot);
+                self.run(Some(changes), |r, ev| r.edit_ev(id, edit, now_ms, ev))
+            })
             .await?;
-        self.written(&f.id, now_ms).await?;
+        self.written(&f.id, pending, now_ms).await?;
         Ok(f)
     }
 
@@ -610,8 +616,9 @@ impl Sessions {
             c.check_writable()?;
         }
         let changes: [Change<'_>; 1] = [(name, None)];
+        let pending = self.region.change_marked(id.slot);
         self.run(Some(&changes), |r, ev| r.modify_attr_ev(id, name, now_ms, ev, f))?;
-        self.written(id, now_ms).await?;
+        self.written(id, pending, now_ms).await?;
         Ok(())
     }
 

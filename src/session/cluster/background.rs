@@ -418,7 +418,15 @@ pub async fn flush(cluster: &Cluster, s: &Sessions, unrecorded: &mut Unrecorded)
 /// the session over meanwhile: those changes are lost. Counted
 /// (`sessiond_store_lost_writes_total`), logged as a conflict with the
 /// session's hash and both epochs, and published as a `conflict` event.
-async fn lost_write(cluster: &Cluster, s: &Sessions, id: &SessionId, ours: u64, owner: u32, seq: u64, now_ms: u64) {
+pub(super) async fn lost_write(
+    cluster: &Cluster,
+    s: &Sessions,
+    id: &SessionId,
+    ours: u64,
+    owner: u32,
+    seq: u64,
+    now_ms: u64,
+) {
     cluster.state().add(Word::LostWrites, 1);
     let key = store_key(id.context, &id.token);
     let theirs = match cluster.store().owners(std::slice::from_ref(&key)).await {

@@ -500,7 +500,19 @@ impl Cluster {
     /// the slot as of its change mark and clears the mark. Under
     /// `serve-local` an unreachable store leaves the mark for the reaper's
     /// flush; under `fail-closed` it is an error.
-    pub async fn changed(&self, sessions: &Sessions, id: &SessionId, now_ms: u64) -> Result<(), SessionError> {
+    ///
+    /// `pending`: the slot carried a change mark before this change. If the
+    /// store then refuses the save because another node took the session
+    /// over, the earlier changes (acknowledged under `serve-local` while the
+    /// store was away) are lost with this one: counted and logged as a
+    /// conflict, as the flush does.
+    pub async fn changed(
+        &self,
+        sessions: &Sessions,
+        id: &SessionId,
+        pending: bool,
+        now_ms: u64,
+    ) -> Result<(), SessionError> {
         let slot = id.slot;
         // No mark: a later change was saved with this one in it.
         let Some(seq) = sessions.change_mark(slot)? else { return Ok(()) };
@@ -508,17 +520,25 @@ impl Cluster {
             return Err(SessionError::Raced);
         };
         let rec = self.record(s, seq, None);
+        let ours = rec.owner.epoch;
         let r = match self.settle_retired(sessions, slot, now_ms).await {
             Ok(()) => self.store.save(&rec).await,
             Err(e) => Err(e),
         };
+        if let Err(StoreError::Fenced { owner }) = r
+            && pending
+            && !self.fail_closed()
+            && Self::holds(sessions, id, now_ms).ok().flatten().is_some()
+        {
+            background::lost_write(self, sessions, id, ours, owner, seq, now_ms).await;
+        }
         self.settle(sessions, id, seq, r, now_ms)
     }
 
     /// Write-through of a new session: this node owns it at epoch 1.
     pub async fn created(&self, sessions: &Sessions, meta: &SessionMeta, now_ms: u64) -> Result<(), SessionError> {
         self.record_owner(&meta.id, 1, meta.created_ms);
-        self.changed(sessions, &meta.id, now_ms).await
+        self.changed(sessions, &meta.id, false, now_ms).await
     }
 
     /// Write-through of a rotation from `old` to `new` (same slot). If the
