@@ -8,6 +8,7 @@ use common::*;
 
 use std::collections::HashMap;
 use std::net::TcpStream;
+#[cfg(feature = "fault-injection")]
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -669,6 +669,11 @@ impl Region {
         self.copy_out(off + SL_TOKEN as u64, &mut t);
         t
     }
+    /// The slot's deadline, ms: its idle deadline, or its absolute one if
+    /// earlier. Never 0, which the expiry array reserves for a free slot: a
+    /// damaged live slot whose times and timeout are all 0 (found by the
+    /// `region_open` fuzz target) expires at 1 ms, so the sweep frees it,
+    /// instead of holding a slot the reaper, `list` and eviction never see.
     fn deadline_of(&self, off: u64) -> u64 {
         let idle =
             self.rd64(off + SL_LAST_ACCESS as u64).saturating_add(1000 * self.rd32(off + SL_TIMEOUT as u64) as u64);
@@ -676,6 +681,7 @@ impl Region {
             0 => idle,
             abs => idle.min(abs),
         }
+        .max(1)
     }
     fn id_of(&self, slot: u32, off: u64) -> SessionId {
         SessionId { node: self.cfg.node_id, context: self.tag, slot, token: self.read_token(off) }

@@ -240,6 +240,24 @@ fn over_long_names_are_absent_and_damaged_times_are_reported_not_panicked_on() {
 }
 
 #[test]
+fn a_live_slot_with_every_time_zero_is_swept_not_leaked() {
+    // The fuzz corpus input region_open/crash-92ab25cb: a live slot whose
+    // last access, own timeout and deadline are all 0 had deadline 0, the
+    // expiry array's "free", so no sweep, listing or eviction ever saw it.
+    let (_d, r) = fresh(&cfg("default", 8, 1));
+    let a = r.create(T0).unwrap().id;
+    let off = r.geo.slot_off(a.slot);
+    r.wr64(off + SL_LAST_ACCESS as u64, 0);
+    r.wr32(off + SL_TIMEOUT as u64, 0);
+    r.wr32(off + SL_FLAGS as u64, FLAG_TIMEOUT_SET);
+    r.repair_stripe_locked(0, None);
+    assert!(r.verify().is_empty(), "{:?}", r.verify());
+    assert_eq!(r.expiry(a.slot).load(Ordering::Relaxed), 1, "a live slot's expiry word is never 0");
+    assert_eq!(r.reap(T0).unwrap().freed, 1);
+    assert_eq!(r.live(), 0);
+}
+
+#[test]
 fn reap_clears_stale_expiry_words_on_free_slots() {
     let (_d, r) = fresh(&cfg("default", 8, 1));
     let a = r.create(T0).unwrap().id;
