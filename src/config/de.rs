@@ -44,19 +44,26 @@ pub(crate) struct Input {
 }
 
 /// The top-level tables, with the scope of their keys.
-const TABLES: [(&str, Scope); 4] =
-    [("events", Scope::Events), ("cluster", Scope::Cluster), ("gateway", Scope::Gateway), ("sessions", Scope::Sessions)];
+const TABLES: [(&str, Scope); 4] = [
+    ("events", Scope::Events),
+    ("cluster", Scope::Cluster),
+    ("gateway", Scope::Gateway),
+    ("sessions", Scope::Sessions),
+];
 
 impl Input {
     /// Merges `pairs` (the command line) into `table` (the file) and
     /// folds `[sessions]` into the contexts.
-    pub(crate) fn new(source_name: &str, mut table: toml::Table, pairs: &[(String, String)]) -> Result<Input, ConfigError> {
+    pub(crate) fn new(
+        source_name: &str,
+        mut table: toml::Table,
+        pairs: &[(String, String)],
+    ) -> Result<Input, ConfigError> {
         let mut cli = HashMap::new();
         for (k, v) in pairs {
             set(&mut table, k, v, &mut cli)?;
         }
-        let mut input =
-            Input {
+        let mut input = Input {
             table,
             source_name: source_name.into(),
             cli,
@@ -96,17 +103,17 @@ impl Input {
         }
         let mut written = HashMap::new();
         for (label, scopes, table) in tables {
+            let mut seen: HashMap<&str, &str> = HashMap::new();
             for spelled in table.keys() {
                 let Some(def) = scopes.iter().find_map(|s| keys::find(*s, spelled)) else { continue };
-                let key = format!("{label}{}", def.name);
-                if let Some(first) = written.insert(key.clone(), format!("{label}{spelled}")) {
-                    let first = first.strip_prefix(&label).unwrap_or(&first).to_string();
+                if let Some(first) = seen.insert(def.name, spelled) {
                     return Err(invalid(
-                        key,
+                        format!("{label}{}", def.name),
                         format!("given twice, as `{first}` and as `{spelled}`"),
                         "they are one key; keep one spelling",
                     ));
                 }
+                written.insert(format!("{label}{}", def.name), format!("{label}{spelled}"));
             }
         }
         self.written = written;
@@ -163,7 +170,8 @@ impl Input {
             let own: HashSet<String> = entry.keys().cloned().collect();
             for (spelled, v) in &sessions {
                 let canonical = keys::find(Scope::Sessions, spelled).map(|d| d.name);
-                let has = |k: &String| canonical.is_some_and(|c| keys::find(Scope::Sessions, k).is_some_and(|d| d.name == c));
+                let has =
+                    |k: &String| canonical.is_some_and(|c| keys::find(Scope::Sessions, k).is_some_and(|d| d.name == c));
                 if !entry.contains_key(spelled) && !entry.keys().any(has) {
                     entry.insert(spelled.clone(), v.clone());
                 }
@@ -309,22 +317,20 @@ impl Input {
             let table = format!("{label}{name}");
             let v = value;
             return match table.as_str() {
-                "gateway.upstreams" => invalid(
-                    path,
-                    v,
-                    "write each upstream as a [[gateway.upstreams]] entry with name, url and prefix",
-                ),
+                "gateway.upstreams" => {
+                    invalid(path, v, "write each upstream as a [[gateway.upstreams]] entry with name, url and prefix")
+                }
                 _ if item => invalid(path, v, format!("write each entry as a [[{table}]] table")),
-                _ if type_error => invalid(
-                    path,
-                    v,
-                    format!("must be a table: write [{table}] on its own line, then its keys"),
-                ),
+                _ if type_error => {
+                    invalid(path, v, format!("must be a table: write [{table}] on its own line, then its keys"))
+                }
                 _ => invalid(path, v, msg),
             };
         };
         let reason = match def.kind {
-            Kind::List { .. } if type_error && item => format!("each entry must be a quoted string; {}", def.expected()),
+            Kind::List { .. } if type_error && item => {
+                format!("each entry must be a quoted string; {}", def.expected())
+            }
             Kind::List { .. } if type_error && value.starts_with('"') => {
                 format!("must be an array of strings: write {} = [{value}]", def.name)
             }
@@ -604,12 +610,8 @@ pub(super) fn url_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::E
     })
 }
 
-/// An array of at most `max` strings, each passing `rule` and not empty,
-/// each turned into a `T` by `parse`.
-fn list<'de, D, T>(d: D, rule: Rule, max: usize, parse: fn(String) -> Result<T, String>) -> Result<Vec<T>, D::Error>
-where
-    D: Deserializer<'de>,
-{
+/// An array of at most `max` strings, each passing `rule` and not empty.
+fn list<'de, D: Deserializer<'de>>(d: D, rule: Rule, max: usize) -> Result<Vec<String>, D::Error> {
     struct Item(Rule);
     impl<'de> serde::de::DeserializeSeed<'de> for Item {
         type Value = String;
@@ -622,16 +624,16 @@ where
             Ok(s)
         }
     }
-    struct V<T>(Rule, usize, fn(String) -> Result<T, String>);
-    impl<'de, T> Visitor<'de> for V<T> {
-        type Value = Vec<T>;
+    struct V(Rule, usize);
+    impl<'de> Visitor<'de> for V {
+        type Value = Vec<String>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("an array of strings")
         }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
             let mut out = Vec::new();
             while let Some(s) = seq.next_element_seed(Item(self.0))? {
-                out.push((self.2)(s).map_err(A::Error::custom)?);
+                out.push(s);
             }
             match out.len() > self.1 {
                 true => Err(A::Error::custom(format!("at most {} entries; remove {}", self.1, out.len() - self.1))),
@@ -639,22 +641,24 @@ where
             }
         }
     }
-    d.deserialize_seq(V(rule, max, parse))
+    d.deserialize_seq(V(rule, max))
 }
 
 /// `gateway.session_manager`.
 pub(super) fn http_urls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    list(d, Rule::HttpUrl, keys::GATEWAY_MAX_SESSION_MANAGERS, Ok)
+    list(d, Rule::HttpUrl, keys::GATEWAY_MAX_SESSION_MANAGERS)
 }
 
 /// A `[gateway.filters]` set.
 pub(super) fn filter_items<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    list(d, Rule::FilterItem, keys::GATEWAY_FILTER_MAX_ITEMS, Ok)
+    list(d, Rule::FilterItem, keys::GATEWAY_FILTER_MAX_ITEMS)
 }
 
-/// `gateway.trusted_proxies`: addresses (one host) or CIDR blocks.
+/// `gateway.trusted_proxies`: addresses (one host) or CIDR blocks (each
+/// item passed [`Rule::IpNet`], which parses it the same way).
 pub(super) fn ip_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
-    list(d, Rule::IpNet, keys::GATEWAY_MAX_TRUSTED_PROXIES, |s| keys::parse_ip_net(&s))
+    let items = list(d, Rule::IpNet, keys::GATEWAY_MAX_TRUSTED_PROXIES)?;
+    items.iter().map(|s| keys::parse_ip_net(s).map_err(D::Error::custom)).collect()
 }
 
 /// `cookie_same_site`, any letter case.

@@ -42,7 +42,7 @@ pub use keys::{
 use crate::region::id::MAX_NODE_ID as NODE_ID_MAX;
 use crate::region::layout::{self, LayoutParams, context_tag};
 use crate::region::{RegionConfig, WhenFull};
-use de::{dflt, Input};
+use de::{Input, dflt};
 
 /// Default config file read when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sessiond/sessiond.toml";
@@ -725,7 +725,8 @@ impl Config {
             // the webhook reads it again when it starts.
             (Some(_), Some(p)) => read_secret_file("events.secret_file", p).map(drop),
             (None, Some(p)) => {
-                let note = format!("events.secret_file = {} is set but events.url is not; the webhook is off", p.display());
+                let note =
+                    format!("events.secret_file = {} is set but events.url is not; the webhook is off", p.display());
                 self.notes.push(note);
                 Ok(())
             }
@@ -1023,7 +1024,7 @@ fn check_readable_file(key: &str, shown: &str, path: &Path, what: &str) -> Resul
     let unreadable = |e: std::io::Error| {
         invalid(
             key,
-            &shown,
+            shown,
             format!(
                 "cannot read {what} {} ({e}); check the path and that the user sessiond runs as may read it",
                 path.display()
@@ -1032,7 +1033,7 @@ fn check_readable_file(key: &str, shown: &str, path: &Path, what: &str) -> Resul
     };
     // Look before opening: opening a FIFO would wait for a writer.
     if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
-        return Err(invalid(key, &shown, format!("{} is not a regular file; point it at {what}", path.display())));
+        return Err(invalid(key, shown, format!("{} is not a regular file; point it at {what}", path.display())));
     }
     std::fs::File::open(path).map(drop).map_err(unreadable)
 }
@@ -1172,7 +1173,10 @@ mod tests {
             &[("max-procs", "4"), ("lock-timeout", "3"), ("max-sessions", "70")],
         )
         .unwrap();
-        assert_eq!((c.max_procs, c.default_context().lock_timeout, c.default_context().max_sessions), (4, secs(3.0), 70));
+        assert_eq!(
+            (c.max_procs, c.default_context().lock_timeout, c.default_context().max_sessions),
+            (4, secs(3.0), 70)
+        );
         let c = load("[[contexts]]\nname = \"admin\"\n[[contexts]]\nname = \"default\"\ntimeout = 5\n", &[]).unwrap();
         assert_eq!((c.contexts[0].name.as_str(), c.contexts[0].timeout), ("default", 5));
         let printed = c.to_toml();
@@ -2020,7 +2024,11 @@ mod tests {
         let mut new = load("", &[]).unwrap();
         let restart = KEYS.iter().filter(|k| k.scope == Scope::Server && k.applies == Applies::Restart);
         for k in restart {
-            assert!(new.keep(&old, k.name), "{}: a reload must keep it (see Config::keep) and this test set it", k.name);
+            assert!(
+                new.keep(&old, k.name),
+                "{}: a reload must keep it (see Config::keep) and this test set it",
+                k.name
+            );
             assert!(!new.keep(&old, k.name), "{}: kept, so unchanged the second time", k.name);
         }
         assert_eq!(Config { source: None, ..new.clone() }, Config { source: None, ..old.clone() }, "all kept");

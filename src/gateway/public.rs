@@ -92,11 +92,7 @@ impl Gateway {
                 .map_err(|e| format!("gateway.login_template {}: cannot read it: {e}", p.display()))?,
             None => LOGIN_PAGE.to_string(),
         };
-        let hook = ManagerClient::new(
-            g.session_manager.clone(),
-            g.session_manager_timeout,
-            core.secret.clone(),
-        );
+        let hook = ManagerClient::new(g.session_manager.clone(), g.session_manager_timeout, core.secret.clone());
         let throttle = Throttle::new(g.login_max_failures, g.login_window, 100_000);
         Ok(Gateway {
             core,
@@ -119,9 +115,7 @@ impl Gateway {
     /// Reads to its end the body of a request that no one else reads
     /// ([`framing::drain`]); a malformed one gives the 400 to answer instead.
     async fn drain(&self, req: &mut Request<Incoming>) -> Result<(), GwResp> {
-        framing::drain(req.body_mut(), self.config.request_timeout)
-            .await
-            .map_err(|e| proxy::framing_refusal(&e))
+        framing::drain(req.body_mut(), self.config.request_timeout).await.map_err(|e| proxy::framing_refusal(&e))
     }
 
     /// `answer`, or the framing's 400 when the body of the request (which

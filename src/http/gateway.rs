@@ -9,7 +9,6 @@
 //! | `POST …/{handle}/filters/{kind}/add` / `remove`, body `{"items":[…]}` | the resulting `{"items":[…]}` |
 //! | `DELETE …/{handle}` | 204, also when the session is already gone |
 
-
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
