@@ -1990,6 +1990,17 @@ impl Region {
         Ok(set.then(|| self.atomic64(self.geo.slot_off(slot) + SL_CHANGE as u64).load(Ordering::Relaxed)))
     }
 
+    /// Whether `slot` carries a change mark, read without the stripe lock.
+    /// Exact for a caller that has just read the slot under its lock: a
+    /// change sets the mark before its first data byte under that lock, so a
+    /// read that saw the change sees the mark until a store acknowledged it.
+    pub fn change_marked(&self, slot: u32) -> bool {
+        if self.geo.dirty_off == 0 || slot >= self.geo.params.max_sessions {
+            return false;
+        }
+        self.dirty_word(slot).load(Ordering::Acquire) & (1u64 << (slot % 64)) != 0
+    }
+
     /// A store acknowledges that it holds `slot` as of change `seq`: the
     /// mark is cleared only if no change happened since (under the stripe
     /// lock). Returns whether it was cleared.

@@ -401,7 +401,20 @@ impl Sessions {
             match first(&mut op, std::slice::from_ref(&f.id)) {
                 Err(RegionError::NotFound) if !verify_local => r = c.resolve(self, ids, now_ms, true).await?,
                 res => {
-                    let (id, value) = res?;
+                    let (id, mut value) = res?;
+                    if !write && c.fail_closed() {
+                        // Only what the store holds: a change whose write-through
+                        // is still out may yet be refused and undone (cluster.md
+                        // §6.11), so a read waits for its answer.
+                        let give_up = std::time::Instant::now() + c.store_timeout();
+                        while self.region.change_marked(id.slot) {
+                            if std::time::Instant::now() >= give_up {
+                                return Err(c.unconfirmed(&id));
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                            value = first(&mut op, std::slice::from_ref(&id))?.1;
+                        }
+                    }
                     return Ok(Found { id, value, reissued: f.reissued.then_some(f.id) });
                 }
             }

@@ -8,6 +8,7 @@
 //! | this file | the contract: [`BackingStore`], store keys, records, owners, notices, errors; [`open_store`] |
 //! | [`record`] | the attribute blob a store keeps, tombstone life |
 //! | [`postgres`] | the PostgreSQL store |
+//! | [`pg_tls`] | TLS to PostgreSQL: the rustls connector and libpq's `sslmode` checks |
 //! | [`redis`] | the Redis store |
 //! | [`memory`] | an in-memory store for unit tests of the protocol |
 //!
@@ -29,6 +30,7 @@
 //!   store keeps the highest, so two writers racing cannot reorder.
 
 pub mod memory;
+pub mod pg_tls;
 pub mod postgres;
 pub mod record;
 pub mod redis;
@@ -108,6 +110,9 @@ pub fn open_store(cfg: &ClusterConfig, sweep_grace_ms: u64) -> Result<Arc<dyn Ba
             password,
             timeout,
             sweep_grace_ms + 10 * 60 * 1000,
+            // fail-closed promises that a 2xx write survives; through a
+            // Sentinel failover that takes one replica holding it.
+            u32::from(cfg.when_store_down == crate::config::StoreDown::FailClosed),
         )?),
     })
 }
@@ -125,6 +130,16 @@ pub enum StoreError {
         /// Which store (URL without credentials).
         store: String,
         /// Why.
+        why: String,
+    },
+    /// The store's TLS certificate was refused by the checks the URL's
+    /// `sslmode` asks for (PostgreSQL): a configuration error, which stops
+    /// a node at its start. The message names the check and the values.
+    #[error("session store {store} refused: {why}")]
+    TlsRefused {
+        /// Which store (URL without credentials).
+        store: String,
+        /// Which check failed, with the names involved.
         why: String,
     },
     /// Another node took the session over (its owner epoch is newer).
@@ -250,6 +265,28 @@ impl Moved {
         }
         let key = key_from_hex(hex)?;
         Some(Moved { from: from.parse().ok()?, slot: slot.parse().ok()?, context: context.parse().ok()?, key })
+    }
+}
+
+/// The slot a heartbeat names: no region has that many slots, so no
+/// holder mistakes a heartbeat for a move.
+pub const BEAT_SLOT: u32 = u32::MAX;
+
+impl Moved {
+    /// A node's heartbeat through the notice channel (cluster.md §6.11):
+    /// `from` is the node that sends it, the key's first 8 bytes the time
+    /// it was sent (ms, little-endian), the rest zero.
+    pub fn beat(node: u32, sent_ms: u64) -> Moved {
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&sent_ms.to_le_bytes());
+        Moved { from: node, context: 0, slot: BEAT_SLOT, key }
+    }
+
+    /// For a heartbeat, when it was sent; `None` for a move.
+    pub fn beat_sent_ms(&self) -> Option<u64> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.key[..8]);
+        (self.slot == BEAT_SLOT).then_some(u64::from_le_bytes(b))
     }
 }
 
@@ -388,6 +425,10 @@ mod tests {
         assert_eq!(key_from_hex(&hex), Some(m.key));
         assert_eq!(Moved::decode("3 77 9 zz"), None);
         assert_eq!(Moved::decode(&format!("{} extra", m.encode())), None);
+        // A heartbeat travels as a notice and says when it was sent.
+        let b = Moved::beat(4, 1_700_000_000_123);
+        assert_eq!(Moved::decode(&b.encode()).and_then(|b| b.beat_sent_ms()), Some(1_700_000_000_123));
+        assert_eq!(m.beat_sent_ms(), None);
         // The key never contains the token.
         let k = store_key(1, &t);
         assert!(!k.windows(TOKEN_LEN).any(|w| w == t));

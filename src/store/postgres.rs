@@ -21,17 +21,22 @@
 //! [`super::record::TOMBSTONE_MS`] so a racing save cannot bring the
 //! session back; the sweep deletes both expired sessions and old
 //! tombstones in bounded batches (`FOR UPDATE SKIP LOCKED`).
+//!
+//! TLS follows the URL's libpq `sslmode` and `sslrootcert` through the
+//! rustls connector of [`super::pg_tls`]; a certificate it refuses is
+//! [`StoreError::TlsRefused`], naming the check that failed.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, NoTls, Socket, Statement};
 
 use super::record::{self, TOMBSTONE_MS};
 use super::{
     BackingStore, Listed, MAX_PRINCIPAL_PAGE, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey,
-    Swept, check_schema, cut_page, key_from_hex,
+    Swept, check_schema, cut_page, key_from_hex, pg_tls,
 };
+use crate::config::store_url::PgUrl;
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -85,6 +90,8 @@ struct Conn {
 /// The PostgreSQL store of one process.
 pub struct PgStore {
     cfg: tokio_postgres::Config,
+    /// The rustls connector `sslmode` asks for; `None`: plaintext.
+    tls: Option<pg_tls::Connector>,
     shown: String,
     timeout: Duration,
     conn: Mutex<Option<Arc<Conn>>>,
@@ -101,7 +108,8 @@ impl PgStore {
     /// A store for `url` (checked by the config), with the password from
     /// `password` when given. Nothing connects until the first call.
     pub fn new(url: &str, shown: String, password: Option<Vec<u8>>, timeout: Duration) -> Result<PgStore, String> {
-        let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("{shown}: {e}"))?;
+        let PgUrl { config: mut cfg, tls } = PgUrl::parse(url).map_err(|e| format!("{shown}: {e}"))?;
+        let tls = pg_tls::connector(&tls).map_err(|e| format!("{shown}: {e}"))?;
         if let Some(p) = password {
             cfg.password(p);
         }
@@ -109,6 +117,7 @@ impl PgStore {
         cfg.application_name("sessiond");
         Ok(PgStore {
             cfg,
+            tls,
             shown,
             timeout,
             conn: Mutex::new(None),
@@ -126,18 +135,44 @@ impl PgStore {
         g.as_ref().filter(|c| !c.client.is_closed()).cloned()
     }
 
-    async fn connect(&self) -> Result<Client, StoreError> {
-        let (client, connection) = tokio::time::timeout(self.timeout, self.cfg.connect(NoTls))
-            .await
-            .map_err(|_| self.down(format!("no connection within {:?} (cluster.store_timeout)", self.timeout)))?
-            .map_err(|e| self.down(e))?;
-        let shown = self.shown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                log::warn!("session store {shown}: connection closed: {e}");
+    /// A store error for a failed connect: a certificate the connector
+    /// refused is [`StoreError::TlsRefused`].
+    fn connect_failed(&self, e: tokio_postgres::Error) -> StoreError {
+        match pg_tls::refusal_in(&e) {
+            Some(why) => StoreError::TlsRefused { store: self.shown.clone(), why },
+            None => self.down(e),
+        }
+    }
+
+    /// A new connection (TLS as the URL says), its connection task handed
+    /// to `drive`.
+    async fn dial<F>(&self, drive: F) -> Result<Client, StoreError>
+    where
+        F: Drive,
+    {
+        let late = || self.down(format!("no connection within {:?} (cluster.store_timeout)", self.timeout));
+        match &self.tls {
+            None => {
+                let (client, conn) = tokio::time::timeout(self.timeout, self.cfg.connect(NoTls))
+                    .await
+                    .map_err(|_| late())?
+                    .map_err(|e| self.connect_failed(e))?;
+                drive.drive(conn);
+                Ok(client)
             }
-        });
-        Ok(client)
+            Some(tls) => {
+                let (client, conn) = tokio::time::timeout(self.timeout, self.cfg.connect(tls.clone()))
+                    .await
+                    .map_err(|_| late())?
+                    .map_err(|e| self.connect_failed(e))?;
+                drive.drive(conn);
+                Ok(client)
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Client, StoreError> {
+        self.dial(Spawn(self.shown.clone())).await
     }
 
     /// The process's connection, made on first use and after a failure.
@@ -571,24 +606,59 @@ impl BackingStore for PgStore {
 
     fn subscribe(&self) -> StoreFuture<'_, Box<dyn MovedFeed>> {
         Box::pin(async move {
-            let (client, mut connection) = tokio::time::timeout(self.timeout, self.cfg.connect(NoTls))
-                .await
-                .map_err(|_| self.down(format!("no connection within {:?} (cluster.store_timeout)", self.timeout)))?
-                .map_err(|e| self.down(e))?;
             let (tx, rx) = tokio::sync::mpsc::channel(FEED_QUEUE);
-            tokio::spawn(async move {
-                while let Some(Ok(msg)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                    if let tokio_postgres::AsyncMessage::Notification(n) = msg
-                        && tx.try_send(n.payload().to_string()).is_err()
-                    {
-                        // Full: end the feed; the subscriber reconciles.
-                        break;
-                    }
-                }
-            });
+            let client = self.dial(Listen(tx)).await?;
             self.with_timeout(client.batch_execute("LISTEN sessiond_moved")).await?;
             Ok(Box::new(PgFeed { _client: client, rx }) as Box<dyn MovedFeed>)
         })
+    }
+}
+
+/// What runs a new connection's I/O: a plain connection is spawned, a
+/// `LISTEN` one also forwards its notifications.
+trait Drive {
+    /// Takes the connection's task (the `tls` type varies with `sslmode`).
+    fn drive<T>(self, conn: tokio_postgres::Connection<Socket, T>)
+    where
+        T: tokio_postgres::tls::TlsStream + Unpin + Send + 'static;
+}
+
+/// Spawns the connection; logs how it closed.
+struct Spawn(String);
+
+impl Drive for Spawn {
+    fn drive<T>(self, conn: tokio_postgres::Connection<Socket, T>)
+    where
+        T: tokio_postgres::tls::TlsStream + Unpin + Send + 'static,
+    {
+        let shown = self.0;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                log::warn!("session store {shown}: connection closed: {e}");
+            }
+        });
+    }
+}
+
+/// Spawns the connection and sends each notification's payload on.
+struct Listen(tokio::sync::mpsc::Sender<String>);
+
+impl Drive for Listen {
+    fn drive<T>(self, mut conn: tokio_postgres::Connection<Socket, T>)
+    where
+        T: tokio_postgres::tls::TlsStream + Unpin + Send + 'static,
+    {
+        let tx = self.0;
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = msg
+                    && tx.try_send(n.payload().to_string()).is_err()
+                {
+                    // Full: end the feed; the subscriber reconciles.
+                    break;
+                }
+            }
+        });
     }
 }
 

@@ -27,18 +27,32 @@
 //!
 //! One multiplexed connection per process, made lazily from its own
 //! runtime after `fork` and remade after a failure.
+//!
+//! **Sentinel.** With a `redis+sentinel://` URL the server is the master
+//! the sentinels name: every (re)connect asks them again (redis-rs's
+//! `Sentinel::async_master_for`, which also checks that the server it
+//! names answers `ROLE` as a master), so a node follows a failover without
+//! a restart. A `READONLY` answer (a demoted master) drops the connection
+//! like a broken one. With `wait_replicas = N` (by default 1 under
+//! `when_store_down = "fail-closed"`), every write is followed, on the
+//! same connection, by `WAIT N store_timeout`, and a write that fewer than
+//! N replicas confirmed is a failure: the answer is 503, never a 2xx for a
+//! write the promoted replica may not have (Redis replicates
+//! asynchronously; docs/cluster.md §2).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Value};
+use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
+use redis::{AsyncConnectionConfig, Client, RedisConnectionInfo, Value};
 
 use super::record::{self, TOMBSTONE_MS};
 use super::{
     BackingStore, Listed, MAX_PRINCIPAL_PAGE, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey,
     Swept, check_schema, key_from_hex, key_hex,
 };
+use crate::config::store_url::SentinelUrl;
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -157,12 +171,29 @@ struct Conn {
     shas: Vec<String>,
 }
 
+/// Where the store's server is.
+enum Target {
+    /// The one server the URL names.
+    Direct(Client),
+    /// The master the sentinels name, asked at every connect.
+    Sentinel {
+        /// The sentinels (redis-rs keeps a connection to each).
+        sentinel: tokio::sync::Mutex<Sentinel>,
+        /// The name they monitor the master under.
+        master: String,
+        /// How the master is reached (db, user, password).
+        node: SentinelNodeConnectionInfo,
+    },
+}
+
 /// The Redis store of one process.
 pub struct RedisStore {
     /// A hash outlives its expiry by this much (more than the sweep's
     /// grace), so the sweep sees it first and reports it.
     ttl_grace_ms: u64,
-    client: Client,
+    target: Target,
+    /// Replicas that must confirm each write (`WAIT`); 0: none.
+    wait_replicas: u32,
     shown: String,
     timeout: Duration,
     conn: Mutex<Option<Arc<Conn>>>,
@@ -188,28 +219,79 @@ fn key_name(k: &StoreKey) -> String {
 impl RedisStore {
     /// A store for `url` (checked by the config), with the password from
     /// `password` when given. Nothing connects until the first call.
+    /// `default_wait_replicas` applies to a Sentinel URL without its own
+    /// `wait_replicas`.
     pub fn new(
         url: &str,
         shown: String,
         password: Option<Vec<u8>>,
         timeout: Duration,
         ttl_grace_ms: u64,
+        default_wait_replicas: u32,
     ) -> Result<RedisStore, String> {
         use redis::IntoConnectionInfo;
-        let mut info = url.into_connection_info().map_err(|e| format!("{shown}: {e}"))?;
-        if let Some(p) = password {
-            let p = String::from_utf8(p).map_err(|_| format!("{shown}: the password file is not UTF-8"))?;
-            info.redis.password = Some(p);
-        }
-        let client = Client::open(info).map_err(|e| format!("{shown}: {e}"))?;
+        let password = match password {
+            Some(p) => Some(String::from_utf8(p).map_err(|_| format!("{shown}: the password file is not UTF-8"))?),
+            None => None,
+        };
+        let (target, wait_replicas) = if url.starts_with("redis+sentinel://") {
+            let u = SentinelUrl::parse(url)?;
+            let sentinels: Vec<redis::ConnectionInfo> = u
+                .sentinels
+                .iter()
+                .map(|(host, port)| redis::ConnectionInfo {
+                    addr: redis::ConnectionAddr::Tcp(host.clone(), *port),
+                    redis: RedisConnectionInfo::default(),
+                })
+                .collect();
+            let sentinel = Sentinel::build(sentinels).map_err(|e| format!("{shown}: {e}"))?;
+            let node = SentinelNodeConnectionInfo {
+                tls_mode: None,
+                redis_connection_info: Some(RedisConnectionInfo {
+                    db: u.db,
+                    username: u.username,
+                    password: password.or(u.password),
+                    ..Default::default()
+                }),
+            };
+            let target = Target::Sentinel { sentinel: tokio::sync::Mutex::new(sentinel), master: u.master, node };
+            (target, u.wait_replicas.unwrap_or(default_wait_replicas))
+        } else {
+            let mut info = url.into_connection_info().map_err(|e| format!("{shown}: {e}"))?;
+            if let Some(p) = password {
+                info.redis.password = Some(p);
+            }
+            (Target::Direct(Client::open(info).map_err(|e| format!("{shown}: {e}"))?), 0)
+        };
         Ok(RedisStore {
             ttl_grace_ms,
-            client,
+            target,
+            wait_replicas,
             shown,
             timeout,
             conn: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// A client for the server to use now: the URL's, or the master the
+    /// sentinels name at this moment.
+    async fn client(&self) -> Result<Client, StoreError> {
+        match &self.target {
+            Target::Direct(c) => Ok(c.clone()),
+            Target::Sentinel { sentinel, master, node } => {
+                let mut s = sentinel.lock().await;
+                tokio::time::timeout(self.timeout, s.async_master_for(master, Some(node)))
+                    .await
+                    .map_err(|_| {
+                        self.down(format!(
+                            "the sentinels named no master {master:?} within {:?} (cluster.store_timeout)",
+                            self.timeout
+                        ))
+                    })?
+                    .map_err(|e| self.down(format!("asking the sentinels for master {master:?}: {e}")))
+            }
+        }
     }
 
     fn down(&self, why: impl std::fmt::Display) -> StoreError {
@@ -231,11 +313,11 @@ impl RedisStore {
             return Ok((c, false));
         }
         let cfg = AsyncConnectionConfig::new().set_connection_timeout(self.timeout).set_response_timeout(self.timeout);
-        let mut con =
-            tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection_with_config(&cfg))
-                .await
-                .map_err(|_| self.down(format!("no connection within {:?} (cluster.store_timeout)", self.timeout)))?
-                .map_err(|e| self.down(e))?;
+        let client = self.client().await?;
+        let mut con = tokio::time::timeout(self.timeout, client.get_multiplexed_async_connection_with_config(&cfg))
+            .await
+            .map_err(|_| self.down(format!("no connection within {:?} (cluster.store_timeout)", self.timeout)))?
+            .map_err(|e| self.down(e))?;
         let mut shas = Vec::with_capacity(SCRIPTS.len());
         for s in SCRIPTS {
             let sha: String =
@@ -260,6 +342,21 @@ impl RedisStore {
     /// changes nothing (`Save` answers 0, `End` 0, `Take` fenced), and the
     /// reads are reads.
     async fn run<T: redis::FromRedisValue>(&self, build: impl Fn(&Conn) -> redis::Pipeline) -> Result<T, StoreError> {
+        self.run_inner(false, build).await
+    }
+
+    /// [`Self::run`] for a pipeline that writes: with `wait_replicas`, the
+    /// write counts only once that many replicas confirmed it (see the
+    /// module doc).
+    async fn write<T: redis::FromRedisValue>(&self, build: impl Fn(&Conn) -> redis::Pipeline) -> Result<T, StoreError> {
+        self.run_inner(true, build).await
+    }
+
+    async fn run_inner<T: redis::FromRedisValue>(
+        &self,
+        write: bool,
+        build: impl Fn(&Conn) -> redis::Pipeline,
+    ) -> Result<T, StoreError> {
         let mut redialled = false;
         for attempt in 0..3 {
             let (c, fresh) = self.conn().await?;
@@ -276,15 +373,58 @@ impl RedisStore {
                     self.forget();
                 }
                 Ok(Err(e)) => {
-                    if e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout() {
+                    // READONLY: the master this connection reached was
+                    // demoted; the next connect asks the sentinels again.
+                    if e.is_connection_dropped()
+                        || e.is_unrecoverable_error()
+                        || e.is_timeout()
+                        || e.kind() == redis::ErrorKind::ReadOnly
+                    {
                         self.forget();
                     }
                     return Err(self.down(e));
                 }
-                Ok(Ok(v)) => return Ok(v),
+                Ok(Ok(v)) => {
+                    if write && self.wait_replicas > 0 {
+                        // The same connection: WAIT counts this client's
+                        // writes, so a new connection would confirm nothing.
+                        self.confirm(&mut con).await?;
+                    }
+                    return Ok(v);
+                }
             }
         }
         Err(self.down("scripts could not be loaded"))
+    }
+
+    /// `WAIT wait_replicas`: an error unless that many replicas hold every
+    /// write this connection made.
+    async fn confirm(&self, con: &mut MultiplexedConnection) -> Result<(), StoreError> {
+        let n = self.wait_replicas;
+        // Redis answers within its own timeout, before the client's.
+        let ms = (self.timeout.as_millis() as u64 * 3 / 4).max(1);
+        let got =
+            match tokio::time::timeout(self.timeout, redis::cmd("WAIT").arg(n).arg(ms).query_async::<i64>(con)).await {
+                Ok(Ok(got)) => got,
+                Ok(Err(e)) => {
+                    self.forget();
+                    return Err(self.down(format!("WAIT {n} {ms}: {e}")));
+                }
+                Err(_) => {
+                    self.forget();
+                    return Err(self.down(format!("WAIT {n} {ms}: no answer within {:?}", self.timeout)));
+                }
+            };
+        if got < i64::from(n) {
+            // A master that lost its replicas may be the old side of a
+            // failover: ask the sentinels again at the next call.
+            self.forget();
+            return Err(self.down(format!(
+                "a write reached {got} of the {n} replica(s) wait_replicas asks for within {ms} ms, so a \
+                 failover could lose it; it is not confirmed"
+            )));
+        }
+        Ok(())
     }
 
     fn script(c: &Conn, s: S, key: &str) -> redis::Cmd {
@@ -303,7 +443,7 @@ impl RedisStore {
         let blob = record::encode(&rec.attributes, &rec.settings);
         let member = key_hex(&rec.key);
         let r: ((i64, i64),) = self
-            .run(|c| {
+            .write(|c| {
                 let mut p = redis::pipe();
                 let mut cmd = Self::script(c, S::Save, &k);
                 cmd.arg(rec.owner.node)
@@ -337,7 +477,7 @@ impl RedisStore {
             // score may fall behind the hash's expiry; the sweep re-reads the
             // hash and corrects it (code 2 of SWEEP_ONE).
             let _: () = self
-                .run(|_| {
+                .write(|_| {
                     let mut p = redis::pipe();
                     p.cmd("ZADD").arg(EXP).arg(rec.expires_ms).arg(&member).ignore();
                     p
@@ -363,7 +503,7 @@ impl RedisStore {
         let k = key_name(key);
         let member = key_hex(key);
         let r: ((i64, i64), i64) = self
-            .run(|c| {
+            .write(|c| {
                 let mut p = redis::pipe();
                 let mut cmd = Self::script(c, S::Remove, &k);
                 cmd.arg(owner.node).arg(owner.epoch).arg(TOMBSTONE_MS);
@@ -396,7 +536,7 @@ impl BackingStore for RedisStore {
     fn prepare(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let (v,): (Option<String>,) = self
-                .run(|_| {
+                .write(|_| {
                     let mut p = redis::pipe();
                     p.cmd("SET").arg(SCHEMA).arg(SCHEMA_VERSION).arg("NX").ignore();
                     p.cmd("GET").arg(SCHEMA);
@@ -424,7 +564,7 @@ impl BackingStore for RedisStore {
             let k = key_name(key);
             let member = key_hex(key);
             let r: ((i64, i64, String), i64) = self
-                .run(|c| {
+                .write(|c| {
                     let mut p = redis::pipe();
                     let mut cmd = Self::script(c, S::Touch, &k);
                     cmd.arg(owner.node).arg(owner.epoch).arg(last_access_ms).arg(expires_ms).arg(self.ttl_grace_ms);
@@ -438,7 +578,7 @@ impl BackingStore for RedisStore {
             if code == 1 && !principal.is_empty() {
                 // The principal's set lives as long as its longest session.
                 let _: () = self
-                    .run(|_| {
+                    .write(|_| {
                         let mut p = redis::pipe();
                         self.index_cmds(&mut p, &principal, &member, x.max(0) as u64);
                         p
@@ -458,7 +598,7 @@ impl BackingStore for RedisStore {
             let k = key_name(key);
             let member = key_hex(key);
             let r: ((i64, i64, i64, i64), i64) = self
-                .run(|c| {
+                .write(|c| {
                     let mut p = redis::pipe();
                     let mut cmd = Self::script(c, S::End, &k);
                     cmd.arg(now_ms).arg(TOMBSTONE_MS);
@@ -527,7 +667,7 @@ impl BackingStore for RedisStore {
         Box::pin(async move {
             let k = key_name(key);
             let (r,): ((i64, i64),) = self
-                .run(|c| {
+                .write(|c| {
                     let mut p = redis::pipe();
                     let mut cmd = Self::script(c, S::Take, &k);
                     cmd.arg(seen_epoch).arg(node).arg(slot).arg(now_ms).arg(seen_seq);
@@ -664,7 +804,7 @@ impl BackingStore for RedisStore {
                 return Ok(Vec::new());
             }
             let answers: Vec<(i64, i64, i64)> = self
-                .run(|c| {
+                .write(|c| {
                     let mut p = redis::pipe();
                     for m in &members {
                         let mut cmd = Self::script(c, S::SweepOne, &format!("sd:{{{m}}}"));
@@ -694,7 +834,7 @@ impl BackingStore for RedisStore {
             let still: Vec<(&String, i64)> =
                 members.iter().zip(&answers).filter(|(_, a)| a.0 == 2).map(|(m, a)| (m, a.1)).collect();
             let _: () = self
-                .run(|_| {
+                .write(|_| {
                     let mut p = redis::pipe();
                     if !drop_members.is_empty() {
                         p.cmd("ZREM").arg(EXP).arg(&drop_members).ignore();
@@ -713,7 +853,7 @@ impl BackingStore for RedisStore {
     fn elect(&self, node: u32, lease_ms: u64) -> StoreFuture<'_, bool> {
         Box::pin(async move {
             let (r,): (i64,) = self
-                .run(|c| {
+                .write(|c| {
                     let mut p = redis::pipe();
                     let mut cmd = Self::script(c, S::Renew, LEASE);
                     cmd.arg(format!("node {node}")).arg(lease_ms);
@@ -741,7 +881,8 @@ impl BackingStore for RedisStore {
 
     fn subscribe(&self) -> StoreFuture<'_, Box<dyn MovedFeed>> {
         Box::pin(async move {
-            let mut ps = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
+            let client = self.client().await?;
+            let mut ps = tokio::time::timeout(self.timeout, client.get_async_pubsub())
                 .await
                 .map_err(|_| self.down(format!("no connection within {:?} (cluster.store_timeout)", self.timeout)))?
                 .map_err(|e| self.down(e))?;

@@ -241,8 +241,14 @@ pub fn node_in(store: &Store, node_id: u32, extra: &[&str], data_dir: Option<&Pa
     node_at(&store.url, node_id, extra, data_dir)
 }
 
-/// A node on the store at `url`.
-fn node_at(url: &str, node_id: u32, extra: &[&str], data_dir: Option<&Path>) -> Server {
+/// A node on the store at `url` with its data in `dir` (kept across a
+/// restart of the node).
+pub fn node_at_dir(url: &str, node_id: u32, extra: &[&str], dir: &Path) -> Server {
+    node_at(url, node_id, extra, Some(dir))
+}
+
+/// A node on the store at `url` (a store the test runs itself).
+pub fn node_at(url: &str, node_id: u32, extra: &[&str], data_dir: Option<&Path>) -> Server {
     let mut args: Vec<String> = vec![
         "--set".into(),
         format!("node_id={node_id}"),

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod gateway;
+pub mod history;
 pub mod nginx;
 pub mod paths;
 

@@ -21,7 +21,6 @@ final class Client
     private array $auth = [];
     /** @var list<string> the headers of every request */
     private array $baseHeaders = [];
-    private bool $used = false;
 
     public function __construct(
         private readonly string $address = 'http://127.0.0.1:8080',
@@ -44,6 +43,18 @@ final class Client
         }
         $this->baseHeaders = array_merge($this->auth, ['Expect:']);
         $this->curl = curl_init();
+        // What every request shares, set once: send() sets only what changes.
+        $ms = (int) ceil($timeout * 1000);
+        $fixed = [
+            CURLOPT_RETURNTRANSFER => true,
+            CURLOPT_CONNECTTIMEOUT_MS => $ms,
+            CURLOPT_TIMEOUT_MS => $ms,
+            CURLOPT_NOSIGNAL => true,
+        ];
+        if ($this->socket !== null) {
+            $fixed[CURLOPT_UNIX_SOCKET_PATH] = $this->socket;
+        }
+        curl_setopt_array($this->curl, $fixed);
     }
 
     public function address(): string
@@ -59,34 +70,39 @@ final class Client
      */
     public function request(string $method, string $path, ?string $body = null, array $headers = []): array
     {
+        return $this->send($method, $path, $body, $headers, true);
+    }
+
+    /**
+     * One request on the client's curl handle; the answer's head is parsed only
+     * when $head (the other calls need the status and the body alone).
+     *
+     * The handle keeps the options the constructor set. Every option a request
+     * may change is set again here, so nothing of the last request is left (a
+     * body, HEAD's no-body) and no curl_reset() is needed between requests:
+     * HTTPGET or POSTFIELDS sets the method, then NOBODY (which HTTPGET clears).
+     *
+     * @param list<string> $headers
+     * @return array{int, array<string, string>, string}
+     */
+    private function send(string $method, string $path, ?string $body = null, array $headers = [], bool $head = false): array
+    {
         $c = $this->curl;
-        if ($this->used) {
-            curl_reset($c);
-        }
-        $this->used = true;
-        $ms = (int) ceil($this->timeout * 1000);
         $opts = [
             CURLOPT_URL => $this->base . $path,
-            CURLOPT_CUSTOMREQUEST => $method,
-            CURLOPT_RETURNTRANSFER => true,
             // The head comes back in front of the body, parsed below: no PHP callback per line.
-            CURLOPT_HEADER => true,
+            CURLOPT_HEADER => $head,
             CURLOPT_HTTPHEADER => $headers === [] ? $this->baseHeaders : array_merge($this->baseHeaders, $headers),
-            CURLOPT_CONNECTTIMEOUT_MS => $ms,
-            CURLOPT_TIMEOUT_MS => $ms,
-            CURLOPT_NOSIGNAL => true,
         ];
-        if ($this->socket !== null) {
-            $opts[CURLOPT_UNIX_SOCKET_PATH] = $this->socket;
-        }
         if ($body !== null) {
             $opts[CURLOPT_POSTFIELDS] = $body;
         } elseif ($method === 'POST' || $method === 'PUT' || $method === 'PATCH') {
             $opts[CURLOPT_POSTFIELDS] = '';
+        } else {
+            $opts[CURLOPT_HTTPGET] = true;
         }
-        if ($method === 'HEAD') {
-            $opts[CURLOPT_NOBODY] = true;
-        }
+        $opts[CURLOPT_NOBODY] = $method === 'HEAD'; // after HTTPGET, which clears it
+        $opts[CURLOPT_CUSTOMREQUEST] = $method;
         curl_setopt_array($c, $opts);
         $out = curl_exec($c);
         if ($out === false) {
@@ -96,21 +112,25 @@ final class Client
                 "sessiond at {$this->address} $what for $method $path: " . curl_error($c) . " (curl error $errno)"
             );
         }
+        $status = (int) curl_getinfo($c, CURLINFO_RESPONSE_CODE);
+        if (!$head) {
+            return [$status, [], (string) $out];
+        }
         // The last head (an interim 100 Continue has one of its own before it).
         $size = (int) curl_getinfo($c, CURLINFO_HEADER_SIZE);
-        $head = substr((string) $out, 0, $size);
-        $start = strrpos(rtrim($head), "\r\n\r\n");
+        $text = substr((string) $out, 0, $size);
+        $start = strrpos(rtrim($text), "\r\n\r\n");
         if ($start !== false) {
-            $head = substr($head, $start + 4);
+            $text = substr($text, $start + 4);
         }
         $respHeaders = [];
-        foreach (explode("\r\n", $head) as $line) {
+        foreach (explode("\r\n", $text) as $line) {
             $p = strpos($line, ':');
             if ($p !== false) {
                 $respHeaders[strtolower(trim(substr($line, 0, $p)))] = trim(substr($line, $p + 1));
             }
         }
-        return [(int) curl_getinfo($c, CURLINFO_RESPONSE_CODE), $respHeaders, (string) substr((string) $out, $size)];
+        return [$status, $respHeaders, (string) substr((string) $out, $size)];
     }
 
     /**
@@ -149,8 +169,8 @@ final class Client
     public function create(array $fields = []): array
     {
         $body = $fields === [] ? null : json_encode($fields, JSON_THROW_ON_ERROR | JSON_UNESCAPED_SLASHES);
-        [, $h, $b] = $this->check($this->request('POST', '/v1/sessions' . $this->ctx(), $body,
-            $body === null ? [] : ['Content-Type: application/json']));
+        [, $h, $b] = $this->check($this->send('POST', '/v1/sessions' . $this->ctx(), $body,
+            $body === null ? [] : ['Content-Type: application/json'], true));
         $s = json_decode($b, true, 512, JSON_THROW_ON_ERROR);
         $s['etag'] = $h['etag'] ?? null;
         return $s;
@@ -159,7 +179,9 @@ final class Client
     /** @return array<string, mixed> */
     public function get(string $id, bool $touch = true): array
     {
-        [, $h, $b] = $this->check($this->request('GET', '/v1/sessions/' . self::p($id) . ($touch ? '' : '?touch=false')));
+        [, $h, $b] = $this->check(
+            $this->send('GET', '/v1/sessions/' . self::p($id) . ($touch ? '' : '?touch=false'), null, [], true)
+        );
         $s = json_decode($b, true, 512, JSON_THROW_ON_ERROR);
         $s['etag'] = $h['etag'] ?? null;
         return $s;
@@ -186,7 +208,7 @@ final class Client
     public function exists(string $id): bool
     {
         try {
-            $this->check($this->request('GET', '/v1/sessions/' . self::p($id) . '?touch=false'));
+            $this->check($this->send('GET', '/v1/sessions/' . self::p($id) . '?touch=false'));
             return true;
         } catch (ApiException $e) {
             if ($e->isSessionNotFound()) {
@@ -200,7 +222,7 @@ final class Client
     public function getAttribute(string $id, string $name): ?string
     {
         try {
-            return $this->check($this->request('GET', '/v1/sessions/' . self::p($id) . '/attributes/' . self::p($name)))[2];
+            return $this->check($this->send('GET', '/v1/sessions/' . self::p($id) . '/attributes/' . self::p($name)))[2];
         } catch (ApiException $e) {
             if ($e->status === 404 && $e->errorCode === 'attribute_not_found') {
                 return null;
@@ -211,32 +233,32 @@ final class Client
 
     public function putAttribute(string $id, string $name, string $value, ?string $ifMatch = null): void
     {
-        $this->check($this->request('PUT', '/v1/sessions/' . self::p($id) . '/attributes/' . self::p($name), $value,
+        $this->check($this->send('PUT', '/v1/sessions/' . self::p($id) . '/attributes/' . self::p($name), $value,
             array_merge(['Content-Type: application/octet-stream'], $ifMatch ? ["If-Match: $ifMatch"] : [])));
     }
 
     public function deleteAttribute(string $id, string $name): void
     {
-        $this->check($this->request('DELETE', '/v1/sessions/' . self::p($id) . '/attributes/' . self::p($name)));
+        $this->check($this->send('DELETE', '/v1/sessions/' . self::p($id) . '/attributes/' . self::p($name)));
     }
 
     /** @param array<string, mixed> $changes attributes, timeout, deadline, principal */
     public function patch(string $id, array $changes, ?string $ifMatch = null): void
     {
-        $this->check($this->request('PATCH', '/v1/sessions/' . self::p($id),
+        $this->check($this->send('PATCH', '/v1/sessions/' . self::p($id),
             json_encode($changes, JSON_THROW_ON_ERROR | JSON_UNESCAPED_SLASHES),
             array_merge(['Content-Type: application/json'], $ifMatch ? ["If-Match: $ifMatch"] : [])));
     }
 
     public function touch(string $id): void
     {
-        $this->check($this->request('POST', '/v1/sessions/' . self::p($id) . '/touch'));
+        $this->check($this->send('POST', '/v1/sessions/' . self::p($id) . '/touch'));
     }
 
     /** @return array<string, mixed> the rotated session, with its new "id" */
     public function rotate(string $id): array
     {
-        [, , $b] = $this->check($this->request('POST', '/v1/sessions/' . self::p($id) . '/rotate'));
+        [, , $b] = $this->check($this->send('POST', '/v1/sessions/' . self::p($id) . '/rotate'));
         return json_decode($b, true, 512, JSON_THROW_ON_ERROR);
     }
 
@@ -244,7 +266,7 @@ final class Client
     public function delete(string $id): bool
     {
         try {
-            $this->check($this->request('DELETE', '/v1/sessions/' . self::p($id)));
+            $this->check($this->send('DELETE', '/v1/sessions/' . self::p($id)));
             return true;
         } catch (ApiException $e) {
             if ($e->isSessionNotFound()) {
@@ -257,7 +279,7 @@ final class Client
     /** "Log out everywhere": ends every session of the principal; returns how many. */
     public function deletePrincipalSessions(string $principal): int
     {
-        [, , $b] = $this->check($this->request('DELETE', '/v1/principals/' . self::p($principal) . '/sessions'));
+        [, , $b] = $this->check($this->send('DELETE', '/v1/principals/' . self::p($principal) . '/sessions'));
         return (int) (json_decode($b, true, 512, JSON_THROW_ON_ERROR)['invalidated'] ?? 0);
     }
 }

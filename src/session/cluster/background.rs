@@ -24,7 +24,7 @@ use super::shared::Word;
 use crate::config::StoreReaper;
 use crate::region::{EventKind, RegionEvent, SessionId, TOKEN_LEN};
 use crate::session::{EventHub, Sessions};
-use crate::store::{Owner, SWEPT_SLOT, StoreError, store_key};
+use crate::store::{Moved, MovedFeed, Owner, SWEPT_SLOT, StoreError, store_key};
 
 /// Every context's sessions of this process, as the background jobs walk them.
 pub type AllSessions = Arc<[Sessions]>;
@@ -53,6 +53,12 @@ pub async fn run(cluster: Arc<Cluster>, contexts: AllSessions, hub: Option<Arc<E
                 // Nothing may write to a store of a newer schema: the
                 // reaper exits fatally and the master stops the node.
                 log::error!("session store {store}: {e}; stopping this node");
+                return;
+            }
+            Err(e @ StoreError::TlsRefused { .. }) => {
+                // A server whose certificate fails the URL's sslmode is
+                // not the store configured: stop the same way.
+                log::error!("{e}; stopping this node");
                 return;
             }
             Err(e) => {
@@ -109,20 +115,37 @@ pub async fn run(cluster: Arc<Cluster>, contexts: AllSessions, hub: Option<Arc<E
 /// Drops this node's copies of sessions other nodes took over, as their
 /// notices arrive. A subscription that ends (a lost connection, a full
 /// queue) may have missed notices: the next one reconciles in full.
+///
+/// It also keeps the node's lease (cluster.md §6.11): every
+/// [`Cluster::beat_every`] it sends a heartbeat through the store's notice
+/// channel, and when that heartbeat comes back on this subscription every
+/// notice sent before it has been handled, so the node may serve its own
+/// copies until the heartbeat's send time plus [`Cluster::lease`]. The
+/// first subscription reports `subscribed` only once its first heartbeat
+/// came back.
 async fn listen(cluster: Arc<Cluster>, contexts: AllSessions, subscribed: tokio::sync::oneshot::Sender<()>) {
     let mut subscribed = Some(subscribed);
     let mut wait = Duration::from_millis(200);
+    // Notes a failure; the back-off to sleep before the next attempt.
+    let failed = |cluster: &Cluster, e: StoreError, wait: &mut Duration| {
+        cluster.note(&Err::<(), _>(e));
+        let w = *wait;
+        *wait = (w * 2).min(Duration::from_secs(5));
+        w
+    };
     loop {
         let mut feed = match cluster.store().subscribe().await {
             Ok(f) => f,
             Err(e) => {
-                cluster.note(&Err::<(), _>(e));
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(failed(&cluster, e, &mut wait)).await;
                 continue;
             }
         };
-        wait = Duration::from_millis(200);
+        // The first heartbeat: the subscription delivers, and the lease holds.
+        if let Err(e) = first_beat(&cluster, &contexts, feed.as_mut()).await {
+            tokio::time::sleep(failed(&cluster, e, &mut wait)).await;
+            continue;
+        }
         match subscribed.take() {
             Some(tx) => drop(tx.send(())),
             None => match reconcile(&cluster, &contexts).await {
@@ -132,29 +155,111 @@ async fn listen(cluster: Arc<Cluster>, contexts: AllSessions, subscribed: tokio:
                     if n == 1 { "y" } else { "ies" }
                 ),
                 Err(e) => {
-                    cluster.note(&Err::<(), _>(e));
+                    tokio::time::sleep(failed(&cluster, e, &mut wait)).await;
                     continue;
                 }
             },
         }
-        while let Ok(Some(m)) = feed.next().await {
-            if m.from != cluster.node() {
-                continue;
-            }
-            let Some(s) = by_tag(&contexts, m.context) else { continue };
-            let now = crate::clock::now_ms();
-            if let Ok(Some(id)) = s.id_in_slot(m.slot, now)
-                && store_key(id.context, &id.token) == m.key
-                && cluster.drop_moved(s, &id, now)
-            {
-                cluster.state().add(Word::Dropped, 1);
-                log::debug!(
-                    "context {}: session {}… moved to another node; dropped this copy",
-                    s.context(),
-                    id.short()
-                );
+        wait = Duration::from_millis(200);
+        let mut beat = tokio::time::interval(cluster.beat_every());
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                m = feed.next() => match m {
+                    Ok(Some(m)) => {
+                        handle_notice(&cluster, &contexts, &m);
+                    }
+                    _ => break,
+                },
+                _ = beat.tick() => {
+                    // On its own task: a slow store must not hold up the notices.
+                    let c = cluster.clone();
+                    tokio::spawn(async move {
+                        let r = c.store().announce(&Moved::beat(c.node(), crate::clock::now_ms())).await;
+                        c.note(&r);
+                    });
+                }
             }
         }
+    }
+}
+
+/// Sends a heartbeat and handles notices until it comes back, within
+/// `store_timeout`.
+async fn first_beat(cluster: &Cluster, contexts: &[Sessions], feed: &mut dyn MovedFeed) -> Result<(), StoreError> {
+    let sent = crate::clock::now_ms();
+    let timeout = cluster.beat_every() * 2;
+    tokio::time::timeout(timeout, async {
+        cluster.store().announce(&Moved::beat(cluster.node(), sent)).await?;
+        loop {
+            match feed.next().await? {
+                Some(m) if handle_notice(cluster, contexts, &m) == Some(sent) => return Ok(()),
+                Some(_) => {}
+                None => {
+                    return Err(StoreError::Unavailable {
+                        store: cluster.store().describe(),
+                        why: "the notice subscription ended before its first heartbeat came back".into(),
+                    });
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(StoreError::Unavailable {
+            store: cluster.store().describe(),
+            why: format!("the notice subscription's first heartbeat did not come back within {timeout:?}"),
+        })
+    })
+}
+
+/// Handles one notice: this node's own heartbeat renews its lease (and is
+/// returned, by its send time); a move from this node drops its copy.
+fn handle_notice(cluster: &Cluster, contexts: &[Sessions], m: &Moved) -> Option<u64> {
+    if m.from != cluster.node() {
+        return None;
+    }
+    if let Some(sent) = m.beat_sent_ms() {
+        let until = sent + cluster.lease().as_millis() as u64;
+        let st = cluster.state();
+        if until > st.get(Word::LeaseUntilMs) {
+            st.set(Word::LeaseUntilMs, until);
+        }
+        return Some(sent);
+    }
+    let s = by_tag(contexts, m.context)?;
+    let now = crate::clock::now_ms();
+    if let Ok(Some(id)) = s.id_in_slot(m.slot, now)
+        && store_key(id.context, &id.token) == m.key
+        && cluster.drop_moved(s, &id, now)
+    {
+        cluster.state().add(Word::Dropped, 1);
+        log::debug!("context {}: session {}… moved to another node; dropped this copy", s.context(), id.short());
+    }
+    None
+}
+
+/// Removes the key a rotation of `slot` retired, if one waits in its owner
+/// entry, fenced with the epoch recorded with it. It goes before the new
+/// key is saved: if another node took the old key over meanwhile, the
+/// removal is refused (`Fenced`), the rotation lost, and saving the new
+/// key would fork the session into two live ones; the caller then drops
+/// this copy as it drops any fenced one.
+async fn end_rotated(cluster: &Cluster, s: &Sessions, slot: u32) -> Result<(), StoreError> {
+    let Some(o) = cluster.owners(s.tag()) else { return Ok(()) };
+    let Some((key, epoch)) = o.retired(slot) else { return Ok(()) };
+    let r = cluster.store().remove(&key, Owner { node: cluster.node(), slot, epoch }).await;
+    cluster.note(&r);
+    match r {
+        Ok(()) => {
+            o.clear_retired(slot);
+            Ok(())
+        }
+        Err(e @ StoreError::Fenced { .. }) => {
+            o.clear_retired(slot);
+            Err(e)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -177,14 +282,22 @@ pub async fn reconcile(cluster: &Cluster, contexts: &[Sessions]) -> Result<u64, 
             let owners = cluster.store().owners(&keys).await?;
             for (m, o) in metas.iter().zip(owners) {
                 let want = cluster.owner_of(&m.id);
+                let mark = s.change_mark(m.id.slot).ok().flatten();
                 let keep = match o {
                     Some(o) => o == want,
                     // Not in the store: ours only if a change of it is
                     // still waiting to be flushed (made while it was away).
-                    None => s.change_mark(m.id.slot).ok().flatten().is_some(),
+                    None => mark.is_some(),
                 };
                 if !keep && cluster.drop_moved(s, &m.id, now) {
                     dropped += 1;
+                    // Another node took it over while a change made here
+                    // (acknowledged under serve-local) waited for the store:
+                    // that change is lost, and said so (by whoever dropped
+                    // the copy: this or the flush, never both).
+                    if let (Some(o), Some(seq)) = (o, mark) {
+                        lost_write(cluster, s, &m.id, want.epoch, o.node, seq, now).await;
+                    }
                 }
             }
             match next {
@@ -236,12 +349,16 @@ pub async fn flush(cluster: &Cluster, s: &Sessions, unrecorded: &mut Unrecorded)
                         rec.owner.epoch = 1;
                     }
                     let r = match cluster.settle_retired(s, slot, now).await {
-                        Ok(()) => cluster.store().save(&rec).await,
+                        Ok(()) => match end_rotated(cluster, s, slot).await {
+                            Ok(()) => cluster.store().save(&rec).await,
+                            Err(e) => Err(e),
+                        },
                         Err(e) => Err(e),
                     };
-                    if let Err(StoreError::Fenced { owner }) = r {
+                    if let Err(StoreError::Fenced { owner }) = r
+                        && cluster.drop_moved(s, &id, now)
+                    {
                         lost_write(cluster, s, &id, rec.owner.epoch, owner, seq, now).await;
-                        cluster.drop_moved(s, &id, now);
                         cluster.state().add(Word::Dropped, 1);
                     }
                     r
@@ -272,16 +389,9 @@ pub async fn flush(cluster: &Cluster, s: &Sessions, unrecorded: &mut Unrecorded)
             match r {
                 Ok(()) => {
                     cluster.state().add(Word::Writes, 1);
-                    // A key a rotation retired while the store was away goes now.
-                    if let Some(o) = cluster.owners(s.tag())
-                        && let Some((key, epoch)) = o.retired(slot)
-                    {
-                        let r = cluster.store().remove(&key, Owner { node: cluster.node(), slot, epoch }).await;
-                        cluster.note(&r);
-                        match r {
-                            Ok(()) | Err(StoreError::Fenced { .. }) => o.clear_retired(slot),
-                            Err(_) => return done,
-                        }
+                    // An ended slot's rotation: its old key goes too.
+                    if end_rotated(cluster, s, slot).await.is_err() {
+                        return done;
                     }
                     if s.acknowledge(slot, seq).unwrap_or(false) {
                         done += 1;

@@ -32,6 +32,7 @@ mod tests;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{SessionError, Sessions};
 use crate::config::{ClusterConfig, Config, StoreDown};
@@ -76,6 +77,8 @@ pub fn prepare_files<'a>(config: &Config, contexts: impl Iterator<Item = &'a Ses
     st.set(Word::Reconciled, 0);
     st.set(Word::Leader, 0);
     st.set(Word::StartedMs, crate::clock::now_ms());
+    // A lease from before the start says nothing about this run.
+    st.set(Word::LeaseUntilMs, 0);
     Ok(())
 }
 
@@ -234,6 +237,59 @@ impl Cluster {
         Ok(())
     }
 
+    /// The lease of §6.11: how long a heartbeat that came back through the
+    /// notice subscription lets this node serve its own copies under
+    /// `fail-closed`. Twice `store_timeout`.
+    pub fn lease(&self) -> Duration {
+        self.store_timeout() * 2
+    }
+
+    /// Whether `when_store_down = "fail-closed"`: reads answer only what
+    /// the store holds, and only under the lease (§6.11).
+    pub fn fail_closed(&self) -> bool {
+        self.cfg.when_store_down == StoreDown::FailClosed
+    }
+
+    /// The 503 of a read under `fail-closed` whose session has a change the
+    /// store has not confirmed within `store_timeout`.
+    pub(crate) fn unconfirmed(&self, id: &SessionId) -> SessionError {
+        SessionError::Unavailable(format!(
+            "session {}… has a change that {} has not confirmed within {:?} (cluster.store_timeout; \
+             when_store_down = fail-closed answers only what the store holds); retry shortly",
+            id.short(),
+            self.store.describe(),
+            self.store_timeout()
+        ))
+    }
+
+    /// `cluster.store_timeout`.
+    pub fn store_timeout(&self) -> Duration {
+        self.cfg.store_timeout
+    }
+
+    /// How often the reaper sends a heartbeat: half of `store_timeout`, so
+    /// that three heartbeats in a row must go missing before the lease runs
+    /// out.
+    pub fn beat_every(&self) -> Duration {
+        (self.store_timeout() / 2).max(Duration::from_millis(20))
+    }
+
+    /// Under `fail-closed`, refuses to serve this node's own copy once its
+    /// lease ran out: the node cannot tell whether another node took the
+    /// session over (its notice subscription is down or the store cut off),
+    /// so serving would be a stale read of unbounded age (§6.11).
+    fn check_lease(&self, now_ms: u64) -> Result<(), SessionError> {
+        if self.cfg.when_store_down == StoreDown::FailClosed && now_ms >= self.state.get(Word::LeaseUntilMs) {
+            return Err(SessionError::Unavailable(format!(
+                "this node cannot confirm it still owns its sessions: its takeover-notice subscription to {} \
+                 has not answered within the lease of {:?} (when_store_down = fail-closed); retry shortly",
+                self.store.describe(),
+                self.lease()
+            )));
+        }
+        Ok(())
+    }
+
     /// The record of a session copied out of this node's region, owned at
     /// `epoch`, or at the epoch the owner table records for it when `None`
     /// (its store key is hashed once for both).
@@ -284,6 +340,7 @@ impl Cluster {
                 continue;
             }
             if !verify_local && id.node == self.node && self.state.get(Word::Reconciled) == 1 {
+                self.check_lease(now_ms)?;
                 return Ok(Some(Resolved { id: *id, reissued: false }));
             }
             if let Some(f) = self.resolve_one(sessions, id, now_ms).await? {
@@ -309,6 +366,7 @@ impl Cluster {
         {
             // The fast path: no hashing, no store.
             if self.state.get(Word::Reconciled) == 1 || self.fresh(&local) {
+                self.check_lease(now_ms)?;
                 return Ok(Some(Resolved { id: local, reissued: false }));
             }
             let key = store_key(tag, &id.token);
@@ -405,6 +463,17 @@ impl Cluster {
                     let m = Moved { from: rec.owner.node, context: rec.context, slot: rec.owner.slot, key: rec.key };
                     let r = self.store.announce(&m).await;
                     self.note(&r);
+                    if let Err(e) = r
+                        && self.cfg.when_store_down == StoreDown::FailClosed
+                    {
+                        // Until the old holder hears of it, it may serve its
+                        // copy: answer nothing the new owner changes before
+                        // the notice is out. The store names this node, but
+                        // the slot no longer holds it, so the next request
+                        // takes it over again and announces again (§6.11).
+                        let _ = sessions.drop_stale(&meta.id, now_ms);
+                        return Err(self.unavailable(&e));
+                    }
                 }
                 log::info!(
                     "context {}: took over session {}… from node {} (epoch {epoch})",
@@ -471,14 +540,23 @@ impl Cluster {
             return Err(SessionError::Raced);
         };
         let rec = self.record(s, seq, Some(epoch));
+        // The old key is recorded as retired before the store hears of the
+        // rotation, so that a flush after a crash here removes it before it
+        // saves the new key, and never forks the session (background.rs
+        // `end_rotated`). It is cleared once the store has both.
+        let owners = self.owners(new.context);
+        if let Some(o) = owners {
+            o.retire(slot, &old_key, epoch);
+        }
         let r = match self.settle_retired(sessions, slot, now_ms).await {
             Ok(()) => self.store.rotate(&old_key, &rec).await,
             Err(e) => Err(e),
         };
-        if let Err(StoreError::Unavailable { .. }) = &r
-            && let Some(o) = self.owners(new.context)
+        if let Some(o) = owners
+            && !matches!(r, Err(StoreError::Unavailable { .. } | StoreError::TlsRefused { .. }))
+            && o.retired(slot).is_some_and(|(k, e)| k == old_key && e == epoch)
         {
-            o.retire(slot, &old_key, epoch);
+            o.clear_retired(slot);
         }
         self.settle(sessions, new, seq, r, now_ms)
     }

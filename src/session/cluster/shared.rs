@@ -252,6 +252,11 @@ pub enum Word {
     /// Sessions whose acknowledged changes were lost: the flush after an
     /// outage found another node had taken them over (`serve-local`).
     LostWrites,
+    /// Until when this node may serve its own copies under `fail-closed`
+    /// (ms): a heartbeat's send time plus the lease, renewed when the
+    /// heartbeat comes back through the notice subscription (cluster.md
+    /// §6.11); 0 until the first one.
+    LeaseUntilMs,
 }
 
 /// Words in `cluster/state`.
