@@ -22,7 +22,7 @@
 //! | data directory | [`datadir`] | the `Version` file, opening every context's region |
 //! | observability | [`metrics`] | server-wide shared counters and Prometheus rendering |
 //! | system | [`sys`] | fork, prctl, signals, process titles, sockets, privilege drop, counter files |
-//! | configuration | [`config`] | one table of keys: TOML, command line, iPlanet aliases, validation, the reference |
+//! | configuration | [`config`] | typed serde structs over TOML and the command line, iPlanet aliases, validation; the key table behind the reference |
 //! | outbound | [`outbound`] | every outbound HTTP call: the one client builder, Standard Webhooks signing, back-off, URL checks and redaction |
 //! | region | [`region`] | the mmap'd session file of one context: layout, robust stripe locks, ids, expiry, repair, migration, change marks, events recorded under the lock |
 //! | leaves | [`dirlock`], [`disk`], [`crypto`], [`clock`], [`logging`] | the data directory's two locks; reserving a mapped file's blocks (`posix_fallocate`) so a full disk never SIGBUSes; HMAC-SHA256 and constant-time comparison; wall-clock milliseconds; journald-friendly log lines and rate limits |

@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use sd_notify::NotifyState;
 
 use crate::bootstrap::{EXIT_FATAL, EXIT_OK, EXIT_RETRY, Role};
-use crate::config::{Config, Listen, Overrides};
+use crate::config::{Applies, Config, KEYS, Listen, Overrides, Scope};
 use crate::contexts::Contexts;
 use crate::datadir::{self, DataDirLock};
 use crate::metrics::{MasterCounter, ServerStats};
@@ -444,7 +444,7 @@ impl Master {
     /// Sends SIGTERM to the processes of `children` and lets them drain,
     /// bounded by `shutdown_timeout` (then SIGKILL).
     fn retire(&mut self, children: Vec<Child>) {
-        let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.shutdown_timeout) + Duration::from_secs(2);
+        let deadline = Instant::now() + self.cfg.shutdown_timeout + Duration::from_secs(2);
         for pid in children.into_iter().filter_map(|c| c.pid) {
             let _ = kill(pid, Signal::SIGTERM);
             self.retiring.push((pid, deadline));
@@ -533,15 +533,11 @@ impl Master {
     /// warning about each that changed. `[gateway]` added is refused: its
     /// socket is bound only at start.
     fn keep_restart_only(&self, new: &mut Config) -> Result<(), ReloadRefused> {
-        for (key, changed) in [
-            ("listen", new.listen != self.cfg.listen),
-            ("reuse_port", new.reuse_port != self.cfg.reuse_port),
-            ("data_dir", new.data_dir != self.cfg.data_dir),
-            ("user", new.user != self.cfg.user),
-            ("log_level", new.log_level != self.cfg.log_level),
-        ] {
-            if changed {
-                log::warn!("reload: `{key}` changed; it takes effect only at the next restart");
+        // The top-level keys that KEYS marks restart-only; the gateway's and
+        // the cluster's are handled below, as whole tables.
+        for k in KEYS.iter().filter(|k| k.scope == Scope::Server && k.applies == Applies::Restart) {
+            if new.keep(&self.cfg, k.name) {
+                log::warn!("reload: `{}` changed; it takes effect only at the next restart", k.name);
             }
         }
         // The gateway's socket is bound once, at start: a gateway added by a
@@ -563,11 +559,6 @@ impl Master {
                 new.node_id = self.cfg.node_id;
             }
         }
-        new.listen = self.cfg.listen.clone();
-        new.reuse_port = self.cfg.reuse_port;
-        new.data_dir = self.cfg.data_dir.clone();
-        new.user = self.cfg.user.clone();
-        new.log_level = self.cfg.log_level.clone();
         Ok(())
     }
 
@@ -620,7 +611,7 @@ impl Master {
 
     fn shutdown(&mut self) -> i32 {
         tell_systemd(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
-        log::info!("stopping: draining requests in flight (at most {}s)", self.cfg.shutdown_timeout);
+        log::info!("stopping: draining requests in flight (at most {:?})", self.cfg.shutdown_timeout);
         self.retire_all();
         self.wait_retirees();
         self.contexts.close_clean();

@@ -137,7 +137,7 @@ async fn serve(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs_f64(cfg.header_timeout))
+        .header_read_timeout(cfg.header_timeout)
         .max_buf_size(cfg.max_header_size as usize)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
@@ -186,7 +186,7 @@ async fn serve(
     drop(gw_listener);
     let open = active.count();
     log::info!("stopping; draining {open} open connection(s)");
-    let limit = Duration::from_secs_f64(cfg.shutdown_timeout);
+    let limit = cfg.shutdown_timeout;
     let _ = stop_tx.send(true);
     let drained = async {
         graceful.shutdown().await;
@@ -284,7 +284,7 @@ fn spawn_conn<I>(
     // timer is armed only while a write is pending, so the hot path pays
     // nothing.
     let mut io = tokio_io_timeout::TimeoutStream::new(io);
-    io.set_write_timeout(Some(Duration::from_secs_f64(st.config.send_timeout)));
+    io.set_write_timeout(Some(st.config.send_timeout));
     let conn = builder.serve_connection(TokioIo::new(Box::pin(io)), service_fn(move |req| handle(st.clone(), req)));
     let fut = graceful.watch(conn);
     tokio::spawn(async move {
@@ -309,7 +309,7 @@ fn spawn_gateway_conn<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut io = tokio_io_timeout::TimeoutStream::new(io);
-    io.set_write_timeout(Some(Duration::from_secs_f64(st.config.send_timeout)));
+    io.set_write_timeout(Some(st.config.send_timeout));
     let svc = service_fn(move |req| {
         let (gw, st) = (gw.clone(), st.clone());
         async move {

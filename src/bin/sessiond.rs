@@ -107,7 +107,7 @@ fn main() -> ExitCode {
         print!("{}", cfg.to_toml());
         return ExitCode::SUCCESS;
     }
-    sessiond::logging::init(&cfg.log_level);
+    sessiond::logging::init(cfg.log_level.as_str());
     for note in &cfg.notes {
         log::info!("{note}");
     }

@@ -1,24 +1,25 @@
 //! The one list of configuration keys, and what can be said about a key
 //! without the rest of the configuration.
 //!
-//! [`KEYS`] is the single source for every key: its canonical name, its
-//! aliases (iPlanet's parameter names and camelCase), the table it lives in,
-//! its type, default and limits, and its one-line documentation. The TOML
-//! walk, `--set` and `--init-args` routing, the binary's named flags, the
-//! per-value checks and the configuration reference in the docs
-//! ([`reference_markdown`]) are all driven by it. Adding a key is one entry
-//! here plus the code in `config/mod.rs` that uses its effective value.
+//! [`KEYS`] describes every key: its canonical name, its aliases (iPlanet's
+//! parameter names and camelCase), the table it lives in, its type, default
+//! and limits, when a change takes effect ([`Applies`]) and its one-line
+//! documentation. It is the source of the configuration reference
+//! ([`reference_markdown`]), the binary's named flags and their help, the
+//! type a `--set` value is read as, the hints of "unknown key" messages, and
+//! the master's list of restart-only keys. The values themselves are read by
+//! serde into the typed structs of `config/mod.rs`; a test there checks that
+//! those structs and this table agree (names, aliases, defaults, limits).
+//! Adding a key is one entry here plus one field there.
 //!
 //! Most keys hold one value. A few (`gateway.session_manager`,
 //! `gateway.trusted_proxies`, the `[gateway.filters]` sets) hold an array of
 //! strings: [`Kind::List`], with a rule for each item and a largest count.
 //! Arrays are set only in the file; the command line takes single values.
 //!
-//! This module checks one value against one key. Rules that relate two keys
-//! (`max_locks` against `max_sessions`, `cookie_same_site` against
-//! `cookie_secure`, `events.secret_file` against `events.url`,
-//! `gateway.listen` against `listen`) live with the effective types in
-//! `config/mod.rs`. It never reads files or the environment.
+//! [`Rule`] checks what one string value must look like; the deserialisers
+//! in `config/de.rs` apply it. Rules that relate two keys live in
+//! `Config::validate`. This module never reads files or the environment.
 
 use std::fmt::Write as _;
 
@@ -26,6 +27,35 @@ use crate::region::id::MAX_NODE_ID;
 use crate::region::layout::{LIMIT_MAX_LOCKS, LIMIT_MAX_NAME, LIMIT_MAX_SESSIONS, LIMIT_MAX_VALUE, LIMIT_MAX_VALUES};
 
 use super::{ConfigError, LIMIT_MAX_PROCS, invalid};
+
+/// When a changed key reaches a running server (the reference's last column).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applies {
+    /// Only at the next restart; a reload keeps the running value.
+    Restart,
+    /// At the next reload (SIGHUP).
+    Reload,
+    /// At the next reload, once the workers have drained.
+    Drained,
+    /// At the next reload, with the regions migrated to the new limits.
+    Migrated,
+    /// At the next reload, once the workers have drained; existing sessions
+    /// take the new value too.
+    DrainedExisting,
+}
+
+impl Applies {
+    /// The reference's wording.
+    pub fn text(self) -> &'static str {
+        match self {
+            Applies::Restart => "restart",
+            Applies::Reload => "reload",
+            Applies::Drained => "reload (workers drained)",
+            Applies::Migrated => "reload, with migration",
+            Applies::DrainedExisting => "reload (workers drained); existing sessions take the new value",
+        }
+    }
+}
 
 /// The table a key lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,7 +166,7 @@ pub const GATEWAY_MAX_TRUSTED_PROXIES: usize = 1024;
 
 impl Rule {
     /// Checks `s`; the error is the reason, with the fix.
-    fn check(self, s: &str) -> Result<(), String> {
+    pub(crate) fn check(self, s: &str) -> Result<(), String> {
         match self {
             Rule::Any => Ok(()),
             Rule::Token if valid_token(s) => Ok(()),
@@ -336,31 +366,16 @@ pub struct KeyDef {
     /// otherwise.
     pub default_doc: &'static str,
     /// When a change reaches a running server.
-    pub applies: &'static str,
+    pub applies: Applies,
     /// One line saying what the key does.
     pub doc: &'static str,
 }
 
-/// A value that passed its key's type and limit checks.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Value {
-    /// For [`Kind::Int`].
-    Int(u64),
-    /// For [`Kind::Secs`].
-    Secs(f64),
-    /// For [`Kind::Bool`].
-    Bool(bool),
-    /// For [`Kind::Choice`] (canonical spelling) and [`Kind::Text`].
-    Text(String),
-    /// For [`Kind::List`].
-    List(Vec<String>),
-}
-
-const RESTART: &str = "restart";
-const RELOAD: &str = "reload";
-const DRAINED: &str = "reload (workers drained)";
-const MIGRATED: &str = "reload, with migration";
-const DRAINED_EXISTING: &str = "reload (workers drained); existing sessions take the new value";
+const RESTART: Applies = Applies::Restart;
+const RELOAD: Applies = Applies::Reload;
+const DRAINED: Applies = Applies::Drained;
+const MIGRATED: Applies = Applies::Migrated;
+const DRAINED_EXISTING: Applies = Applies::DrainedExisting;
 
 const fn int(default: u64, min: u64, max: u64, unit: Unit) -> Kind {
     Kind::Int { default: Some(default), min, max, unit }
@@ -1027,8 +1042,8 @@ pub fn find(scope: Scope, spelled: &str) -> Option<&'static KeyDef> {
     KEYS.iter().find(|k| k.scope == scope && (k.name == spelled || k.aliases.contains(&spelled)))
 }
 
-/// The key of `scope` named `name`; a miss is a bug in this crate (the
-/// default-config test reads every key).
+/// The key of `scope` named `name` (tests only).
+#[cfg(test)]
 pub(crate) fn def(scope: Scope, name: &str) -> &'static KeyDef {
     KEYS.iter()
         .find(|k| k.scope == scope && k.name == name)
@@ -1046,15 +1061,16 @@ impl KeyDef {
         format!("{}{}", self.scope.prefix(), self.name)
     }
 
-    /// The built-in default, or `None` when it is computed at start or unset.
-    pub(crate) fn default_value(&self) -> Option<Value> {
+    /// The built-in default as TOML writes it (`1000`, `"Lax"`, `[]`), or
+    /// `None` when it is computed at start or unset.
+    pub(crate) fn default_toml(&self) -> Option<String> {
         match self.kind {
-            Kind::Int { default, .. } => default.map(Value::Int),
-            Kind::Secs { default, .. } => Some(Value::Secs(default)),
-            Kind::Bool { default } => Some(Value::Bool(default)),
-            Kind::Choice { default, .. } => Some(Value::Text(default.to_string())),
-            Kind::Text { default, .. } => default.map(|s| Value::Text(s.to_string())),
-            Kind::List { .. } => Some(Value::List(Vec::new())),
+            Kind::Int { default, .. } => default.map(|d| d.to_string()),
+            Kind::Secs { default, .. } => Some(default.to_string()),
+            Kind::Bool { default } => Some(default.to_string()),
+            Kind::Choice { default, .. } => Some(format!("{default:?}")),
+            Kind::Text { default, .. } => default.map(|d| format!("{d:?}")),
+            Kind::List { .. } => Some("[]".into()),
         }
     }
 
@@ -1103,51 +1119,20 @@ impl KeyDef {
         }
     }
 
-    /// Checks a value from the TOML file; `key` is the key as the message
-    /// names it (`sessions.max_sessions`, `contexts[admin].timeout`).
-    pub(crate) fn read_toml(&self, key: &str, v: &toml::Value) -> Result<Value, ConfigError> {
-        let shown = toml_display(v);
-        let value = match (self.kind, v) {
-            (Kind::Int { .. }, toml::Value::Integer(i)) => match u64::try_from(*i) {
-                Ok(n) => Value::Int(n),
-                Err(_) => return Err(invalid(key, shown, self.expected())),
-            },
-            (Kind::Secs { .. }, toml::Value::Integer(i)) => Value::Secs(*i as f64),
-            (Kind::Secs { .. }, toml::Value::Float(f)) => Value::Secs(*f),
-            (Kind::Bool { .. }, toml::Value::Boolean(b)) => Value::Bool(*b),
-            (Kind::Choice { .. } | Kind::Text { .. }, toml::Value::String(s)) => Value::Text(s.clone()),
-            (Kind::List { .. }, toml::Value::String(s)) => {
-                return Err(invalid(key, shown, format!("must be an array of strings: write {} = [{s:?}]", self.name)));
-            }
-            (Kind::List { .. }, toml::Value::Array(items)) => {
-                let mut list = Vec::with_capacity(items.len());
-                for (i, item) in items.iter().enumerate() {
-                    match item.as_str() {
-                        Some(s) => list.push(s.to_string()),
-                        None => {
-                            return Err(invalid(
-                                format!("{key}[{i}]"),
-                                toml_display(item),
-                                format!("each entry must be a quoted string; {}", self.expected()),
-                            ));
-                        }
-                    }
-                }
-                Value::List(list)
-            }
-            _ => return Err(invalid(key, shown, self.expected())),
-        };
-        self.check(key, value, &shown)
-    }
-
-    /// Checks a value from the command line (always a string).
-    pub(crate) fn read_arg(&self, key: &str, s: &str) -> Result<Value, ConfigError> {
+    /// A command-line value (always a string) as the TOML value of this
+    /// key's type, to merge into the file's table; `key` is the key as the
+    /// message names it. Limits and rules are left to the deserialiser.
+    pub(crate) fn arg_value(&self, key: &str, s: &str) -> Result<toml::Value, ConfigError> {
         let t = s.trim();
-        let value = match self.kind {
-            Kind::Int { .. } => Value::Int(t.parse().map_err(|_| invalid(key, s, self.expected()))?),
-            Kind::Secs { .. } => Value::Secs(t.parse().map_err(|_| invalid(key, s, self.expected()))?),
-            Kind::Bool { .. } => Value::Bool(t.parse().map_err(|_| invalid(key, s, self.expected()))?),
-            Kind::Choice { .. } | Kind::Text { .. } => Value::Text(t.to_string()),
+        let bad = || invalid(key, s, self.expected());
+        Ok(match self.kind {
+            Kind::Int { .. } => toml::Value::Integer(t.parse().map_err(|_| bad())?),
+            Kind::Secs { .. } => match t.parse::<i64>() {
+                Ok(n) => toml::Value::Integer(n),
+                Err(_) => toml::Value::Float(t.parse().map_err(|_| bad())?),
+            },
+            Kind::Bool { .. } => toml::Value::Boolean(t.parse().map_err(|_| bad())?),
+            Kind::Choice { .. } | Kind::Text { .. } => toml::Value::String(t.to_string()),
             Kind::List { .. } => {
                 return Err(invalid(
                     key,
@@ -1159,12 +1144,11 @@ impl KeyDef {
                     ),
                 ));
             }
-        };
-        self.check(key, value, s)
+        })
     }
 
     /// What a value of this key looks like, as the fix in a type error.
-    fn expected(&self) -> String {
+    pub(crate) fn expected(&self) -> String {
         let what = match self.kind {
             Kind::Int { min, max, .. } => format!("a whole number between {min} and {max}"),
             Kind::Secs { min, max, .. } => format!("a number of seconds between {min} and {max}"),
@@ -1175,52 +1159,9 @@ impl KeyDef {
                 format!("an array of at most {max} strings, {}", rule.describe_items().replace('`', ""))
             }
         };
-        match self.default_value() {
-            Some(d) => format!("expected {what}; e.g. {} = {}", self.name, value_toml(&d)),
+        match self.default_toml() {
+            Some(d) => format!("expected {what}; e.g. {} = {d}", self.name),
             None => format!("expected {what}"),
-        }
-    }
-
-    /// Applies the limits to a value of the right type.
-    fn check(&self, key: &str, v: Value, shown: &str) -> Result<Value, ConfigError> {
-        match (self.kind, v) {
-            (Kind::Int { min, max, .. }, Value::Int(n)) if n < min || n > max => {
-                Err(invalid(key, shown, format!("must be between {min} and {max}")))
-            }
-            (Kind::Secs { min, max, .. }, Value::Secs(s)) if !s.is_finite() || s < min || s > max => {
-                Err(invalid(key, shown, format!("must be between {min} and {max} seconds")))
-            }
-            (Kind::Choice { choices, any_case, .. }, Value::Text(s)) => {
-                let hit = choices.iter().find(|c| if any_case { c.eq_ignore_ascii_case(&s) } else { **c == s });
-                match hit {
-                    Some(c) => Ok(Value::Text(c.to_string())),
-                    None => Err(invalid(key, shown, format!("use one of {}", choices.join(", ")))),
-                }
-            }
-            (Kind::Text { rule, .. }, Value::Text(s)) => match rule.check(&s) {
-                Ok(()) => Ok(Value::Text(s)),
-                // A store URL may carry a password: never show it.
-                Err(reason) if rule == Rule::StoreUrl => Err(invalid(key, super::store_url::redact(&s), reason)),
-                Err(reason) => Err(invalid(key, shown, reason)),
-            },
-            (Kind::List { max, .. }, Value::List(items)) if items.len() > max => Err(invalid(
-                key,
-                format!("{} entries", items.len()),
-                format!("at most {max} entries; remove {}", items.len() - max),
-            )),
-            (Kind::List { rule, .. }, Value::List(items)) => {
-                for (i, item) in items.iter().enumerate() {
-                    let reason = match rule.check(item) {
-                        // An empty string is "off" for a single URL, never an entry.
-                        Ok(()) if item.is_empty() => "an empty entry; remove it".to_string(),
-                        Ok(()) => continue,
-                        Err(reason) => reason,
-                    };
-                    return Err(invalid(format!("{key}[{i}]"), format!("{item:?}"), reason));
-                }
-                Ok(Value::List(items))
-            }
-            (_, v) => Ok(v),
         }
     }
 }
@@ -1249,18 +1190,8 @@ fn group(n: u64) -> String {
     out
 }
 
-fn value_toml(v: &Value) -> String {
-    match v {
-        Value::Int(n) => n.to_string(),
-        Value::Secs(s) => s.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Text(s) => format!("{s:?}"),
-        Value::List(items) => format!("[{}]", items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")),
-    }
-}
-
 /// A TOML value as the user wrote it (strings quoted), for messages.
-fn toml_display(v: &toml::Value) -> String {
+pub(crate) fn toml_display(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => format!("{s:?}"),
         toml::Value::Table(_) => "(a table)".into(),
@@ -1287,7 +1218,7 @@ pub fn reference_markdown() -> String {
             aliases,
             k.allowed(),
             k.doc,
-            k.applies
+            k.applies.text()
         );
     }
     out
@@ -1298,19 +1229,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_default_is_within_its_own_limits() {
-        for k in KEYS {
-            if let Some(v) = k.default_value() {
-                let key = k.qualified();
-                k.check(&key, v.clone(), "default").unwrap_or_else(|e| panic!("{key}: default {v:?}: {e}"));
-            }
-        }
-    }
-
-    #[test]
     fn keys_without_a_static_default_document_theirs() {
         for k in KEYS {
-            if k.default_value().is_none() {
+            if k.default_toml().is_none() {
                 assert!(!k.default_doc.is_empty(), "{} needs a default_doc", k.qualified());
             }
         }
@@ -1351,10 +1272,10 @@ mod tests {
     #[test]
     fn docs_are_one_line_and_table_safe() {
         for k in KEYS {
-            for text in [k.doc, k.default_doc, k.applies] {
+            for text in [k.doc, k.default_doc, k.applies.text()] {
                 assert!(!text.contains('\n') && !text.contains('|'), "{}: {text:?}", k.qualified());
             }
-            assert!(!k.doc.is_empty() && !k.applies.is_empty(), "{}", k.qualified());
+            assert!(!k.doc.is_empty(), "{}", k.qualified());
         }
     }
 

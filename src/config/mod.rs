@@ -1,50 +1,66 @@
 //! Configuration: the TOML file, command-line overrides, iPlanet aliases,
 //! defaults and validation, turned into an effective [`Config`].
 //!
-//! Every key is defined once, in [`keys::KEYS`]; this module walks the TOML
-//! table and the command line by that list and builds the effective types
-//! from it. Sources, later winning: built-in defaults, the TOML file
+//! The effective types below are the schema: serde derives read them, with
+//! `deny_unknown_fields`, the iPlanet and camelCase spellings as aliases,
+//! and defaults. Durations are [`Duration`]s and choice keys enums, read
+//! once. Sources, later winning: built-in defaults, the TOML file
 //! (`--config PATH`, else `/etc/sessiond/sessiond.toml` if it exists), then
 //! command-line keys (the named flags, `--set key=value`, and iPlanet's
-//! `--init-args "maxSessions=20,timeOut=300"`). Each value is checked
-//! against its key where it is read, so one set of rules (types, aliases,
-//! limits, unknown keys) covers every source; rules that relate two keys are
-//! applied here, on the merged values. A key left at its default never makes
-//! a valid setting fail: such a default adapts, and the change is recorded in
-//! [`Config::notes`].
+//! `--init-args "maxSessions=20,timeOut=300"`), merged into the file's
+//! table before the one deserialise (`config/de.rs`). Then
+//! [`Config::validate`] applies the rules that relate keys. A key left at
+//! its default never makes a valid setting fail: such a default adapts, and
+//! the change is recorded in [`Config::notes`]. [`keys::KEYS`] describes
+//! every key for the reference, the flags and messages; a test checks that
+//! it and these structs agree.
 //!
 //! Every error names the key, the value and the fix. This module never
 //! touches the data directory or the network. Besides the config file it
 //! reads only the files that keys name, so that `--check-config` and a
 //! reload catch a bad one: the secrets (`events.secret_file`,
-//! `api_token_file`, `gateway.secret_file`), whose contents never appear in
-//! a message, and it opens `gateway.verifier`'s file and
-//! `gateway.login_template` to see that they are readable (the gateway
-//! parses them when it starts).
+//! `api_token_file`, `gateway.secret_file`, `cluster.store_password_file`),
+//! whose contents never appear in a message, and it opens
+//! `gateway.verifier`'s file and `gateway.login_template` to see that they
+//! are readable (the gateway parses them when it starts).
 
+mod de;
 pub mod keys;
 pub mod store_url;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use keys::Value;
 pub use keys::{
-    GATEWAY_FILTER_MAX_ITEM_LEN, GATEWAY_FILTER_MAX_ITEMS, GATEWAY_MAX_SESSION_MANAGERS, GATEWAY_MAX_TRUSTED_PROXIES,
-    KEYS, KeyDef, Scope, reference_markdown,
+    Applies, GATEWAY_FILTER_MAX_ITEM_LEN, GATEWAY_FILTER_MAX_ITEMS, GATEWAY_MAX_SESSION_MANAGERS,
+    GATEWAY_MAX_TRUSTED_PROXIES, KEYS, KeyDef, Scope, reference_markdown,
 };
 
-use crate::region::layout::{LayoutParams, context_tag};
+use crate::region::id::MAX_NODE_ID as NODE_ID_MAX;
+use crate::region::layout::{self, LayoutParams, context_tag};
 use crate::region::{RegionConfig, WhenFull};
+use de::{Input, dflt};
 
 /// Default config file read when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sessiond/sessiond.toml";
 /// Largest `max_procs`.
 pub const LIMIT_MAX_PROCS: u32 = 512;
+
+// Limits as `u64`s, for the deserialisers' const parameters.
+const MAX_PROCS: u64 = LIMIT_MAX_PROCS as u64;
+const MAX_NODE_ID: u64 = NODE_ID_MAX as u64;
+const MAX_SESSIONS: u64 = layout::LIMIT_MAX_SESSIONS as u64;
+const MAX_VALUES: u64 = layout::LIMIT_MAX_VALUES as u64;
+const MAX_NAME: u64 = layout::LIMIT_MAX_NAME as u64;
+const MAX_VALUE: u64 = layout::LIMIT_MAX_VALUE as u64;
+const MAX_LOCKS: u64 = layout::LIMIT_MAX_LOCKS as u64;
+const U32_MAX: u64 = u32::MAX as u64;
+const CENTURY: u64 = 100 * 365 * 86400;
+const YEAR: u64 = 365 * 86400;
+const HOUR_MS: u64 = 3_600_000;
 
 /// A configuration error, with the key, the value and the reason.
 #[derive(Debug, thiserror::Error)]
@@ -91,33 +107,6 @@ fn invalid(key: impl Into<String>, value: impl ToString, reason: impl Into<Strin
     ConfigError::Invalid { key: key.into(), value: value.to_string(), reason: reason.into() }
 }
 
-/// A duration given in seconds, as an integer or a float.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-#[serde(transparent)]
-pub struct Seconds(pub f64);
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Seconds;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a number of seconds")
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Seconds, E> {
-                Ok(Seconds(v as f64))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Seconds, E> {
-                Ok(Seconds(v as f64))
-            }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Seconds, E> {
-                Ok(Seconds(v))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// Where to listen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Listen {
@@ -133,6 +122,12 @@ impl Serialize for Listen {
     }
 }
 
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        listen_from(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::fmt::Display for Listen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -142,58 +137,125 @@ impl std::fmt::Display for Listen {
     }
 }
 
-/// SameSite attribute of the session cookie.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum SameSite {
-    /// `SameSite=Strict`.
-    Strict,
-    /// `SameSite=Lax`.
-    Lax,
-    /// `SameSite=None` (requires `cookie_secure`).
-    None,
+/// `log_level`: the log filter (`RUST_LOG` overrides it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// No logging.
+    Off,
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// The default.
+    #[default]
+    Info,
+    /// Debugging detail.
+    Debug,
+    /// Everything.
+    Trace,
 }
 
-/// One context's effective settings.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+impl LogLevel {
+    /// The level as `log` and `RUST_LOG` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Off => "off",
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// One context's effective settings: a `[[contexts]]` entry over
+/// `[sessions]` over these defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ContextConfig {
     /// Name; also the directory under `data_dir/contexts/`.
+    #[serde(deserialize_with = "de::token")]
     pub name: String,
     /// Slots.
+    #[serde(alias = "maxSessions", deserialize_with = "de::int::<_, _, 1, MAX_SESSIONS>")]
     pub max_sessions: u32,
     /// Attributes per session.
+    #[serde(alias = "maxValuesPerSession", deserialize_with = "de::int::<_, _, 1, MAX_VALUES>")]
     pub max_values_per_session: u32,
     /// Longest name, bytes.
+    #[serde(alias = "maxNameSize", deserialize_with = "de::int::<_, _, 1, MAX_NAME>")]
     pub max_name_size: u32,
     /// Longest value, bytes.
+    #[serde(alias = "maxValueSize", deserialize_with = "de::int::<_, _, 1, MAX_VALUE>")]
     pub max_value_size: u32,
-    /// Idle timeout, seconds.
+    /// Idle timeout, whole seconds (the region counts in seconds).
+    #[serde(alias = "timeOut", deserialize_with = "de::int::<_, _, 1, U32_MAX>")]
     pub timeout: u64,
-    /// Absolute lifetime, seconds; 0 = off.
+    /// Absolute lifetime, whole seconds; 0 = off.
+    #[serde(alias = "absoluteTimeout", deserialize_with = "de::int::<_, _, 0, CENTURY>")]
     pub absolute_timeout: u64,
-    /// Reaper period, seconds.
+    /// Reaper period, whole seconds.
+    #[serde(alias = "reapInterval", deserialize_with = "de::int::<_, _, 1, 86400>")]
     pub reap_interval: u64,
-    /// Stripes.
+    /// Stripes; at most `max_sessions` (see [`Config::validate`]).
+    #[serde(alias = "maxLocks", deserialize_with = "de::int::<_, _, 1, MAX_LOCKS>")]
     pub max_locks: u32,
-    /// Stripe-lock wait bound, seconds.
-    pub lock_timeout: f64,
+    /// Stripe-lock wait bound.
+    #[serde(alias = "lockTimeout", deserialize_with = "de::secs::<_, 1, 60_000>", serialize_with = "de::ser_secs")]
+    pub lock_timeout: Duration,
     /// Full policy.
     pub when_full: WhenFull,
     /// Cookie name.
+    #[serde(deserialize_with = "de::token")]
     pub cookie_name: String,
     /// Secure flag.
     pub cookie_secure: bool,
-    /// SameSite.
-    pub cookie_same_site: SameSite,
+    /// SameSite; `None` needs `cookie_secure`.
+    #[serde(deserialize_with = "de::same_site", serialize_with = "de::ser_same_site")]
+    pub cookie_same_site: cookie::SameSite,
     /// Cookie path.
+    #[serde(deserialize_with = "de::cookie_path")]
     pub cookie_path: String,
     /// URL-rewriting parameter.
+    #[serde(deserialize_with = "de::token")]
     pub url_param: String,
     /// Bound on a session's own timeout and deadline, seconds.
+    #[serde(deserialize_with = "de::int::<_, _, 1, YEAR>")]
     pub max_timeout: u32,
     /// Most sessions per principal; 0 = no cap.
+    #[serde(deserialize_with = "de::int::<_, _, 0, 1_000_000>")]
     pub max_sessions_per_principal: u32,
     /// What a create past that cap does.
     pub when_principal_full: WhenPrincipalFull,
+}
+
+impl Default for ContextConfig {
+    /// The `default` context with every key at its default.
+    fn default() -> Self {
+        ContextConfig {
+            name: "default".into(),
+            max_sessions: 1000,
+            max_values_per_session: 10,
+            max_name_size: 64,
+            max_value_size: 4096,
+            timeout: 1800,
+            absolute_timeout: 0,
+            reap_interval: 600,
+            max_locks: 16,
+            lock_timeout: Duration::from_secs(1),
+            when_full: WhenFull::Refuse,
+            cookie_name: "SESSIONID".into(),
+            cookie_secure: false,
+            cookie_same_site: cookie::SameSite::Lax,
+            cookie_path: "/".into(),
+            url_param: "sessionid".into(),
+            max_timeout: 86400,
+            max_sessions_per_principal: 0,
+            when_principal_full: WhenPrincipalFull::EvictOldest,
+        }
+    }
 }
 
 impl ContextConfig {
@@ -212,32 +274,51 @@ impl ContextConfig {
             timeout_s: self.timeout as u32,
             absolute_timeout_s: self.absolute_timeout,
             when_full: self.when_full,
-            lock_timeout: Duration::from_secs_f64(self.lock_timeout),
+            lock_timeout: self.lock_timeout,
         }
     }
 }
 
 /// The lifecycle webhook's effective settings (`[events]`); the defaults
 /// when the table is absent, with `url = None` meaning "off".
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EventsConfig {
-    /// Where events are POSTed; `None` turns the webhook off.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Where events are POSTed; `None` (unset or empty) turns the webhook off.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "de::opt_http_url")]
     pub url: Option<String>,
     /// File holding the signing key; always set when `url` is (read it
     /// with [`read_secret_file`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "de::opt_path")]
     pub secret_file: Option<PathBuf>,
-    /// Time allowed for one delivery attempt, seconds.
-    pub timeout: f64,
+    /// Time allowed for one delivery attempt.
+    #[serde(deserialize_with = "de::secs::<_, 100, 60_000>", serialize_with = "de::ser_secs")]
+    pub timeout: Duration,
     /// Delivery attempts per batch, with exponential back-off between them.
+    #[serde(deserialize_with = "de::int::<_, _, 1, 100>")]
     pub max_attempts: u32,
     /// Most events in one POST.
+    #[serde(deserialize_with = "de::int::<_, _, 1, 1000>")]
     pub max_batch: u32,
     /// Capacity of each process's bounded event queue.
+    #[serde(deserialize_with = "de::int::<_, _, 16, 1_048_576>")]
     pub queue_size: u32,
     /// Whether `touched` events are sent.
     pub include_touched: bool,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            url: None,
+            secret_file: None,
+            timeout: Duration::from_secs(5),
+            max_attempts: 10,
+            max_batch: 100,
+            queue_size: 4096,
+            include_touched: false,
+        }
+    }
 }
 
 /// What a create or a principal change does when the principal already
@@ -254,20 +335,22 @@ pub enum WhenPrincipalFull {
 }
 
 /// What a node does while its store is down (`cluster.when_store_down`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StoreDown {
     /// The owner keeps serving from its region and flushes later.
+    #[default]
     ServeLocal,
     /// Changes answer 503 `store_unavailable`.
     FailClosed,
 }
 
 /// Which nodes sweep the store (`cluster.reaper`, iPlanet's `reaperActive`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StoreReaper {
     /// One node at a time, elected through the store.
+    #[default]
     Elect,
     /// This node, whatever the others do.
     Always,
@@ -277,110 +360,160 @@ pub enum StoreReaper {
 
 /// Cluster mode's effective settings (`[cluster]`, present only when the
 /// file has that table or a `cluster.*` key is set on the command line).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The shared store (shown without its password).
+    #[serde(deserialize_with = "de::store_url")]
     pub store: store_url::StoreUrl,
     /// File holding the store's password; it passed [`read_secret_file`].
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de::opt_path")]
     pub store_password_file: Option<PathBuf>,
     /// Last access reaches the store at most once per this many seconds.
+    #[serde(default = "dflt::int::<_, 60>", deserialize_with = "de::int::<_, _, 1, 3600>")]
     pub save_period: u32,
     /// Which nodes sweep the store.
+    #[serde(default, alias = "reaperActive")]
     pub reaper: StoreReaper,
     /// What happens while the store is down.
+    #[serde(default)]
     pub when_store_down: StoreDown,
-    /// Time allowed for one store call, seconds.
-    pub store_timeout: f64,
-    /// Seconds between store sweeps.
-    pub sweep_interval: f64,
+    /// Time allowed for one store call.
+    #[serde(
+        default = "dflt::ms::<2000>",
+        deserialize_with = "de::secs::<_, 50, 60_000>",
+        serialize_with = "de::ser_secs"
+    )]
+    pub store_timeout: Duration,
+    /// Time between store sweeps.
+    #[serde(
+        default = "dflt::ms::<10_000>",
+        deserialize_with = "de::secs::<_, 100, HOUR_MS>",
+        serialize_with = "de::ser_secs"
+    )]
+    pub sweep_interval: Duration,
     /// Most sessions one sweep statement deletes.
+    #[serde(default = "dflt::int::<_, 500>", deserialize_with = "de::int::<_, _, 1, 10_000>")]
     pub sweep_batch: u32,
 }
 
 /// Gateway mode's effective settings (`[gateway]`, present only when the
 /// file has that table or a `gateway.*` key is set on the command line).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// The public listener, served by every worker beside `listen`; never
     /// the same address as `listen`.
     pub listen: Listen,
     /// The context whose sessions the gateway creates; a configured one.
+    #[serde(default = "dflt::context", deserialize_with = "de::token")]
     pub context: String,
     /// The htpasswd file of the password verifier (written
     /// `htpasswd:FILE`); it existed and was readable at load, and the
     /// gateway parses it when it starts. `--check-config` prints it as
     /// written.
-    #[serde(serialize_with = "htpasswd_verifier")]
+    #[serde(serialize_with = "htpasswd_verifier", deserialize_with = "de::verifier")]
     pub verifier: PathBuf,
     /// Session-manager hook URLs, tried in turn; empty: no hook.
+    #[serde(default, deserialize_with = "de::http_urls")]
     pub session_manager: Vec<String>,
-    /// Time allowed for one session-manager call, seconds.
-    pub session_manager_timeout: f64,
+    /// Time allowed for one session-manager call.
+    #[serde(
+        default = "dflt::ms::<2000>",
+        deserialize_with = "de::secs::<_, 100, 60_000>",
+        serialize_with = "de::ser_secs"
+    )]
+    pub session_manager_timeout: Duration,
     /// File holding the key that signs hook calls and control handles; it
     /// passed [`read_secret_file`] with at least 16 bytes at load (read it
     /// again with that function).
+    #[serde(deserialize_with = "de::path")]
     pub secret_file: PathBuf,
     /// HTML file replacing the built-in login form; it existed at load.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de::opt_path")]
     pub login_template: Option<PathBuf>,
     /// Peers whose `Forwarded` / `X-Forwarded-*` headers are kept; a plain
     /// address is a `/32` or `/128` block.
-    #[serde(serialize_with = "display_all")]
+    #[serde(default, serialize_with = "display_all", deserialize_with = "de::ip_nets")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Time an upstream has to send its response head, seconds.
-    pub upstream_timeout: f64,
+    /// Time an upstream has to send its response head.
+    #[serde(
+        default = "dflt::ms::<30_000>",
+        deserialize_with = "de::secs::<_, 100, HOUR_MS>",
+        serialize_with = "de::ser_secs"
+    )]
+    pub upstream_timeout: Duration,
     /// Failed logins per client address and per user within `login_window`.
+    #[serde(default = "dflt::int::<_, 5>", deserialize_with = "de::int::<_, _, 1, 1000>")]
     pub login_max_failures: u32,
-    /// The period failed logins are counted over, seconds.
-    pub login_window: f64,
+    /// The period failed logins are counted over.
+    #[serde(
+        default = "dflt::ms::<300_000>",
+        deserialize_with = "de::secs::<_, 1000, 86_400_000>",
+        serialize_with = "de::ser_secs"
+    )]
+    pub login_window: Duration,
     /// Paths whose decoded segments hold `%` and two hex digits pass
     /// (`gateway.allow_encoded_percent`); refused as `ambiguous_path` when false.
+    #[serde(default)]
     pub allow_encoded_percent: bool,
     /// `[[gateway.upstreams]]`, in file order; at least one, names and
     /// prefixes unique.
+    #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
     /// `[gateway.filters]`: the filters every session starts with.
+    #[serde(default)]
     pub filters: FiltersConfig,
 }
 
 /// One `[[gateway.upstreams]]` entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Its name (Glacier2's adapter id), what `adapter_ids` filters match.
+    #[serde(deserialize_with = "de::token")]
     pub name: String,
     /// `http(s)://host[:port][/base]`, without user info, query or fragment.
+    #[serde(deserialize_with = "de::upstream_url")]
     pub url: String,
     /// Path prefix routed here (longest wins): starts with `/`, never ends
     /// with `/` unless it is `/`, and holds no `//`, dot segments, `;`, `?`,
     /// `#`, `%`, backslash or control characters.
+    #[serde(default = "dflt::root", deserialize_with = "de::url_prefix")]
     pub prefix: String,
 }
 
 /// `[gateway.filters]`: a session's initial filters (Glacier2's
 /// `Filter.*.Accept`). Every set empty lets every request through.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct FiltersConfig {
     /// Accepted categories (a normalised path's first segment).
+    #[serde(deserialize_with = "de::filter_items")]
     pub categories: Vec<String>,
     /// Accepted upstream names.
+    #[serde(deserialize_with = "de::filter_items")]
     pub adapter_ids: Vec<String>,
     /// Accepted identities (whole normalised paths).
+    #[serde(deserialize_with = "de::filter_items")]
     pub identities: Vec<String>,
     /// Whether the user's own category is accepted too.
-    pub accept_user: AcceptUserConfig,
+    pub accept_user: AcceptUser,
 }
 
-/// `gateway.filters.accept_user`: Glacier2's `Filter.Category.AcceptUser`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+/// Whether a new session's user id becomes one of its accepted categories
+/// (`gateway.filters.accept_user`, Glacier2's `Filter.Category.AcceptUser`
+/// 0/1/2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AcceptUserConfig {
-    /// `none` (0): nothing added.
+pub enum AcceptUser {
+    /// The user id is not added (`AcceptUser=0`).
     #[default]
     None,
-    /// `category` (1): the category named after the user is accepted.
+    /// The user id itself is added as a category (`AcceptUser=1`): `alice`.
     Category,
-    /// `underscore` (2): the category `_` + user name is accepted.
+    /// `_` and the user id is added as a category (`AcceptUser=2`): `_alice`,
+    /// which cannot clash with upstream paths that never start with `_`.
     Underscore,
 }
 
@@ -395,38 +528,49 @@ fn display_all<S: serde::Serializer, T: std::fmt::Display>(items: &[T], s: S) ->
 }
 
 /// The effective configuration.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Listening address.
     pub listen: Listen,
     /// Data directory.
+    #[serde(deserialize_with = "de::path")]
     pub data_dir: PathBuf,
     /// Worker processes.
+    #[serde(alias = "MaxProcs", alias = "maxProcs", deserialize_with = "de::int::<_, _, 1, MAX_PROCS>")]
     pub max_procs: u32,
     /// One SO_REUSEPORT socket per worker.
     pub reuse_port: bool,
     /// User to switch to after binding (when started as root).
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "de::opt_text")]
     pub user: Option<String>,
     /// Node id carried in session ids.
+    #[serde(deserialize_with = "de::int::<_, _, 0, MAX_NODE_ID>")]
     pub node_id: u32,
     /// Log level filter (RUST_LOG overrides).
-    pub log_level: String,
-    /// Drain bound at stop and reload, seconds.
-    pub shutdown_timeout: f64,
+    pub log_level: LogLevel,
+    /// Drain bound at stop and reload.
+    #[serde(deserialize_with = "de::secs::<_, 0, HOUR_MS>", serialize_with = "de::ser_secs")]
+    pub shutdown_timeout: Duration,
     /// Open connections per worker.
+    #[serde(deserialize_with = "de::int::<_, _, 1, 1_000_000>")]
     pub max_connections: u32,
-    /// Time allowed to send a request head (also the keep-alive idle limit), seconds.
-    pub header_timeout: f64,
-    /// Time allowed for a whole request body, seconds.
-    pub request_timeout: f64,
-    /// Longest stall while sending a response (a client that stops reading), seconds.
-    pub send_timeout: f64,
+    /// Time allowed to send a request head (also the keep-alive idle limit).
+    #[serde(deserialize_with = "de::secs::<_, 100, HOUR_MS>", serialize_with = "de::ser_secs")]
+    pub header_timeout: Duration,
+    /// Time allowed for a whole request body.
+    #[serde(deserialize_with = "de::secs::<_, 100, HOUR_MS>", serialize_with = "de::ser_secs")]
+    pub request_timeout: Duration,
+    /// Longest stall while sending a response (a client that stops reading).
+    #[serde(deserialize_with = "de::secs::<_, 100, HOUR_MS>", serialize_with = "de::ser_secs")]
+    pub send_timeout: Duration,
     /// Largest request head, bytes.
+    #[serde(deserialize_with = "de::int::<_, _, 8192, 1_048_576>")]
     pub max_header_size: u32,
     /// When set, the private listener (`listen`) asks for
     /// `Authorization: Bearer <token>`, the token being this file's contents;
     /// it passed [`read_secret_file`] and holds printable ASCII.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "de::opt_path")]
     pub api_token_file: Option<PathBuf>,
     /// Contexts; the first is the default one.
     pub contexts: Vec<ContextConfig>,
@@ -445,6 +589,42 @@ pub struct Config {
     /// log at start (info level) and `--check-config`.
     #[serde(skip)]
     pub notes: Vec<String>,
+}
+
+impl Default for Config {
+    /// Every key at its default, with the `default` context.
+    fn default() -> Self {
+        Config {
+            listen: Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: match std::env::var_os("STATE_DIRECTORY") {
+                // systemd may pass several colon-separated directories; use the first.
+                Some(s) => PathBuf::from(s.to_string_lossy().split(':').next().unwrap_or("").to_string()),
+                None => PathBuf::from("./sessiond-data"),
+            },
+            max_procs: cpus().clamp(1, LIMIT_MAX_PROCS),
+            reuse_port: false,
+            user: None,
+            node_id: 0,
+            log_level: LogLevel::Info,
+            shutdown_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
+            max_header_size: 16 * 1024,
+            api_token_file: None,
+            contexts: vec![ContextConfig::default()],
+            events: EventsConfig::default(),
+            gateway: None,
+            cluster: None,
+            source: None,
+            notes: Vec::new(),
+        }
+    }
+}
+
+fn cpus() -> u32 {
+    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
 }
 
 /// Command-line input to configuration (the binary's flags map onto this).
@@ -473,360 +653,6 @@ impl Overrides {
     }
 }
 
-/// Explicit values of one table, by canonical key, each already checked
-/// against its key.
-#[derive(Clone, Debug, Default)]
-struct Given {
-    /// How messages name the table: "", "sessions.", "contexts[admin].", "events.".
-    label: String,
-    /// Canonical name to (value, the spelling the user wrote).
-    values: BTreeMap<&'static str, (Value, String)>,
-}
-
-impl Given {
-    fn new(label: &str) -> Given {
-        Given { label: label.to_string(), values: BTreeMap::new() }
-    }
-}
-
-/// Every table of the input: the file merged with the command line.
-#[derive(Debug)]
-struct Input {
-    /// Top-level keys.
-    top: Given,
-    /// `[sessions]`.
-    sessions: Given,
-    /// `[[contexts]]` entries, in file order; each has a `name`.
-    contexts: Vec<Given>,
-    /// `[events]`.
-    events: Given,
-    /// `[gateway]` and its sub-tables, when present.
-    gateway: Option<GatewayInput>,
-    /// `[cluster]`, when present.
-    cluster: Option<Given>,
-}
-
-/// The `[gateway]` table with its `[[gateway.upstreams]]` entries and its
-/// `[gateway.filters]` table.
-#[derive(Debug)]
-struct GatewayInput {
-    /// `[gateway]`'s own keys.
-    table: Given,
-    /// `[[gateway.upstreams]]`, in file order, labelled by index.
-    upstreams: Vec<Given>,
-    /// `[gateway.filters]`.
-    filters: Given,
-}
-
-impl GatewayInput {
-    fn new() -> GatewayInput {
-        GatewayInput { table: Given::new("gateway."), upstreams: Vec::new(), filters: Given::new("gateway.filters.") }
-    }
-}
-
-/// Where `spelled` belongs if not in `scopes`, else which keys `scopes` accept.
-fn unknown(source_name: &str, label: &str, spelled: &str, scopes: &[Scope]) -> ConfigError {
-    const GATEWAY_TABLES: [Scope; 3] = [Scope::Gateway, Scope::Upstream, Scope::Filters];
-    // Inside the gateway's tables, point at the gateway's other tables, else
-    // at the top level, never further: `timeout` there is not "the [events]
-    // key", and `listen` there is `gateway.listen`.
-    let in_gateway = scopes.iter().all(|s| GATEWAY_TABLES.contains(s));
-    let spelled_as = |k: &&KeyDef| !scopes.contains(&k.scope) && (k.name == spelled || k.aliases.contains(&spelled));
-    let elsewhere = if in_gateway {
-        let mut near = KEYS.iter().filter(spelled_as);
-        near.clone().find(|k| GATEWAY_TABLES.contains(&k.scope)).or_else(|| near.find(|k| k.scope == Scope::Server))
-    } else {
-        KEYS.iter().find(spelled_as)
-    };
-    let help = match elsewhere.map(|k| (k.scope, k)) {
-        Some((Scope::Server, k)) => format!("`{}` is a top-level key: move it above the first [table] header", k.name),
-        Some((Scope::Context, k)) => format!("only a [[contexts]] entry takes `{}`", k.name),
-        Some((scope, k)) => format!("it belongs in {}: write it as `{}`", scope.table(), k.qualified()),
-        None if scopes.contains(&Scope::Server) && scopes.contains(&Scope::Sessions) => {
-            format!(
-                "the keys accepted here are: {}; [events] keys are written events.KEY, [gateway] keys gateway.KEY",
-                keys::names_in(scopes)
-            )
-        }
-        None => match scopes {
-            [one] if *one != Scope::Server => {
-                format!("the keys accepted in {} are: {}", one.table(), keys::names_in(scopes))
-            }
-            _ => format!("the keys accepted here are: {}", keys::names_in(scopes)),
-        },
-    };
-    ConfigError::UnknownKey { source_name: source_name.into(), key: format!("{label}{spelled}"), help }
-}
-
-/// Reads the keys of one TOML table, skipping the sub-tables in `skip`.
-fn read_table(
-    source_name: &str,
-    label: &str,
-    scopes: &[Scope],
-    table: &toml::Table,
-    skip: &[&str],
-) -> Result<Given, ConfigError> {
-    let mut given = Given::new(label);
-    for (spelled, v) in table.iter().filter(|(k, _)| !skip.contains(&k.as_str())) {
-        let def = scopes
-            .iter()
-            .find_map(|s| keys::find(*s, spelled))
-            .ok_or_else(|| unknown(source_name, label, spelled, scopes))?;
-        let value = def.read_toml(&format!("{label}{spelled}"), v)?;
-        if let Some((_, first)) = given.values.get(def.name) {
-            return Err(invalid(
-                format!("{label}{}", def.name),
-                format!("given twice, as `{first}` and as `{spelled}`"),
-                "they are one key; keep one spelling",
-            ));
-        }
-        given.values.insert(def.name, (value, spelled.clone()));
-    }
-    Ok(given)
-}
-
-fn sub_table<'a>(name: &str, v: &'a toml::Value) -> Result<&'a toml::Table, ConfigError> {
-    v.as_table()
-        .ok_or_else(|| invalid(name, v, format!("must be a table: write [{name}] on its own line, then its keys")))
-}
-
-/// Reads `[gateway]`, its `[[gateway.upstreams]]` entries and its
-/// `[gateway.filters]` table.
-fn gateway_input(source_name: &str, t: &toml::Table) -> Result<GatewayInput, ConfigError> {
-    let mut g = GatewayInput::new();
-    g.table = read_table(source_name, "gateway.", &[Scope::Gateway], t, &["upstreams", "filters"])?;
-    if let Some(v) = t.get("filters") {
-        g.filters =
-            read_table(source_name, "gateway.filters.", &[Scope::Filters], sub_table("gateway.filters", v)?, &[])?;
-    }
-    if let Some(v) = t.get("upstreams") {
-        let fix = "write each upstream as a [[gateway.upstreams]] entry with name, url and prefix";
-        let entries = v.as_array().ok_or_else(|| invalid("gateway.upstreams", v, fix))?;
-        for (i, e) in entries.iter().enumerate() {
-            let label = format!("gateway.upstreams[{i}].");
-            let e = e.as_table().ok_or_else(|| invalid(format!("gateway.upstreams[{i}]"), e, fix))?;
-            g.upstreams.push(read_table(source_name, &label, &[Scope::Upstream], e, &[])?);
-        }
-    }
-    Ok(g)
-}
-
-impl Input {
-    /// Walks the file's TOML by [`KEYS`].
-    fn from_toml(source_name: &str, t: &toml::Table) -> Result<Input, ConfigError> {
-        let top = read_table(
-            source_name,
-            "",
-            &[Scope::Server],
-            t,
-            &["sessions", "contexts", "events", "gateway", "cluster"],
-        )?;
-        let mut input = Input {
-            top,
-            sessions: Given::new("sessions."),
-            contexts: Vec::new(),
-            events: Given::new("events."),
-            gateway: None,
-            cluster: None,
-        };
-        if let Some(v) = t.get("cluster") {
-            input.cluster =
-                Some(read_table(source_name, "cluster.", &[Scope::Cluster], sub_table("cluster", v)?, &[])?);
-        }
-        if let Some(v) = t.get("gateway") {
-            input.gateway = Some(gateway_input(source_name, sub_table("gateway", v)?)?);
-        }
-        if let Some(v) = t.get("sessions") {
-            input.sessions = read_table(source_name, "sessions.", &[Scope::Sessions], sub_table("sessions", v)?, &[])?;
-        }
-        if let Some(v) = t.get("events") {
-            input.events = read_table(source_name, "events.", &[Scope::Events], sub_table("events", v)?, &[])?;
-        }
-        if let Some(v) = t.get("contexts") {
-            let fix = "write each context as a [[contexts]] entry with a name";
-            let entries = v.as_array().ok_or_else(|| invalid("contexts", v, fix))?;
-            for (i, e) in entries.iter().enumerate() {
-                let e = e.as_table().ok_or_else(|| invalid(format!("contexts[{i}]"), e, fix))?;
-                let label = match e.get("name").and_then(toml::Value::as_str) {
-                    Some(n) if keys::valid_token(n) => format!("contexts[{n}]."),
-                    _ => format!("contexts[{i}]."),
-                };
-                let given = read_table(source_name, &label, &[Scope::Sessions, Scope::Context], e, &[])?;
-                if !given.values.contains_key("name") {
-                    return Err(invalid(
-                        format!("contexts[{i}].name"),
-                        "(missing)",
-                        "every [[contexts]] entry needs a name, e.g. name = \"admin\"",
-                    ));
-                }
-                input.contexts.push(given);
-            }
-        }
-        Ok(input)
-    }
-
-    /// Applies one command-line `key=value`. A bare key is a top-level key
-    /// or else a `[sessions]` key; `[events]`, `[gateway]` and
-    /// `[gateway.filters]` keys take their prefix. Dashes read as underscores.
-    fn set(&mut self, k: &str, v: &str) -> Result<(), ConfigError> {
-        const SOURCE: &str = "command line";
-        let key = k.trim().replace('-', "_");
-        let (given, scope, leaf) = match key.split_once('.') {
-            Some(("sessions", leaf)) => (&mut self.sessions, Scope::Sessions, leaf),
-            Some(("events", leaf)) => (&mut self.events, Scope::Events, leaf),
-            // Setting a cluster key turns cluster mode on, as a [cluster] table does.
-            Some(("cluster", leaf)) => {
-                (self.cluster.get_or_insert_with(|| Given::new("cluster.")), Scope::Cluster, leaf)
-            }
-            Some(("gateway", rest)) if rest.starts_with("upstreams") => {
-                return Err(invalid(
-                    k,
-                    v,
-                    "[[gateway.upstreams]] entries can be set only in the config file; \
-                     gateway.KEY and gateway.filters.KEY set the other gateway keys",
-                ));
-            }
-            // Setting a gateway key turns gateway mode on, as a [gateway]
-            // table in the file does; its required keys are then checked.
-            Some(("gateway", rest)) => {
-                let gateway = self.gateway.get_or_insert_with(GatewayInput::new);
-                match rest.strip_prefix("filters.") {
-                    Some(leaf) => (&mut gateway.filters, Scope::Filters, leaf),
-                    None => (&mut gateway.table, Scope::Gateway, rest),
-                }
-            }
-            Some(("contexts", _)) => {
-                return Err(invalid(
-                    k,
-                    v,
-                    "[[contexts]] entries can be set only in the config file; sessions.KEY sets every context",
-                ));
-            }
-            Some((table, _)) => {
-                return Err(invalid(
-                    k,
-                    v,
-                    format!(
-                        "there is no [{table}] table; use KEY, sessions.KEY, events.KEY, gateway.KEY, \
-                         gateway.filters.KEY or cluster.KEY"
-                    ),
-                ));
-            }
-            None if keys::find(Scope::Server, &key).is_some() => (&mut self.top, Scope::Server, key.as_str()),
-            None => (&mut self.sessions, Scope::Sessions, key.as_str()),
-        };
-        let bare = !key.contains('.');
-        let def = match keys::find(scope, leaf) {
-            Some(def) => def,
-            None if bare => return Err(unknown(SOURCE, "", leaf, &[Scope::Server, Scope::Sessions])),
-            None => return Err(unknown(SOURCE, &given.label, leaf, &[scope])),
-        };
-        let value = def.read_arg(&format!("{}{leaf}", given.label), v)?;
-        // A command-line key replaces the file's value, whatever its spelling.
-        given.values.insert(def.name, (value, leaf.to_string()));
-        Ok(())
-    }
-}
-
-/// One setting's layers: a context's own entry, then `[sessions]`, then the
-/// built-in default (or one table, then the default).
-struct Layers<'a> {
-    /// The scope the keys are looked up in.
-    scope: Scope,
-    /// Explicit values, most specific first.
-    tables: Vec<&'a Given>,
-}
-
-impl Layers<'_> {
-    /// The value of `name` and, when it was given explicitly, the key as
-    /// the user wrote it (`contexts[admin].maxLocks`).
-    fn pick(&self, name: &str) -> (Option<Value>, Option<String>) {
-        let def = keys::def(self.scope, name);
-        for g in &self.tables {
-            if let Some((v, spelled)) = g.values.get(def.name) {
-                return (Some(v.clone()), Some(format!("{}{spelled}", g.label)));
-            }
-        }
-        (def.default_value(), None)
-    }
-
-    fn int_opt(&self, name: &str) -> Option<u64> {
-        match self.pick(name).0 {
-            Some(Value::Int(n)) => Some(n),
-            None => None,
-            Some(other) => kind_bug(name, other),
-        }
-    }
-
-    fn int(&self, name: &str) -> u64 {
-        self.int_opt(name).unwrap_or_else(|| kind_bug(name, "no default"))
-    }
-
-    /// A whole number whose limits fit in u32 (a `keys` test checks them all).
-    fn u32(&self, name: &str) -> u32 {
-        u32::try_from(self.int(name)).unwrap_or(u32::MAX)
-    }
-
-    fn secs(&self, name: &str) -> f64 {
-        match self.pick(name).0 {
-            Some(Value::Secs(s)) => s,
-            other => kind_bug(name, other),
-        }
-    }
-
-    fn bool(&self, name: &str) -> bool {
-        match self.pick(name).0 {
-            Some(Value::Bool(b)) => b,
-            other => kind_bug(name, other),
-        }
-    }
-
-    fn text_opt(&self, name: &str) -> Option<String> {
-        match self.pick(name).0 {
-            Some(Value::Text(s)) => Some(s),
-            None => None,
-            Some(other) => kind_bug(name, other),
-        }
-    }
-
-    fn text(&self, name: &str) -> String {
-        self.text_opt(name).unwrap_or_else(|| kind_bug(name, "no default"))
-    }
-
-    fn list(&self, name: &str) -> Vec<String> {
-        match self.pick(name).0 {
-            Some(Value::List(items)) => items,
-            other => kind_bug(name, other),
-        }
-    }
-
-    /// A key without a default that the table must hold; the error says
-    /// what to write, e.g. `listen = "0.0.0.0:8443"`.
-    fn required(&self, name: &str, example: &str) -> Result<String, ConfigError> {
-        let label = self.tables.first().map(|g| g.label.as_str()).unwrap_or("");
-        self.text_opt(name).ok_or_else(|| {
-            invalid(
-                format!("{label}{name}"),
-                "(missing)",
-                format!("{} needs `{name}`, e.g. {name} = {example}", self.scope.table()),
-            )
-        })
-    }
-
-    /// The key as messages name it: as the user wrote it, else canonical.
-    fn key(&self, name: &str) -> String {
-        self.pick(name)
-            .1
-            .unwrap_or_else(|| format!("{}{name}", self.tables.first().map(|g| g.label.as_str()).unwrap_or("")))
-    }
-}
-
-/// A getter that does not match its key's kind in [`KEYS`]: a bug in this
-/// module, caught by the default-config test, which reads every key.
-fn kind_bug(name: &str, got: impl std::fmt::Debug) -> ! {
-    unreachable!("config key `{name}` read with the wrong getter (found {got:?}); fix config/mod.rs or KEYS")
-}
-
 impl Config {
     /// Loads the effective configuration from the file and overrides.
     pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
@@ -842,109 +668,70 @@ impl Config {
             source_name: source_name.clone(),
             message: e.to_string().trim().to_string(),
         })?;
-        let mut input = Input::from_toml(&source_name, &table)?;
-        for (k, v) in &o.pairs {
-            input.set(k, v)?;
-        }
-        let mut cfg = Config::from_input(&input)?;
+        let input = Input::new(&source_name, table, &o.pairs)?;
+        let mut cfg: Config = input.deserialize()?;
+        cfg.validate(&input)?;
         cfg.source = path;
         Ok(cfg)
     }
 
-    fn from_input(input: &Input) -> Result<Config, ConfigError> {
-        let mut notes = Vec::new();
-        let top = Layers { scope: Scope::Server, tables: vec![&input.top] };
-        let listen = parse_listen(&top.text("listen"))?;
-        let data_dir = top.text_opt("data_dir").map(PathBuf::from).unwrap_or_else(|| {
-            match std::env::var_os("STATE_DIRECTORY") {
-                // systemd may pass several colon-separated directories; use the first.
-                Some(s) => PathBuf::from(s.to_string_lossy().split(':').next().unwrap_or("").to_string()),
-                None => PathBuf::from("./sessiond-data"),
-            }
-        });
-        let max_procs = match top.int_opt("max_procs") {
-            Some(n) => u32::try_from(n).unwrap_or(LIMIT_MAX_PROCS),
-            None => {
-                let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
-                if cpus > LIMIT_MAX_PROCS {
-                    notes.push(format!(
-                        "max_procs defaults to the number of CPUs ({cpus}) but is at most {LIMIT_MAX_PROCS}; \
-                         using max_procs = {LIMIT_MAX_PROCS}"
-                    ));
-                }
-                cpus.clamp(1, LIMIT_MAX_PROCS)
-            }
-        };
-
-        let mut entries: Vec<&Given> = input.contexts.iter().collect();
-        let implicit_default = Given {
-            label: "contexts[default].".into(),
-            values: BTreeMap::from([("name", (Value::Text("default".into()), "name".into()))]),
-        };
-        // `default` is always present and always first: it serves requests
-        // without `?context=`.
-        match entries.iter().position(|c| context_name(c) == "default") {
-            Some(0) => {}
-            Some(i) => {
-                let d = entries.remove(i);
-                entries.insert(0, d);
-            }
-            None => entries.insert(0, &implicit_default),
+    /// The rules that relate keys to each other, and the files keys name.
+    /// Defaults that must adapt do so here, with a note.
+    fn validate(&mut self, input: &Input) -> Result<(), ConfigError> {
+        let cpus = cpus();
+        if input.written("", "max_procs").is_none() && cpus > LIMIT_MAX_PROCS {
+            self.notes.push(format!(
+                "max_procs defaults to the number of CPUs ({cpus}) but is at most {LIMIT_MAX_PROCS}; \
+                 using max_procs = {LIMIT_MAX_PROCS}"
+            ));
         }
         let mut tags = std::collections::HashMap::new();
-        let mut contexts = Vec::new();
-        for entry in entries {
-            let name = context_name(entry);
-            let ctx = context_from(name, entry, &input.sessions, &mut notes)?;
-            if let Some(other) = tags.insert(context_tag(name), name.to_string()) {
+        for (i, ctx) in self.contexts.iter_mut().enumerate() {
+            let label = input.context_label(i);
+            if let Some(other) = tags.insert(context_tag(&ctx.name), ctx.name.clone()) {
                 return Err(invalid(
-                    format!("{}name", entry.label),
-                    name,
+                    format!("{label}name"),
+                    &ctx.name,
                     format!("its 16-bit id tag collides with context '{other}' (or it is listed twice); rename one"),
                 ));
             }
-            contexts.push(ctx);
+            validate_context(ctx, label, input, &mut self.notes)?;
         }
-        let events = events_from(&input.events, &mut notes)?;
-        let api_token_file = match top.text_opt("api_token_file") {
-            Some(p) => {
-                let p = PathBuf::from(p);
-                check_api_token(&p)?;
-                Some(p)
+        if let Some(p) = &self.api_token_file {
+            check_api_token(p)?;
+        }
+        self.validate_events()?;
+        if let Some(g) = &self.gateway {
+            validate_gateway(g, &self.listen, &self.contexts, input, &mut self.notes)?;
+        }
+        if let Some(c) = &self.cluster {
+            validate_cluster(c, self.node_id, &self.contexts)?;
+        }
+        Ok(())
+    }
+
+    /// With `events.url` set, the secret file must exist and be private.
+    fn validate_events(&mut self) -> Result<(), ConfigError> {
+        match (&self.events.url, &self.events.secret_file) {
+            (Some(u), None) => Err(invalid(
+                "events.secret_file",
+                "(missing)",
+                format!(
+                    "events.url = {u:?} needs a key to sign each POST with: set events.secret_file to a file \
+                     only sessiond's user can read (chmod 600)"
+                ),
+            )),
+            // Read now so that --check-config and a reload catch a bad file;
+            // the webhook reads it again when it starts.
+            (Some(_), Some(p)) => read_secret_file("events.secret_file", p).map(drop),
+            (None, Some(p)) => {
+                let note =
+                    format!("events.secret_file = {} is set but events.url is not; the webhook is off", p.display());
+                self.notes.push(note);
+                Ok(())
             }
-            None => None,
-        };
-        let gateway = match &input.gateway {
-            Some(g) => Some(gateway_from(g, &listen, &contexts, &mut notes)?),
-            None => None,
-        };
-        let node_id = top.u32("node_id");
-        let cluster = match &input.cluster {
-            Some(c) => Some(cluster_from(c, node_id, &contexts)?),
-            None => None,
-        };
-        Ok(Config {
-            listen,
-            data_dir,
-            max_procs,
-            reuse_port: top.bool("reuse_port"),
-            user: top.text_opt("user").filter(|u| !u.is_empty()),
-            node_id,
-            log_level: top.text("log_level"),
-            shutdown_timeout: top.secs("shutdown_timeout"),
-            max_connections: top.u32("max_connections"),
-            header_timeout: top.secs("header_timeout"),
-            request_timeout: top.secs("request_timeout"),
-            send_timeout: top.secs("send_timeout"),
-            max_header_size: top.u32("max_header_size"),
-            api_token_file,
-            contexts,
-            events,
-            gateway,
-            cluster,
-            source: None,
-            notes,
-        })
+            (None, None) => Ok(()),
+        }
     }
 
     /// The default context (always present, always first).
@@ -961,68 +748,56 @@ impl Config {
             Err(e) => format!("# cannot render config: {e}\n"),
         }
     }
-}
 
-/// The `name` of a `[[contexts]]` entry ([`Input::from_toml`] makes sure
-/// there is one).
-fn context_name(entry: &Given) -> &str {
-    match entry.values.get("name") {
-        Some((Value::Text(n), _)) => n,
-        other => kind_bug("name", other),
-    }
-}
-
-fn read(p: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(p).map_err(|e| ConfigError::Read { path: p.to_path_buf(), source: e })
-}
-
-/// Parses `host:port` or `unix:/path`; the error is the reason, with the fix.
-pub(crate) fn listen_from(s: &str) -> Result<Listen, &'static str> {
-    if let Some(p) = s.strip_prefix("unix:") {
-        if !p.starts_with('/') {
-            return Err("a Unix socket path must be absolute, e.g. unix:/run/sessiond/http.sock");
+    /// Puts back `old`'s value of the top-level key `key` (a
+    /// [`Applies::Restart`] key, for a reload); true when it had changed.
+    /// The master calls it for every such key of [`KEYS`]; a key this does
+    /// not know is a bug that the test of this function catches.
+    pub fn keep(&mut self, old: &Config, key: &str) -> bool {
+        fn put_back<T: PartialEq + Clone>(new: &mut T, old: &T) -> bool {
+            let changed = new != old;
+            new.clone_from(old);
+            changed
         }
-        return Ok(Listen::Unix(PathBuf::from(p)));
+        match key {
+            "listen" => put_back(&mut self.listen, &old.listen),
+            "data_dir" => put_back(&mut self.data_dir, &old.data_dir),
+            "reuse_port" => put_back(&mut self.reuse_port, &old.reuse_port),
+            "user" => put_back(&mut self.user, &old.user),
+            "log_level" => put_back(&mut self.log_level, &old.log_level),
+            _ => false,
+        }
     }
-    s.parse::<SocketAddr>()
-        .map(Listen::Tcp)
-        .map_err(|_| "expected host:port such as 127.0.0.1:8080, [::1]:8080, or unix:/path")
 }
 
-/// Parses `host:port` or `unix:/path`.
-pub fn parse_listen(s: &str) -> Result<Listen, ConfigError> {
-    listen_from(s).map_err(|reason| invalid("listen", s, reason))
-}
-
-/// One context's effective settings: its entry, then `[sessions]`, then the
-/// defaults, with the rules that relate two keys.
-fn context_from(
-    name: &str,
-    entry: &Given,
-    sessions: &Given,
+/// One context's cross-key rules: `max_locks` against `max_sessions` (a
+/// default adapts, an explicit value is an error), `SameSite=None` against
+/// `cookie_secure`, and the region geometry.
+fn validate_context(
+    ctx: &mut ContextConfig,
+    label: &str,
+    input: &Input,
     notes: &mut Vec<String>,
-) -> Result<ContextConfig, ConfigError> {
-    let l = Layers { scope: Scope::Sessions, tables: vec![entry, sessions] };
-    let max_sessions = l.u32("max_sessions");
-    let sessions_key = l.pick("max_sessions").1;
-    let (_, locks_from) = l.pick("max_locks");
-    let mut max_locks = l.u32("max_locks");
-    if max_locks > max_sessions {
-        match locks_from {
+) -> Result<(), ConfigError> {
+    let (name, max_sessions) = (&ctx.name, ctx.max_sessions);
+    if ctx.max_locks > max_sessions {
+        match input.written(label, "max_locks") {
             // A default must not make a valid max_sessions fail: fewer
             // sessions than stripes just means one stripe per session.
             None => {
                 notes.push(format!(
-                    "context {name}: max_locks defaults to {max_locks} but max_sessions = {max_sessions}; \
-                     using max_locks = {max_sessions}"
+                    "context {name}: max_locks defaults to {} but max_sessions = {max_sessions}; \
+                     using max_locks = {max_sessions}",
+                    ctx.max_locks
                 ));
-                max_locks = max_sessions;
+                ctx.max_locks = max_sessions;
             }
             Some(locks_key) => {
-                let sessions_key = sessions_key.unwrap_or_else(|| "max_sessions (its default)".into());
+                let sessions_key =
+                    input.written(label, "max_sessions").unwrap_or_else(|| "max_sessions (its default)".into());
                 return Err(invalid(
                     &locks_key,
-                    max_locks,
+                    ctx.max_locks,
                     format!(
                         "must not exceed `{sessions_key}` = {max_sessions}; set `{locks_key}` to at most \
                          {max_sessions}, remove it to use the default, or raise max_sessions"
@@ -1031,104 +806,21 @@ fn context_from(
             }
         }
     }
-    let (_, same_from) = l.pick("cookie_same_site");
-    let cookie_same_site = match l.text("cookie_same_site").as_str() {
-        "Strict" => SameSite::Strict,
-        "None" => SameSite::None,
-        _ => SameSite::Lax,
-    };
-    let cookie_secure = l.bool("cookie_secure");
-    if cookie_same_site == SameSite::None && !cookie_secure {
+    if ctx.cookie_same_site == cookie::SameSite::None && !ctx.cookie_secure {
         return Err(invalid(
-            same_from.unwrap_or_else(|| "sessions.cookie_same_site".into()),
+            input.key(label, "cookie_same_site"),
             "None",
             "browsers reject SameSite=None without Secure; set cookie_secure = true",
         ));
     }
-    let when_full = match l.text("when_full").as_str() {
-        "evict-oldest" => WhenFull::EvictOldest,
-        _ => WhenFull::Refuse,
-    };
-    let cfg = ContextConfig {
-        name: name.to_string(),
-        max_sessions,
-        max_values_per_session: l.u32("max_values_per_session"),
-        max_name_size: l.u32("max_name_size"),
-        max_value_size: l.u32("max_value_size"),
-        timeout: l.int("timeout"),
-        absolute_timeout: l.int("absolute_timeout"),
-        reap_interval: l.int("reap_interval"),
-        max_locks,
-        lock_timeout: l.secs("lock_timeout"),
-        when_full,
-        cookie_name: l.text("cookie_name"),
-        cookie_secure,
-        cookie_same_site,
-        cookie_path: l.text("cookie_path"),
-        url_param: l.text("url_param"),
-        max_timeout: l.u32("max_timeout"),
-        max_sessions_per_principal: l.u32("max_sessions_per_principal"),
-        when_principal_full: match l.text("when_principal_full").as_str() {
-            "refuse" => WhenPrincipalFull::Refuse,
-            _ => WhenPrincipalFull::EvictOldest,
-        },
-    };
-    crate::region::Geometry::new(cfg.region_config(0).layout).map_err(|e| {
-        invalid(l.pick("max_sessions").1.unwrap_or_else(|| "sessions.max_sessions".into()), max_sessions, e)
-    })?;
-    Ok(cfg)
+    crate::region::Geometry::new(ctx.region_config(0).layout)
+        .map_err(|e| invalid(input.key(label, "max_sessions"), max_sessions, e))?;
+    Ok(())
 }
 
-/// The `[events]` table's effective settings; with `url` set, the secret
-/// file must exist and be private.
-fn events_from(events: &Given, notes: &mut Vec<String>) -> Result<EventsConfig, ConfigError> {
-    let l = Layers { scope: Scope::Events, tables: vec![events] };
-    let url = l.text_opt("url").filter(|u| !u.is_empty());
-    let secret_file = l.text_opt("secret_file").map(PathBuf::from);
-    match (&url, &secret_file) {
-        (Some(u), None) => {
-            return Err(invalid(
-                "events.secret_file",
-                "(missing)",
-                format!(
-                    "events.url = {u:?} needs a key to sign each POST with: set events.secret_file to a file \
-                     only sessiond's user can read (chmod 600)"
-                ),
-            ));
-        }
-        // Read now so that --check-config and a reload catch a bad file;
-        // the webhook reads it again when it starts.
-        (Some(_), Some(p)) => drop(read_secret_file("events.secret_file", p)?),
-        (None, Some(p)) => {
-            notes.push(format!("events.secret_file = {} is set but events.url is not; the webhook is off", p.display()))
-        }
-        (None, None) => {}
-    }
-    Ok(EventsConfig {
-        url,
-        secret_file,
-        timeout: l.secs("timeout"),
-        max_attempts: l.u32("max_attempts"),
-        max_batch: l.u32("max_batch"),
-        queue_size: l.u32("queue_size"),
-        include_touched: l.bool("include_touched"),
-    })
-}
-
-/// The `[cluster]` table's effective settings: a store URL the client's
-/// own parser accepts, a private password file, and a non-zero `node_id`.
-fn cluster_from(c: &Given, node_id: u32, contexts: &[ContextConfig]) -> Result<ClusterConfig, ConfigError> {
-    let l = Layers { scope: Scope::Cluster, tables: vec![c] };
-    let Some(raw) = l.text_opt("store").filter(|s| !s.is_empty()) else {
-        return Err(invalid(
-            "cluster.store",
-            "(missing)",
-            "cluster mode needs the shared store: set cluster.store = \"postgres://sessiond@db1/sessions\" or \
-             \"redis://cache:6379/0\"",
-        ));
-    };
-    let store =
-        store_url::StoreUrl::parse(&raw).map_err(|why| invalid("cluster.store", store_url::redact(&raw), why))?;
+/// The `[cluster]` rules: a non-zero `node_id`, a password in one place
+/// only, and `save_period` shorter than every context's timeout.
+fn validate_cluster(c: &ClusterConfig, node_id: u32, contexts: &[ContextConfig]) -> Result<(), ConfigError> {
     if node_id == 0 {
         return Err(invalid(
             "node_id",
@@ -1137,27 +829,25 @@ fn cluster_from(c: &Given, node_id: u32, contexts: &[ContextConfig]) -> Result<C
              each session id, which a front proxy routes by): set node_id = 1 on the first node, 2 on the next",
         ));
     }
-    let store_password_file = l.text_opt("store_password_file").map(PathBuf::from);
-    if let Some(p) = &store_password_file {
-        if store.has_password() {
+    if let Some(p) = &c.store_password_file {
+        if c.store.has_password() {
             return Err(invalid(
                 "cluster.store_password_file",
                 p.display().to_string(),
                 format!(
                     "cluster.store = {} already carries a password; remove it from the URL or drop \
                      store_password_file",
-                    store.shown()
+                    c.store.shown()
                 ),
             ));
         }
         read_secret_file("cluster.store_password_file", p)?;
     }
-    let save_period = l.u32("save_period");
     for ctx in contexts {
-        if u64::from(save_period) >= ctx.timeout {
+        if u64::from(c.save_period) >= ctx.timeout {
             return Err(invalid(
                 "cluster.save_period",
-                save_period.to_string(),
+                c.save_period.to_string(),
                 format!(
                     "must be shorter than context {}'s timeout ({} s), or the store would expire sessions that \
                      are in use; lower save_period or raise timeout",
@@ -1166,23 +856,7 @@ fn cluster_from(c: &Given, node_id: u32, contexts: &[ContextConfig]) -> Result<C
             ));
         }
     }
-    let reaper = match l.text("reaper").as_str() {
-        "always" => StoreReaper::Always,
-        "never" => StoreReaper::Never,
-        _ => StoreReaper::Elect,
-    };
-    let when_store_down =
-        if l.text("when_store_down") == "fail-closed" { StoreDown::FailClosed } else { StoreDown::ServeLocal };
-    Ok(ClusterConfig {
-        store,
-        store_password_file,
-        save_period,
-        reaper,
-        when_store_down,
-        store_timeout: l.secs("store_timeout"),
-        sweep_interval: l.secs("sweep_interval"),
-        sweep_batch: l.u32("sweep_batch"),
-    })
+    Ok(())
 }
 
 /// `api_token_file`: a private, non-empty secret of printable ASCII (it is
@@ -1207,55 +881,47 @@ fn check_api_token(path: &Path) -> Result<(), ConfigError> {
 /// Shortest `gateway.secret_file` key, bytes.
 const GATEWAY_MIN_SECRET: usize = 16;
 
-/// The `[gateway]` table's effective settings, with the rules that relate
-/// its keys to each other and to the rest of the configuration.
-fn gateway_from(
-    g: &GatewayInput,
+/// The `[gateway]` rules that relate its keys to each other and to the
+/// rest of the configuration, and the files it names.
+fn validate_gateway(
+    g: &GatewayConfig,
     private: &Listen,
     contexts: &[ContextConfig],
+    input: &Input,
     notes: &mut Vec<String>,
-) -> Result<GatewayConfig, ConfigError> {
-    let l = Layers { scope: Scope::Gateway, tables: vec![&g.table] };
-
-    let listen_text = l.required("listen", "\"0.0.0.0:8443\"")?;
-    let listen =
-        listen_from(&listen_text).map_err(|reason| invalid(l.key("listen"), format!("{listen_text:?}"), reason))?;
-    if let Some(why) = same_listener(&listen, private) {
+) -> Result<(), ConfigError> {
+    let key = |name: &str| input.key("gateway.", name);
+    let shown = |name: &str, typed: &dyn std::fmt::Display| input.shown_or(&key(name), || format!("\"{typed}\""));
+    if let Some(why) = same_listener(&g.listen, private) {
         return Err(invalid(
-            l.key("listen"),
-            format!("{listen_text:?}"),
+            key("listen"),
+            shown("listen", &g.listen),
             format!(
                 "{why} the top-level `listen` = \"{private}\", the private listener; the gateway is a second, \
                  public listener: give it its own address, e.g. listen = \"0.0.0.0:8443\""
             ),
         ));
     }
-
-    let context = l.text("context");
-    if !contexts.iter().any(|c| c.name == context) {
+    if !contexts.iter().any(|c| c.name == g.context) {
         let names = contexts.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
         return Err(invalid(
-            l.key("context"),
-            format!("{context:?}"),
+            key("context"),
+            format!("{:?}", g.context),
             format!(
                 "no context has that name; the configured contexts are: {names}. Use one of them, or add a \
-                 [[contexts]] entry with name = {context:?}"
+                 [[contexts]] entry with name = {:?}",
+                g.context
             ),
         ));
     }
+    let verifier_shown = shown("verifier", &format_args!("htpasswd:{}", g.verifier.display()));
+    check_readable_file(&key("verifier"), &verifier_shown, &g.verifier, "the htpasswd file")?;
 
-    let verifier_text = l.required("verifier", "\"htpasswd:/etc/sessiond/users\"")?;
-    let verifier = keys::check_verifier(&verifier_text)
-        .map(PathBuf::from)
-        .map_err(|reason| invalid(l.key("verifier"), format!("{verifier_text:?}"), reason))?;
-    check_readable_file(&l.key("verifier"), &verifier_text, &verifier, "the htpasswd file")?;
-
-    let secret_file = PathBuf::from(l.required("secret_file", "\"/etc/sessiond/gateway.secret\"")?);
-    let secret = read_secret_file(&l.key("secret_file"), &secret_file)?;
+    let secret = read_secret_file(&key("secret_file"), &g.secret_file)?;
     if secret.len() < GATEWAY_MIN_SECRET {
-        let shown = secret_file.display().to_string();
+        let shown = g.secret_file.display().to_string();
         return Err(invalid(
-            l.key("secret_file"),
+            key("secret_file"),
             &shown,
             format!(
                 "the key is {} bytes; a signing key needs at least {GATEWAY_MIN_SECRET}: write one with \
@@ -1265,66 +931,12 @@ fn gateway_from(
         ));
     }
     drop(secret);
-
-    let login_template = l.text_opt("login_template").map(PathBuf::from);
-    if let Some(p) = &login_template {
-        check_readable_file(&l.key("login_template"), &p.display().to_string(), p, "the login template")?;
+    if let Some(p) = &g.login_template {
+        let shown = shown("login_template", &p.display());
+        check_readable_file(&key("login_template"), &shown, p, "the login template")?;
     }
 
-    let trusted_proxies = l
-        .list("trusted_proxies")
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            keys::parse_ip_net(s)
-                .map_err(|reason| invalid(format!("{}[{i}]", l.key("trusted_proxies")), format!("{s:?}"), reason))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-
-    let upstreams = upstreams_from(&g.upstreams)?;
-
-    let f = Layers { scope: Scope::Filters, tables: vec![&g.filters] };
-    let adapter_ids = f.list("adapter_ids");
-    for id in adapter_ids.iter().filter(|id| !upstreams.iter().any(|u| &u.name == *id)) {
-        let names = upstreams.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(", ");
-        notes.push(format!(
-            "gateway.filters.adapter_ids: {id:?} names no [[gateway.upstreams]] entry (the upstreams are: {names}); \
-             it matches no request"
-        ));
-    }
-    let accept_user = match f.text("accept_user").as_str() {
-        "category" => AcceptUserConfig::Category,
-        "underscore" => AcceptUserConfig::Underscore,
-        _ => AcceptUserConfig::None,
-    };
-
-    Ok(GatewayConfig {
-        listen,
-        context,
-        verifier,
-        session_manager: l.list("session_manager"),
-        session_manager_timeout: l.secs("session_manager_timeout"),
-        secret_file,
-        login_template,
-        trusted_proxies,
-        upstream_timeout: l.secs("upstream_timeout"),
-        login_max_failures: l.u32("login_max_failures"),
-        login_window: l.secs("login_window"),
-        allow_encoded_percent: l.bool("allow_encoded_percent"),
-        upstreams,
-        filters: FiltersConfig {
-            categories: f.list("categories"),
-            adapter_ids,
-            identities: f.list("identities"),
-            accept_user,
-        },
-    })
-}
-
-/// `[[gateway.upstreams]]`: at least one, names and (normalised) prefixes
-/// unique.
-fn upstreams_from(entries: &[Given]) -> Result<Vec<UpstreamConfig>, ConfigError> {
-    if entries.is_empty() {
+    if g.upstreams.is_empty() {
         return Err(invalid(
             "gateway.upstreams",
             "(none)",
@@ -1332,42 +944,53 @@ fn upstreams_from(entries: &[Given]) -> Result<Vec<UpstreamConfig>, ConfigError>
              name = \"app\", url = \"http://127.0.0.1:9000\", prefix = \"/\"",
         ));
     }
-    let mut out: Vec<UpstreamConfig> = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let u = Layers { scope: Scope::Upstream, tables: vec![entry] };
-        let name = u.required("name", "\"app\"")?;
-        let url = u.required("url", "\"http://127.0.0.1:9000\"")?;
-        let written = u.text("prefix");
-        let prefix = normalise_prefix(&written);
-        if let Some((j, _)) = out.iter().enumerate().find(|(_, o)| o.name == name) {
+    for (i, u) in g.upstreams.iter().enumerate() {
+        let before = &g.upstreams[..i];
+        let label = format!("gateway.upstreams[{i}].");
+        if let Some(j) = before.iter().position(|o| o.name == u.name) {
             return Err(invalid(
-                u.key("name"),
-                format!("{name:?}"),
+                input.key(&label, "name"),
+                format!("{:?}", u.name),
                 format!("gateway.upstreams[{j}] has the same name; each upstream needs its own name"),
             ));
         }
-        if let Some((j, other)) = out.iter().enumerate().find(|(_, o)| o.prefix == prefix) {
+        if let Some((j, other)) = before.iter().enumerate().find(|(_, o)| o.prefix == u.prefix) {
             return Err(invalid(
-                u.key("prefix"),
-                format!("{written:?}"),
+                input.key(&label, "prefix"),
+                input.shown_or(&format!("{label}prefix"), || format!("{:?}", u.prefix)),
                 format!(
-                    "gateway.upstreams[{j}] ({}) already routes prefix {prefix:?}; each prefix goes to one \
+                    "gateway.upstreams[{j}] ({}) already routes prefix {:?}; each prefix goes to one \
                      upstream: change one of them",
-                    other.name
+                    other.name, u.prefix
                 ),
             ));
         }
-        out.push(UpstreamConfig { name, url, prefix });
     }
-    Ok(out)
+    for id in g.filters.adapter_ids.iter().filter(|id| !g.upstreams.iter().any(|u| &u.name == *id)) {
+        let names = g.upstreams.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(", ");
+        notes.push(format!(
+            "gateway.filters.adapter_ids: {id:?} names no [[gateway.upstreams]] entry (the upstreams are: {names}); \
+             it matches no request"
+        ));
+    }
+    Ok(())
 }
 
-/// A prefix without its trailing `/`, except `/` itself.
-fn normalise_prefix(p: &str) -> String {
-    match p.trim_end_matches('/') {
-        "" => "/".to_string(),
-        trimmed => trimmed.to_string(),
+fn read(p: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(p).map_err(|e| ConfigError::Read { path: p.to_path_buf(), source: e })
+}
+
+/// Parses `host:port` or `unix:/path`; the error is the reason, with the fix.
+pub(crate) fn listen_from(s: &str) -> Result<Listen, &'static str> {
+    if let Some(p) = s.strip_prefix("unix:") {
+        if !p.starts_with('/') {
+            return Err("a Unix socket path must be absolute, e.g. unix:/run/sessiond/http.sock");
+        }
+        return Ok(Listen::Unix(PathBuf::from(p)));
     }
+    s.parse::<SocketAddr>()
+        .map(Listen::Tcp)
+        .map_err(|_| "expected host:port such as 127.0.0.1:8080, [::1]:8080, or unix:/path")
 }
 
 /// Why two listeners would share a socket (same path, same address, or the
@@ -1398,11 +1021,10 @@ fn same_listener(a: &Listen, b: &Listen) -> Option<&'static str> {
 /// regular file this process may open; its contents are read later by the
 /// module that uses them.
 fn check_readable_file(key: &str, shown: &str, path: &Path, what: &str) -> Result<(), ConfigError> {
-    let shown = format!("{shown:?}");
     let unreadable = |e: std::io::Error| {
         invalid(
             key,
-            &shown,
+            shown,
             format!(
                 "cannot read {what} {} ({e}); check the path and that the user sessiond runs as may read it",
                 path.display()
@@ -1411,7 +1033,7 @@ fn check_readable_file(key: &str, shown: &str, path: &Path, what: &str) -> Resul
     };
     // Look before opening: opening a FIFO would wait for a writer.
     if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
-        return Err(invalid(key, &shown, format!("{} is not a regular file; point it at {what}", path.display())));
+        return Err(invalid(key, shown, format!("{} is not a regular file; point it at {what}", path.display())));
     }
     std::fs::File::open(path).map(drop).map_err(unreadable)
 }
@@ -1474,6 +1096,10 @@ pub fn read_secret_file(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> 
 mod tests {
     use super::*;
 
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
     fn load(toml: &str, pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
@@ -1492,10 +1118,10 @@ mod tests {
         assert_eq!((d.timeout, d.absolute_timeout, d.reap_interval, d.max_locks), (1800, 0, 600, 16));
         assert_eq!(
             (d.cookie_name.as_str(), d.url_param.as_str(), d.cookie_same_site),
-            ("SESSIONID", "sessionid", SameSite::Lax)
+            ("SESSIONID", "sessionid", cookie::SameSite::Lax)
         );
-        assert_eq!(d.lock_timeout, 1.0);
-        assert_eq!(c.shutdown_timeout, 10.0);
+        assert_eq!(d.lock_timeout, secs(1.0));
+        assert_eq!(c.shutdown_timeout, secs(10.0));
     }
 
     #[test]
@@ -1547,7 +1173,10 @@ mod tests {
             &[("max-procs", "4"), ("lock-timeout", "3"), ("max-sessions", "70")],
         )
         .unwrap();
-        assert_eq!((c.max_procs, c.default_context().lock_timeout, c.default_context().max_sessions), (4, 3.0, 70));
+        assert_eq!(
+            (c.max_procs, c.default_context().lock_timeout, c.default_context().max_sessions),
+            (4, secs(3.0), 70)
+        );
         let c = load("[[contexts]]\nname = \"admin\"\n[[contexts]]\nname = \"default\"\ntimeout = 5\n", &[]).unwrap();
         assert_eq!((c.contexts[0].name.as_str(), c.contexts[0].timeout), ("default", 5));
         let printed = c.to_toml();
@@ -1651,7 +1280,7 @@ mod tests {
             EventsConfig {
                 url: None,
                 secret_file: None,
-                timeout: 5.0,
+                timeout: secs(5.0),
                 max_attempts: 10,
                 max_batch: 100,
                 queue_size: 4096,
@@ -1668,7 +1297,7 @@ mod tests {
         let c = load(&toml, &[]).unwrap();
         assert_eq!(c.events.url.as_deref(), Some("https://hooks.example.com/s"));
         assert_eq!(c.events.secret_file.as_deref(), Some(s.as_path()));
-        assert_eq!((c.events.timeout, c.events.max_attempts, c.events.max_batch), (0.5, 3, 1000));
+        assert_eq!((c.events.timeout, c.events.max_attempts, c.events.max_batch), (secs(0.5), 3, 1000));
         assert_eq!((c.events.queue_size, c.events.include_touched), (16, true));
         assert!(c.to_toml().contains("[events]"), "{}", c.to_toml());
         let c = load(&toml, &[("events.url", "")]).unwrap();
@@ -1823,13 +1452,13 @@ mod tests {
                     "http://sm1.example.internal:9000/sessions".into(),
                     "https://sm2.example.internal/s".into()
                 ],
-                session_manager_timeout: 0.5,
+                session_manager_timeout: secs(0.5),
                 secret_file: f.secret.clone(),
                 login_template: Some(template),
                 trusted_proxies: vec![net("10.0.0.0/8"), net("192.0.2.7/32"), net("2001:db8::/32"), net("::1/128")],
-                upstream_timeout: 12.0,
+                upstream_timeout: secs(12.0),
                 login_max_failures: 3,
-                login_window: 60.5,
+                login_window: secs(60.5),
                 allow_encoded_percent: true,
                 upstreams: vec![
                     UpstreamConfig { name: "app".into(), url: "http://127.0.0.1:9000".into(), prefix: "/".into() },
@@ -1843,7 +1472,7 @@ mod tests {
                     categories: vec!["public".into(), "_alice".into()],
                     adapter_ids: vec!["app".into()],
                     identities: vec!["/public/index.html".into()],
-                    accept_user: AcceptUserConfig::Underscore,
+                    accept_user: AcceptUser::Underscore,
                 },
             })
         );
@@ -1863,13 +1492,13 @@ mod tests {
     fn a_minimal_gateway_table_takes_the_documented_defaults() {
         let f = Gw::new();
         let g = load(&f.toml(&[], APP), &[]).unwrap().gateway.unwrap();
-        assert_eq!((g.context.as_str(), g.session_manager.len(), g.session_manager_timeout), ("default", 0, 2.0));
-        assert_eq!((g.upstream_timeout, g.login_max_failures, g.login_window), (30.0, 5, 300.0));
+        assert_eq!((g.context.as_str(), g.session_manager.len(), g.session_manager_timeout), ("default", 0, secs(2.0)));
+        assert_eq!((g.upstream_timeout, g.login_max_failures, g.login_window), (secs(30.0), 5, secs(300.0)));
         assert_eq!((g.login_template, g.trusted_proxies.len()), (None, 0));
         assert!(!g.allow_encoded_percent, "multiple encoding is refused unless the key says otherwise");
         assert_eq!(g.upstreams[0].prefix, "/", "prefix defaults to /");
         assert_eq!(g.filters, FiltersConfig::default());
-        assert_eq!(g.filters.accept_user, AcceptUserConfig::None);
+        assert_eq!(g.filters.accept_user, AcceptUser::None);
     }
 
     #[test]
@@ -1887,7 +1516,7 @@ mod tests {
         .unwrap();
         let g = c.gateway.unwrap();
         assert_eq!(g.listen, Listen::Unix("/run/sessiond/public.sock".into()));
-        assert_eq!((g.upstream_timeout, g.filters.accept_user), (5.0, AcceptUserConfig::Category));
+        assert_eq!((g.upstream_timeout, g.filters.accept_user), (secs(5.0), AcceptUser::Category));
         let e = load(&toml, &[("gateway.trusted_proxies", "10.0.0.0/8")]).unwrap_err().to_string();
         assert!(e.contains("`gateway.trusted_proxies`: 10.0.0.0/8") && e.contains("only in the config file"), "{e}");
         let e = load(&toml, &[("gateway.filters.categories", "a")]).unwrap_err().to_string();
@@ -2211,6 +1840,199 @@ mod tests {
         assert!(e.contains(&format!("`api_token_file`: {}", missing.display())) && e.contains("cannot read"), "{e}");
         let e = load("api_token_file = \"\"\n", &[]).unwrap_err().to_string();
         assert!(e.contains("`api_token_file`: \"\""), "{e}");
+    }
+
+    /// A value of `k`'s type that passes its rule (the default when it has one).
+    fn sample(k: &KeyDef) -> toml::Value {
+        use keys::{Kind, Rule};
+        let text = |rule| match rule {
+            Rule::Token => "abc",
+            Rule::Listen => "127.0.0.1:9",
+            Rule::CookiePath | Rule::UrlPrefix => "/",
+            Rule::Path => "/tmp/x",
+            Rule::HttpUrl => "http://h/",
+            Rule::Verifier => "htpasswd:/tmp/x",
+            Rule::UpstreamUrl => "http://h",
+            Rule::IpNet => "10.0.0.0/8",
+            Rule::FilterItem => "a",
+            Rule::StoreUrl => "redis://h:6379/0",
+            Rule::Any => "u",
+        };
+        match (k.default_toml(), k.kind) {
+            (_, Kind::List { rule, .. }) => toml::Value::Array(vec![toml::Value::String(text(rule).into())]),
+            (None, Kind::Text { rule, .. }) => toml::Value::String(text(rule).into()),
+            (None, Kind::Int { min, .. }) => toml::Value::Integer(min as i64),
+            (Some(d), _) => toml::from_str::<toml::Table>(&format!("v = {d}")).unwrap().remove("v").unwrap(),
+            (None, _) => unreachable!("{} has no default", k.qualified()),
+        }
+    }
+
+    /// The table of `scope` in `t` (created), where `sample` keys go.
+    fn table_of(t: &mut toml::Table, scope: Scope) -> &mut toml::Table {
+        fn sub<'a>(t: &'a mut toml::Table, name: &str) -> &'a mut toml::Table {
+            t.entry(name).or_insert_with(|| toml::Value::Table(toml::Table::new())).as_table_mut().unwrap()
+        }
+        fn first<'a>(t: &'a mut toml::Table, name: &str) -> &'a mut toml::Table {
+            let a = t.entry(name).or_insert_with(|| toml::Value::Array(vec![toml::Value::Table(toml::Table::new())]));
+            a.as_array_mut().unwrap()[0].as_table_mut().unwrap()
+        }
+        match scope {
+            Scope::Server => t,
+            Scope::Sessions => sub(t, "sessions"),
+            Scope::Context => first(t, "contexts"),
+            Scope::Events => sub(t, "events"),
+            Scope::Gateway => sub(t, "gateway"),
+            Scope::Upstream => first(sub(t, "gateway"), "upstreams"),
+            Scope::Filters => sub(sub(t, "gateway"), "filters"),
+            Scope::Cluster => sub(t, "cluster"),
+        }
+    }
+
+    /// `t` plus the keys that have no default, then deserialised (no
+    /// cross-key rules, no files read).
+    fn deserialize(mut t: toml::Table) -> Result<Config, ConfigError> {
+        for k in KEYS.iter().filter(|k| k.default_toml().is_none() && k.scope != Scope::Server) {
+            let has_table = match k.scope {
+                Scope::Gateway | Scope::Upstream | Scope::Filters => t.contains_key("gateway"),
+                Scope::Context => t.contains_key("contexts"),
+                Scope::Cluster => t.contains_key("cluster"),
+                _ => false,
+            };
+            if has_table {
+                table_of(&mut t, k.scope).entry(k.name).or_insert_with(|| sample(k));
+            }
+        }
+        de::Input::new("test", t, &[])?.deserialize()
+    }
+
+    #[test]
+    fn keys_and_structs_agree() {
+        // Every KEYS entry, under each of its spellings, is a field of its struct.
+        let mut all = toml::Table::new();
+        for k in KEYS {
+            for spelled in std::iter::once(&k.name).chain(k.aliases) {
+                let mut t = toml::Table::new();
+                table_of(&mut t, k.scope).insert(spelled.to_string(), sample(k));
+                deserialize(t).unwrap_or_else(|e| panic!("{} spelled {spelled}: {e}", k.qualified()));
+            }
+            table_of(&mut all, k.scope).insert(k.name.to_string(), sample(k));
+        }
+        // Every field of every struct is a KEYS entry: what the structs
+        // print, with every key set, is exactly the KEYS list.
+        let printed: toml::Table = toml::from_str(&deserialize(all).unwrap().to_toml()).unwrap();
+        let mut fields: Vec<String> = Vec::new();
+        let mut walk = |prefix: &str, t: &toml::Table, skip: &[&str]| {
+            fields.extend(t.keys().filter(|k| !skip.contains(&k.as_str())).map(|k| format!("{prefix}{k}")));
+        };
+        fn table(v: Option<&toml::Value>) -> &toml::Table {
+            v.and_then(|v| v.as_table().or_else(|| v.get(0)?.as_table())).unwrap()
+        }
+        walk("", &printed, &["contexts", "events", "gateway", "cluster"]);
+        walk("contexts[].", table(printed.get("contexts")), &[]);
+        walk("events.", table(printed.get("events")), &[]);
+        walk("cluster.", table(printed.get("cluster")), &[]);
+        let g = table(printed.get("gateway"));
+        walk("gateway.", g, &["upstreams", "filters"]);
+        walk("gateway.upstreams[].", table(g.get("upstreams")), &[]);
+        walk("gateway.filters.", table(g.get("filters")), &[]);
+        let mut listed: Vec<String> = KEYS
+            .iter()
+            .map(|k| match k.scope {
+                Scope::Sessions | Scope::Context => format!("contexts[].{}", k.name),
+                _ => k.qualified(),
+            })
+            .collect();
+        fields.sort();
+        listed.sort();
+        assert_eq!(fields, listed, "the fields of the config structs and the entries of config::KEYS differ");
+
+        // Every default KEYS documents is the structs' default.
+        let mut t = toml::Table::new();
+        for scope in [Scope::Gateway, Scope::Upstream, Scope::Filters, Scope::Cluster, Scope::Context] {
+            table_of(&mut t, scope);
+        }
+        let printed: toml::Table = toml::from_str(&deserialize(t).unwrap().to_toml()).unwrap();
+        for k in KEYS {
+            let Some(want) = k.default_toml() else { continue };
+            let mut tables = vec![&printed];
+            let path: &[&str] = match k.scope {
+                Scope::Server => &[],
+                Scope::Sessions | Scope::Context => &["contexts"],
+                Scope::Events => &["events"],
+                Scope::Gateway => &["gateway"],
+                Scope::Upstream => &["gateway", "upstreams"],
+                Scope::Filters => &["gateway", "filters"],
+                Scope::Cluster => &["cluster"],
+            };
+            for name in path {
+                let next = table(tables.last().unwrap().get(*name));
+                tables.push(next);
+            }
+            let got = tables.last().unwrap().get(k.name).unwrap_or_else(|| panic!("{} not printed", k.qualified()));
+            let parsed = toml::from_str::<toml::Table>(&format!("v = {want}")).unwrap().remove("v").unwrap();
+            let same = match (got, parsed) {
+                (toml::Value::Float(g), toml::Value::Integer(w)) => *g == w as f64,
+                (g, w) => *g == w,
+            };
+            assert!(same, "{}: the struct's default is {got}, KEYS says {want}", k.qualified());
+        }
+
+        // Every limit KEYS documents is the one the deserialiser applies.
+        for k in KEYS {
+            let (lo, hi, below, above) = match k.kind {
+                keys::Kind::Int { min, max, .. } => (
+                    toml::Value::Integer(min as i64),
+                    toml::Value::Integer(max as i64),
+                    toml::Value::Integer(min as i64 - 1),
+                    toml::Value::Integer(max as i64 + 1),
+                ),
+                keys::Kind::Secs { min, max, .. } => (
+                    toml::Value::Float(min),
+                    toml::Value::Float(max),
+                    toml::Value::Float(min - 0.0005),
+                    toml::Value::Float(max + 0.001),
+                ),
+                _ => continue,
+            };
+            let with = |v: &toml::Value| {
+                let mut t = toml::Table::new();
+                table_of(&mut t, k.scope).insert(k.name.to_string(), v.clone());
+                deserialize(t)
+            };
+            for ok in [&lo, &hi] {
+                with(ok).unwrap_or_else(|e| panic!("{} = {ok}: {e}", k.qualified()));
+            }
+            for bad in [&below, &above] {
+                assert!(with(bad).is_err(), "{} = {bad} is outside KEYS's limits but was accepted", k.qualified());
+            }
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_every_restart_only_top_level_key() {
+        let old = load(
+            "",
+            &[
+                ("listen", "127.0.0.1:9999"),
+                ("data_dir", "/tmp/elsewhere"),
+                ("reuse_port", "true"),
+                ("user", "nobody"),
+                ("log_level", "debug"),
+            ],
+        )
+        .unwrap();
+        let mut new = load("", &[]).unwrap();
+        let restart = KEYS.iter().filter(|k| k.scope == Scope::Server && k.applies == Applies::Restart);
+        for k in restart {
+            assert!(
+                new.keep(&old, k.name),
+                "{}: a reload must keep it (see Config::keep) and this test set it",
+                k.name
+            );
+            assert!(!new.keep(&old, k.name), "{}: kept, so unchanged the second time", k.name);
+        }
+        assert_eq!(Config { source: None, ..new.clone() }, Config { source: None, ..old.clone() }, "all kept");
+        assert!(!new.keep(&old, "max_connections"), "a reloadable key is not kept");
     }
 
     #[test]

@@ -58,19 +58,9 @@ pub const MAX_ITEMS: usize = 1024;
 /// The longest item accepted, in bytes (as given, before normalising).
 pub const MAX_ITEM_LEN: usize = 1024;
 
-/// Whether a new session's user id becomes one of its accepted categories
-/// (Glacier2's `Filter.Category.AcceptUser`, 0/1/2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AcceptUser {
-    /// The user id is not added (`AcceptUser=0`).
-    None,
-    /// The user id itself is added as a category (`AcceptUser=1`): `alice`.
-    Category,
-    /// `_` and the user id is added as a category (`AcceptUser=2`): `_alice`,
-    /// which cannot clash with upstream paths that never start with `_`.
-    Underscore,
-}
+/// Whether a new session's user id becomes one of its accepted categories;
+/// one type with the configuration key that sets it.
+pub use crate::config::AcceptUser;
 
 /// One of the three filter sets; the control API's path words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AcceptUserConfig, Config, GatewayConfig};
+use crate::config::{Config, GatewayConfig};
 use crate::contexts::{Context, Contexts};
 use filters::{AcceptUser, Filters};
 
@@ -106,13 +106,9 @@ impl GatewayCore {
         path::Allow { encoded_percent: self.cfg.allow_encoded_percent }
     }
 
-    /// The accept-user rule as the filters module spells it.
+    /// The accept-user rule (`gateway.filters.accept_user`).
     pub fn accept_user(&self) -> AcceptUser {
-        match self.cfg.filters.accept_user {
-            AcceptUserConfig::None => AcceptUser::None,
-            AcceptUserConfig::Category => AcceptUser::Category,
-            AcceptUserConfig::Underscore => AcceptUser::Underscore,
-        }
+        self.cfg.filters.accept_user
     }
 
     /// The control handle of a session.
@@ -162,7 +158,7 @@ pub async fn run_outbox(core: Arc<GatewayCore>, contexts: Arc<Contexts>) {
     let Some(outbox) = core.outbox.clone() else { return };
     let managers = session_manager::ManagerClient::new(
         core.cfg.session_manager.clone(),
-        Duration::from_secs_f64(core.cfg.session_manager_timeout),
+        core.cfg.session_manager_timeout,
         core.secret.clone(),
     );
     let mut tick = tokio::time::interval(OUTBOX_PERIOD);

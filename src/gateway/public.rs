@@ -92,12 +92,8 @@ impl Gateway {
                 .map_err(|e| format!("gateway.login_template {}: cannot read it: {e}", p.display()))?,
             None => LOGIN_PAGE.to_string(),
         };
-        let hook = ManagerClient::new(
-            g.session_manager.clone(),
-            Duration::from_secs_f64(g.session_manager_timeout),
-            core.secret.clone(),
-        );
-        let throttle = Throttle::new(g.login_max_failures, Duration::from_secs_f64(g.login_window), 100_000);
+        let hook = ManagerClient::new(g.session_manager.clone(), g.session_manager_timeout, core.secret.clone());
+        let throttle = Throttle::new(g.login_max_failures, g.login_window, 100_000);
         Ok(Gateway {
             core,
             contexts,
@@ -119,9 +115,7 @@ impl Gateway {
     /// Reads to its end the body of a request that no one else reads
     /// ([`framing::drain`]); a malformed one gives the 400 to answer instead.
     async fn drain(&self, req: &mut Request<Incoming>) -> Result<(), GwResp> {
-        framing::drain(req.body_mut(), Duration::from_secs_f64(self.config.request_timeout))
-            .await
-            .map_err(|e| proxy::framing_refusal(&e))
+        framing::drain(req.body_mut(), self.config.request_timeout).await.map_err(|e| proxy::framing_refusal(&e))
     }
 
     /// `answer`, or the framing's 400 when the body of the request (which
@@ -306,7 +300,7 @@ async fn forward(gw: &Arc<Gateway>, peer: Option<SocketAddr>, path: NormalPath, 
         peer,
         trusted: gw.trusted(peer),
         cookie_name: &gw.ctx().cfg.cookie_name,
-        timeout: Duration::from_secs_f64(gw.core.cfg.upstream_timeout),
+        timeout: gw.core.cfg.upstream_timeout,
         alive,
         max_tunnels: gw.config.max_connections as usize,
     };
@@ -486,7 +480,7 @@ async fn login(gw: &Arc<Gateway>, peer: Option<SocketAddr>, req: Request<Incomin
     let old = gw.current(&req, false).await.ok().flatten().map(|(id, s, _)| (id, s));
     let user_agent =
         req.headers().get(hyper::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let timeout = Duration::from_secs_f64(gw.config.request_timeout);
+    let timeout = gw.config.request_timeout;
     let c = match read_credentials(req, timeout).await {
         Ok(c) => c,
         Err(r) => return r,

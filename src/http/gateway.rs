@@ -9,8 +9,6 @@
 //! | `POST …/{handle}/filters/{kind}/add` / `remove`, body `{"items":[…]}` | the resulting `{"items":[…]}` |
 //! | `DELETE …/{handle}` | 204, also when the session is already gone |
 
-use std::time::Duration;
-
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
@@ -84,7 +82,7 @@ pub async fn route(st: &AppState, req: Request<Incoming>, rest: &[&str]) -> Resu
             let kind: FilterKind = kind.parse().map_err(|e| ApiError::bad_request("bad_filter", format!("{e}")))?;
             let add = *op == "add";
             let id = control::resolve(core, sessions, handle)?;
-            let timeout = Duration::from_secs_f64(st.config.request_timeout);
+            let timeout = st.config.request_timeout;
             let body = read_body(req, MAX_BODY, timeout, "filter change").await?;
             #[derive(serde::Deserialize)]
             #[serde(deny_unknown_fields)]

@@ -153,7 +153,7 @@ async fn dispatch(st: &AppState, mut req: Request<Incoming>) -> (Route, Result<R
     };
     let m = req.method().clone();
     if takes_no_body(sp.segments(), &m)
-        && let Err(e) = framing::drain(req.body_mut(), Duration::from_secs_f64(st.config.request_timeout)).await
+        && let Err(e) = framing::drain(req.body_mut(), st.config.request_timeout).await
     {
         return (Route::Other, Err(e.into()));
     }

@@ -7,7 +7,6 @@
 //! `{"base64": "<standard base64>"}`, and PATCH accepts both forms.
 
 use std::borrow::Cow;
-use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -181,7 +180,7 @@ fn touch_param(req: &Request<Incoming>) -> bool {
 /// and the session's own settings (`timeout`, `deadline`, `principal`).
 pub async fn create(st: &AppState, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let ctx = context(st, &req)?;
-    let timeout = Duration::from_secs_f64(st.config.request_timeout);
+    let timeout = st.config.request_timeout;
     let body = read_body(req, patch_limit(ctx), timeout, "create body").await?;
     let now = now_ms();
     let parsed: SessionBody =
@@ -408,7 +407,7 @@ impl SessionBody {
 /// different attributes both land.
 pub async fn patch(st: &AppState, t: Target<'_>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let expect = if_match(&req);
-    let timeout = Duration::from_secs_f64(st.config.request_timeout);
+    let timeout = st.config.request_timeout;
     let body = read_body(req, patch_limit(t.ctx), timeout, "PATCH body").await?;
     let parsed = parse_body(&body, "PATCH")?;
     if parsed.is_empty() {
@@ -455,7 +454,7 @@ pub async fn attr_put(
 ) -> Result<Resp, ApiError> {
     t.ctx.sessions.check_change(&name, None)?;
     let expect = if_match(&req);
-    let timeout = Duration::from_secs_f64(st.config.request_timeout);
+    let timeout = st.config.request_timeout;
     let body = read_body(req, t.ctx.cfg.max_value_size as usize, timeout, "value").await?;
     let changes = [(&*name, Some(&body[..]))];
     let edit = Edit { changes: &changes, meta: MetaChange::default(), expect };

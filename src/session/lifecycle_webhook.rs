@@ -12,7 +12,6 @@
 //! a full backlog drops the batch, counted.
 
 use std::sync::Mutex;
-use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -150,7 +149,7 @@ pub fn webhook_settings(config: &crate::config::Config, origin: &str) -> Result<
     Ok(Some(WebhookConfig {
         url: url.clone(),
         secret,
-        timeout: Duration::from_secs_f64(e.timeout),
+        timeout: e.timeout,
         max_attempts: e.max_attempts,
         max_batch: e.max_batch as usize,
         backlog: (e.queue_size as usize / e.max_batch.max(1) as usize).max(16),

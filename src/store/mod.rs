@@ -38,7 +38,6 @@ pub mod redis;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -101,7 +100,7 @@ pub fn open_store(cfg: &ClusterConfig, sweep_grace_ms: u64) -> Result<Arc<dyn Ba
         Some(p) => Some(read_secret_file("cluster.store_password_file", p).map_err(|e| e.to_string())?),
         None => None,
     };
-    let timeout = Duration::from_secs_f64(cfg.store_timeout);
+    let timeout = cfg.store_timeout;
     let shown = cfg.store.shown();
     Ok(match cfg.store.kind {
         StoreKind::Postgres => Arc::new(postgres::PgStore::new(cfg.store.raw(), shown, password, timeout)?),

@@ -16,7 +16,6 @@ pub mod lookup;
 
 pub use error::ApiError;
 
-use crate::config::SameSite;
 use crate::contexts::Context;
 use crate::region::SessionId;
 
@@ -28,11 +27,7 @@ pub fn set_cookie(ctx: &Context, id: Option<&SessionId>) -> String {
         .path(c.cookie_path.clone())
         .http_only(true)
         .secure(c.cookie_secure)
-        .same_site(match c.cookie_same_site {
-            SameSite::Strict => cookie::SameSite::Strict,
-            SameSite::Lax => cookie::SameSite::Lax,
-            SameSite::None => cookie::SameSite::None,
-        });
+        .same_site(c.cookie_same_site);
     if id.is_none() {
         b = b.max_age(cookie::time::Duration::ZERO);
     }

@@ -91,7 +91,7 @@ pub async fn run(cluster: Arc<Cluster>, contexts: AllSessions, hub: Option<Arc<E
         }
     }
     // 2 and 3 on their own periods.
-    let sweep_every = Duration::from_secs_f64(cluster.settings().sweep_interval);
+    let sweep_every = cluster.settings().sweep_interval;
     let mut next_sweep = tokio::time::Instant::now();
     let mut flush_tick = tokio::time::interval(Duration::from_millis(250));
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -339,7 +339,7 @@ pub async fn flush(cluster: &Cluster, s: &Sessions, unrecorded: &mut Unrecorded)
                         // store knows under a newer epoch, the save is
                         // fenced and the copy dropped; its client takes it
                         // over again.
-                        let quiet_ms = 2 * (cluster.settings().store_timeout * 1000.0) as u64 + 1000;
+                        let quiet_ms = 2 * cluster.settings().store_timeout.as_millis() as u64 + 1000;
                         let since = *unrecorded.entry((s.tag(), slot, seq)).or_insert(now);
                         if now < since.saturating_add(quiet_ms) {
                             continue;
@@ -460,7 +460,7 @@ async fn sweep(cluster: &Cluster, contexts: &[Sessions], hub: Option<&Arc<EventH
         StoreReaper::Never => false,
         StoreReaper::Always => true,
         StoreReaper::Elect => {
-            let lease_ms = (cfg.sweep_interval * 3000.0) as u64 + 1000;
+            let lease_ms = 3 * cfg.sweep_interval.as_millis() as u64 + 1000;
             let r = cluster.store().elect(cluster.node(), lease_ms).await;
             cluster.note(&r);
             r.unwrap_or(false)

@@ -264,7 +264,7 @@ impl Cluster {
 
     /// `cluster.store_timeout`.
     pub fn store_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.cfg.store_timeout)
+        self.cfg.store_timeout
     }
 
     /// How often the reaper sends a heartbeat: half of `store_timeout`, so
