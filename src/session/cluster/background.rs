@@ -141,14 +141,12 @@ async fn listen(cluster: Arc<Cluster>, contexts: AllSessions, subscribed: tokio:
                 continue;
             }
         };
-        // The first heartbeat: the subscription delivers, and the lease holds.
-        if let Err(e) = first_beat(&cluster, &contexts, feed.as_mut()).await {
-            tokio::time::sleep(failed(&cluster, e, &mut wait)).await;
-            continue;
-        }
-        match subscribed.take() {
-            Some(tx) => drop(tx.send(())),
-            None => match reconcile(&cluster, &contexts).await {
+        // After a gap, notices sent meanwhile are lost: reconcile before the
+        // lease is renewed, so that a copy another node took over during the
+        // gap is dropped before this node may serve it again (§6.11). (At
+        // start the node is not reconciled yet and asks the store instead.)
+        if subscribed.is_none() {
+            match reconcile(&cluster, &contexts).await {
                 Ok(n) => log::info!(
                     "session store {}: takeover notices resumed; reconciled, dropped {n} stale cop{}",
                     cluster.store().describe(),
@@ -158,7 +156,15 @@ async fn listen(cluster: Arc<Cluster>, contexts: AllSessions, subscribed: tokio:
                     tokio::time::sleep(failed(&cluster, e, &mut wait)).await;
                     continue;
                 }
-            },
+            }
+        }
+        // The first heartbeat: the subscription delivers, and the lease holds.
+        if let Err(e) = first_beat(&cluster, &contexts, feed.as_mut()).await {
+            tokio::time::sleep(failed(&cluster, e, &mut wait)).await;
+            continue;
+        }
+        if let Some(tx) = subscribed.take() {
+            let _ = tx.send(());
         }
         wait = Duration::from_millis(200);
         let mut beat = tokio::time::interval(cluster.beat_every());
