@@ -523,7 +523,7 @@ impl Sessions {
         let mut pending = false;
         let f = self
             .resolved(ids, true, now_ms, |id| {
-                pending = self.region.change_marked(id.slot);
+                pending = self.cluster.is_some() && self.region.change_marked(id.slot);
                 self.run(Some(changes), |r, ev| r.edit_ev(id, edit, now_ms, ev))
             })
             .await?;
@@ -616,7 +616,7 @@ impl Sessions {
             c.check_writable()?;
         }
         let changes: [Change<'_>; 1] = [(name, None)];
-        let pending = self.region.change_marked(id.slot);
+        let pending = self.cluster.is_some() && self.region.change_marked(id.slot);
         self.run(Some(&changes), |r, ev| r.modify_attr_ev(id, name, now_ms, ev, f))?;
         self.written(id, pending, now_ms).await?;
         Ok(())

@@ -395,9 +395,11 @@ pub async fn flush(cluster: &Cluster, s: &Sessions, unrecorded: &mut Unrecorded)
             match r {
                 Ok(()) => {
                     cluster.state().add(Word::Writes, 1);
-                    // An ended slot's rotation: its old key goes too.
-                    if end_rotated(cluster, s, slot).await.is_err() {
-                        return done;
+                    // An ended slot's rotation: its old key goes too (or
+                    // another node holds it now: nothing of ours to remove).
+                    match end_rotated(cluster, s, slot).await {
+                        Ok(()) | Err(StoreError::Fenced { .. }) => {}
+                        Err(_) => return done,
                     }
                     if s.acknowledge(slot, seq).unwrap_or(false) {
                         done += 1;

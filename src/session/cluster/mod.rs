@@ -228,7 +228,7 @@ impl Cluster {
     /// Refuses a change up front while the store is known to be down
     /// under `when_store_down = "fail-closed"`.
     pub fn check_writable(&self) -> Result<(), SessionError> {
-        if self.cfg.when_store_down == StoreDown::FailClosed && self.state.is_down() {
+        if self.fail_closed() && self.state.is_down() {
             return Err(SessionError::Unavailable(format!(
                 "session store {} is down and when_store_down = fail-closed; retry shortly",
                 self.store.describe()
@@ -279,7 +279,7 @@ impl Cluster {
     /// session over (its notice subscription is down or the store cut off),
     /// so serving would be a stale read of unbounded age (§6.11).
     fn check_lease(&self, now_ms: u64) -> Result<(), SessionError> {
-        if self.cfg.when_store_down == StoreDown::FailClosed && now_ms >= self.state.get(Word::LeaseUntilMs) {
+        if self.fail_closed() && now_ms >= self.state.get(Word::LeaseUntilMs) {
             return Err(SessionError::Unavailable(format!(
                 "this node cannot confirm it still owns its sessions: its takeover-notice subscription to {} \
                  has not answered within the lease of {:?} (when_store_down = fail-closed); retry shortly",
@@ -464,7 +464,7 @@ impl Cluster {
                     let r = self.store.announce(&m).await;
                     self.note(&r);
                     if let Err(e) = r
-                        && self.cfg.when_store_down == StoreDown::FailClosed
+                        && self.fail_closed()
                     {
                         // Until the old holder hears of it, it may serve its
                         // copy: answer nothing the new owner changes before
@@ -605,7 +605,7 @@ impl Cluster {
                 }
                 Ok(())
             }
-            Err(e) if self.cfg.when_store_down == StoreDown::FailClosed => Err(self.unavailable(&e)),
+            Err(e) if self.fail_closed() => Err(self.unavailable(&e)),
             // The mark stays; the flush ends it when the store returns.
             Err(_) => Ok(()),
         }
