@@ -70,7 +70,7 @@ pub enum BootError {
     Webhook(#[from] WebhookError),
     /// The cluster client could not be made.
     #[error("cluster: {0}")]
-    Cluster(String),
+    Cluster(crate::session::cluster::OpenError),
     /// The gateway's settings are unusable (its secret, its context).
     #[error("{0}")]
     GatewayCore(String),

@@ -117,7 +117,7 @@ impl Contexts {
     /// `None` without `[cluster]`. Each child builds its own after `fork`
     /// (nothing connects until its runtime makes a store call), then
     /// installs it with [`Self::with_cluster`].
-    pub fn open_cluster(&self, config: &Config) -> Result<Option<Arc<Cluster>>, String> {
+    pub fn open_cluster(&self, config: &Config) -> Result<Option<Arc<Cluster>>, crate::session::cluster::OpenError> {
         let all: Vec<&Sessions> = self.list.iter().map(|c| &c.sessions).collect();
         let reap = self.list.iter().map(|c| c.cfg.reap_interval).max().unwrap_or(0);
         Cluster::open(config, &all, reap)

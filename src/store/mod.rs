@@ -95,9 +95,9 @@ pub const SWEPT_SLOT: u32 = u32::MAX;
 /// Builds the store a config names (no connection yet); `sweep_grace_ms`
 /// is how long after expiry the store sweep takes a session (Redis keeps
 /// each hash 10 minutes longer, so the sweep finds it to report it).
-pub fn open_store(cfg: &ClusterConfig, sweep_grace_ms: u64) -> Result<Arc<dyn BackingStore>, String> {
+pub fn open_store(cfg: &ClusterConfig, sweep_grace_ms: u64) -> Result<Arc<dyn BackingStore>, OpenError> {
     let password = match &cfg.store_password_file {
-        Some(p) => Some(read_secret_file("cluster.store_password_file", p).map_err(|e| e.to_string())?),
+        Some(p) => Some(read_secret_file("cluster.store_password_file", p)?),
         None => None,
     };
     let timeout = cfg.store_timeout;
@@ -115,6 +115,37 @@ pub fn open_store(cfg: &ClusterConfig, sweep_grace_ms: u64) -> Result<Arc<dyn Ba
             u32::from(cfg.when_store_down == crate::config::StoreDown::FailClosed),
         )?),
     })
+}
+
+/// Why a store could not be built from its settings. Nothing has
+/// connected yet, so each of these is a setting to fix, not an outage.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// `cluster.store_password_file` is unreadable or unsafe.
+    #[error(transparent)]
+    PasswordFile(#[from] crate::config::ConfigError),
+    /// The password file of a Redis store is not UTF-8.
+    #[error("{store}: the password file is not UTF-8")]
+    PasswordNotUtf8 {
+        /// The store (URL without credentials).
+        store: String,
+    },
+    /// The store's client refused its URL or settings.
+    #[error("{store}: {why}")]
+    Client {
+        /// The store (URL without credentials).
+        store: String,
+        /// The client's own message.
+        why: String,
+    },
+    /// The TLS settings of a PostgreSQL store are unusable.
+    #[error("{store}: {source}")]
+    Tls {
+        /// The store (URL without credentials).
+        store: String,
+        /// What is wrong with them.
+        source: pg_tls::TlsSetupError,
+    },
 }
 
 /// A boxed future, as a store's methods return.

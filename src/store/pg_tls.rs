@@ -34,10 +34,26 @@ use crate::config::store_url::{PgTls, SslMode};
 #[error("{0}")]
 pub struct Refusal(String);
 
+/// Why the TLS settings of a PostgreSQL URL cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// The `sslrootcert` file is unreadable or holds no usable certificate.
+    #[error("sslrootcert={path}: {why}")]
+    RootCert {
+        /// The file, as configured.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// rustls has no protocol version in common with its provider.
+    #[error("TLS to PostgreSQL: {0}")]
+    Protocols(rustls::Error),
+}
+
 /// The connector `tls` asks for, or `None` when no TLS is spoken (`disable`,
 /// or unix sockets only, where libpq ignores `sslmode`). The error names the
 /// CA file and what is wrong with it.
-pub fn connector(tls: &PgTls) -> Result<Option<Connector>, String> {
+pub fn connector(tls: &PgTls) -> Result<Option<Connector>, TlsSetupError> {
     if tls.mode == SslMode::Disable || tls.unix_only {
         return Ok(None);
     }
@@ -46,17 +62,18 @@ pub fn connector(tls: &PgTls) -> Result<Option<Connector>, String> {
         let path = tls.root_cert.as_ref().expect("a mode that verifies the chain has sslrootcert (PgUrl::parse)");
         let shown = path.display();
         let mut roots = rustls::RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("sslrootcert={shown}: {e}"))?;
+        let bad = |why: String| TlsSetupError::RootCert { path: shown.to_string(), why };
+        let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?;
         for c in certs {
-            let c = c.map_err(|e| format!("sslrootcert={shown}: not a PEM certificate file: {e}"))?;
-            roots.add(c).map_err(|e| format!("sslrootcert={shown}: a certificate rustls cannot use: {e}"))?;
+            let c = c.map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
+            roots.add(c).map_err(|e| bad(format!("a certificate rustls cannot use: {e}")))?;
         }
         if roots.is_empty() {
-            return Err(format!("sslrootcert={shown}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+            return Err(bad("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into()));
         }
         let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .build()
-            .map_err(|e| format!("sslrootcert={shown}: {e}"))?;
+            .map_err(|e| bad(e.to_string()))?;
         Check::Chain { webpki, host: tls.mode == SslMode::VerifyFull, root_cert: shown.to_string() }
     } else {
         Check::Nothing
@@ -64,7 +81,7 @@ pub fn connector(tls: &PgTls) -> Result<Option<Connector>, String> {
     let verifier = Verifier { check, mode: tls.mode, provider: provider.clone() };
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS to PostgreSQL: {e}"))?
+        .map_err(TlsSetupError::Protocols)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
@@ -255,11 +272,11 @@ mod tests {
             unix_only: false,
         };
         let missing = dir.path().join("nope.pem");
-        let e = connector(&tls(&missing)).err().unwrap();
+        let e = connector(&tls(&missing)).err().unwrap().to_string();
         assert!(e.contains("nope.pem"), "{e}");
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not pem\n").unwrap();
-        let e = connector(&tls(&empty)).err().unwrap();
+        let e = connector(&tls(&empty)).err().unwrap().to_string();
         assert!(e.contains("no PEM certificate"), "{e}");
         // No TLS at all for disable and unix sockets.
         let none = PgTls { mode: SslMode::Disable, root_cert: None, unix_only: false };

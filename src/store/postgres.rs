@@ -33,8 +33,8 @@ use tokio_postgres::{Client, NoTls, Socket, Statement};
 
 use super::record::{self, TOMBSTONE_MS};
 use super::{
-    BackingStore, Listed, MAX_PRINCIPAL_PAGE, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey,
-    Swept, check_schema, cut_page, key_from_hex, pg_tls,
+    BackingStore, Listed, MAX_PRINCIPAL_PAGE, Moved, MovedFeed, OpenError, Owner, Record, StoreError, StoreFuture,
+    StoreKey, Swept, check_schema, cut_page, key_from_hex, pg_tls,
 };
 use crate::config::store_url::PgUrl;
 
@@ -107,9 +107,10 @@ fn i64_of(v: u64) -> i64 {
 impl PgStore {
     /// A store for `url` (checked by the config), with the password from
     /// `password` when given. Nothing connects until the first call.
-    pub fn new(url: &str, shown: String, password: Option<Vec<u8>>, timeout: Duration) -> Result<PgStore, String> {
-        let PgUrl { config: mut cfg, tls } = PgUrl::parse(url).map_err(|e| format!("{shown}: {e}"))?;
-        let tls = pg_tls::connector(&tls).map_err(|e| format!("{shown}: {e}"))?;
+    pub fn new(url: &str, shown: String, password: Option<Vec<u8>>, timeout: Duration) -> Result<PgStore, OpenError> {
+        let PgUrl { config: mut cfg, tls } =
+            PgUrl::parse(url).map_err(|why| OpenError::Client { store: shown.clone(), why })?;
+        let tls = pg_tls::connector(&tls).map_err(|source| OpenError::Tls { store: shown.clone(), source })?;
         if let Some(p) = password {
             cfg.password(p);
         }

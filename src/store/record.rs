@@ -60,40 +60,66 @@ pub fn encode(attrs: &[(String, Vec<u8>)], settings: &Settings) -> Vec<u8> {
 /// A decoded blob.
 pub type Decoded = (Vec<(String, Vec<u8>)>, Settings);
 
+/// What is wrong with a damaged blob (store bytes are untrusted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Longer than [`MAX_BLOB`].
+    #[error("attribute blob of {0} bytes exceeds {MAX_BLOB}")]
+    TooLong(usize),
+    /// More attributes than [`MAX_ATTRS`].
+    #[error("attribute blob claims {0} attributes")]
+    TooManyAttributes(usize),
+    /// A length runs past the end.
+    #[error("attribute blob cut short")]
+    CutShort,
+    /// An attribute name is not UTF-8.
+    #[error("attribute name is not UTF-8")]
+    NameNotUtf8,
+    /// Bytes after the attributes that are not a trailer, or after the trailer.
+    #[error("attribute blob has trailing bytes")]
+    TrailingBytes,
+    /// A principal longer than the region allows.
+    #[error("stored principal of {0} bytes")]
+    PrincipalTooLong(usize),
+    /// The principal is not UTF-8.
+    #[error("stored principal is not UTF-8")]
+    PrincipalNotUtf8,
+}
+
 /// Decodes a blob; `Err` names what is wrong.
-pub fn decode(b: &[u8]) -> Result<Decoded, String> {
+pub fn decode(b: &[u8]) -> Result<Decoded, DecodeError> {
     if b.len() > MAX_BLOB {
-        return Err(format!("attribute blob of {} bytes exceeds {MAX_BLOB}", b.len()));
+        return Err(DecodeError::TooLong(b.len()));
     }
     let mut r = Reader { b, at: 0 };
     let n = r.u32()? as usize;
     if n > MAX_ATTRS {
-        return Err(format!("attribute blob claims {n} attributes"));
+        return Err(DecodeError::TooManyAttributes(n));
     }
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let kl = r.u32()? as usize;
-        let k = std::str::from_utf8(r.take(kl)?).map_err(|_| "attribute name is not UTF-8")?.to_string();
+        let k = std::str::from_utf8(r.take(kl)?).map_err(|_| DecodeError::NameNotUtf8)?.to_string();
         let vl = r.u32()? as usize;
         out.push((k, r.take(vl)?.to_vec()));
     }
     let mut settings = Settings::default();
     if r.at < b.len() {
         if r.take(4)? != TRAILER_MAGIC {
-            return Err("attribute blob has trailing bytes".into());
+            return Err(DecodeError::TrailingBytes);
         }
         settings.version = r.u64()?;
         settings.timeout_s = Some(r.u32()?).filter(|&t| t > 0);
         settings.deadline_ms = Some(r.u64()?).filter(|&d| d > 0);
         let pl = u16::from_be_bytes([r.take(1)?[0], r.take(1)?[0]]) as usize;
         if pl > crate::region::MAX_PRINCIPAL {
-            return Err(format!("stored principal of {pl} bytes"));
+            return Err(DecodeError::PrincipalTooLong(pl));
         }
-        let p = std::str::from_utf8(r.take(pl)?).map_err(|_| "stored principal is not UTF-8")?;
+        let p = std::str::from_utf8(r.take(pl)?).map_err(|_| DecodeError::PrincipalNotUtf8)?;
         settings.principal = (!p.is_empty()).then(|| p.to_string());
     }
     if r.at != b.len() {
-        return Err("attribute blob has trailing bytes".into());
+        return Err(DecodeError::TrailingBytes);
     }
     Ok((out, settings))
 }
@@ -105,17 +131,17 @@ struct Reader<'b> {
 }
 
 impl<'b> Reader<'b> {
-    fn take(&mut self, n: usize) -> Result<&'b [u8], String> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len()).ok_or("attribute blob cut short")?;
+    fn take(&mut self, n: usize) -> Result<&'b [u8], DecodeError> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len()).ok_or(DecodeError::CutShort)?;
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, DecodeError> {
         let s = self.take(4)?;
         Ok(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
     }
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok((u64::from(self.u32()?) << 32) | u64::from(self.u32()?))
     }
 }
@@ -136,11 +162,11 @@ mod tests {
         };
         let b = encode(&a, &set);
         assert_eq!(decode(&b).unwrap(), (a.clone(), set));
-        assert!(decode(&b[..b.len() - 1]).is_err());
+        assert_eq!(decode(&b[..b.len() - 1]), Err(DecodeError::CutShort));
         let mut extra = b.clone();
         extra.push(0);
-        assert!(decode(&extra).is_err());
-        assert!(decode(&[0xff, 0xff, 0xff, 0xff]).is_err());
+        assert_eq!(decode(&extra), Err(DecodeError::TrailingBytes));
+        assert_eq!(decode(&[0xff, 0xff, 0xff, 0xff]), Err(DecodeError::TooManyAttributes(0xffff_ffff)));
         assert_eq!(decode(&encode(&[], &Settings::default())).unwrap(), (vec![], Settings::default()));
         // A blob written before the trailer existed: default settings.
         let old = &b[..b.len() - (4 + 8 + 4 + 8 + 2 + 5)];

@@ -49,8 +49,8 @@ use redis::{AsyncConnectionConfig, Client, RedisConnectionInfo, Value};
 
 use super::record::{self, TOMBSTONE_MS};
 use super::{
-    BackingStore, Listed, MAX_PRINCIPAL_PAGE, Moved, MovedFeed, Owner, Record, StoreError, StoreFuture, StoreKey,
-    Swept, check_schema, key_from_hex, key_hex,
+    BackingStore, Listed, MAX_PRINCIPAL_PAGE, Moved, MovedFeed, OpenError, Owner, Record, StoreError, StoreFuture,
+    StoreKey, Swept, check_schema, key_from_hex, key_hex,
 };
 use crate::config::store_url::SentinelUrl;
 
@@ -228,14 +228,15 @@ impl RedisStore {
         timeout: Duration,
         ttl_grace_ms: u64,
         default_wait_replicas: u32,
-    ) -> Result<RedisStore, String> {
+    ) -> Result<RedisStore, OpenError> {
         use redis::IntoConnectionInfo;
+        let client = |e: &dyn std::fmt::Display| OpenError::Client { store: shown.clone(), why: e.to_string() };
         let password = match password {
-            Some(p) => Some(String::from_utf8(p).map_err(|_| format!("{shown}: the password file is not UTF-8"))?),
+            Some(p) => Some(String::from_utf8(p).map_err(|_| OpenError::PasswordNotUtf8 { store: shown.clone() })?),
             None => None,
         };
         let (target, wait_replicas) = if url.starts_with("redis+sentinel://") {
-            let u = SentinelUrl::parse(url)?;
+            let u = SentinelUrl::parse(url).map_err(|e| client(&e))?;
             let sentinels: Vec<redis::ConnectionInfo> = u
                 .sentinels
                 .iter()
@@ -244,7 +245,7 @@ impl RedisStore {
                     redis: RedisConnectionInfo::default(),
                 })
                 .collect();
-            let sentinel = Sentinel::build(sentinels).map_err(|e| format!("{shown}: {e}"))?;
+            let sentinel = Sentinel::build(sentinels).map_err(|e| client(&e))?;
             let node = SentinelNodeConnectionInfo {
                 tls_mode: None,
                 redis_connection_info: Some(RedisConnectionInfo {
@@ -257,11 +258,11 @@ impl RedisStore {
             let target = Target::Sentinel { sentinel: tokio::sync::Mutex::new(sentinel), master: u.master, node };
             (target, u.wait_replicas.unwrap_or(default_wait_replicas))
         } else {
-            let mut info = url.into_connection_info().map_err(|e| format!("{shown}: {e}"))?;
+            let mut info = url.into_connection_info().map_err(|e| client(&e))?;
             if let Some(p) = password {
                 info.redis.password = Some(p);
             }
-            (Target::Direct(Client::open(info).map_err(|e| format!("{shown}: {e}"))?), 0)
+            (Target::Direct(Client::open(info).map_err(|e| client(&e))?), 0)
         };
         Ok(RedisStore {
             ttl_grace_ms,

@@ -30,7 +30,7 @@ pub mod shared;
 #[cfg(test)]
 mod tests;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,6 +82,25 @@ pub fn prepare_files<'a>(config: &Config, contexts: impl Iterator<Item = &'a Ses
     Ok(())
 }
 
+/// Why this process's cluster view could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The store's settings are unusable.
+    #[error(transparent)]
+    Store(#[from] crate::store::OpenError),
+    /// A node file under `data_dir/cluster/` could not be opened.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// [`Cluster::with_store`] was called on a config without `[cluster]`.
+    #[error("no [cluster] table")]
+    NoCluster,
+}
+
 impl Cluster {
     /// This process's cluster view over the sessions of `contexts`, or
     /// `None` without `[cluster]`. `max_reap_interval_s` is the longest
@@ -90,7 +109,7 @@ impl Cluster {
         config: &Config,
         contexts: &[&Sessions],
         max_reap_interval_s: u64,
-    ) -> Result<Option<Arc<Cluster>>, String> {
+    ) -> Result<Option<Arc<Cluster>>, OpenError> {
         let Some(cfg) = &config.cluster else { return Ok(None) };
         let grace = background::sweep_grace_ms(cfg, max_reap_interval_s);
         let store = crate::store::open_store(cfg, grace)?;
@@ -103,14 +122,15 @@ impl Cluster {
         contexts: &[&Sessions],
         store: Arc<dyn BackingStore>,
         sweep_grace_ms: u64,
-    ) -> Result<Arc<Cluster>, String> {
-        let Some(cfg) = &config.cluster else { return Err("no [cluster] table".into()) };
+    ) -> Result<Arc<Cluster>, OpenError> {
+        let Some(cfg) = &config.cluster else { return Err(OpenError::NoCluster) };
         let dir: &Path = &config.data_dir;
-        let state = NodeState::open(dir).map_err(|e| format!("{}: {e}", dir.join("cluster/state").display()))?;
+        let state =
+            NodeState::open(dir).map_err(|source| OpenError::File { path: dir.join("cluster/state"), source })?;
         let mut owners = Vec::new();
         for s in contexts {
             let o = Owners::open(dir, s.context(), s.geometry().params.max_sessions)
-                .map_err(|e| format!("{}: {e}", Owners::path(dir, s.context()).display()))?;
+                .map_err(|source| OpenError::File { path: Owners::path(dir, s.context()), source })?;
             owners.push((s.tag(), o));
         }
         Ok(Arc::new(Cluster { store, cfg: cfg.clone(), node: config.node_id, state, owners, sweep_grace_ms }))
