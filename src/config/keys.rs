@@ -213,7 +213,7 @@ impl Rule {
             Rule::IpNet => "an IP address or CIDR block",
             Rule::FilterItem => "1–1024 bytes, no control characters",
             Rule::StoreUrl => {
-                "`postgres://user@host/db` (libpq's URL form), `redis://host:port/db`, `rediss://…` or `redis+unix:///path`"
+                "`postgres://user@host/db?sslmode=verify-full&sslrootcert=/path` (libpq's URL form), `redis://host:port/db`, `rediss://…`, `redis+unix:///path` or `redis+sentinel://h1:26379,h2/mymaster`"
             }
         }
     }
@@ -784,7 +784,10 @@ pub const KEYS: &[KeyDef] = &[
         default_doc: "required (a `[cluster]` table turns cluster mode on)",
         applies: RESTART,
         doc: "The shared session store. PostgreSQL in libpq's URL form (a unix-socket directory as \
-              `?host=/run/postgresql`), or Redis in redis-rs's form. Logged and shown without its password.",
+              `?host=/run/postgresql`; TLS by `sslmode` `require`, `verify-ca` or `verify-full` with \
+              `sslrootcert`), or Redis in redis-rs's form, or Redis behind Sentinel as \
+              `redis+sentinel://host:port,…/master-name[/db][?wait_replicas=N]`. Not through PgBouncer in \
+              transaction mode, nor Redis Cluster. Logged and shown without its password.",
     },
     KeyDef {
         name: "store_password_file",
