@@ -1996,6 +1996,24 @@ impl Region {
         Ok(set.then(|| self.atomic64(self.geo.slot_off(slot) + SL_CHANGE as u64).load(Ordering::Relaxed)))
     }
 
+    /// Sets the change mark of `id`'s slot again, without a new change, so
+    /// the next flush writes the session to the store as it is: the re-seed
+    /// of a store that lost its data (cluster.md §6.12). `false` if `id`
+    /// no longer lives there.
+    pub fn remark(&self, id: &SessionId) -> Result<bool, RegionError> {
+        let slot = id.slot;
+        if self.geo.dirty_off == 0 || slot >= self.geo.params.max_sessions {
+            return Ok(false);
+        }
+        let _g = self.lock_stripe(self.geo.stripe_of(slot))?;
+        let off = self.geo.slot_off(slot);
+        if self.rd32(off + SL_STATE as u64) != STATE_LIVE || !id.token_matches(&self.read_token(off)) {
+            return Ok(false);
+        }
+        self.dirty_word(slot).fetch_or(1u64 << (slot % 64), Ordering::Release);
+        Ok(true)
+    }
+
     /// Whether `slot` carries a change mark, read without the stripe lock.
     /// Exact for a caller that has just read the slot under its lock: a
     /// change sets the mark before its first data byte under that lock, so a

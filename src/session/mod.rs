@@ -779,6 +779,11 @@ impl Sessions {
         self.region.change_mark(slot)
     }
 
+    /// Marks `id` for the next flush as it is (a store re-seed).
+    pub fn remark(&self, id: &SessionId) -> Result<bool, RegionError> {
+        self.region.remark(id)
+    }
+
     /// A store holds `slot` as of change `seq`; clears the mark if current.
     pub fn acknowledge(&self, slot: u32, seq: u64) -> Result<bool, RegionError> {
         self.region.acknowledge(slot, seq)

@@ -35,6 +35,7 @@ struct Entry {
 struct Inner {
     sessions: HashMap<StoreKey, Entry>,
     lease: Option<(u32, u64)>,
+    generation: u64,
     subscribers: Vec<mpsc::UnboundedSender<Moved>>,
 }
 
@@ -49,6 +50,15 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Arc<MemoryStore> {
         Arc::new(MemoryStore::default())
+    }
+
+    /// Loses every record, lease and the generation, as a Redis restarted
+    /// without persistence does (subscribers stay).
+    pub fn lose_data(&self) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.sessions.clear();
+        g.lease = None;
+        g.generation = 0;
     }
 
     /// While `down`, every call fails with [`StoreError::Unavailable`].
@@ -90,6 +100,17 @@ impl BackingStore for MemoryStore {
         Box::pin(async move { self.step(|_| Ok(())) })
     }
 
+    fn generation(&self, fresh: u64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            self.step(|g| {
+                if g.generation == 0 {
+                    g.generation = fresh;
+                }
+                Ok(g.generation)
+            })
+        })
+    }
+
     fn save<'a>(&'a self, rec: &'a Record) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             self.step(|g| match g.sessions.get_mut(&rec.key) {
@@ -98,6 +119,10 @@ impl BackingStore for MemoryStore {
                     Ok(())
                 }
                 Some(e) if e.removed_until_ms.is_some() => Err(fenced(0)),
+                Some(e) if e.rec.owner.epoch < rec.owner.epoch => {
+                    e.rec = rec.clone();
+                    Ok(())
+                }
                 Some(e) if e.rec.owner.node != rec.owner.node || e.rec.owner.epoch != rec.owner.epoch => {
                     Err(fenced(e.rec.owner.node))
                 }

@@ -337,10 +337,21 @@ pub trait BackingStore: Send + Sync {
     /// node, at start, from the reaper).
     fn prepare(&self) -> StoreFuture<'_, ()>;
 
+    /// The store's generation: a random id that the first node to ask
+    /// writes into a store without one (`fresh`, never 0), returned as
+    /// stored. A store that lost its data (a Redis restarted without
+    /// persistence, a database re-created) answers a new one, which is how
+    /// the nodes learn they must re-seed it (cluster.md §6.12).
+    fn generation(&self, fresh: u64) -> StoreFuture<'_, u64>;
+
     /// Writes the whole session. Inserts it when absent; otherwise writes
     /// only if `rec.owner` still owns it (node and epoch), and keeps the
     /// stored record when it already holds a change at least as new as
-    /// `rec.seq` (that is success). `Fenced` when another owner holds it.
+    /// `rec.seq` (that is success). A live record under an older epoch
+    /// than `rec`'s is replaced whoever owns it: epochs only grow through
+    /// [`Self::take_over`], so the store can hold an older one only after
+    /// it lost data and a stale copy re-seeded it first. `Fenced` when
+    /// another owner holds it.
     fn save<'a>(&'a self, rec: &'a Record) -> StoreFuture<'a, ()>;
 
     /// A rotation: removes `old` and writes `rec` under its new key, both

@@ -281,12 +281,14 @@ async fn prepare(c: &Client) -> Result<Prepared, tokio_postgres::Error> {
             .prepare(&format!(
                 "INSERT INTO sessiond_session AS s ({COLS}, principal) \
                  VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) \
-                 ON CONFLICT (key_hash) DO UPDATE SET owner_slot = EXCLUDED.owner_slot, seq = EXCLUDED.seq, \
+                 ON CONFLICT (key_hash) DO UPDATE SET owner_node = EXCLUDED.owner_node, \
+                 owner_slot = EXCLUDED.owner_slot, owner_epoch = EXCLUDED.owner_epoch, seq = EXCLUDED.seq, \
                  accessed_ms = GREATEST(s.accessed_ms, EXCLUDED.accessed_ms), \
                  expires_ms = GREATEST(s.expires_ms, EXCLUDED.expires_ms), is_new = EXCLUDED.is_new, \
                  attrs = EXCLUDED.attrs, principal = EXCLUDED.principal \
-                 WHERE s.owner_node = EXCLUDED.owner_node AND s.owner_epoch = EXCLUDED.owner_epoch \
-                 AND s.seq < EXCLUDED.seq AND NOT s.removed RETURNING 1"
+                 WHERE NOT s.removed AND ((s.owner_node = EXCLUDED.owner_node \
+                 AND s.owner_epoch = EXCLUDED.owner_epoch AND s.seq < EXCLUDED.seq) \
+                 OR s.owner_epoch < EXCLUDED.owner_epoch) RETURNING 1"
             ))
             .await?,
         probe: c.prepare("SELECT owner_node, owner_epoch, removed FROM sessiond_session WHERE key_hash = $1").await?,
@@ -370,6 +372,23 @@ impl BackingStore for PgStore {
             let found: u32 =
                 v.trim().parse().map_err(|_| self.down(format!("schema_version {v:?} is not a number")))?;
             check_schema(found, SCHEMA_VERSION)
+        })
+    }
+
+    fn generation(&self, fresh: u64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let c = self.conn().await?;
+            let fresh = fresh.to_string();
+            self.with_timeout(c.client.execute(
+                "INSERT INTO sessiond_meta (key, value) VALUES ('generation', $1) ON CONFLICT (key) DO NOTHING",
+                &[&fresh],
+            ))
+            .await?;
+            let row = self
+                .with_timeout(c.client.query_one("SELECT value FROM sessiond_meta WHERE key = 'generation'", &[]))
+                .await?;
+            let v: String = row.get(0);
+            v.trim().parse().map_err(|_| self.down(format!("generation {v:?} is not a number")))
         })
     }
 

@@ -62,6 +62,8 @@ const EXP: &str = "sd:exp";
 const LEASE: &str = "sd:reaper";
 /// The key layout version.
 const SCHEMA: &str = "sd:schema";
+/// The store's generation (cluster.md §6.12).
+const GENERATION: &str = "sd:gen";
 /// The takeover notices' channel.
 const MOVED: &str = "sd:moved";
 /// A principal's index set: `sd:p:{<hex SHA-256 of the principal>}`.
@@ -71,7 +73,10 @@ const SAVE: &str = r#"
 local o = redis.call('HMGET', KEYS[1], 'o', 'e', 'q', 'r', 'a', 'x')
 local a = tonumber(ARGV[6])
 local x = tonumber(ARGV[7])
-if o[1] then
+-- A live record under an older epoch is replaced: only a store that lost
+-- its data and was re-seeded by a stale copy holds one (cluster.md §6.12).
+local older = o[1] and o[4] ~= '1' and tonumber(o[2]) < tonumber(ARGV[3])
+if o[1] and not older then
   if o[4] == '1' then return {-1, 0} end
   if o[1] ~= ARGV[1] or o[2] ~= ARGV[3] then return {-1, tonumber(o[1])} end
   if tonumber(o[3]) >= tonumber(ARGV[4]) then return {0, 0} end
@@ -547,6 +552,22 @@ impl BackingStore for RedisStore {
             let found: u32 =
                 v.as_deref().unwrap_or("1").trim().parse().map_err(|_| self.down("sd:schema is not a number"))?;
             check_schema(found, SCHEMA_VERSION)
+        })
+    }
+
+    fn generation(&self, fresh: u64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let (v,): (Option<String>,) = self
+                .write(|_| {
+                    let mut p = redis::pipe();
+                    p.cmd("SET").arg(GENERATION).arg(fresh.to_string()).arg("NX").ignore();
+                    p.cmd("GET").arg(GENERATION);
+                    p
+                })
+                .await?;
+            v.as_deref()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| self.down(format!("{GENERATION} is {v:?}, not a number")))
         })
     }
 

@@ -90,6 +90,10 @@ pub async fn run(cluster: Arc<Cluster>, contexts: AllSessions, hub: Option<Arc<E
             }
         }
     }
+    // The store's generation: learnt now, then checked every heartbeat
+    // period for a store that lost its data.
+    let gen_every = cluster.beat_every();
+    let mut next_gen = tokio::time::Instant::now();
     // 2 and 3 on their own periods.
     let sweep_every = cluster.settings().sweep_interval;
     let mut next_sweep = tokio::time::Instant::now();
@@ -98,6 +102,11 @@ pub async fn run(cluster: Arc<Cluster>, contexts: AllSessions, hub: Option<Arc<E
     let mut unrecorded = Unrecorded::new();
     loop {
         flush_tick.tick().await;
+        if tokio::time::Instant::now() >= next_gen {
+            next_gen = tokio::time::Instant::now() + gen_every;
+            let r = check_generation(&cluster, &contexts).await;
+            cluster.note(&r);
+        }
         for s in contexts.iter() {
             flush(&cluster, s, &mut unrecorded).await;
         }
@@ -272,6 +281,9 @@ async fn end_rotated(cluster: &Cluster, s: &Sessions, slot: u32) -> Result<(), S
 /// Checks every live local session against the store; returns how many
 /// stale copies were dropped.
 pub async fn reconcile(cluster: &Cluster, contexts: &[Sessions]) -> Result<u64, StoreError> {
+    // A store that lost its data answers "not stored" for every session:
+    // re-seed first, so those copies are kept (change-marked), not dropped.
+    check_generation(cluster, contexts).await?;
     let mut dropped = 0;
     for s in contexts.iter() {
         let mut cursor = 0;
@@ -290,7 +302,10 @@ pub async fn reconcile(cluster: &Cluster, contexts: &[Sessions]) -> Result<u64, 
                 let want = cluster.owner_of(&m.id);
                 let mark = s.change_mark(m.id.slot).ok().flatten();
                 let keep = match o {
-                    Some(o) => o == want,
+                    // An older epoch than ours is a stale copy that re-seeded
+                    // a store which lost its data before this node did: ours
+                    // wins at its flush (the save replaces older epochs).
+                    Some(o) => o == want || o.epoch < want.epoch,
                     // Not in the store: ours only if a change of it is
                     // still waiting to be flushed (made while it was away).
                     None => mark.is_some(),
@@ -314,6 +329,72 @@ pub async fn reconcile(cluster: &Cluster, contexts: &[Sessions]) -> Result<u64, 
     }
     cluster.state().add(Word::Dropped, dropped);
     Ok(dropped)
+}
+
+/// Asks the store for its generation (cluster.md §6.12). The first
+/// answer is remembered in the node's state; a later different one means
+/// the store lost its data since (a Redis restarted without persistence):
+/// every live session of this node is marked for the next flush, which
+/// writes it again (a save inserts what is absent, and replaces a copy
+/// under an older epoch that a stale node re-seeded first). Returns how
+/// many sessions were marked.
+pub async fn check_generation(cluster: &Cluster, contexts: &[Sessions]) -> Result<u64, StoreError> {
+    let mut b = [0u8; 8];
+    if getrandom::getrandom(&mut b).is_err() {
+        // Only needs to differ from the last generation: the clock will do.
+        b = crate::clock::now_ms().to_ne_bytes();
+    }
+    let fresh = u64::from_ne_bytes(b).max(1);
+    let now_gen = cluster.store().generation(fresh).await?;
+    let st = cluster.state();
+    let known = st.get(Word::Generation);
+    if known == now_gen {
+        return Ok(0);
+    }
+    if known == 0 {
+        st.set(Word::Generation, now_gen);
+        return Ok(0);
+    }
+    // Marks first, the word after: a reconciliation racing this one (after
+    // the notice gap the same restart caused) sees the old word, marks the
+    // same sessions itself, and so never drops a copy the store forgot.
+    let mut marked = 0u64;
+    for s in contexts.iter() {
+        let mut cursor = 0;
+        loop {
+            let now = crate::clock::now_ms();
+            let (metas, next) = match s.list(cursor, RECONCILE_BATCH, now) {
+                Ok(v) => v,
+                Err(e) => {
+                    log::warn!("context {}: re-seed stopped early: {e}", s.context());
+                    break;
+                }
+            };
+            for m in &metas {
+                if s.remark(&m.id).unwrap_or(false) {
+                    marked += 1;
+                }
+            }
+            match next {
+                Some(n) => cursor = n,
+                None => break,
+            }
+        }
+    }
+    if st.swap(Word::Generation, known, now_gen) {
+        st.add(Word::StoreResets, 1);
+        st.add(Word::Reseeded, marked);
+    } else {
+        return Ok(marked);
+    }
+    log::error!(
+        "session store {}: its generation changed from {known:016x} to {now_gen:016x}: the store lost its data \
+         (restarted without persistence, or re-created); re-seeding it with this node's {marked} live session(s) \
+         (sessiond_store_resets_total). Logouts made before the loss stay final only where the node that made \
+         them still holds the ended slot; give the store persistence (Redis appendonly yes) to keep them all",
+        cluster.store().describe()
+    );
+    Ok(marked)
 }
 
 /// Slots seen change-marked but not recorded by their worker, with when

@@ -813,5 +813,17 @@ pub fn metrics_text(c: &Cluster, pending: u64, now_ms: u64) -> String {
         st.get(Word::LostWrites),
     );
     line("sessiond_store_swept_total", "counter", "Expired sessions this node's sweeps removed.", st.get(Word::Swept));
+    line(
+        "sessiond_store_resets_total",
+        "counter",
+        "Times the store's generation changed (it lost its data) and this node re-seeded it.",
+        st.get(Word::StoreResets),
+    );
+    line(
+        "sessiond_store_reseeded_total",
+        "counter",
+        "Sessions this node wrote again into a store that lost its data.",
+        st.get(Word::Reseeded),
+    );
     o
 }

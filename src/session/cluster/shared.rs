@@ -257,6 +257,14 @@ pub enum Word {
     /// heartbeat comes back through the notice subscription (cluster.md
     /// §6.11); 0 until the first one.
     LeaseUntilMs,
+    /// The store's generation as this node last saw it (cluster.md
+    /// §6.12); 0 until the reaper first asks.
+    Generation,
+    /// Times this node found the store's generation changed (the store
+    /// lost its data) and re-seeded it.
+    StoreResets,
+    /// Sessions marked for the store by those re-seeds.
+    Reseeded,
 }
 
 /// Words in `cluster/state`.
@@ -286,6 +294,11 @@ impl NodeState {
     /// Sets a word.
     pub fn set(&self, k: Word, v: u64) {
         self.w(k).store(v, Ordering::Release)
+    }
+
+    /// Sets a word from `old` to `new`; whether it held `old`.
+    pub fn swap(&self, k: Word, old: u64, new: u64) -> bool {
+        self.w(k).compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
     /// Adds to a counter.

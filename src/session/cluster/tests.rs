@@ -16,6 +16,7 @@ use crate::store::{BackingStore, store_key};
 
 struct Node {
     sessions: Sessions,
+    cluster: Arc<Cluster>,
     _lock: DataDirLock,
     _dir: tempfile::TempDir,
 }
@@ -48,7 +49,7 @@ fn node(id: u32, store: &Arc<MemoryStore>, when_down: &str, hub: Option<Arc<Even
     super::prepare_files(&cfg, std::iter::once(&local)).unwrap();
     let store: Arc<dyn BackingStore> = store.clone();
     let cluster = Cluster::with_store(&cfg, &[&local], store, 0).unwrap();
-    Node { sessions: local.with_cluster(Some(cluster)), _lock: lock, _dir: dir }
+    Node { sessions: local.with_cluster(Some(cluster.clone())), cluster, _lock: lock, _dir: dir }
 }
 
 /// Every door call here completes without waiting (the memory store
@@ -136,4 +137,62 @@ fn a_create_the_store_refuses_never_happened() {
     let m = now(n1.sessions.create(t)).unwrap();
     assert_eq!(hub.published(), 1);
     assert!(store.peek(&store_key(m.id.context, &m.id.token)).is_some());
+}
+
+#[test]
+fn a_store_that_lost_its_data_is_reseeded_and_a_stale_copy_never_wins() {
+    use super::background::{Unrecorded, flush, reconcile};
+    use super::shared::Word;
+    let store = MemoryStore::new();
+    let (n1, n2) = (node(1, &store, "serve-local", None), node(2, &store, "serve-local", None));
+    let t = crate::clock::now_ms();
+    let a = now(n1.sessions.create(t)).unwrap();
+    now(n1.sessions.set_attr(&[a.id], "cart", b"3 apples", t)).unwrap();
+    // b moves to node 2 (epoch 2), which changes it; node 1 keeps a stale
+    // copy (no notice reaches it here).
+    let b = now(n1.sessions.create(t)).unwrap();
+    let b2 = now(n2.sessions.get(&[b.id], false, t)).unwrap().reissued.unwrap();
+    now(n2.sessions.set_attr(&[b2], "k", b"new", t)).unwrap();
+    let (s1, s2) = ([n1.sessions.clone()], [n2.sessions.clone()]);
+    assert_eq!(now(reconcile(&n1.cluster, &s1)).unwrap(), 1, "node 1 drops its stale copy of b");
+    // c moves the same way after that reconciliation, so node 1 keeps a
+    // stale copy of it into the data loss.
+    let b_stale = {
+        let c = now(n1.sessions.create(t)).unwrap();
+        let c2 = now(n2.sessions.get(&[c.id], false, t)).unwrap().reissued.unwrap();
+        now(n2.sessions.set_attr(&[c2], "k", b"node 2's", t)).unwrap();
+        (c, c2)
+    };
+    assert_eq!(now(reconcile(&n2.cluster, &s2)).unwrap(), 0);
+    assert_eq!(n1.cluster.state().get(Word::Generation), n2.cluster.state().get(Word::Generation));
+    assert_ne!(n1.cluster.state().get(Word::Generation), 0);
+
+    // Whatever was pending reaches the store first.
+    now(flush(&n1.cluster, &n1.sessions, &mut Unrecorded::new()));
+    now(flush(&n2.cluster, &n2.sessions, &mut Unrecorded::new()));
+    // The store loses everything (a Redis restarted without persistence).
+    store.lose_data();
+    assert_eq!(store.live(), 0);
+    // Node 1 reconciles first, and re-seeds with its stale copy of c too.
+    assert_eq!(now(reconcile(&n1.cluster, &s1)).unwrap(), 0, "nothing dropped: the copies are re-seeded");
+    assert_eq!(n1.cluster.state().get(Word::StoreResets), 1);
+    assert_eq!(n1.cluster.state().get(Word::Reseeded), 2, "a and the stale c");
+    assert_eq!(now(flush(&n1.cluster, &n1.sessions, &mut Unrecorded::new())), 2);
+    let key = |id: &crate::region::SessionId| store_key(id.context, &id.token);
+    let (rec, _) = store.peek(&key(&a.id)).expect("a is back");
+    assert_eq!(rec.attributes, vec![("cart".to_string(), b"3 apples".to_vec())]);
+    assert_eq!(store.peek(&key(&b_stale.0.id)).unwrap().0.owner.node, 1, "the stale copy landed first");
+    // Node 2 re-seeds its newer copy of c (epoch 2), which replaces the stale one.
+    now(reconcile(&n2.cluster, &s2)).unwrap();
+    assert_eq!(n2.cluster.state().get(Word::StoreResets), 1);
+    now(flush(&n2.cluster, &n2.sessions, &mut Unrecorded::new()));
+    let (rec, _) = store.peek(&key(&b_stale.1)).unwrap();
+    assert_eq!((rec.owner.node, rec.owner.epoch), (2, 2));
+    assert_eq!(rec.attributes, vec![("k".to_string(), b"node 2's".to_vec())]);
+    // The stale copy is fenced at its next write; the epoch never went back.
+    let e = now(n1.sessions.set_attr(&[b_stale.0.id], "k", b"stale", t)).unwrap_err();
+    assert!(matches!(e, SessionError::Moved { .. }), "{e:?}");
+    // A later check finds the new generation unchanged: no second re-seed.
+    assert_eq!(now(reconcile(&n1.cluster, &s1)).unwrap(), 0);
+    assert_eq!(n1.cluster.state().get(Word::StoreResets), 1);
 }
