@@ -15,6 +15,12 @@
 #      seen (load, fenced takeover, re-issue), one at a time, p50/p99
 #   4. store writes per session per minute under a read-only load, against
 #      the bound 60 / save_period
+#   5. failover after node 1 stops, by kill -9 of its master and by a clean
+#      stop (SIGTERM), under serve-local and fail-closed, for each store: a
+#      client on node 2 reads each of node 1's sessions until it answers 200
+#      (the takeover), p50/p99 of that request, the answers that were not
+#      200 before it, and the time from the signal until every session had
+#      been served
 # Writes the section between <!-- cluster:begin --> and <!-- cluster:end -->
 # of docs/benchmarks.md and docs/img/cluster.png.
 set -euo pipefail
@@ -86,7 +92,8 @@ PG_VER=$("$PGBIN/postgres" --version | awk '{print $3}')
 RD_VER=$(redis-server --version | sed -E 's/.*v=([0-9.]+).*/\1/')
 
 # --- nodes -------------------------------------------------------------------
-# $1 = name, $2 = port, $3 = node_id, $4 = store URL or "" (local), [$5 = save_period]
+# $1 = name, $2 = port, $3 = node_id, $4 = store URL or "" (local), [$5 = save_period],
+# [$6 = more [cluster] lines]
 start_node() {
   local dir="$WORK/$1"; mkdir -p "$dir"
   cat > "$dir/sd.toml" <<EOF
@@ -102,7 +109,7 @@ max_value_size = 256
 timeout = 3600
 EOF
   if [ -n "$4" ]; then
-    printf '[cluster]\nstore = "%s"\nsave_period = %s\n' "$4" "${5:-60}" >> "$dir/sd.toml"
+    printf '[cluster]\nstore = "%s"\nsave_period = %s\n%b' "$4" "${5:-60}" "${6:-}" >> "$dir/sd.toml"
   fi
   "$ROOT/target/release/sessiond" --config "$dir/sd.toml" >/dev/null 2>"$dir/log" &
   PIDS+=("$!"); eval "PID_$1=$!"
@@ -200,6 +207,53 @@ start_node pgw 18287 3 "$PG_URL" "$SAVE_PERIOD"
 read -r W_P W_PRPS W_PPM W_PREADS <<<"$(writes_per_min pg 18287)"
 stop_node pgw
 
+# --- 5: failover after a stop ------------------------------------------------------
+STOPPED=${STOPPED:-200}             # sessions of the stopped node, part 5
+echo "cluster: failover after a stop ($STOPPED sessions per case) ..." >&2
+: > "$WORK/stops.txt"
+port=18300
+for store in redis pg; do
+  url=$RD_URL; [ "$store" = pg ] && url=$PG_URL
+  for mode in serve-local fail-closed; do
+    for how in kill term; do
+      a="${store}_${mode//-/_}_${how}_1" b="${store}_${mode//-/_}_${how}_2"
+      start_node "$a" "$port" 1 "$url" 60 "when_store_down = \"$mode\"\n"
+      start_node "$b" $((port + 1)) 2 "$url" 60 "when_store_down = \"$mode\"\n"
+      python3 "$ROOT/benches/prepare_sessions.py" 127.0.0.1 "$port" "$STOPPED" > "$WORK/stop_ids.txt"
+      pid=$(eval echo "\$PID_$a")
+      if [ "$how" = kill ]; then kill -9 "$pid"; else kill -TERM "$pid"; fi
+      line=$(python3 - $((port + 1)) "$WORK/stop_ids.txt" <<'PY'
+import http.client, sys, time
+t0 = time.perf_counter()
+port, ids = int(sys.argv[1]), open(sys.argv[2]).read().split()
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+lat, not_ok = [], 0
+for sid in ids:
+    while True:
+        t = time.perf_counter()
+        c.request("GET", "/v1/session/attributes/x", headers={"Cookie": "SESSIONID=" + sid})
+        r = c.getresponse(); r.read()
+        if r.status == 200:
+            lat.append((time.perf_counter() - t) * 1e6)
+            break
+        not_ok += 1
+        if time.perf_counter() - t0 > 60:
+            sys.exit(f"session {sid[:6]}… not served within 60 s ({r.status})")
+        time.sleep(0.01)
+all_ms = (time.perf_counter() - t0) * 1e3
+lat.sort()
+q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]
+print(f"{q(0.5):.0f} {q(0.99):.0f} {not_ok} {all_ms:.0f}")
+PY
+)
+      echo "$store $mode $how $line" >> "$WORK/stops.txt"
+      wait "$pid" 2>/dev/null || true
+      stop_node "$b"
+      port=$((port + 2))
+    done
+  done
+done
+
 # --- plot ------------------------------------------------------------------------
 mkdir -p "$IMG"
 {
@@ -254,6 +308,14 @@ PR=$(med pg read 3) PW=$(med pg write 3)
   echo "| owned read, same client | $FO_L50 | $FO_L99 | $FO_LMAX | – |"
   echo
   echo "Target: p99 ≤ 10 ms."
+  echo
+  echo "**Failover after a stop.** Two nodes per case, default \`store_timeout\` (2 s). Node 1 creates $STOPPED sessions, then its master is stopped: \`kill -9\` (a crash: its children die with it) or \`SIGTERM\` (a clean stop: it drains and exits). At once a Python client on node 2 reads each session in turn until it answers 200 (the takeover, with a re-issued id), retrying every 10 ms."
+  echo
+  echo "| store | when_store_down | stop | takeover p50 µs | takeover p99 µs | answers not 200 first | every session served after (ms) |"
+  echo "| --- | --- | --- | ---: | ---: | ---: | ---: |"
+  while read -r st md hw p50 p99 bad all; do
+    echo "| $st | $md | $([ "$hw" = kill ] && echo 'kill -9' || echo 'SIGTERM') | $p50 | $p99 | $bad | $all |"
+  done < "$WORK/stops.txt"
   echo
   echo "**Store writes under reads.** save_period=$SAVE_PERIOD s; 1000 sessions read by wrk for ${WRITES_SECONDS}s with nothing changed; every store write counted (\`sessiond_store_writes_total\`)."
   echo
