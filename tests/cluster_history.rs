@@ -417,6 +417,16 @@ fn run(kind: Kind, fault: Fault, mode: &str) -> (Counts, u64) {
         }
         if live_tokens.len() > 1 {
             eprintln!("session {s} forked: {} live tokens {live_tokens:?}", live_tokens.len());
+            // How it got there: the ids it went by, and its rotations.
+            let ids = sh.all_ids[s].lock().unwrap().clone();
+            for (old, new) in sh.history.successor_edges() {
+                if ids.contains(&old) {
+                    eprintln!("  {}…{} -> {}…{}", &old[..4], &old[12..18], &new[..4], &new[12..18]);
+                }
+            }
+            for e in sh.history.events().iter().filter(|e| e.session == s && matches!(e.op, Op::Rotate)) {
+                eprintln!("{}", common::history::show(e));
+            }
             forks += 1;
         }
     }

@@ -663,7 +663,17 @@ impl Sessions {
         now_ms: u64,
     ) -> Result<Found<SessionMeta>, SessionError> {
         let f = self
-            .resolved(ids, true, now_ms, |id| self.run(None, |r, ev| r.rotate_if_ev(id, expect, now_ms, ev)))
+            .resolved(ids, true, now_ms, |id| {
+                let recorded = self.cluster.as_ref().is_some_and(|c| c.rotating(id));
+                let r = self.run(None, |r, ev| r.rotate_if_ev(id, expect, now_ms, ev));
+                if recorded
+                    && r.is_err()
+                    && let Some(c) = &self.cluster
+                {
+                    c.not_rotated(id);
+                }
+                r
+            })
             .await?;
         if let Some(c) = &self.cluster {
             c.rotated(self, &f.id, &f.value.id, now_ms).await?;

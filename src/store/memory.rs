@@ -29,6 +29,8 @@ use super::{
 struct Entry {
     rec: Record,
     removed_until_ms: Option<u64>,
+    /// The tombstone is a rotation's retire by this owner.
+    retired: bool,
 }
 
 #[derive(Default)]
@@ -115,7 +117,7 @@ impl BackingStore for MemoryStore {
         Box::pin(async move {
             self.step(|g| match g.sessions.get_mut(&rec.key) {
                 None => {
-                    g.sessions.insert(rec.key, Entry { rec: rec.clone(), removed_until_ms: None });
+                    g.sessions.insert(rec.key, Entry { rec: rec.clone(), removed_until_ms: None, retired: false });
                     Ok(())
                 }
                 Some(e) if e.removed_until_ms.is_some() => Err(fenced(0)),
@@ -172,6 +174,29 @@ impl BackingStore for MemoryStore {
                 Some(e) => {
                     e.rec.attributes.clear();
                     e.removed_until_ms = Some(crate::clock::now_ms() + TOMBSTONE_MS);
+                    Ok(())
+                }
+            })
+        })
+    }
+
+    fn retire<'a>(&'a self, key: &'a StoreKey, owner: Owner) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let ours = |r: &Record| r.owner.node == owner.node && r.owner.epoch == owner.epoch;
+            self.step(|g| match g.sessions.get_mut(key) {
+                None => Ok(()),
+                Some(e) if e.removed_until_ms.is_some() => {
+                    if e.retired && ours(&e.rec) {
+                        Ok(())
+                    } else {
+                        Err(fenced(0))
+                    }
+                }
+                Some(e) if !ours(&e.rec) => Err(fenced(e.rec.owner.node)),
+                Some(e) => {
+                    e.rec.attributes.clear();
+                    e.removed_until_ms = Some(crate::clock::now_ms() + TOMBSTONE_MS);
+                    e.retired = true;
                     Ok(())
                 }
             })

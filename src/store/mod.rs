@@ -354,16 +354,26 @@ pub trait BackingStore: Send + Sync {
     /// another owner holds it.
     fn save<'a>(&'a self, rec: &'a Record) -> StoreFuture<'a, ()>;
 
-    /// A rotation: removes `old` and writes `rec` under its new key, both
+    /// A rotation: retires `old` and writes `rec` under its new key, both
     /// fenced by `rec.owner`. The old key goes first: a crash in between
     /// loses the store copy (the slot stays change-marked and is saved
     /// again), never leaves the old id working elsewhere.
     fn rotate<'a>(&'a self, old: &'a StoreKey, rec: &'a Record) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.remove(old, rec.owner).await?;
+            self.retire(old, rec.owner).await?;
             self.save(rec).await
         })
     }
+
+    /// Removes the key a rotation of `owner`'s replaces: [`Self::remove`],
+    /// but stricter, because a success lets the rotation save its new key.
+    /// Only `owner`'s live record, or the tombstone `owner`'s own retire
+    /// left (a retry after the new key's save failed), succeeds; a
+    /// tombstone anyone else left (a logout, another owner's rotation) is
+    /// `Fenced { owner: 0 }`: the rotation lost, and saving its new key
+    /// would fork the session or undo the logout. Gone is success: nothing
+    /// can take a key over that the store does not hold.
+    fn retire<'a>(&'a self, key: &'a StoreKey, owner: Owner) -> StoreFuture<'a, ()>;
 
     /// Moves the last access forward (never back) and the expiry with it,
     /// if `owner` owns the session; `Ok(false)` if it is gone.

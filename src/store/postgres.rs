@@ -71,6 +71,7 @@ const COLS: &str =
 struct Prepared {
     save: Statement,
     probe: Statement,
+    retire: Statement,
     tomb: Statement,
     end: Statement,
     touch: Statement,
@@ -214,16 +215,28 @@ impl PgStore {
 
     /// After a fenced write changed no row: success if this owner still
     /// holds it, `Fenced` otherwise (owner 0: removed or gone).
-    async fn classify(&self, c: &Conn, key: &StoreKey, owner: Owner, gone_ok: bool) -> Result<(), StoreError> {
+    /// Why a fenced write changed no row. `gone_ok`: a missing row is
+    /// success (removals), and so is a tombstone, unless `retire`, where
+    /// only this owner's own retire tombstone (`seq = -1`) is.
+    async fn classify(
+        &self,
+        c: &Conn,
+        key: &StoreKey,
+        owner: Owner,
+        gone_ok: bool,
+        retire: bool,
+    ) -> Result<(), StoreError> {
         let rows = self.with_timeout(c.client.query(&c.st.probe, &[&key.as_slice()])).await?;
         match rows.first() {
             None if gone_ok => Ok(()),
             None => Err(StoreError::Fenced { owner: 0 }),
             Some(r) => {
-                let (node, epoch, removed): (i32, i64, bool) = (r.get(0), r.get(1), r.get(2));
+                let (node, epoch, removed, seq): (i32, i64, bool, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+                let ours = node as u32 == owner.node && epoch as u64 == owner.epoch;
                 if removed {
-                    if gone_ok { Ok(()) } else { Err(StoreError::Fenced { owner: 0 }) }
-                } else if node as u32 == owner.node && epoch as u64 == owner.epoch {
+                    let ok = if retire { seq == -1 && ours } else { gone_ok };
+                    if ok { Ok(()) } else { Err(StoreError::Fenced { owner: 0 }) }
+                } else if ours {
                     Ok(())
                 } else {
                     Err(StoreError::Fenced { owner: node as u32 })
@@ -255,21 +268,20 @@ impl PgStore {
             ))
             .await?;
         if rows.is_empty() {
-            return self.classify(&c, &rec.key, rec.owner, false).await;
+            return self.classify(&c, &rec.key, rec.owner, false, false).await;
         }
         Ok(())
     }
 
-    async fn remove_inner(&self, key: &StoreKey, owner: Owner) -> Result<(), StoreError> {
+    async fn remove_inner(&self, key: &StoreKey, owner: Owner, retire: bool) -> Result<(), StoreError> {
         let c = self.conn().await?;
         let until = i64_of(crate::clock::now_ms() + TOMBSTONE_MS);
+        let st = if retire { &c.st.retire } else { &c.st.tomb };
         let rows = self
-            .with_timeout(
-                c.client.query(&c.st.tomb, &[&key.as_slice(), &(owner.node as i32), &i64_of(owner.epoch), &until]),
-            )
+            .with_timeout(c.client.query(st, &[&key.as_slice(), &(owner.node as i32), &i64_of(owner.epoch), &until]))
             .await?;
         if rows.is_empty() {
-            return self.classify(&c, key, owner, true).await;
+            return self.classify(&c, key, owner, true, retire).await;
         }
         Ok(())
     }
@@ -291,7 +303,16 @@ async fn prepare(c: &Client) -> Result<Prepared, tokio_postgres::Error> {
                  OR s.owner_epoch < EXCLUDED.owner_epoch) RETURNING 1"
             ))
             .await?,
-        probe: c.prepare("SELECT owner_node, owner_epoch, removed FROM sessiond_session WHERE key_hash = $1").await?,
+        probe: c
+            .prepare("SELECT owner_node, owner_epoch, removed, seq FROM sessiond_session WHERE key_hash = $1")
+            .await?,
+        retire: c
+            .prepare(
+                "UPDATE sessiond_session SET removed = true, seq = -1, attrs = '\\x'::bytea, principal = NULL, \
+                 expires_ms = $4 WHERE key_hash = $1 AND owner_node = $2 AND owner_epoch = $3 AND NOT removed \
+                 RETURNING 1",
+            )
+            .await?,
         tomb: c
             .prepare(
                 "UPDATE sessiond_session SET removed = true, attrs = '\\x'::bytea, principal = NULL, expires_ms = $4 \
@@ -425,7 +446,7 @@ impl BackingStore for PgStore {
                 if probe.is_empty() {
                     return Ok(false);
                 }
-                self.classify(&c, key, owner, false).await?;
+                self.classify(&c, key, owner, false, false).await?;
                 return Ok(false);
             }
             Ok(true)
@@ -433,7 +454,11 @@ impl BackingStore for PgStore {
     }
 
     fn remove<'a>(&'a self, key: &'a StoreKey, owner: Owner) -> StoreFuture<'a, ()> {
-        Box::pin(self.remove_inner(key, owner))
+        Box::pin(self.remove_inner(key, owner, false))
+    }
+
+    fn retire<'a>(&'a self, key: &'a StoreKey, owner: Owner) -> StoreFuture<'a, ()> {
+        Box::pin(self.remove_inner(key, owner, true))
     }
 
     fn end<'a>(&'a self, key: &'a StoreKey, now_ms: u64) -> StoreFuture<'a, Option<Moved>> {

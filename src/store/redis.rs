@@ -105,6 +105,21 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {1, 0}
 "#;
 
+// A rotation's removal of its old key (BackingStore::retire): its tombstone
+// carries q = -1, so the same owner's retry succeeds and nothing else does.
+const RETIRE: &str = r#"
+local o = redis.call('HMGET', KEYS[1], 'o', 'e', 'r', 'q')
+if not o[1] then return {1, 0} end
+if o[3] == '1' then
+  if o[4] == '-1' and o[1] == ARGV[1] and o[2] == ARGV[2] then return {1, 0} end
+  return {-1, 0}
+end
+if o[1] ~= ARGV[1] or o[2] ~= ARGV[2] then return {-1, tonumber(o[1])} end
+redis.call('HSET', KEYS[1], 'r', '1', 'd', '', 'q', '-1')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {1, 0}
+"#;
+
 const END: &str = r#"
 local o = redis.call('HMGET', KEYS[1], 'o', 's', 'g', 'r', 'x')
 if not o[1] or o[4] == '1' then return {0, 0, 0, 0} end
@@ -156,7 +171,7 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 "#;
 
 /// The scripts, loaded per connection.
-const SCRIPTS: [&str; 7] = [SAVE, REMOVE, TOUCH, TAKE, SWEEP_ONE, RENEW, END];
+const SCRIPTS: [&str; 8] = [SAVE, REMOVE, TOUCH, TAKE, SWEEP_ONE, RENEW, END, RETIRE];
 #[derive(Clone, Copy)]
 enum S {
     Save = 0,
@@ -166,6 +181,7 @@ enum S {
     SweepOne,
     Renew,
     End,
+    Retire,
 }
 
 /// `HMGET o s e r` of one session.
@@ -505,13 +521,13 @@ impl RedisStore {
         p.cmd("PEXPIREAT").arg(&set).arg(until).arg("GT").ignore();
     }
 
-    async fn remove_inner(&self, key: &StoreKey, owner: Owner) -> Result<(), StoreError> {
+    async fn remove_inner(&self, key: &StoreKey, owner: Owner, script: S) -> Result<(), StoreError> {
         let k = key_name(key);
         let member = key_hex(key);
         let r: ((i64, i64), i64) = self
             .write(|c| {
                 let mut p = redis::pipe();
-                let mut cmd = Self::script(c, S::Remove, &k);
+                let mut cmd = Self::script(c, script, &k);
                 cmd.arg(owner.node).arg(owner.epoch).arg(TOMBSTONE_MS);
                 p.add_command(cmd);
                 p.cmd("ZREM").arg(EXP).arg(&member);
@@ -612,7 +628,11 @@ impl BackingStore for RedisStore {
     }
 
     fn remove<'a>(&'a self, key: &'a StoreKey, owner: Owner) -> StoreFuture<'a, ()> {
-        Box::pin(self.remove_inner(key, owner))
+        Box::pin(self.remove_inner(key, owner, S::Remove))
+    }
+
+    fn retire<'a>(&'a self, key: &'a StoreKey, owner: Owner) -> StoreFuture<'a, ()> {
+        Box::pin(self.remove_inner(key, owner, S::Retire))
     }
 
     fn end<'a>(&'a self, key: &'a StoreKey, now_ms: u64) -> StoreFuture<'a, Option<Moved>> {

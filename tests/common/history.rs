@@ -142,6 +142,12 @@ impl History {
         self.events.lock().unwrap().clone()
     }
 
+    /// Every (id, successor) answered, for a printed fork.
+    pub fn successor_edges(&self) -> Vec<(String, String)> {
+        let g = self.successors.lock().unwrap();
+        g.iter().flat_map(|(k, v)| v.iter().map(move |n| (k.clone(), n.clone()))).collect()
+    }
+
     /// Ids answered with two different successors.
     ///
     /// A re-issue after a takeover names the new owner's slot, so two

@@ -263,7 +263,15 @@ fn handle_notice(cluster: &Cluster, contexts: &[Sessions], m: &Moved) -> Option<
 async fn end_rotated(cluster: &Cluster, s: &Sessions, slot: u32) -> Result<(), StoreError> {
     let Some(o) = cluster.owners(s.tag()) else { return Ok(()) };
     let Some((key, epoch)) = o.retired(slot) else { return Ok(()) };
-    let r = cluster.store().remove(&key, Owner { node: cluster.node(), slot, epoch }).await;
+    // Recorded by `Cluster::rotating` for a rotation the region has not
+    // made (in flight, or its worker died first): the key is still the
+    // slot's own, not retired.
+    if let Ok(Some(id)) = s.id_in_slot(slot, crate::clock::now_ms())
+        && store_key(id.context, &id.token) == key
+    {
+        return Ok(());
+    }
+    let r = cluster.store().retire(&key, Owner { node: cluster.node(), slot, epoch }).await;
     cluster.note(&r);
     match r {
         Ok(()) => {
@@ -456,6 +464,12 @@ pub async fn flush(cluster: &Cluster, s: &Sessions, unrecorded: &mut Unrecorded)
                         if s.ended_final(slot).unwrap_or(false) {
                             // A logout: final whoever owns it in the store now.
                             cluster.end_final(&key, slot, now).await
+                        } else if cluster.moved_away(&id) {
+                            // Dropped because another node holds it (or is
+                            // taking it over): nothing of ours to remove, and
+                            // removing it would delete the session.
+                            let _ = s.acknowledge(slot, seq);
+                            continue;
                         } else {
                             let owner = cluster.owner_at(&id, &key);
                             if owner.epoch == 0 {

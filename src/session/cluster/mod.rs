@@ -468,6 +468,31 @@ impl Cluster {
         let meta: SessionMeta = sessions.adopt(&a, now_ms)?;
         let slot = meta.id.slot;
         let mark = sessions.change_mark(slot)?;
+        // The node it comes from drops its copy on this notice, not at its
+        // next write or restart.
+        let notice = (rec.owner.node != self.node).then_some(Moved {
+            from: rec.owner.node,
+            context: rec.context,
+            slot: rec.owner.slot,
+            key: rec.key,
+        });
+        if self.fail_closed()
+            && let Some(m) = &notice
+        {
+            // Under fail-closed the notice goes out before the store names
+            // this node: were it sent after and lost, the store would name
+            // this node while the old holder, never told, went on serving
+            // its copy (and the next takeover's notice would name this node,
+            // not it). Sent first, a lost notice leaves the store as it was,
+            // and a takeover that then loses the race only makes the old
+            // holder drop a copy it takes back from the store (§6.11).
+            let r = self.store.announce(m).await;
+            self.note(&r);
+            if let Err(e) = r {
+                let _ = sessions.drop_stale(&meta.id, now_ms);
+                return Err(self.unavailable(&e));
+            }
+        }
         let r = self.store.take_over(&rec.key, rec.owner.epoch, rec.seq, self.node, slot, now_ms).await;
         self.note(&r);
         match r {
@@ -477,23 +502,11 @@ impl Cluster {
                     sessions.acknowledge(slot, seq)?;
                 }
                 self.state.add(Word::Takeovers, 1);
-                if rec.owner.node != self.node {
-                    // The node it came from drops its copy now, not at its
-                    // next write or restart.
-                    let m = Moved { from: rec.owner.node, context: rec.context, slot: rec.owner.slot, key: rec.key };
-                    let r = self.store.announce(&m).await;
+                if !self.fail_closed()
+                    && let Some(m) = &notice
+                {
+                    let r = self.store.announce(m).await;
                     self.note(&r);
-                    if let Err(e) = r
-                        && self.fail_closed()
-                    {
-                        // Until the old holder hears of it, it may serve its
-                        // copy: answer nothing the new owner changes before
-                        // the notice is out. The store names this node, but
-                        // the slot no longer holds it, so the next request
-                        // takes it over again and announces again (§6.11).
-                        let _ = sessions.drop_stale(&meta.id, now_ms);
-                        return Err(self.unavailable(&e));
-                    }
                 }
                 log::info!(
                     "context {}: took over session {}… from node {} (epoch {epoch})",
@@ -559,6 +572,33 @@ impl Cluster {
     pub async fn created(&self, sessions: &Sessions, meta: &SessionMeta, now_ms: u64) -> Result<(), SessionError> {
         self.record_owner(&meta.id, 1, meta.created_ms);
         self.changed(sessions, &meta.id, false, now_ms).await
+    }
+
+    /// Records, before the region rotates `id`, that its store key is to
+    /// be retired: a worker killed between the region's rotation and its
+    /// store write then leaves the reaper's flush the key to retire before
+    /// it saves the new one, so the old key never stays live beside the
+    /// new (a fork). Returns whether it recorded one; undo it with
+    /// [`Self::not_rotated`] if the region does not rotate.
+    pub fn rotating(&self, id: &SessionId) -> bool {
+        let key = store_key(id.context, &id.token);
+        let epoch = self.owner_at(id, &key).epoch;
+        let Some(o) = self.owners(id.context) else { return false };
+        if epoch == 0 || o.retired(id.slot).is_some() {
+            return false;
+        }
+        o.retire(id.slot, &key, epoch);
+        true
+    }
+
+    /// The region refused the rotation [`Self::rotating`] recorded.
+    pub fn not_rotated(&self, id: &SessionId) {
+        let key = store_key(id.context, &id.token);
+        if let Some(o) = self.owners(id.context)
+            && o.retired(id.slot).is_some_and(|(k, _)| k == key)
+        {
+            o.clear_retired(id.slot);
+        }
     }
 
     /// Write-through of a rotation from `old` to `new` (same slot). If the

@@ -196,3 +196,37 @@ fn a_store_that_lost_its_data_is_reseeded_and_a_stale_copy_never_wins() {
     assert_eq!(now(reconcile(&n1.cluster, &s1)).unwrap(), 0);
     assert_eq!(n1.cluster.state().get(Word::StoreResets), 1);
 }
+
+#[test]
+fn a_stale_rotation_after_another_nodes_rotation_never_forks_the_session() {
+    let store = MemoryStore::new();
+    let (n1, n2) = (node(1, &store, "serve-local", None), node(2, &store, "serve-local", None));
+    let t = crate::clock::now_ms();
+    let m = now(n1.sessions.create(t)).unwrap();
+    // Node 2 takes it over and rotates it; node 1 hears nothing.
+    let re = now(n2.sessions.get(&[m.id], false, t)).unwrap().reissued.unwrap();
+    let b = now(n2.sessions.rotate(&[re], t)).unwrap().value.id;
+    assert_eq!(store.live(), 1);
+    // Node 1 rotates its stale copy: the old key is a tombstone of node 2's
+    // rotation, so the rotation is refused and no second token goes live.
+    let e = now(n1.sessions.rotate(&[m.id], t)).unwrap_err();
+    assert!(matches!(e, SessionError::Moved { .. }) || e.is_not_found(), "{e:?}");
+    assert_eq!(store.live(), 1, "one live token: node 2's rotation");
+    let key = store_key(b.context, &b.token);
+    assert!(!store.peek(&key).unwrap().1, "node 2's rotated session lives");
+    // The same owner's retry of its own retire succeeds (a save that failed
+    // after the old key went), and a logout's tombstone refuses it.
+    use crate::store::Owner;
+    let c = now(n2.sessions.create(t)).unwrap();
+    let ck = store_key(c.id.context, &c.id.token);
+    let own = store.peek(&ck).unwrap().0.owner;
+    now(store.retire(&ck, own)).unwrap();
+    now(store.retire(&ck, own)).unwrap();
+    let other = Owner { node: 3, ..own };
+    assert!(now(store.retire(&ck, other)).is_err(), "another owner's retry");
+    let d = now(n2.sessions.create(t)).unwrap();
+    let dk = store_key(d.id.context, &d.id.token);
+    let own = store.peek(&dk).unwrap().0.owner;
+    now(store.end(&dk, t)).unwrap();
+    assert!(now(store.retire(&dk, own)).is_err(), "a logout's tombstone refuses a rotation");
+}
