@@ -286,6 +286,23 @@ async fn end_rotated(cluster: &Cluster, s: &Sessions, slot: u32) -> Result<(), S
     }
 }
 
+/// Every live session of `s`, [`RECONCILE_BATCH`] at a time; a page that
+/// cannot be read ends the pass, logged with `what` (the pass's name).
+fn pages<'a>(s: &'a Sessions, what: &'a str) -> impl Iterator<Item = Vec<crate::region::SessionMeta>> + 'a {
+    let mut cursor = Some(0);
+    std::iter::from_fn(move || match s.list(cursor?, RECONCILE_BATCH, crate::clock::now_ms()) {
+        Ok((metas, next)) => {
+            cursor = next;
+            Some(metas)
+        }
+        Err(e) => {
+            log::warn!("context {}: {what} stopped early: {e}", s.context());
+            cursor = None;
+            None
+        }
+    })
+}
+
 /// Checks every live local session against the store; returns how many
 /// stale copies were dropped.
 pub async fn reconcile(cluster: &Cluster, contexts: &[Sessions]) -> Result<u64, StoreError> {
@@ -294,16 +311,8 @@ pub async fn reconcile(cluster: &Cluster, contexts: &[Sessions]) -> Result<u64, 
     check_generation(cluster, contexts).await?;
     let mut dropped = 0;
     for s in contexts.iter() {
-        let mut cursor = 0;
-        loop {
+        for metas in pages(s, "reconciliation") {
             let now = crate::clock::now_ms();
-            let (metas, next) = match s.list(cursor, RECONCILE_BATCH, now) {
-                Ok(v) => v,
-                Err(e) => {
-                    log::warn!("context {}: reconciliation stopped early: {e}", s.context());
-                    break;
-                }
-            };
             let keys: Vec<_> = metas.iter().map(|m| store_key(m.id.context, &m.id.token)).collect();
             let owners = cluster.store().owners(&keys).await?;
             for (m, o) in metas.iter().zip(owners) {
@@ -328,10 +337,6 @@ pub async fn reconcile(cluster: &Cluster, contexts: &[Sessions]) -> Result<u64, 
                         lost_write(cluster, s, &m.id, want.epoch, o.node, seq, now).await;
                     }
                 }
-            }
-            match next {
-                Some(n) => cursor = n,
-                None => break,
             }
         }
     }
@@ -368,25 +373,8 @@ pub async fn check_generation(cluster: &Cluster, contexts: &[Sessions]) -> Resul
     // same sessions itself, and so never drops a copy the store forgot.
     let mut marked = 0u64;
     for s in contexts.iter() {
-        let mut cursor = 0;
-        loop {
-            let now = crate::clock::now_ms();
-            let (metas, next) = match s.list(cursor, RECONCILE_BATCH, now) {
-                Ok(v) => v,
-                Err(e) => {
-                    log::warn!("context {}: re-seed stopped early: {e}", s.context());
-                    break;
-                }
-            };
-            for m in &metas {
-                if s.remark(&m.id).unwrap_or(false) {
-                    marked += 1;
-                }
-            }
-            match next {
-                Some(n) => cursor = n,
-                None => break,
-            }
+        for metas in pages(s, "re-seed") {
+            marked += metas.iter().filter(|m| s.remark(&m.id).unwrap_or(false)).count() as u64;
         }
     }
     if st.swap(Word::Generation, known, now_gen) {

@@ -823,47 +823,35 @@ pub fn metrics_text(c: &Cluster, pending: u64, now_ms: u64) -> String {
         st.get(Word::Reconciled),
     );
     line("sessiond_store_leader", "gauge", "1 while this node sweeps the store.", st.get(Word::Leader));
-    line("sessiond_store_writes_total", "counter", "Store writes (saves, touches, removals).", st.get(Word::Writes));
-    line("sessiond_store_touches_total", "counter", "Coalesced last-access writes.", st.get(Word::Touches));
-    line(
-        "sessiond_store_takeovers_total",
-        "counter",
-        "Sessions this node took over from another.",
-        st.get(Word::Takeovers),
-    );
-    line(
-        "sessiond_store_fenced_total",
-        "counter",
-        "Takeovers lost and writes the store refused (another owner).",
-        st.get(Word::Fenced),
-    );
-    line("sessiond_store_errors_total", "counter", "Store calls that failed.", st.get(Word::Errors));
-    line(
-        "sessiond_store_flushed_total",
-        "counter",
-        "Changes flushed after an outage or a crash.",
-        st.get(Word::Flushed),
-    );
-    line("sessiond_store_dropped_total", "counter", "Stale local copies dropped.", st.get(Word::Dropped));
-    line("sessiond_store_sweeps_total", "counter", "Store sweeps this node ran.", st.get(Word::Sweeps));
-    line(
-        "sessiond_store_lost_writes_total",
-        "counter",
-        "Sessions whose changes accepted here the store refused at the flush (another node took them over).",
-        st.get(Word::LostWrites),
-    );
-    line("sessiond_store_swept_total", "counter", "Expired sessions this node's sweeps removed.", st.get(Word::Swept));
-    line(
-        "sessiond_store_resets_total",
-        "counter",
-        "Times the store's generation changed (it lost its data) and this node re-seeded it.",
-        st.get(Word::StoreResets),
-    );
-    line(
-        "sessiond_store_reseeded_total",
-        "counter",
-        "Sessions this node wrote again into a store that lost its data.",
-        st.get(Word::Reseeded),
-    );
+    // The counters, each a word of `cluster/state`.
+    const COUNTERS: [(&str, &str, Word); 12] = [
+        ("sessiond_store_writes_total", "Store writes (saves, touches, removals).", Word::Writes),
+        ("sessiond_store_touches_total", "Coalesced last-access writes.", Word::Touches),
+        ("sessiond_store_takeovers_total", "Sessions this node took over from another.", Word::Takeovers),
+        ("sessiond_store_fenced_total", "Takeovers lost and writes the store refused (another owner).", Word::Fenced),
+        ("sessiond_store_errors_total", "Store calls that failed.", Word::Errors),
+        ("sessiond_store_flushed_total", "Changes flushed after an outage or a crash.", Word::Flushed),
+        ("sessiond_store_dropped_total", "Stale local copies dropped.", Word::Dropped),
+        ("sessiond_store_sweeps_total", "Store sweeps this node ran.", Word::Sweeps),
+        (
+            "sessiond_store_lost_writes_total",
+            "Sessions whose changes accepted here the store refused at the flush (another node took them over).",
+            Word::LostWrites,
+        ),
+        ("sessiond_store_swept_total", "Expired sessions this node's sweeps removed.", Word::Swept),
+        (
+            "sessiond_store_resets_total",
+            "Times the store's generation changed (it lost its data) and this node re-seeded it.",
+            Word::StoreResets,
+        ),
+        (
+            "sessiond_store_reseeded_total",
+            "Sessions this node wrote again into a store that lost its data.",
+            Word::Reseeded,
+        ),
+    ];
+    for (name, help, w) in COUNTERS {
+        line(name, "counter", help, st.get(w));
+    }
     o
 }
