@@ -105,6 +105,33 @@ impl Store {
         }
     }
 
+    /// A store on a Redis this test runs itself ([`PrivateRedis`]), with a
+    /// proxy in front for node 1, so a test can restart the server.
+    pub fn on_private_redis(r: &PrivateRedis) -> Store {
+        let tmp = tempfile::tempdir().unwrap();
+        let socket = r.socket();
+        let local = tmp.path().join("redis.sock");
+        let proxy = Proxy::start(&socket, &local);
+        let url = format!("redis+unix://{}", local.display());
+        Store {
+            kind: Kind::Redis,
+            url,
+            socket: socket.clone(),
+            inspect: format!("{}|0", socket.display()),
+            proxy: Some(proxy),
+            _tmp: tmp,
+        }
+    }
+
+    /// [`Self::redis`], or `None` while the server does not answer (a
+    /// restart).
+    pub fn try_redis(&self, args: &[&str]) -> Option<String> {
+        let p: Vec<&str> = self.inspect.split('|').collect();
+        let out = Command::new("redis-cli").args(["-s", p[0], "-n", p[1]]).args(args).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success() && !text.starts_with("Could not connect") && !text.starts_with("ERR")).then_some(text)
+    }
+
     /// The URL of the real server, past any proxy: a node started with it
     /// keeps its store when the test cuts the proxy (an asymmetric
     /// partition: the other nodes are cut, this one is not).
@@ -147,6 +174,71 @@ fn psql(dir: &str, user: &str, db: &str, q: &str) -> String {
         .expect("psql (package postgresql-client; `bash tools/test` installs it)");
     assert!(out.status.success(), "psql {q}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A Redis server of the test's own, on a unix socket in a temp dir, with
+/// its data in an append-only file fsynced at every write, so it can be
+/// stopped and started again with its data (a store restart). Killed on
+/// drop.
+pub struct PrivateRedis {
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    /// Starts it (`SESSIOND_TEST_REDIS_SERVER` names redis-server).
+    pub fn start() -> PrivateRedis {
+        let mut r = PrivateRedis { dir: tempfile::tempdir().unwrap(), child: None };
+        r.up();
+        r
+    }
+
+    /// Its unix socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("r.sock")
+    }
+
+    /// Starts the server (again) on the same files.
+    pub fn up(&mut self) {
+        let bin = env_or_fail("SESSIOND_TEST_REDIS_SERVER", "redis-server binary");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("log")).unwrap();
+        let child = Command::new(bin)
+            .args(["--port", "0", "--unixsocket"])
+            .arg(self.socket())
+            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .arg(self.dir.path())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let sock = self.socket();
+        wait_until("the private Redis answering PING", Duration::from_secs(10), || {
+            Command::new("redis-cli")
+                .arg("-s")
+                .arg(&sock)
+                .arg("PING")
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+        });
+    }
+
+    /// Stops the server cleanly (`SIGTERM`: it finishes its file and exits).
+    pub fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 fn redis_cli(path: &str, db: u32, args: &[&str]) -> String {
