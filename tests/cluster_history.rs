@@ -441,6 +441,11 @@ fn run(kind: Kind, fault: Fault, mode: &str) -> (Counts, u64) {
         }
         if live_tokens.len() > 1 {
             eprintln!("session {s} forked: {} live tokens {live_tokens:?}", live_tokens.len());
+            for id in sh.all_ids[s].lock().unwrap().iter() {
+                let p = sessiond::region::SessionId::parse(id.as_bytes()).expect("an id sessiond gave");
+                let key = sessiond::store::store_key(p.context, &p.token);
+                eprintln!("  {}…{} is {}", &id[..12], &id[12..18], sessiond::session::cluster::key_short(&key));
+            }
             // How it got there: the ids it went by, and its rotations.
             let ids = sh.all_ids[s].lock().unwrap().clone();
             for (old, new) in sh.history.successor_edges() {

@@ -82,6 +82,13 @@ pub fn prepare_files<'a>(config: &Config, contexts: impl Iterator<Item = &'a Ses
     Ok(())
 }
 
+/// A store key's first 4 bytes, for debug logs: enough to follow one
+/// session through the nodes' logs, nothing of its token (the key is a
+/// SHA-256 of it).
+pub fn key_short(k: &StoreKey) -> String {
+    format!("key {:02x}{:02x}{:02x}{:02x}", k[0], k[1], k[2], k[3])
+}
+
 /// Why this process's cluster view could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -192,6 +199,12 @@ impl Cluster {
         if let Some(o) = self.owners(id.context) {
             o.mark_moved(id.slot, Self::tag(id));
         }
+        log::debug!(
+            "context {}: dropping the copy of {}… ({}): another node holds it",
+            sessions.context(),
+            id.short(),
+            key_short(&store_key(id.context, &id.token))
+        );
         sessions.drop_stale(id, now_ms).is_ok()
     }
 
@@ -498,6 +511,18 @@ impl Cluster {
         match r {
             Ok(epoch) => {
                 self.record_owner(&meta.id, epoch, rec.last_access_ms);
+                if rec.owner.node == self.node
+                    && rec.owner.slot != slot
+                    && let Ok(Some(old)) = sessions.id_in_slot(rec.owner.slot, now_ms)
+                    && store_key(old.context, &old.token) == rec.key
+                {
+                    // Taken over from a sibling worker of this node (its copy
+                    // was not yet recorded when this worker looked): no
+                    // notice names this node's own slots, so drop that copy
+                    // here, or it would serve the old epoch for good.
+                    self.drop_moved(sessions, &old, now_ms);
+                    self.state.add(Word::Dropped, 1);
+                }
                 if let Some(seq) = mark {
                     sessions.acknowledge(slot, seq)?;
                 }
@@ -509,9 +534,10 @@ impl Cluster {
                     self.note(&r);
                 }
                 log::info!(
-                    "context {}: took over session {}… from node {} (epoch {epoch})",
+                    "context {}: took over session {}… ({}) from node {} (epoch {epoch})",
                     sessions.context(),
                     meta.id.short(),
+                    key_short(&rec.key),
                     rec.owner.node
                 );
                 Ok(meta.id)
@@ -632,6 +658,13 @@ impl Cluster {
             Ok(()) => self.store.rotate(&old_key, &rec).await,
             Err(e) => Err(e),
         };
+        log::debug!(
+            "context {}: rotated {}… ({} -> {}, epoch {epoch}): {r:?}",
+            sessions.context(),
+            new.short(),
+            key_short(&old_key),
+            key_short(&rec.key)
+        );
         if let Some(o) = owners
             && !matches!(r, Err(StoreError::Unavailable { .. } | StoreError::TlsRefused { .. }))
             && o.retired(slot).is_some_and(|(k, e)| k == old_key && e == epoch)

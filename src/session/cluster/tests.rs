@@ -230,3 +230,21 @@ fn a_stale_rotation_after_another_nodes_rotation_never_forks_the_session() {
     now(store.end(&dk, t)).unwrap();
     assert!(now(store.retire(&dk, own)).is_err(), "a logout's tombstone refuses a rotation");
 }
+
+#[test]
+fn a_takeover_from_a_sibling_worker_drops_the_siblings_copy() {
+    let store = MemoryStore::new();
+    let (n1, n2) = (node(1, &store, "fail-closed", None), node(2, &store, "fail-closed", None));
+    let t = crate::clock::now_ms();
+    let m = now(n1.sessions.create(t)).unwrap();
+    let a = now(n2.sessions.get(&[m.id], false, t)).unwrap().reissued.unwrap();
+    assert_eq!(n2.sessions.live(), 1);
+    // A sibling worker looks before this copy's owner entry is written (the
+    // race of two workers taking the same session over at once).
+    n2.cluster.owners(a.context).unwrap().set(a.slot, 0, 0, 0, 0);
+    let b = now(n2.sessions.get(&[m.id], false, t)).unwrap().reissued.unwrap();
+    assert_ne!(a.slot, b.slot, "the sibling adopted it into a slot of its own");
+    assert_eq!(n2.sessions.live(), 1, "the first copy is dropped, not left serving the old epoch");
+    let (rec, _) = store.peek(&store_key(m.id.context, &m.id.token)).unwrap();
+    assert_eq!((rec.owner.node, rec.owner.slot), (2, b.slot));
+}
