@@ -35,7 +35,8 @@
 //! failing run prints the minimal history that shows the violation.
 //!
 //! Needs the servers `bash tools/test` starts (SESSIOND_TEST_PG,
-//! SESSIOND_TEST_REDIS); without them each test fails naming that command.
+//! SESSIOND_TEST_REDIS, and SESSIOND_TEST_REDIS_SERVER for the store
+//! restart's own Redis); without them each test fails naming that command.
 
 mod common;
 
@@ -521,67 +522,56 @@ fn fail_closed(kind: Kind, fault: Fault) {
 }
 
 #[test]
-#[ignore = "finds open anomalies (docs/cluster.md §16); run them with tools/history"]
 fn pg_history_asymmetric_partition() {
     fail_closed(Kind::Pg, Fault::Asymmetric);
 }
 
 #[test]
-#[ignore = "finds open anomalies (docs/cluster.md §16); run them with tools/history"]
 fn redis_history_asymmetric_partition() {
     fail_closed(Kind::Redis, Fault::Asymmetric);
 }
 
 #[test]
-#[ignore = "finds open anomalies (docs/cluster.md §16); run them with tools/history"]
 fn pg_history_symmetric_partition() {
     fail_closed(Kind::Pg, Fault::Symmetric);
 }
 
 #[test]
-#[ignore = "finds open anomalies (docs/cluster.md §16); run them with tools/history"]
 fn redis_history_symmetric_partition() {
     fail_closed(Kind::Redis, Fault::Symmetric);
 }
 
 #[test]
-#[ignore = "finds open anomalies (docs/cluster.md §16); run them with tools/history"]
 fn pg_history_paused_owner() {
     fail_closed(Kind::Pg, Fault::Pause);
 }
 
 #[test]
-#[ignore = "finds open anomalies (docs/cluster.md §16); run them with tools/history"]
 fn redis_history_paused_owner() {
     fail_closed(Kind::Redis, Fault::Pause);
 }
 
 #[test]
-#[ignore = "finds open anomalies (docs/cluster.md §16); run them with tools/history"]
 fn pg_history_killed_node() {
     fail_closed(Kind::Pg, Fault::Kill);
 }
 
 #[test]
-#[ignore = "finds open anomalies (docs/cluster.md §16); run them with tools/history"]
 fn redis_history_killed_node() {
     fail_closed(Kind::Redis, Fault::Kill);
 }
 
 #[test]
-#[ignore = "finds open anomalies (docs/cluster.md §16); run them with tools/history"]
 fn pg_history_lost_notices() {
     fail_closed(Kind::Pg, Fault::NoticeGap);
 }
 
 #[test]
-#[ignore = "finds open anomalies (docs/cluster.md §16); run them with tools/history"]
 fn redis_history_lost_notices() {
     fail_closed(Kind::Redis, Fault::NoticeGap);
 }
 
 #[test]
-#[ignore = "finds open anomalies (docs/cluster.md §16); run them with tools/history"]
 fn redis_history_store_restart() {
     fail_closed(Kind::Redis, Fault::StoreRestart);
 }
