@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::cluster::node_at;
+use common::cluster::{as_pg, is_root, node_at, pg_bin};
 use common::{Opts, Server, request};
 
 /// A test CA and what it signed.
@@ -54,34 +54,6 @@ struct TlsPg {
     bin: PathBuf,
     dir: tempfile::TempDir,
     port: u16,
-}
-
-fn pg_bin() -> PathBuf {
-    match std::env::var("SESSIOND_TEST_PG_BIN") {
-        Ok(v) if !v.is_empty() => PathBuf::from(v),
-        _ => panic!(
-            "SESSIOND_TEST_PG_BIN is not set: this test runs its own PostgreSQL with ssl=on. Run the suite with \
-             `bash tools/test` (it installs PostgreSQL when missing and sets it), or set it to Debian's \
-             /usr/lib/postgresql/<version>/bin"
-        ),
-    }
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// Runs a PostgreSQL program; as root, as user postgres (PostgreSQL
-/// refuses to run as root; tools/test's `as_pg` does the same).
-fn as_pg(program: &Path, args: &[&str]) -> std::process::Output {
-    let mut c = if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    };
-    c.args(args).output().unwrap_or_else(|e| panic!("{}: {e}", program.display()))
 }
 
 fn free_port() -> u16 {

@@ -123,6 +123,27 @@ impl Store {
         }
     }
 
+    /// A store on a PostgreSQL this test runs itself ([`PrivatePg`]), with
+    /// a proxy in front for node 1, so a test can restart the server.
+    pub fn on_private_pg(pg: &PrivatePg) -> Store {
+        let tmp = tempfile::tempdir().unwrap();
+        let socket = PathBuf::from(pg.dir()).join(".s.PGSQL.5432");
+        let proxy = Proxy::start(&socket, &tmp.path().join(".s.PGSQL.5432"));
+        let url = format!("postgres://postgres@localhost/sessiond?host={}", tmp.path().display());
+        let inspect = format!("{}|postgres|sessiond", pg.dir());
+        Store { kind: Kind::Pg, url, socket, inspect, proxy: Some(proxy), _tmp: tmp }
+    }
+
+    /// [`Self::sql`], or `None` while the server does not answer.
+    pub fn try_sql(&self, q: &str) -> Option<String> {
+        let p: Vec<&str> = self.inspect.split('|').collect();
+        let out = Command::new("psql")
+            .args(["-h", p[0], "-U", p[1], "-d", p[2], "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", q])
+            .output()
+            .ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// [`Self::redis`], or `None` while the server does not answer (a
     /// restart).
     pub fn try_redis(&self, args: &[&str]) -> Option<String> {
@@ -174,6 +195,99 @@ fn psql(dir: &str, user: &str, db: &str, q: &str) -> String {
         .expect("psql (package postgresql-client; `bash tools/test` installs it)");
     assert!(out.status.success(), "psql {q}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Debian's PostgreSQL programs (`SESSIOND_TEST_PG_BIN`, which `bash
+/// tools/test` sets), for tests that run a PostgreSQL of their own.
+pub fn pg_bin() -> PathBuf {
+    match std::env::var("SESSIOND_TEST_PG_BIN") {
+        Ok(v) if !v.is_empty() => PathBuf::from(v),
+        _ => panic!(
+            "SESSIOND_TEST_PG_BIN is not set: this test runs its own PostgreSQL. Run the suite with \
+             `bash tools/test` (it installs PostgreSQL when missing and sets it), or set it to Debian's \
+             /usr/lib/postgresql/<version>/bin"
+        ),
+    }
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Runs a PostgreSQL program; as root, as user postgres (PostgreSQL
+/// refuses to run as root; tools/test's `as_pg` does the same).
+pub fn as_pg(program: &Path, args: &[&str]) -> std::process::Output {
+    let mut c = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    c.args(args).output().unwrap_or_else(|e| panic!("{}: {e}", program.display()))
+}
+
+/// A PostgreSQL of the test's own, on a unix socket only, in a temp dir
+/// under /tmp (user postgres must reach it), with a database `sessiond`;
+/// it can be stopped and started again with its data (a store restart).
+/// Stopped on drop.
+pub struct PrivatePg {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl PrivatePg {
+    /// `initdb`, start, `CREATE DATABASE sessiond`.
+    pub fn start() -> PrivatePg {
+        let bin = pg_bin();
+        let dir = tempfile::Builder::new().prefix("sd-pg").tempdir_in("/tmp").unwrap();
+        if is_root() {
+            let u = nix::unistd::User::from_name("postgres").unwrap().expect("user postgres (package postgresql)");
+            std::os::unix::fs::chown(dir.path(), Some(u.uid.as_raw()), Some(u.gid.as_raw())).unwrap();
+        }
+        let data = dir.path().join("pg");
+        let out = as_pg(
+            &bin.join("initdb"),
+            &["-D", data.to_str().unwrap(), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"],
+        );
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let pg = PrivatePg { dir, bin };
+        pg.up();
+        psql(&pg.dir(), "postgres", "postgres", "CREATE DATABASE sessiond");
+        pg
+    }
+
+    /// The socket directory.
+    pub fn dir(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    /// Starts the server (again) on the same data.
+    pub fn up(&self) {
+        let data = self.dir.path().join("pg");
+        let log = self.dir.path().join("postgres.log");
+        let opts = format!("-c listen_addresses='' -k {} -c fsync=off -c max_connections=200", self.dir());
+        let out = as_pg(
+            &self.bin.join("pg_ctl"),
+            &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "-o", &opts, "start"],
+        );
+        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Stops the server cleanly (`pg_ctl -m fast`: sessions are ended and
+    /// committed data kept).
+    pub fn down(&self) {
+        let data = self.dir.path().join("pg");
+        let _ = as_pg(&self.bin.join("pg_ctl"), &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("pg");
+        let _ = as_pg(&self.bin.join("pg_ctl"), &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+    }
 }
 
 /// A Redis server of the test's own, on a unix socket in a temp dir, with
