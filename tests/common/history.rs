@@ -427,9 +427,12 @@ pub fn check_session(init: u64, events: &[&Event], read_slack: Duration) -> Verd
                 };
             }
             Outcome::Ok(None) if logout_acked.is_none() => {
-                let undone_by_invalidate =
-                    events.iter().any(|e| e.op == Op::Invalidate && e.outcome == Outcome::Unknown);
-                if !undone_by_invalidate {
+                // An unanswered logout or rotation may have taken effect:
+                // either ends the session for this client (a rotation's new
+                // id never reached it), as the model's `step` says.
+                let ended_unanswered =
+                    events.iter().any(|e| matches!(e.op, Op::Invalidate | Op::Rotate) && e.outcome == Outcome::Unknown);
+                if !ended_unanswered {
                     v.lost_writes = acked_writes.len().max(1);
                 }
             }
