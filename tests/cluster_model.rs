@@ -45,6 +45,12 @@ fn conditions_and_timeouts_hold_across_nodes(kind: Kind) {
     assert_eq!(r.status, 204, "{}", r.text());
     let tag2 = r.header("etag").unwrap().to_string();
     assert_ne!(tag1, tag2);
+    // Node 1 hears of the takeover (its notice) and drops its copy; before
+    // that, its own copy would answer a stale write 409 `session_moved`
+    // (docs/cluster.md §9), not 412.
+    wait_until("node 1 dropping its copy on the takeover notice", Duration::from_secs(10), || {
+        metric(&n1, "sessiond_store_dropped_total") >= 1
+    });
     // ... so node 1's client, still holding the first tag, gets 412 there.
     let r = patch(&n1, &id, &json!({"attributes": {"a": "3"}}), &[("If-Match", &tag1)]);
     assert_eq!(r.status, 412, "a stale tag on the other node: {}", r.text());
