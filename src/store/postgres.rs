@@ -80,6 +80,7 @@ struct Prepared {
     owners: Statement,
     sweep: Statement,
     by_principal: Statement,
+    generation: Statement,
 }
 
 /// One live connection with its statements.
@@ -358,6 +359,14 @@ async fn prepare(c: &Client) -> Result<Prepared, tokio_postgres::Error> {
                  RETURNING ctx, key_hash, owner_node, removed",
             )
             .await?,
+        generation: c
+            .prepare(
+                "WITH ins AS (INSERT INTO sessiond_meta (key, value) VALUES ('generation', $1) \
+                 ON CONFLICT (key) DO NOTHING RETURNING value) \
+                 SELECT value FROM ins UNION ALL \
+                 SELECT value FROM sessiond_meta WHERE key = 'generation' LIMIT 1",
+            )
+            .await?,
         by_principal: c
             .prepare(
                 "SELECT key_hash, owner_node, created_ms, accessed_ms, expires_ms, is_new FROM sessiond_session \
@@ -399,15 +408,9 @@ impl BackingStore for PgStore {
     fn generation(&self, fresh: u64) -> StoreFuture<'_, u64> {
         Box::pin(async move {
             let c = self.conn().await?;
+            // One prepared statement, one round trip: asked every heartbeat.
             let fresh = fresh.to_string();
-            self.with_timeout(c.client.execute(
-                "INSERT INTO sessiond_meta (key, value) VALUES ('generation', $1) ON CONFLICT (key) DO NOTHING",
-                &[&fresh],
-            ))
-            .await?;
-            let row = self
-                .with_timeout(c.client.query_one("SELECT value FROM sessiond_meta WHERE key = 'generation'", &[]))
-                .await?;
+            let row = self.with_timeout(c.client.query_one(&c.st.generation, &[&fresh])).await?;
             let v: String = row.get(0);
             v.trim().parse().map_err(|_| self.down(format!("generation {v:?} is not a number")))
         })
