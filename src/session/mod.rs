@@ -664,11 +664,10 @@ impl Sessions {
     ) -> Result<Found<SessionMeta>, SessionError> {
         let f = self
             .resolved(ids, true, now_ms, |id| {
-                let recorded = self.cluster.as_ref().is_some_and(|c| c.rotating(id));
+                let recorded = self.cluster.as_ref().filter(|c| c.rotating(id));
                 let r = self.run(None, |r, ev| r.rotate_if_ev(id, expect, now_ms, ev));
-                if recorded
-                    && r.is_err()
-                    && let Some(c) = &self.cluster
+                if r.is_err()
+                    && let Some(c) = recorded
                 {
                     c.not_rotated(id);
                 }

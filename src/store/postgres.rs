@@ -67,6 +67,17 @@ INSERT INTO sessiond_meta (key, value) VALUES ('schema_version', '1') ON CONFLIC
 const COLS: &str =
     "key_hash, ctx, owner_node, owner_slot, owner_epoch, seq, created_ms, accessed_ms, expires_ms, is_new, attrs";
 
+/// Which fenced write changed no row, for [`PgStore::classify`]: a save or
+/// touch needs a live row of this owner; a removal also takes a missing row
+/// or any tombstone as done; a rotation's retire only its own tombstone
+/// (`seq = -1`, `BackingStore::retire`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fenced {
+    Write,
+    Remove,
+    Retire,
+}
+
 /// The statements of one connection.
 struct Prepared {
     save: Statement,
@@ -216,26 +227,21 @@ impl PgStore {
 
     /// After a fenced write changed no row: success if this owner still
     /// holds it, `Fenced` otherwise (owner 0: removed or gone).
-    /// Why a fenced write changed no row. `gone_ok`: a missing row is
-    /// success (removals), and so is a tombstone, unless `retire`, where
-    /// only this owner's own retire tombstone (`seq = -1`) is.
-    async fn classify(
-        &self,
-        c: &Conn,
-        key: &StoreKey,
-        owner: Owner,
-        gone_ok: bool,
-        retire: bool,
-    ) -> Result<(), StoreError> {
+    /// Why a fenced write of `kind` changed no row.
+    async fn classify(&self, c: &Conn, key: &StoreKey, owner: Owner, kind: Fenced) -> Result<(), StoreError> {
         let rows = self.with_timeout(c.client.query(&c.st.probe, &[&key.as_slice()])).await?;
         match rows.first() {
-            None if gone_ok => Ok(()),
+            None if kind != Fenced::Write => Ok(()),
             None => Err(StoreError::Fenced { owner: 0 }),
             Some(r) => {
                 let (node, epoch, removed, seq): (i32, i64, bool, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
                 let ours = node as u32 == owner.node && epoch as u64 == owner.epoch;
                 if removed {
-                    let ok = if retire { seq == -1 && ours } else { gone_ok };
+                    let ok = match kind {
+                        Fenced::Write => false,
+                        Fenced::Remove => true,
+                        Fenced::Retire => seq == -1 && ours,
+                    };
                     if ok { Ok(()) } else { Err(StoreError::Fenced { owner: 0 }) }
                 } else if ours {
                     Ok(())
@@ -269,20 +275,20 @@ impl PgStore {
             ))
             .await?;
         if rows.is_empty() {
-            return self.classify(&c, &rec.key, rec.owner, false, false).await;
+            return self.classify(&c, &rec.key, rec.owner, Fenced::Write).await;
         }
         Ok(())
     }
 
-    async fn remove_inner(&self, key: &StoreKey, owner: Owner, retire: bool) -> Result<(), StoreError> {
+    async fn remove_inner(&self, key: &StoreKey, owner: Owner, kind: Fenced) -> Result<(), StoreError> {
         let c = self.conn().await?;
         let until = i64_of(crate::clock::now_ms() + TOMBSTONE_MS);
-        let st = if retire { &c.st.retire } else { &c.st.tomb };
+        let st = if kind == Fenced::Retire { &c.st.retire } else { &c.st.tomb };
         let rows = self
             .with_timeout(c.client.query(st, &[&key.as_slice(), &(owner.node as i32), &i64_of(owner.epoch), &until]))
             .await?;
         if rows.is_empty() {
-            return self.classify(&c, key, owner, true, retire).await;
+            return self.classify(&c, key, owner, kind).await;
         }
         Ok(())
     }
@@ -409,8 +415,17 @@ impl BackingStore for PgStore {
         Box::pin(async move {
             let c = self.conn().await?;
             // One prepared statement, one round trip: asked every heartbeat.
+            // No row only when another node's first insert committed after
+            // this statement's snapshot: the second run sees it.
             let fresh = fresh.to_string();
-            let row = self.with_timeout(c.client.query_one(&c.st.generation, &[&fresh])).await?;
+            let mut row = None;
+            for _ in 0..2 {
+                row = self.with_timeout(c.client.query_opt(&c.st.generation, &[&fresh])).await?;
+                if row.is_some() {
+                    break;
+                }
+            }
+            let Some(row) = row else { return Err(self.down("sessiond_meta holds no generation")) };
             let v: String = row.get(0);
             v.trim().parse().map_err(|_| self.down(format!("generation {v:?} is not a number")))
         })
@@ -449,7 +464,7 @@ impl BackingStore for PgStore {
                 if probe.is_empty() {
                     return Ok(false);
                 }
-                self.classify(&c, key, owner, false, false).await?;
+                self.classify(&c, key, owner, Fenced::Write).await?;
                 return Ok(false);
             }
             Ok(true)
@@ -457,11 +472,11 @@ impl BackingStore for PgStore {
     }
 
     fn remove<'a>(&'a self, key: &'a StoreKey, owner: Owner) -> StoreFuture<'a, ()> {
-        Box::pin(self.remove_inner(key, owner, false))
+        Box::pin(self.remove_inner(key, owner, Fenced::Remove))
     }
 
     fn retire<'a>(&'a self, key: &'a StoreKey, owner: Owner) -> StoreFuture<'a, ()> {
-        Box::pin(self.remove_inner(key, owner, true))
+        Box::pin(self.remove_inner(key, owner, Fenced::Retire))
     }
 
     fn end<'a>(&'a self, key: &'a StoreKey, now_ms: u64) -> StoreFuture<'a, Option<Moved>> {

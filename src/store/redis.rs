@@ -573,17 +573,21 @@ impl BackingStore for RedisStore {
 
     fn generation(&self, fresh: u64) -> StoreFuture<'_, u64> {
         Box::pin(async move {
-            let (v,): (Option<String>,) = self
-                .write(|_| {
-                    let mut p = redis::pipe();
-                    p.cmd("SET").arg(GENERATION).arg(fresh.to_string()).arg("NX").ignore();
-                    p.cmd("GET").arg(GENERATION);
-                    p
-                })
-                .await?;
-            v.as_deref()
-                .and_then(|v| v.trim().parse().ok())
-                .ok_or_else(|| self.down(format!("{GENERATION} is {v:?}, not a number")))
+            // A read on every heartbeat; the write (and its WAIT through a
+            // Sentinel) only for a store that has none yet.
+            let (mut v,): (Option<String>,) = self.run(|_| redis::pipe().cmd("GET").arg(GENERATION).clone()).await?;
+            if v.is_none() {
+                (v,) = self
+                    .write(|_| {
+                        let mut p = redis::pipe();
+                        p.cmd("SET").arg(GENERATION).arg(fresh.to_string()).arg("NX").ignore();
+                        p.cmd("GET").arg(GENERATION);
+                        p
+                    })
+                    .await?;
+            }
+            let v = v.unwrap_or_default();
+            v.trim().parse().map_err(|_| self.down(format!("{GENERATION} holds {v:?}, not a number")))
         })
     }
 

@@ -377,12 +377,12 @@ pub async fn check_generation(cluster: &Cluster, contexts: &[Sessions]) -> Resul
             marked += metas.iter().filter(|m| s.remark(&m.id).unwrap_or(false)).count() as u64;
         }
     }
-    if st.swap(Word::Generation, known, now_gen) {
-        st.add(Word::StoreResets, 1);
-        st.add(Word::Reseeded, marked);
-    } else {
+    if !st.swap(Word::Generation, known, now_gen) {
+        // A racing check recorded it (and counts and logs it).
         return Ok(marked);
     }
+    st.add(Word::StoreResets, 1);
+    st.add(Word::Reseeded, marked);
     log::error!(
         "session store {}: its generation changed from {known:016x} to {now_gen:016x}: the store lost its data \
          (restarted without persistence, or re-created); re-seeding it with this node's {marked} live session(s) \
